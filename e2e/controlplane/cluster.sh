@@ -1,0 +1,353 @@
+#!/usr/bin/env bash
+# The local Kubernetes control plane Xin is tested and demonstrated against: etcd,
+# kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake nodes), built from the
+# Go module proxy, cached outside the repository and run on 127.0.0.1 only.
+#
+#   cluster.sh build           build (or find in the cache) every binary
+#   cluster.sh up              build if needed, start, wait for Ready nodes, print usage
+#   cluster.sh down            stop the processes this script started (by recorded PID)
+#   cluster.sh reset           down, then wipe the state directory (certificates, etcd data)
+#   cluster.sh status          say what runs; exit 1 when the cluster is not up
+#   cluster.sh env             print `export` lines for KUBECONFIG and PATH
+#   cluster.sh check-versions  fail when gomod/*/go.mod disagree with versions.env
+#
+# Settings (environment): XIN_CLUSTER_DIR (state, default <repo>/.cluster),
+# XDG_CACHE_HOME (binaries under $XDG_CACHE_HOME/xin, default ~/.cache/xin), and the ports
+# XIN_ETCD_PORT 16379, XIN_ETCD_PEER_PORT 16380, XIN_APISERVER_PORT 16443,
+# XIN_KCM_PORT 16257, XIN_SCHEDULER_PORT 16259, XIN_KWOK_PORT 16247.
+set -euo pipefail
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+# shellcheck source=versions.env
+. "$HERE/versions.env"
+
+CACHE_ROOT=${XDG_CACHE_HOME:-$HOME/.cache}/xin
+KUBE_BIN=$CACHE_ROOT/kube-$KUBE_VERSION/bin
+ETCD_BIN=$CACHE_ROOT/etcd-$ETCD_VERSION/bin
+KWOK_BIN=$CACHE_ROOT/kwok-$KWOK_VERSION/bin
+HELM_BIN=$CACHE_ROOT/helm-$HELM_VERSION/bin
+STATE=${XIN_CLUSTER_DIR:-$REPO/.cluster}
+
+ETCD_PORT=${XIN_ETCD_PORT:-16379}
+ETCD_PEER_PORT=${XIN_ETCD_PEER_PORT:-16380}
+APISERVER_PORT=${XIN_APISERVER_PORT:-16443}
+KCM_PORT=${XIN_KCM_PORT:-16257}
+SCHEDULER_PORT=${XIN_SCHEDULER_PORT:-16259}
+KWOK_PORT=${XIN_KWOK_PORT:-16247}
+NODES=(xin-node-1 xin-node-2)
+COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+ensure_tools() {
+  local missing=()
+  command -v go >/dev/null || die "the Go toolchain is needed to build the control plane (https://go.dev/dl)"
+  for t in openssl curl; do command -v "$t" >/dev/null || missing+=("$t"); done
+  if ((${#missing[@]})); then
+    say "installing ${missing[*]} with apt-get"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
+
+go_env() {
+  export GOMODCACHE=$CACHE_ROOT/go/mod GOCACHE=$CACHE_ROOT/go/build
+  export GOFLAGS=-trimpath GOWORK=off GOTOOLCHAIN=local CGO_ENABLED=0
+}
+
+# go_build <module dir> <output dir> <ldflags> <package> <binary name>...
+# Builds into a temporary directory and moves the binaries into place only when all succeeded,
+# so an interrupted build never leaves a half-written binary that looks cached.
+go_build() {
+  local mod=$1 out=$2 ldflags=$3 pkgs=() names=() tmp start ticker rc=0
+  shift 3
+  while (($#)); do pkgs+=("$1"); names+=("$2"); shift 2; done
+  local need=0
+  for n in "${names[@]}"; do [ -x "$out/$n" ] || need=1; done
+  if ((need == 0)); then say "cached: ${names[*]} in $out"; return 0; fi
+  mkdir -p "$out"
+  tmp=$(mktemp -d "$out/.build.XXXXXX")
+  start=$(date +%s)
+  say "building ${names[*]} (cold: minutes; progress every 60 s)"
+  ( while sleep 60; do echo "    ... still building ${names[*]}: $(( ($(date +%s) - start) / 60 )) min" >&2; done ) &
+  ticker=$!
+  (cd "$HERE/gomod/$mod" && go build -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}") || rc=$?
+  kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+  if ((rc != 0)); then rm -rf "$tmp"; die "go build failed in e2e/controlplane/gomod/$mod (exit $rc)"; fi
+  if ((${#pkgs[@]} == 1)); then
+    # one package: go names the binary after the path (".../server/v3" gives "server").
+    mv "$tmp"/* "$out/${names[0]}"
+  else
+    for i in "${!pkgs[@]}"; do mv "$tmp/$(basename "${pkgs[$i]}")" "$out/${names[$i]}"; done
+  fi
+  rm -rf "$tmp"
+  say "built ${names[*]} in $(( $(date +%s) - start )) s"
+}
+
+cmd_check_versions() {
+  local bad=0
+  grep -q "^\s*k8s.io/kubernetes $KUBE_VERSION\b" "$HERE/gomod/kube/go.mod" || { echo "gomod/kube: k8s.io/kubernetes is not $KUBE_VERSION" >&2; bad=1; }
+  if grep -E '^\s+k8s\.io/[a-z-]+ => ' "$HERE/gomod/kube/go.mod" | grep -v "$KUBE_STAGING_VERSION\$" >&2; then
+    echo "gomod/kube: the staging replaces above are not $KUBE_STAGING_VERSION" >&2; bad=1
+  fi
+  grep -q "^\s*go.etcd.io/etcd/server/v3 $ETCD_VERSION\b" "$HERE/gomod/etcd/go.mod" || { echo "gomod/etcd: etcd is not $ETCD_VERSION" >&2; bad=1; }
+  grep -q "^\s*sigs.k8s.io/kwok $KWOK_VERSION\b" "$HERE/gomod/kwok/go.mod" || { echo "gomod/kwok: kwok is not $KWOK_VERSION" >&2; bad=1; }
+  grep -q "^\s*helm.sh/helm/v3 $HELM_VERSION\b" "$HERE/gomod/helm/go.mod" || { echo "gomod/helm: helm is not $HELM_VERSION" >&2; bad=1; }
+  ((bad == 0)) && echo "versions.env and gomod/*/go.mod agree"
+  return "$bad"
+}
+
+cmd_build() {
+  ensure_tools
+  go_env
+  cmd_check_versions >/dev/null
+  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  local kube_ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
+  say "[1/4] Kubernetes $KUBE_VERSION"
+  go_build kube "$KUBE_BIN" "$kube_ld" \
+    k8s.io/kubernetes/cmd/kube-apiserver kube-apiserver \
+    k8s.io/kubernetes/cmd/kube-controller-manager kube-controller-manager \
+    k8s.io/kubernetes/cmd/kube-scheduler kube-scheduler \
+    k8s.io/kubernetes/cmd/kubectl kubectl
+  say "[2/4] etcd $ETCD_VERSION"
+  go_build etcd "$ETCD_BIN" "-s -w" go.etcd.io/etcd/server/v3 etcd
+  say "[3/4] kwok $KWOK_VERSION"
+  go_build kwok "$KWOK_BIN" "-s -w" sigs.k8s.io/kwok/cmd/kwok kwok
+  say "[4/4] helm $HELM_VERSION"
+  go_build helm "$HELM_BIN" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm
+}
+
+pid_of() { cat "$STATE/pids/$1.pid" 2>/dev/null || true; }
+
+# alive <component>: its recorded PID runs the binary we started (not a recycled PID).
+alive() {
+  local pid; pid=$(pid_of "$1")
+  [ -n "$pid" ] && [ -r "/proc/$pid/cmdline" ] && tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "/$1 "
+}
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start() {
+  local name=$1 bin=$2; shift 2
+  mkdir -p "$STATE/logs" "$STATE/pids"
+  setsid "$bin" "$@" >"$STATE/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$STATE/pids/$name.pid"
+}
+
+wait_for() {
+  local what=$1 timeout=$2 log=$3 i; shift 3
+  for ((i = 0; i < timeout * 2; i++)); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    [ -n "$log" ] && ! alive "$log" && { tail -n 30 "$STATE/logs/$log.log" >&2; die "$log exited during start; its log is $STATE/logs/$log.log"; }
+    sleep 0.5
+  done
+  [ -n "$log" ] && tail -n 30 "$STATE/logs/$log.log" >&2
+  die "timed out after ${timeout}s waiting for $what"
+}
+
+gen_pki() {
+  local pki=$STATE/pki
+  [ -f "$pki/tokens.csv" ] && return 0
+  say "generating certificates, service-account keys and tokens in $pki"
+  mkdir -p "$pki"; chmod 700 "$STATE" "$pki"
+  (
+    cd "$pki"
+    openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 3650 \
+      -subj "/CN=xin-local-ca" 2>/dev/null
+    cat >apiserver.ext <<EOF
+subjectAltName=IP:127.0.0.1,IP:10.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local
+extendedKeyUsage=serverAuth
+EOF
+    openssl req -newkey rsa:2048 -nodes -keyout apiserver.key -out apiserver.csr \
+      -subj "/CN=kube-apiserver" 2>/dev/null
+    openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -out apiserver.crt -days 3650 -extfile apiserver.ext 2>/dev/null
+    openssl genrsa -out sa.key 2048 2>/dev/null
+    openssl rsa -in sa.key -pubout -out sa.pub 2>/dev/null
+    {
+      echo "$(openssl rand -hex 32),admin,admin,system:masters"
+      echo "$(openssl rand -hex 32),system:kube-controller-manager,system:kube-controller-manager"
+      echo "$(openssl rand -hex 32),system:kube-scheduler,system:kube-scheduler"
+      echo "$(openssl rand -hex 32),xin:kwok,xin:kwok,system:masters"
+    } >tokens.csv
+    chmod 600 ./*.key tokens.csv
+  )
+}
+
+token_for() { awk -F, -v u="$1" '$2 == u { print $1 }' "$STATE/pki/tokens.csv"; }
+
+write_kubeconfig() {
+  local file=$1 user=$2
+  cat >"$file" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: xin-local
+  cluster:
+    server: https://127.0.0.1:$APISERVER_PORT
+    certificate-authority: $STATE/pki/ca.crt
+users:
+- name: $user
+  user:
+    token: $(token_for "$user")
+contexts:
+- name: xin-local
+  context: {cluster: xin-local, user: $user}
+current-context: xin-local
+EOF
+  chmod 600 "$file"
+}
+
+apiserver_ready() {
+  curl -fsS --cacert "$STATE/pki/ca.crt" -H "Authorization: Bearer $(token_for admin)" \
+    "https://127.0.0.1:$APISERVER_PORT/readyz"
+}
+
+print_usage() {
+  cat <<EOF
+
+The local control plane is up (Kubernetes $KUBE_VERSION on https://127.0.0.1:$APISERVER_PORT).
+  export KUBECONFIG=$STATE/kubeconfig PATH=$KUBE_BIN:\$PATH
+  kubectl get nodes,pods -A
+Logs: $STATE/logs/<component>.log   Stop: make cluster-down   Wipe: make cluster-reset
+EOF
+}
+
+cmd_up() {
+  if [ -f "$STATE/pids/etcd.pid" ] || [ -f "$STATE/pids/kube-apiserver.pid" ]; then
+    local up=() down=()
+    for c in "${COMPONENTS[@]}"; do if alive "$c"; then up+=("$c"); else down+=("$c"); fi; done
+    if ((${#down[@]} == 0)); then
+      say "the local control plane is already running (state $STATE); not starting a second one"
+      print_usage; return 0
+    fi
+    if ((${#up[@]})); then
+      die "a partial control plane is running (${up[*]} up, ${down[*]} down); run 'make cluster-down' first"
+    fi
+    rm -f "$STATE"/pids/*.pid
+  fi
+  for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$SCHEDULER_PORT" "$KWOK_PORT"; do
+    port_busy "$p" && die "port 127.0.0.1:$p is already in use by another process; set the XIN_*_PORT variables (see docs/development.md)"
+  done
+  cmd_build
+  local t0; t0=$(date +%s)
+  gen_pki
+  local pki=$STATE/pki
+  say "starting etcd on 127.0.0.1:$ETCD_PORT"
+  start etcd "$ETCD_BIN/etcd" --name xin-local --data-dir "$STATE/etcd" \
+    --listen-client-urls "http://127.0.0.1:$ETCD_PORT" --advertise-client-urls "http://127.0.0.1:$ETCD_PORT" \
+    --listen-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" --initial-advertise-peer-urls "http://127.0.0.1:$ETCD_PEER_PORT" \
+    --initial-cluster "xin-local=http://127.0.0.1:$ETCD_PEER_PORT" --unsafe-no-fsync \
+    --quota-backend-bytes 2147483648 --log-level warn
+  wait_for "etcd health" 60 etcd curl -fsS "http://127.0.0.1:$ETCD_PORT/health"
+
+  say "starting kube-apiserver on 127.0.0.1:$APISERVER_PORT"
+  start kube-apiserver "$KUBE_BIN/kube-apiserver" \
+    --etcd-servers "http://127.0.0.1:$ETCD_PORT" \
+    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$APISERVER_PORT" \
+    --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+    --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
+    --authorization-mode RBAC --allow-privileged=true \
+    --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
+    --service-account-issuer https://kubernetes.default.svc.cluster.local \
+    --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+    --profiling=false --v 1
+  wait_for "kube-apiserver /readyz" 120 kube-apiserver apiserver_ready
+
+  write_kubeconfig "$STATE/kubeconfig" admin
+  write_kubeconfig "$STATE/kcm.kubeconfig" system:kube-controller-manager
+  write_kubeconfig "$STATE/scheduler.kubeconfig" system:kube-scheduler
+  write_kubeconfig "$STATE/kwok.kubeconfig" xin:kwok
+
+  say "starting kube-controller-manager, kube-scheduler and kwok"
+  start kube-controller-manager "$KUBE_BIN/kube-controller-manager" \
+    --kubeconfig "$STATE/kcm.kubeconfig" \
+    --authentication-kubeconfig "$STATE/kcm.kubeconfig" --authorization-kubeconfig "$STATE/kcm.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$KCM_PORT" --leader-elect=false \
+    --controllers '*' --use-service-account-credentials=true \
+    --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
+    --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
+    --cluster-name xin-local --service-cluster-ip-range 10.0.0.0/24 \
+    --horizontal-pod-autoscaler-sync-period 5s --profiling=false --v 1
+  start kube-scheduler "$KUBE_BIN/kube-scheduler" \
+    --kubeconfig "$STATE/scheduler.kubeconfig" \
+    --authentication-kubeconfig "$STATE/scheduler.kubeconfig" --authorization-kubeconfig "$STATE/scheduler.kubeconfig" \
+    --bind-address 127.0.0.1 --secure-port "$SCHEDULER_PORT" --leader-elect=false --profiling=false --v 1
+  start kwok "$KWOK_BIN/kwok" \
+    --kubeconfig "$STATE/kwok.kubeconfig" --config "$HERE/kwok-stages.yaml" \
+    --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
+    --node-lease-duration-seconds 40 --cidr 10.244.0.0/16 --node-ip 10.1.0.1 \
+    --server-address "127.0.0.1:$KWOK_PORT"
+  local kc=(env KUBECONFIG="$STATE/kubeconfig" "$KUBE_BIN/kubectl")
+  wait_for "kube-controller-manager /healthz" 60 kube-controller-manager \
+    curl -fsSk "https://127.0.0.1:$KCM_PORT/healthz"
+  wait_for "kube-scheduler /healthz" 60 kube-scheduler curl -fsSk "https://127.0.0.1:$SCHEDULER_PORT/healthz"
+
+  say "creating fake nodes ${NODES[*]}"
+  for n in "${NODES[@]}"; do
+    "${kc[@]}" apply -f - >/dev/null <<EOF
+apiVersion: v1
+kind: Node
+metadata:
+  name: $n
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels: {kubernetes.io/hostname: $n, kubernetes.io/os: linux, kubernetes.io/arch: amd64, type: kwok}
+spec: {}
+EOF
+  done
+  wait_for "nodes Ready" 90 kwok "${kc[@]}" wait --for=condition=Ready node --all --timeout=1s
+  wait_for "the default ServiceAccount" 60 kube-controller-manager "${kc[@]}" get serviceaccount default -n default
+  say "control plane ready in $(( $(date +%s) - t0 )) s"
+  print_usage
+}
+
+cmd_down() {
+  local any=0
+  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
+    local c=${COMPONENTS[$i]} pid
+    pid=$(pid_of "$c")
+    [ -n "$pid" ] || continue
+    if alive "$c"; then
+      any=1
+      kill "$pid" 2>/dev/null || true
+      for _ in $(seq 1 40); do alive "$c" || break; sleep 0.25; done
+      if alive "$c"; then kill -9 "$pid" 2>/dev/null || true; fi
+      say "stopped $c (pid $pid)"
+    fi
+    rm -f "$STATE/pids/$c.pid"
+  done
+  ((any)) || say "no local control plane process was running"
+}
+
+cmd_reset() {
+  cmd_down
+  case "$STATE" in /|"$HOME"|"$REPO") die "refusing to wipe $STATE" ;; esac
+  rm -rf "$STATE"
+  say "wiped $STATE"
+}
+
+cmd_status() {
+  local rc=0
+  for c in "${COMPONENTS[@]}"; do
+    if alive "$c"; then echo "$c: running (pid $(pid_of "$c"))"; else echo "$c: not running"; rc=1; fi
+  done
+  return "$rc"
+}
+
+cmd_env() {
+  echo "export KUBECONFIG=$STATE/kubeconfig"
+  echo "export PATH=$KUBE_BIN:$HELM_BIN:\$PATH"
+}
+
+case "${1:-}" in
+  build) cmd_build ;;
+  up) cmd_up ;;
+  down) cmd_down ;;
+  reset) cmd_reset ;;
+  status) cmd_status ;;
+  env) cmd_env ;;
+  check-versions) cmd_check_versions ;;
+  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+esac

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# `make test`: every check and every suite, as CI runs it (.ci/run).
+#   1. static checks: versions agree, cargo fmt, cargo clippy -D warnings
+#   2. the local control plane: started here unless one is already running
+#   3. cargo test --workspace: unit tests and the e2e suites against that control plane
+# Exits non-zero on any failure; stops the control plane again if it started it.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+CLUSTER=$REPO/e2e/controlplane/cluster.sh
+cd "$REPO"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+command -v cargo >/dev/null || { echo "error: cargo is needed (https://rustup.rs)" >&2; exit 1; }
+t0=$(date +%s)
+
+say "checking pinned versions, formatting and lints"
+"$CLUSTER" check-versions
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+started=0
+if ! "$CLUSTER" status >/dev/null 2>&1; then
+  started=1
+  trap '"$CLUSTER" down' EXIT
+fi
+"$CLUSTER" up
+eval "$("$CLUSTER" env)"
+export KUBECONFIG PATH
+
+say "cargo test --workspace (unit tests and e2e suites)"
+# Starting twice must be detected, not a second cluster on top.
+second=$("$CLUSTER" up 2>&1)
+grep -q "already running" <<<"$second" || { echo "error: a second 'cluster.sh up' was not detected:" >&2; echo "$second" >&2; exit 1; }
+
+cargo test --workspace --locked 2>&1 | tee "$REPO/target/test-output.log"
+passed=$(grep -Eo '[0-9]+ passed' "$REPO/target/test-output.log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$REPO/target/test-output.log" | awk '{s += $1} END {print s + 0}')
+say "all tests: $passed passed, $failed failed, in $(( $(date +%s) - t0 )) s"
+if ((started)); then say "stopping the control plane this run started"; fi

@@ -1,0 +1,246 @@
+//! `IngestionJob`: one upload of knowledge documents into a tenant's knowledge store.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::{CustomResource, KubeSchema};
+use serde::{Deserialize, Serialize};
+
+use crate::common::{SecretRef, impl_has_conditions};
+
+/// Loads documents from a ConfigMap, URLs or an S3-compatible bucket into the tenant's
+/// knowledge store, as a `batch/v1` Job running the ingestion worker. The spec is immutable:
+/// create a new IngestionJob to ingest again.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[kube(
+    group = "xin.dev",
+    version = "v1alpha1",
+    kind = "IngestionJob",
+    namespaced,
+    status = "IngestionJobStatus",
+    shortname = "xij",
+    category = "xin",
+    derive = "PartialEq",
+    doc = "An upload of knowledge documents into a tenant's knowledge store, run as a Job.",
+    printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
+    printcolumn(name = "Documents", type_ = "integer", json_path = ".status.documents"),
+    printcolumn(name = "Chunks", type_ = "integer", json_path = ".status.chunks"),
+    printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.spec == oldSelf.spec").message("an IngestionJob's spec is immutable: create a new IngestionJob to ingest again")
+)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestionJobSpec {
+    /// Where the documents come from: exactly one of `configMap`, `url` or `s3`.
+    pub source: Source,
+    /// How documents are split.
+    #[serde(default)]
+    pub chunking: Chunking,
+    /// Tags stored with every chunk (retrieval can filter on them).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(
+            length(min = 1, max = 63),
+            pattern(r"^[a-z0-9]([a-z0-9._\-]*[a-z0-9])?$")
+        )
+    )]
+    pub tags: Vec<String>,
+    /// Who may be answered from these documents.
+    #[serde(default)]
+    pub visibility: Visibility,
+    /// `Upsert` adds and updates documents; `Replace` also removes the tenant's chunks from
+    /// earlier ingestions with the same tags that this one no longer contains.
+    #[serde(default)]
+    pub mode: IngestMode,
+    /// Retries of the Job's pod before the IngestionJob fails.
+    #[serde(default = "default_backoff_limit")]
+    #[schemars(range(min = 0, max = 10))]
+    pub backoff_limit: i32,
+    /// Delete the Job (not the IngestionJob) this long after it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 31536000))]
+    pub ttl_seconds_after_finished: Option<i32>,
+}
+
+fn default_backoff_limit() -> i32 {
+    3
+}
+
+/// Document source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("(has(self.configMap) ? 1 : 0) + (has(self.url) ? 1 : 0) + (has(self.s3) ? 1 : 0) == 1").message("source needs exactly one of configMap, url or s3"))]
+pub struct Source {
+    /// Keys of a ConfigMap in the same namespace, one document per key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config_map: Option<ConfigMapSource>,
+    /// Documents fetched over HTTP(S).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<UrlSource>,
+    /// Objects in an S3-compatible bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Source>,
+}
+
+/// ConfigMap source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigMapSource {
+    /// ConfigMap name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Keys to ingest; every key when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
+    pub keys: Vec<String>,
+}
+
+/// URL source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UrlSource {
+    /// Document URLs.
+    #[schemars(
+        length(min = 1, max = 1000),
+        inner(length(max = 2048), pattern(r"^https?://[^\s/$.?#][^\s]*$"))
+    )]
+    pub urls: Vec<String>,
+    /// Secret whose keys and values are sent as request headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_secret_ref: Option<SecretRef>,
+}
+
+/// S3-compatible source.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Source {
+    /// Endpoint URL of the S3-compatible service.
+    #[schemars(length(max = 2048), pattern(r"^https?://[^\s/$.?#][^\s]*$"))]
+    pub endpoint: String,
+    /// Bucket name.
+    #[schemars(length(min = 3, max = 63))]
+    pub bucket: String,
+    /// Only objects under this prefix.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub prefix: Option<String>,
+    /// Region, when the service needs one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub region: Option<String>,
+    /// Secret with `accessKeyId` and `secretAccessKey`.
+    pub credentials_secret_ref: SecretRef,
+}
+
+/// Chunking parameters, in characters.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.overlap < self.size").message("chunking.overlap must be smaller than chunking.size"))]
+pub struct Chunking {
+    /// Target chunk size.
+    #[serde(default = "default_chunk_size")]
+    #[schemars(range(min = 100, max = 8000))]
+    pub size: i32,
+    /// Characters shared by consecutive chunks.
+    #[serde(default = "default_overlap")]
+    #[schemars(range(min = 0, max = 2000))]
+    pub overlap: i32,
+}
+
+fn default_chunk_size() -> i32 {
+    800
+}
+fn default_overlap() -> i32 {
+    100
+}
+
+impl Default for Chunking {
+    fn default() -> Self {
+        Chunking {
+            size: default_chunk_size(),
+            overlap: default_overlap(),
+        }
+    }
+}
+
+/// Who may be answered from a document.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum Visibility {
+    /// Any end user.
+    #[default]
+    Public,
+    /// Only authenticated (identity-verified) end users.
+    Internal,
+}
+
+/// Ingestion mode.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum IngestMode {
+    #[default]
+    Upsert,
+    Replace,
+}
+
+/// Lifecycle phase.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, schemars::JsonSchema,
+)]
+pub enum Phase {
+    #[default]
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+}
+
+/// A document that could not be ingested.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestionFailure {
+    /// The document (ConfigMap key, URL or object key).
+    pub document: String,
+    /// Why it failed.
+    pub reason: String,
+}
+
+/// Observed state of an IngestionJob. The operator writes the phase, times and conditions from
+/// the Job; the ingestion worker writes the counts and failures under its own field manager.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct IngestionJobStatus {
+    /// The generation the conditions describe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Reconciling`, `Stalled`, `Complete`, `Failed`.
+    #[serde(default)]
+    pub conditions: Vec<Condition>,
+    /// `Pending`, `Running`, `Succeeded` or `Failed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+    /// Name of the Job that runs the ingestion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_name: Option<String>,
+    /// Documents ingested.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub documents: Option<i64>,
+    /// Chunks written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<i64>,
+    /// Documents that failed, with reasons.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<IngestionFailure>,
+    /// When the Job started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When the Job finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// Seconds from start to completion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_seconds: Option<i64>,
+}
+
+impl_has_conditions!(IngestionJobStatus);

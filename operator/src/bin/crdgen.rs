@@ -1,0 +1,15 @@
+//! Writes the CRDs generated from the Rust types to `crds/` and the chart's `crds/`.
+//! `cargo run -p xin-operator --bin crdgen` after changing a type; a test fails when stale.
+
+fn main() -> std::io::Result<()> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    for (file, yaml) in xin_operator::crdgen::render() {
+        for dir in ["crds", "charts/xin/crds"] {
+            let d = root.join(dir);
+            std::fs::create_dir_all(&d)?;
+            std::fs::write(d.join(&file), &yaml)?;
+            println!("wrote {dir}/{file}");
+        }
+    }
+    Ok(())
+}

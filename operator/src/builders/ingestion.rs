@@ -1,0 +1,132 @@
+//! What an IngestionJob becomes: one `batch/v1` Job running the ingestion worker. The Job is
+//! never changed after creation (the IngestionJob's spec is immutable).
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
+use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::ResourceExt;
+use xin_api::ingestion::IngestionJob;
+use xin_api::tenant::Tenant;
+
+use super::tenant::{INGEST, restricted_security, workload_name};
+use super::*;
+
+/// Name of the Job of an IngestionJob: `ingest-<name>`, shortened with a hash when that would
+/// exceed 63 characters (Job names become pod label values).
+pub fn job_name(ij_name: &str) -> String {
+    let name = format!("ingest-{ij_name}");
+    if name.len() <= 63 {
+        return name;
+    }
+    let h = hash_parts([ij_name.as_bytes()]);
+    format!("{}-{}", &name[..52].trim_end_matches('-'), &h[..10])
+}
+
+pub fn build_ingestion_job(
+    ij: &IngestionJob,
+    tenant: &Tenant,
+    config: &Config,
+) -> Result<Job, serde_json::Error> {
+    let ns = ij.namespace().unwrap_or_default();
+    let t = tenant.name_any();
+    let db = &tenant.spec.database.url_secret_ref;
+    let mut env = vec![
+        env("XIN_TENANT", t.clone()),
+        env("XIN_NAMESPACE", ns.clone()),
+        env("INGEST_JOB_NAME", ij.name_any()),
+        env("INGEST_SPEC", serde_json::to_string(&ij.spec)?),
+        env("INGEST_METRICS_HOST", "0.0.0.0"),
+        env("INGEST_METRICS_PORT", "9103"),
+        env_secret("DATABASE_URL", &db.name, &db.key),
+    ];
+    env.extend(otel_env(config));
+    let (pod_sec, container_sec) = restricted_security();
+    let mut pod_labels = labels(&t, INGEST);
+    pod_labels.insert("xin.dev/ingestion-job".into(), ij.name_any());
+    Ok(Job {
+        metadata: ObjectMeta {
+            labels: Some(pod_labels.clone()),
+            ..meta(ij, &job_name(&ij.name_any()), &ns, &t, INGEST)
+        },
+        spec: Some(JobSpec {
+            backoff_limit: Some(ij.spec.backoff_limit),
+            ttl_seconds_after_finished: ij.spec.ttl_seconds_after_finished,
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::new()),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    restart_policy: Some("Never".into()),
+                    service_account_name: Some(workload_name(INGEST)),
+                    security_context: Some(pod_sec),
+                    containers: vec![Container {
+                        name: INGEST.into(),
+                        image: Some(config.ingest_image.clone()),
+                        image_pull_policy: Some(config.image_pull_policy.clone()),
+                        env: Some(env),
+                        security_context: Some(container_sec),
+                        ..Container::default()
+                    }],
+                    ..PodSpec::default()
+                }),
+            },
+            ..JobSpec::default()
+        }),
+        ..Job::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::builders::tenant::tests::tenant;
+
+    fn ij(name: &str) -> IngestionJob {
+        let mut ij = IngestionJob::new(
+            name,
+            serde_json::from_value(
+                serde_json::json!({"source": {"configMap": {"name": "faq"}}, "tags": ["faq"]}),
+            )
+            .unwrap(),
+        );
+        ij.metadata.namespace = Some("xin-acme".into());
+        ij.metadata.uid = Some("ij-uid".into());
+        ij
+    }
+
+    #[test]
+    fn job_names_fit_in_a_label() {
+        assert_eq!(job_name("faq"), "ingest-faq");
+        let long = job_name(&"x".repeat(80));
+        assert!(long.len() <= 63, "{long}");
+        assert_ne!(job_name(&"x".repeat(80)), job_name(&"x".repeat(81)));
+    }
+
+    #[test]
+    fn job_runs_the_ingest_image_with_its_spec_and_metrics_port() {
+        let job = build_ingestion_job(&ij("faq"), &tenant("acme"), &Config::for_tests()).unwrap();
+        assert_eq!(
+            job.metadata.owner_references.as_ref().unwrap()[0].kind,
+            "IngestionJob"
+        );
+        let spec = job.spec.unwrap();
+        assert_eq!(spec.backoff_limit, Some(3));
+        let c = &spec.template.spec.as_ref().unwrap().containers[0];
+        assert_eq!(c.image.as_deref(), Some("ghcr.io/xin-dev/xin-ingest:0.1.0"));
+        let env = c.env.as_ref().unwrap();
+        let get = |n: &str| {
+            env.iter()
+                .find(|e| e.name == n)
+                .and_then(|e| e.value.clone())
+        };
+        assert_eq!(get("INGEST_METRICS_PORT").as_deref(), Some("9103"));
+        assert_eq!(get("INGEST_METRICS_HOST").as_deref(), Some("0.0.0.0"));
+        let spec_json: serde_json::Value =
+            serde_json::from_str(&get("INGEST_SPEC").unwrap()).unwrap();
+        assert_eq!(spec_json["source"]["configMap"]["name"], "faq");
+    }
+}

@@ -1,0 +1,709 @@
+//! What a Tenant becomes: namespace, quota, limits, network policy, identities, signing
+//! Secret and the orchestrator.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
+};
+use k8s_openapi::api::autoscaling::v2::{
+    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
+    MetricTarget, ResourceMetricSource,
+};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, HTTPGetAction, LimitRange, LimitRangeItem,
+    LimitRangeSpec, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceQuota,
+    ResourceQuotaSpec, ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service,
+    ServiceAccount, ServicePort, ServiceSpec,
+};
+use k8s_openapi::api::networking::v1::{
+    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
+    NetworkPolicyPort, NetworkPolicySpec,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::ResourceExt;
+use xin_api::tenant::{Plan, Tenant};
+
+use super::*;
+
+pub const ORCHESTRATOR: &str = "orchestrator";
+pub const GATEWAY: &str = "gateway";
+pub const AUTOMATION: &str = "automation";
+pub const INGEST: &str = "ingest";
+pub const SIGNING_SECRET: &str = "xin-tenant-signing";
+pub const SIGNING_KEY: &str = "key";
+pub const HTTP_PORT: i32 = 8080;
+pub const TENANT_UID_ANNOTATION: &str = "xin.dev/tenant-uid";
+
+/// Name of a workload's objects (`xin-orchestrator`, `xin-gateway`, ...).
+pub fn workload_name(component: &str) -> String {
+    format!("xin-{component}")
+}
+
+/// The tenant's namespace. Not owned by the Tenant (its deletion policy decides its fate).
+pub fn build_namespace(tenant: &Tenant, ns: &str) -> Namespace {
+    let mut labels = labels(&tenant.name_any(), "tenant");
+    labels.insert(
+        "pod-security.kubernetes.io/enforce".into(),
+        "restricted".into(),
+    );
+    Namespace {
+        metadata: ObjectMeta {
+            name: Some(ns.into()),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([(
+                TENANT_UID_ANNOTATION.into(),
+                tenant.uid().unwrap_or_default(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    }
+}
+
+/// Quota values of a plan: (cpu, memory, pods, secrets).
+fn plan_quota(plan: Plan) -> (&'static str, &'static str, &'static str, &'static str) {
+    match plan {
+        Plan::Starter => ("4", "8Gi", "20", "50"),
+        Plan::Growth => ("16", "32Gi", "60", "200"),
+        Plan::Enterprise => ("64", "128Gi", "200", "1000"),
+    }
+}
+
+pub fn build_resource_quota(tenant: &Tenant, ns: &str) -> ResourceQuota {
+    let (cpu, memory, pods, secrets) = plan_quota(tenant.spec.plan);
+    let q = |s: &str| Quantity(s.into());
+    ResourceQuota {
+        metadata: meta(tenant, "xin-quota", ns, &tenant.name_any(), "tenant"),
+        spec: Some(ResourceQuotaSpec {
+            hard: Some(BTreeMap::from([
+                ("limits.cpu".into(), q(cpu)),
+                ("limits.memory".into(), q(memory)),
+                ("pods".into(), q(pods)),
+                ("secrets".into(), q(secrets)),
+            ])),
+            ..ResourceQuotaSpec::default()
+        }),
+        ..ResourceQuota::default()
+    }
+}
+
+pub fn build_limit_range(tenant: &Tenant, ns: &str) -> LimitRange {
+    let (def_cpu, def_mem, max_cpu, max_mem) = match tenant.spec.plan {
+        Plan::Starter => ("500m", "512Mi", "2", "4Gi"),
+        Plan::Growth => ("1", "1Gi", "4", "8Gi"),
+        Plan::Enterprise => ("2", "2Gi", "16", "32Gi"),
+    };
+    let q = |s: &str| Quantity(s.into());
+    LimitRange {
+        metadata: meta(tenant, "xin-limits", ns, &tenant.name_any(), "tenant"),
+        spec: Some(LimitRangeSpec {
+            limits: vec![LimitRangeItem {
+                type_: "Container".into(),
+                default: Some(BTreeMap::from([
+                    ("cpu".into(), q(def_cpu)),
+                    ("memory".into(), q(def_mem)),
+                ])),
+                default_request: Some(BTreeMap::from([
+                    ("cpu".into(), q("100m")),
+                    ("memory".into(), q("128Mi")),
+                ])),
+                max: Some(BTreeMap::from([
+                    ("cpu".into(), q(max_cpu)),
+                    ("memory".into(), q(max_mem)),
+                ])),
+                ..LimitRangeItem::default()
+            }],
+        }),
+    }
+}
+
+/// Default deny in both directions for every pod of the namespace.
+pub fn build_default_deny(tenant: &Tenant, ns: &str) -> NetworkPolicy {
+    NetworkPolicy {
+        metadata: meta(tenant, "xin-default-deny", ns, &tenant.name_any(), "tenant"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ..NetworkPolicySpec::default()
+        }),
+    }
+}
+
+/// The allowances on top of the default deny: DNS, traffic inside the namespace, the
+/// gateway's webhook port from anywhere, metrics scraping from the operator's namespace, and
+/// the tenant's own egress rules.
+pub fn build_allow_policy(tenant: &Tenant, ns: &str, config: &Config) -> NetworkPolicy {
+    let tcp = |p: i32| NetworkPolicyPort {
+        port: Some(IntOrString::Int(p)),
+        protocol: Some("TCP".into()),
+        ..NetworkPolicyPort::default()
+    };
+    let same_namespace = NetworkPolicyPeer {
+        pod_selector: Some(LabelSelector::default()),
+        ..NetworkPolicyPeer::default()
+    };
+    let ns_peer = |name: &str| NetworkPolicyPeer {
+        namespace_selector: Some(LabelSelector {
+            match_labels: Some(BTreeMap::from([(
+                "kubernetes.io/metadata.name".into(),
+                name.into(),
+            )])),
+            ..LabelSelector::default()
+        }),
+        ..NetworkPolicyPeer::default()
+    };
+    let mut egress = vec![
+        NetworkPolicyEgressRule {
+            to: Some(vec![ns_peer("kube-system")]),
+            ports: Some(vec![
+                NetworkPolicyPort {
+                    port: Some(IntOrString::Int(53)),
+                    protocol: Some("UDP".into()),
+                    ..NetworkPolicyPort::default()
+                },
+                tcp(53),
+            ]),
+        },
+        NetworkPolicyEgressRule {
+            to: Some(vec![same_namespace.clone()]),
+            ports: None,
+        },
+    ];
+    for rule in &tenant.spec.network.egress {
+        egress.push(NetworkPolicyEgressRule {
+            to: Some(vec![NetworkPolicyPeer {
+                ip_block: Some(IPBlock {
+                    cidr: rule.cidr.clone(),
+                    except: None,
+                }),
+                ..NetworkPolicyPeer::default()
+            }]),
+            ports: (!rule.ports.is_empty()).then(|| rule.ports.iter().map(|p| tcp(*p)).collect()),
+        });
+    }
+    NetworkPolicy {
+        metadata: meta(tenant, "xin-allow", ns, &tenant.name_any(), "tenant"),
+        spec: Some(NetworkPolicySpec {
+            pod_selector: Some(LabelSelector::default()),
+            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
+            ingress: Some(vec![
+                NetworkPolicyIngressRule {
+                    from: Some(vec![same_namespace]),
+                    ports: None,
+                },
+                NetworkPolicyIngressRule {
+                    from: None,
+                    ports: Some(vec![tcp(HTTP_PORT)]),
+                },
+                NetworkPolicyIngressRule {
+                    from: Some(vec![ns_peer(&config.operator_namespace)]),
+                    ports: Some(vec![tcp(9101), tcp(9102), tcp(9103), tcp(9104)]),
+                },
+            ]),
+            egress: Some(egress),
+        }),
+    }
+}
+
+pub fn build_service_account(tenant: &Tenant, ns: &str, component: &str) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(
+            tenant,
+            &workload_name(component),
+            ns,
+            &tenant.name_any(),
+            component,
+        ),
+        // Only the workers that talk to the API server mount a token.
+        automount_service_account_token: Some(matches!(component, AUTOMATION | INGEST)),
+        ..ServiceAccount::default()
+    }
+}
+
+/// Least privilege: the automation worker reads rules and patches their status; the ingestion
+/// worker reads IngestionJobs and the ConfigMaps they name, and patches IngestionJob status.
+pub fn build_role(tenant: &Tenant, ns: &str, component: &str) -> Role {
+    let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
+        verbs: verbs.iter().map(|s| s.to_string()).collect(),
+        ..PolicyRule::default()
+    };
+    let rules = match component {
+        AUTOMATION => vec![
+            rule("xin.dev", &["automationrules"], &["get", "list", "watch"]),
+            rule("xin.dev", &["automationrules/status"], &["patch"]),
+        ],
+        _ => vec![
+            rule("xin.dev", &["ingestionjobs"], &["get", "list", "watch"]),
+            rule("xin.dev", &["ingestionjobs/status"], &["patch"]),
+            rule("", &["configmaps"], &["get"]),
+        ],
+    };
+    Role {
+        metadata: meta(
+            tenant,
+            &workload_name(component),
+            ns,
+            &tenant.name_any(),
+            component,
+        ),
+        rules: Some(rules),
+    }
+}
+
+pub fn build_role_binding(tenant: &Tenant, ns: &str, component: &str) -> RoleBinding {
+    let name = workload_name(component);
+    RoleBinding {
+        metadata: meta(tenant, &name, ns, &tenant.name_any(), component),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name,
+            namespace: Some(ns.into()),
+            ..Subject::default()
+        }]),
+    }
+}
+
+/// The tenant signing Secret; `key` is the existing value when there is one (never rotated
+/// by a reconcile), or a fresh random key.
+pub fn build_signing_secret(tenant: &Tenant, ns: &str, key: &[u8]) -> Secret {
+    Secret {
+        metadata: meta(tenant, SIGNING_SECRET, ns, &tenant.name_any(), "tenant"),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            SIGNING_KEY.into(),
+            ByteString(key.to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
+/// Restricted-profile security settings for every workload container.
+pub fn restricted_security() -> (PodSecurityContext, SecurityContext) {
+    (
+        PodSecurityContext {
+            run_as_non_root: Some(true),
+            run_as_user: Some(65532),
+            seccomp_profile: Some(SeccompProfile {
+                type_: "RuntimeDefault".into(),
+                ..SeccompProfile::default()
+            }),
+            ..PodSecurityContext::default()
+        },
+        SecurityContext {
+            allow_privilege_escalation: Some(false),
+            read_only_root_filesystem: Some(true),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Capabilities::default()
+            }),
+            ..SecurityContext::default()
+        },
+    )
+}
+
+/// Parts shared by the workload Deployments.
+pub struct WorkloadParts {
+    pub component: &'static str,
+    pub image: String,
+    pub env: Vec<k8s_openapi::api::core::v1::EnvVar>,
+    pub ports: Vec<(String, i32)>,
+    pub resources: Option<ResourceRequirements>,
+    pub config_hash: String,
+    pub volumes: Vec<k8s_openapi::api::core::v1::Volume>,
+    pub mounts: Vec<k8s_openapi::api::core::v1::VolumeMount>,
+    /// `Some(0)` when suspended; `None` leaves `replicas` to the HPA.
+    pub replicas: Option<i32>,
+    pub probe_path: Option<&'static str>,
+}
+
+pub fn build_workload_deployment(
+    tenant: &Tenant,
+    ns: &str,
+    config: &Config,
+    parts: WorkloadParts,
+) -> Deployment {
+    let t = tenant.name_any();
+    let name = workload_name(parts.component);
+    let (pod_sec, container_sec) = restricted_security();
+    let probe = parts.probe_path.map(|path| Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.into()),
+            port: IntOrString::String("http".into()),
+            ..HTTPGetAction::default()
+        }),
+        period_seconds: Some(10),
+        ..Probe::default()
+    });
+    let mut pod_labels = labels(&t, parts.component);
+    pod_labels.extend(selector(&t, parts.component));
+    Deployment {
+        metadata: meta(tenant, &name, ns, &t, parts.component),
+        spec: DeploymentSpec {
+            replicas: parts.replicas,
+            selector: LabelSelector {
+                match_labels: Some(selector(&t, parts.component)),
+                ..LabelSelector::default()
+            },
+            strategy: Some(DeploymentStrategy {
+                type_: Some("RollingUpdate".into()),
+                rolling_update: Some(RollingUpdateDeployment {
+                    max_unavailable: Some(IntOrString::Int(0)),
+                    max_surge: Some(IntOrString::Int(1)),
+                }),
+            }),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: Some(pod_labels),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.into(),
+                        parts.config_hash,
+                    )])),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(PodSpec {
+                    service_account_name: Some(name.clone()),
+                    automount_service_account_token: Some(matches!(
+                        parts.component,
+                        AUTOMATION | INGEST
+                    )),
+                    security_context: Some(pod_sec),
+                    containers: vec![Container {
+                        name: parts.component.into(),
+                        image: Some(parts.image),
+                        image_pull_policy: Some(config.image_pull_policy.clone()),
+                        env: Some(parts.env),
+                        ports: Some(
+                            parts
+                                .ports
+                                .iter()
+                                .map(|(n, p)| ContainerPort {
+                                    name: Some(n.clone()),
+                                    container_port: *p,
+                                    protocol: Some("TCP".into()),
+                                    ..ContainerPort::default()
+                                })
+                                .collect(),
+                        ),
+                        resources: parts.resources,
+                        readiness_probe: probe.clone(),
+                        liveness_probe: probe.map(|mut p| {
+                            p.http_get.as_mut().expect("built above").path = Some("/health".into());
+                            p
+                        }),
+                        security_context: Some(container_sec),
+                        volume_mounts: (!parts.mounts.is_empty()).then_some(parts.mounts),
+                        ..Container::default()
+                    }],
+                    volumes: (!parts.volumes.is_empty()).then_some(parts.volumes),
+                    ..PodSpec::default()
+                }),
+            },
+            ..DeploymentSpec::default()
+        },
+        ..Deployment::default()
+    }
+}
+
+pub fn build_service(tenant: &Tenant, ns: &str, component: &str, ports: &[(&str, i32)]) -> Service {
+    let t = tenant.name_any();
+    Service {
+        metadata: meta(tenant, &workload_name(component), ns, &t, component),
+        spec: Some(ServiceSpec {
+            selector: Some(selector(&t, component)),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(n, p)| ServicePort {
+                        name: Some((*n).into()),
+                        port: *p,
+                        target_port: Some(IntOrString::String((*n).into())),
+                        protocol: Some("TCP".into()),
+                        ..ServicePort::default()
+                    })
+                    .collect(),
+            ),
+            type_: Some("ClusterIP".into()),
+            ..ServiceSpec::default()
+        }),
+        ..Service::default()
+    }
+}
+
+pub fn build_hpa(
+    tenant: &Tenant,
+    ns: &str,
+    component: &str,
+    min: i32,
+    max: i32,
+) -> HorizontalPodAutoscaler {
+    let name = workload_name(component);
+    HorizontalPodAutoscaler {
+        metadata: meta(tenant, &name, ns, &tenant.name_any(), component),
+        spec: HorizontalPodAutoscalerSpec {
+            scale_target_ref: CrossVersionObjectReference {
+                api_version: Some("apps/v1".into()),
+                kind: "Deployment".into(),
+                name,
+            },
+            min_replicas: Some(min),
+            max_replicas: max.max(min),
+            metrics: Some(vec![MetricSpec {
+                type_: "Resource".into(),
+                resource: Some(ResourceMetricSource {
+                    name: "cpu".into(),
+                    target: MetricTarget {
+                        type_: "Utilization".into(),
+                        average_utilization: Some(70),
+                        ..MetricTarget::default()
+                    },
+                }),
+                ..MetricSpec::default()
+            }]),
+            ..HorizontalPodAutoscalerSpec::default()
+        },
+        ..HorizontalPodAutoscaler::default()
+    }
+}
+
+pub fn build_pdb(tenant: &Tenant, ns: &str, component: &str) -> PodDisruptionBudget {
+    let t = tenant.name_any();
+    PodDisruptionBudget {
+        metadata: meta(tenant, &workload_name(component), ns, &t, component),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            selector: Some(LabelSelector {
+                match_labels: Some(selector(&t, component)),
+                ..LabelSelector::default()
+            }),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    }
+}
+
+/// The orchestrator's environment (names as in docs/operator.md).
+pub fn orchestrator_env(
+    tenant: &Tenant,
+    ns: &str,
+    config: &Config,
+) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let s = &tenant.spec;
+    let mut out = vec![
+        env("XIN_TENANT", tenant.name_any()),
+        env("XIN_NAMESPACE", ns),
+        env("TENANT_TIME_ZONE", s.time_zone.clone()),
+        env("ORCHESTRATOR_HTTP_PORT", HTTP_PORT.to_string()),
+        env("ORCHESTRATOR_METRICS_HOST", "0.0.0.0"),
+        env("ORCHESTRATOR_METRICS_PORT", "9101"),
+        env_secret(
+            "DATABASE_URL",
+            &s.database.url_secret_ref.name,
+            &s.database.url_secret_ref.key,
+        ),
+        env_secret("TENANT_SIGNING_KEY", SIGNING_SECRET, SIGNING_KEY),
+        env(
+            "RETRIEVAL_HYBRID_WEIGHT",
+            s.retrieval.hybrid_weight.to_string(),
+        ),
+        env("RETRIEVAL_MIN_SCORE", s.retrieval.min_score.to_string()),
+        env(
+            "RETRIEVAL_MAX_DOCUMENTS",
+            s.retrieval.max_documents.to_string(),
+        ),
+        env(
+            "RETRIEVAL_CONTEXT_BUDGET_TOKENS",
+            s.retrieval.context_budget_tokens.to_string(),
+        ),
+    ];
+    if let Some(llm) = &s.llm {
+        out.push(env("LLM_ENDPOINT", llm.endpoint.clone()));
+        out.push(env("LLM_MODEL", llm.model.clone()));
+        if let Some(f) = &llm.fallback_model {
+            out.push(env("LLM_FALLBACK_MODEL", f.clone()));
+        }
+        out.push(env("LLM_TIMEOUT_SECONDS", llm.timeout_seconds.to_string()));
+        if let Some(k) = &llm.api_key_secret_ref {
+            out.push(env_secret("LLM_API_KEY", &k.name, &k.key));
+        }
+    }
+    out.extend(otel_env(config));
+    out
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use xin_api::tenant::*;
+
+    pub fn tenant(name: &str) -> Tenant {
+        let mut t = Tenant::new(
+            name,
+            serde_json::from_value(serde_json::json!({
+                "displayName": "Acme",
+                "database": {"urlSecretRef": {"name": "db", "key": "url"}},
+            }))
+            .unwrap(),
+        );
+        t.metadata.uid = Some("uid-1".into());
+        t
+    }
+
+    #[test]
+    fn spec_defaults_are_applied() {
+        let t = tenant("acme");
+        assert_eq!(t.spec.time_zone, "UTC");
+        assert_eq!(t.spec.plan, Plan::Starter);
+        assert_eq!(t.spec.deletion_policy, DeletionPolicy::Retain);
+        assert_eq!(t.spec.orchestrator.min_replicas, 1);
+        assert_eq!(t.spec.retrieval.max_documents, 5);
+    }
+
+    #[test]
+    fn quota_follows_the_plan() {
+        let mut t = tenant("acme");
+        let hard = |t: &Tenant| {
+            build_resource_quota(t, "xin-acme")
+                .spec
+                .unwrap()
+                .hard
+                .unwrap()
+        };
+        assert_eq!(hard(&t)["pods"].0, "20");
+        t.spec.plan = Plan::Enterprise;
+        assert_eq!(hard(&t)["pods"].0, "200");
+        assert_eq!(hard(&t)["limits.memory"].0, "128Gi");
+    }
+
+    #[test]
+    fn children_are_owned_and_labelled() {
+        let t = tenant("acme");
+        let q = build_resource_quota(&t, "xin-acme");
+        let owner = &q.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("Tenant", "uid-1", Some(true))
+        );
+        assert_eq!(q.metadata.labels.as_ref().unwrap()[TENANT_LABEL], "acme");
+        // The namespace is not owned: deletionPolicy decides whether it goes.
+        let ns = build_namespace(&t, "xin-acme");
+        assert!(ns.metadata.owner_references.is_none());
+        assert_eq!(
+            ns.metadata.annotations.unwrap()[TENANT_UID_ANNOTATION],
+            "uid-1"
+        );
+    }
+
+    #[test]
+    fn egress_rules_become_ip_blocks() {
+        let mut t = tenant("acme");
+        t.spec.network.egress = vec![EgressRule {
+            cidr: "203.0.113.0/24".into(),
+            ports: vec![443],
+        }];
+        let np = build_allow_policy(&t, "xin-acme", &Config::for_tests());
+        let egress = np.spec.unwrap().egress.unwrap();
+        let last = egress.last().unwrap();
+        assert_eq!(
+            last.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr,
+            "203.0.113.0/24"
+        );
+        assert_eq!(
+            last.ports.as_ref().unwrap()[0].port,
+            Some(IntOrString::Int(443))
+        );
+    }
+
+    #[test]
+    fn only_workers_get_api_access() {
+        let t = tenant("acme");
+        let auto = build_role(&t, "xin-acme", AUTOMATION).rules.unwrap();
+        assert!(auto.iter().any(
+            |r| r.resources.as_ref().unwrap() == &["automationrules/status"]
+                && r.verbs == ["patch"]
+        ));
+        assert!(auto.iter().all(|r| {
+            !r.verbs
+                .iter()
+                .any(|v| v == "delete" || v == "create" || v == "update")
+        }));
+        assert_eq!(
+            build_service_account(&t, "xin-acme", ORCHESTRATOR).automount_service_account_token,
+            Some(false)
+        );
+        assert_eq!(
+            build_service_account(&t, "xin-acme", AUTOMATION).automount_service_account_token,
+            Some(true)
+        );
+    }
+
+    #[test]
+    fn orchestrator_env_references_secrets_not_values() {
+        let mut t = tenant("acme");
+        t.spec.llm = Some(LlmSpec {
+            endpoint: "http://llm.example".into(),
+            model: "m".into(),
+            fallback_model: Some("f".into()),
+            timeout_seconds: 5,
+            api_key_secret_ref: Some(xin_api::SecretKeyRef {
+                name: "llm".into(),
+                key: "apiKey".into(),
+            }),
+        });
+        let env = orchestrator_env(&t, "xin-acme", &Config::for_tests());
+        let get = |n: &str| env.iter().find(|e| e.name == n).unwrap();
+        assert_eq!(get("LLM_FALLBACK_MODEL").value.as_deref(), Some("f"));
+        let key = get("LLM_API_KEY");
+        assert!(key.value.is_none());
+        assert_eq!(
+            key.value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            "llm"
+        );
+        assert!(get("DATABASE_URL").value.is_none());
+    }
+
+    #[test]
+    fn suspended_deployment_has_zero_replicas_and_active_one_leaves_replicas_to_the_hpa() {
+        let t = tenant("acme");
+        let parts = |replicas| WorkloadParts {
+            component: ORCHESTRATOR,
+            image: "img".into(),
+            env: vec![],
+            ports: vec![("http".into(), HTTP_PORT)],
+            resources: None,
+            config_hash: "h".into(),
+            volumes: vec![],
+            mounts: vec![],
+            replicas,
+            probe_path: Some("/ready"),
+        };
+        let cfg = Config::for_tests();
+        let active = build_workload_deployment(&t, "xin-acme", &cfg, parts(None));
+        assert_eq!(active.spec.replicas, None);
+        let json = serde_json::to_value(&active).unwrap();
+        assert!(
+            json["spec"].get("replicas").is_none(),
+            "replicas must be absent from the applied object"
+        );
+        let suspended = build_workload_deployment(&t, "xin-acme", &cfg, parts(Some(0)));
+        assert_eq!(suspended.spec.replicas, Some(0));
+    }
+}

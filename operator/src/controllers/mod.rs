@@ -1,0 +1,168 @@
+//! The four controllers and what they share.
+
+pub mod automation;
+pub mod channel;
+pub mod ingestion;
+pub mod resolve;
+pub mod tenant;
+
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ObjectReference;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Api, Client, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use crate::apply::contains;
+use crate::builders::MANAGER;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::metrics::Metrics;
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub config: Config,
+    pub metrics: Metrics,
+    pub reporter: Reporter,
+    backoff: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(client: Client, config: Config, metrics: Metrics) -> Self {
+        Context {
+            client,
+            config,
+            metrics,
+            reporter: Reporter {
+                controller: MANAGER.into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+            backoff: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Exponential backoff per object (5 s, 10 s, ... up to 5 min) for an object that waits
+    /// for something the user must fix; reset once it is healthy again.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut m = self.backoff.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(key.to_string()).or_insert(0);
+        let d = Duration::from_secs((5u64 << (*n).min(6)).min(300));
+        *n = n.saturating_add(1);
+        d
+    }
+
+    pub fn reset_backoff(&self, key: &str) {
+        self.backoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+
+    pub fn resync(&self) -> Action {
+        Action::requeue(Duration::from_secs(self.config.resync_seconds))
+    }
+
+    /// Publishes an Event about `obj`. A failure to publish is logged, never fatal.
+    pub async fn event(
+        &self,
+        obj: ObjectReference,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        action: &str,
+    ) {
+        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let ev = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: action.into(),
+            secondary: None,
+        };
+        if let Err(e) = recorder.publish(&ev, &obj).await {
+            warn!(error = %e, reason, "could not publish an event");
+        }
+    }
+}
+
+/// Key of an object for backoff bookkeeping.
+pub fn key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// Patches the status of `obj` with server-side apply, only when `desired` is not already
+/// there. `desired` holds exactly the status fields this operator owns.
+pub async fn patch_status<K>(api: &Api<K>, obj: &K, desired: Value) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let current =
+        serde_json::to_value(obj).map_err(|e| Error::Serialize("an object's status", e))?;
+    if contains(current.get("status").unwrap_or(&Value::Null), &desired) {
+        return Ok(false);
+    }
+    let body = json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": desired,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await?;
+    Ok(true)
+}
+
+/// The error policy of every controller: count the failure by kind and error, log it, and
+/// retry with backoff. Never crash.
+pub fn error_policy<K: Resource<DynamicType = ()>>(
+    obj: Arc<K>,
+    err: &Error,
+    ctx: Arc<Context>,
+) -> Action {
+    let kind = K::kind(&()).to_string();
+    ctx.metrics.failed(&kind, err.metric_label());
+    let delay = ctx.backoff(&key(obj.as_ref()));
+    warn!(kind, name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs every controller until shutdown.
+pub async fn run(ctx: Arc<Context>) {
+    futures::join!(
+        tenant::controller(ctx.clone()).for_each(log_result("Tenant")),
+        channel::controller(ctx.clone()).for_each(log_result("Channel")),
+        automation::controller(ctx.clone()).for_each(log_result("AutomationRule")),
+        ingestion::controller(ctx.clone()).for_each(log_result("IngestionJob")),
+    );
+    info!("controllers stopped");
+}
+
+fn log_result<T: Debug, E: std::fmt::Display>(
+    kind: &'static str,
+) -> impl Fn(Result<T, E>) -> std::future::Ready<()> {
+    move |res| {
+        if let Err(e) = res {
+            // Objects that cannot be deserialised land here: reported, never a crash loop.
+            warn!(kind, error = %e, "controller event failed");
+        }
+        std::future::ready(())
+    }
+}

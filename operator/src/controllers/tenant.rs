@@ -1,0 +1,640 @@
+//! Tenant → namespace, quota, limits, network policy, identities, signing Secret,
+//! orchestrator; plus the gateway (while Channels exist) and the automation worker (while
+//! AutomationRules exist). Deletion runs the decommission sequence in a finalizer.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use futures::Stream;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::core::v1::{
+    LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
+};
+use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
+use k8s_openapi::jiff;
+use kube::api::{DeleteParams, ListParams};
+use kube::core::PartialObjectMeta;
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{Event as Finalizer, finalizer};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{WatchStreamExt, predicates, watcher};
+use kube::{Api, Resource, ResourceExt};
+use rand::RngCore;
+use serde_json::json;
+use tracing::{info, instrument};
+use xin_api::automation::AutomationRule;
+use xin_api::channel::Channel;
+use xin_api::common::condition::READY;
+use xin_api::routes::Routes;
+use xin_api::tenant::{DeletionPolicy, Tenant, tenant_namespace, tenant_of_namespace};
+
+use super::resolve::{self, Problem, webhook_secret_name};
+use super::{Context, error_policy, key, patch_status};
+use crate::apply::{apply, prune};
+use crate::builders::automation::build_automation_deployment;
+use crate::builders::gateway::{
+    build_gateway_deployment, build_gateway_ingress, build_routes_secret,
+};
+use crate::builders::tenant::*;
+use crate::builders::{MANAGED_BY, TENANT_LABEL, hash_parts};
+use crate::conditions::{Health, extra, merge, reason};
+use crate::error::{Error, Result};
+
+pub const FINALIZER: &str = "xin.dev/decommission";
+const KIND: &str = "Tenant";
+
+pub fn controller(
+    ctx: Arc<Context>,
+) -> impl Stream<Item = Result<(ObjectRef<Tenant>, Action), impl std::fmt::Debug + std::fmt::Display>>
+{
+    let client = ctx.client.clone();
+    let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
+    macro_rules! child {
+        ($t:ty) => {
+            watcher(
+                Api::<PartialObjectMeta<$t>>::all(client.clone()),
+                ours.clone(),
+            )
+            .touched_objects()
+            .predicate_filter(predicates::resource_version, Default::default())
+        };
+    }
+    let to_tenant = |ns: Option<String>| {
+        ns.as_deref()
+            .and_then(tenant_of_namespace)
+            .map(ObjectRef::<Tenant>::new)
+            .into_iter()
+    };
+    Controller::new(
+        Api::<Tenant>::all(client.clone()),
+        watcher::Config::default().any_semantic(),
+    )
+    .owns_stream(child!(Deployment))
+    .owns_stream(child!(Service))
+    .owns_stream(child!(HorizontalPodAutoscaler))
+    .owns_stream(child!(PodDisruptionBudget))
+    .owns_stream(child!(Secret))
+    .owns_stream(child!(NetworkPolicy))
+    .owns_stream(child!(ServiceAccount))
+    .owns_stream(child!(Role))
+    .owns_stream(child!(RoleBinding))
+    .owns_stream(child!(ResourceQuota))
+    .owns_stream(child!(LimitRange))
+    .owns_stream(child!(Ingress))
+    .watches_stream(child!(Namespace), |ns| {
+        ns.labels()
+            .get(TENANT_LABEL)
+            .map(|t| ObjectRef::<Tenant>::new(t))
+            .into_iter()
+    })
+    .watches_stream(
+        watcher(
+            Api::<Channel>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .touched_objects()
+        .predicate_filter(predicates::resource_version, Default::default()),
+        move |ch| to_tenant(ch.namespace()),
+    )
+    .watches_stream(
+        watcher(
+            Api::<PartialObjectMeta<AutomationRule>>::all(client.clone()),
+            watcher::Config::default(),
+        )
+        .touched_objects(),
+        move |r| to_tenant(r.namespace()),
+    )
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, ctx)
+}
+
+#[instrument(skip_all, fields(tenant = %tenant.name_any()))]
+async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
+    let start = Instant::now();
+    let api = Api::<Tenant>::all(ctx.client.clone());
+    let res = finalizer(&api, FINALIZER, tenant.clone(), |event| async {
+        match event {
+            Finalizer::Apply(t) => apply_tenant(&t, &ctx).await,
+            Finalizer::Cleanup(t) => decommission(&t, &ctx).await,
+        }
+    })
+    .await;
+    ctx.metrics.reconciled(KIND, start.elapsed());
+    match res {
+        Ok(a) => Ok(a),
+        Err(kube::runtime::finalizer::Error::CleanupFailed(e)) => {
+            // Say why the Tenant is not going away, on the object and as an Event.
+            let msg = format!("decommission failed, the Tenant stays until it succeeds: {e}");
+            let mut conds = tenant.status.clone().unwrap_or_default().conditions;
+            conds = merge(
+                &conds,
+                vec![extra(
+                    "Decommissioning",
+                    false,
+                    reason::DECOMMISSION_FAILED,
+                    &msg,
+                    tenant.metadata.generation,
+                )],
+            );
+            let _ = patch_status(&api, &tenant, json!({"conditions": conds})).await;
+            ctx.event(
+                tenant.object_ref(&()),
+                EventType::Warning,
+                reason::DECOMMISSION_FAILED,
+                msg,
+                "Decommission",
+            )
+            .await;
+            Err(e)
+        }
+        Err(e) => Err(Error::Finalizer(Box::new(e))),
+    }
+}
+
+/// Reads what the spec refers to; `Err(Problem)` when the user has to act.
+struct Inputs {
+    db_url: Vec<u8>,
+    llm_key: Vec<u8>,
+}
+
+async fn inputs(tenant: &Tenant, ns: &str, ctx: &Context) -> Result<Result<Inputs, Problem>> {
+    if tenant.spec.time_zone.parse::<chrono_tz::Tz>().is_err() {
+        return Ok(Err(Problem::new(
+            reason::INVALID_TIME_ZONE,
+            format!(
+                "spec.timeZone {:?} is not an IANA time zone (for example Europe/Berlin)",
+                tenant.spec.time_zone
+            ),
+        )));
+    }
+    let db_url =
+        match resolve::secret_key(&ctx.client, ns, &tenant.spec.database.url_secret_ref).await? {
+            Ok(v) => v,
+            Err(p) => return Ok(Err(p)),
+        };
+    let llm_key = match tenant
+        .spec
+        .llm
+        .as_ref()
+        .and_then(|l| l.api_key_secret_ref.as_ref())
+    {
+        Some(r) => match resolve::secret_key(&ctx.client, ns, r).await? {
+            Ok(v) => v,
+            Err(p) => return Ok(Err(p)),
+        },
+        None => Vec::new(),
+    };
+    Ok(Ok(Inputs { db_url, llm_key }))
+}
+
+async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
+    let client = &ctx.client;
+    let name = tenant.name_any();
+    let uid = tenant.uid().unwrap_or_default();
+    let ns = tenant_namespace(&name);
+    let cfg = &ctx.config;
+    let tenants = Api::<Tenant>::all(client.clone());
+
+    // A namespace that another Tenant claimed is never taken over.
+    let namespaces = Api::<Namespace>::all(client.clone());
+    if let Some(existing) = namespaces.get_opt(&ns).await?
+        && let Some(owner) = existing.annotations().get(TENANT_UID_ANNOTATION)
+        && !owner.is_empty()
+        && *owner != uid
+    {
+        let p = Problem::new(
+            "NamespaceConflict",
+            format!("namespace {ns} belongs to another Tenant (uid {owner})"),
+        );
+        return stalled(tenant, &tenants, ctx, p, None).await;
+    }
+    apply(&namespaces, &build_namespace(tenant, &ns)).await?;
+
+    let in_ns = |_: ()| ns.as_str();
+    macro_rules! api {
+        ($t:ty) => {
+            Api::<$t>::namespaced(client.clone(), in_ns(()))
+        };
+    }
+    // Namespace-level guard rails first: they do not depend on the user's Secrets.
+    apply(&api!(ResourceQuota), &build_resource_quota(tenant, &ns)).await?;
+    apply(&api!(LimitRange), &build_limit_range(tenant, &ns)).await?;
+    apply(&api!(NetworkPolicy), &build_default_deny(tenant, &ns)).await?;
+    apply(&api!(NetworkPolicy), &build_allow_policy(tenant, &ns, cfg)).await?;
+    for c in [ORCHESTRATOR, GATEWAY, AUTOMATION, INGEST] {
+        apply(
+            &api!(ServiceAccount),
+            &build_service_account(tenant, &ns, c),
+        )
+        .await?;
+    }
+    for c in [AUTOMATION, INGEST] {
+        apply(&api!(Role), &build_role(tenant, &ns, c)).await?;
+        apply(&api!(RoleBinding), &build_role_binding(tenant, &ns, c)).await?;
+    }
+
+    let channels: Vec<Channel> = api!(Channel).list(&ListParams::default()).await?.items;
+    let rules = api!(AutomationRule)
+        .list(&ListParams::default())
+        .await?
+        .items
+        .len() as i32;
+
+    let inputs = match inputs(tenant, &ns, ctx).await? {
+        Ok(i) => i,
+        Err(p) => {
+            return stalled(
+                tenant,
+                &tenants,
+                ctx,
+                p,
+                Some((&ns, channels.len() as i32, rules)),
+            )
+            .await;
+        }
+    };
+
+    // The signing key is generated once and then only read back.
+    let secrets = api!(Secret);
+    let signing_key = match secrets
+        .get_opt(SIGNING_SECRET)
+        .await?
+        .and_then(|s| s.data?.remove(SIGNING_KEY))
+    {
+        Some(ByteString(k)) if !k.is_empty() => k,
+        _ => {
+            let mut k = vec![0u8; 32];
+            rand::rng().fill_bytes(&mut k);
+            k
+        }
+    };
+    apply(&secrets, &build_signing_secret(tenant, &ns, &signing_key)).await?;
+
+    let suspended = tenant.spec.suspend;
+    let orch = &tenant.spec.orchestrator;
+    let env = orchestrator_env(tenant, &ns, cfg);
+    let env_json = serde_json::to_vec(&env).map_err(|e| Error::Serialize("orchestrator env", e))?;
+    let orch_hash = hash_parts([
+        env_json.as_slice(),
+        &inputs.db_url,
+        &inputs.llm_key,
+        &signing_key,
+    ]);
+    let orch_deploy = build_workload_deployment(
+        tenant,
+        &ns,
+        cfg,
+        WorkloadParts {
+            component: ORCHESTRATOR,
+            image: cfg.orchestrator_image.clone(),
+            env,
+            ports: vec![("http".into(), HTTP_PORT), ("metrics".into(), 9101)],
+            resources: orch.resources.clone(),
+            config_hash: orch_hash,
+            volumes: vec![],
+            mounts: vec![],
+            replicas: suspended.then_some(0),
+            probe_path: Some("/ready"),
+        },
+    );
+    let deployments = api!(Deployment);
+    let hpas = api!(HorizontalPodAutoscaler);
+    apply(
+        &api!(ServiceAccount),
+        &build_service_account(tenant, &ns, ORCHESTRATOR),
+    )
+    .await?;
+    apply(&deployments, &orch_deploy).await?;
+    apply(
+        &api!(Service),
+        &build_service(
+            tenant,
+            &ns,
+            ORCHESTRATOR,
+            &[("http", HTTP_PORT), ("metrics", 9101)],
+        ),
+    )
+    .await?;
+    apply(
+        &api!(PodDisruptionBudget),
+        &build_pdb(tenant, &ns, ORCHESTRATOR),
+    )
+    .await?;
+    if suspended {
+        prune(&hpas, &workload_name(ORCHESTRATOR), &uid).await?;
+    } else {
+        apply(
+            &hpas,
+            &build_hpa(
+                tenant,
+                &ns,
+                ORCHESTRATOR,
+                orch.min_replicas,
+                orch.max_replicas,
+            ),
+        )
+        .await?;
+    }
+
+    // The gateway serves every channel whose credentials and keys resolve.
+    let now = jiff::Timestamp::now();
+    let mut routes = Routes {
+        tenant: name.clone(),
+        channels: vec![],
+    };
+    for ch in &channels {
+        if ch.meta().deletion_timestamp.is_some() {
+            continue;
+        }
+        if let Ok(r) = resolve::channel_route(client, ch, now).await? {
+            routes.channels.push(r);
+        }
+    }
+    let gw = workload_name(GATEWAY);
+    if channels.is_empty() {
+        prune(&api!(Ingress), &gw, &uid).await?;
+        prune(&hpas, &gw, &uid).await?;
+        prune(&api!(PodDisruptionBudget), &gw, &uid).await?;
+        prune(&api!(Service), &gw, &uid).await?;
+        prune(&deployments, &gw, &uid).await?;
+        prune(&secrets, xin_api::routes::ROUTES_SECRET, &uid).await?;
+    } else {
+        let routes_secret = build_routes_secret(tenant, &ns, &routes)
+            .map_err(|e| Error::Serialize("gateway routes", e))?;
+        let routes_bytes =
+            &routes_secret.data.as_ref().expect("built with data")[xin_api::routes::ROUTES_KEY].0;
+        let gw_hash = hash_parts([routes_bytes.as_slice(), &inputs.db_url, &signing_key]);
+        apply(&secrets, &routes_secret).await?;
+        apply(
+            &deployments,
+            &build_gateway_deployment(
+                tenant,
+                &ns,
+                cfg,
+                &tenant.spec.database.url_secret_ref,
+                gw_hash,
+            ),
+        )
+        .await?;
+        apply(
+            &api!(Service),
+            &build_service(
+                tenant,
+                &ns,
+                GATEWAY,
+                &[("http", HTTP_PORT), ("metrics", 9102)],
+            ),
+        )
+        .await?;
+        apply(&api!(PodDisruptionBudget), &build_pdb(tenant, &ns, GATEWAY)).await?;
+        if suspended {
+            prune(&hpas, &gw, &uid).await?;
+        } else {
+            apply(&hpas, &build_hpa(tenant, &ns, GATEWAY, 1, 5)).await?;
+        }
+        let live: Vec<&Channel> = channels
+            .iter()
+            .filter(|c| c.meta().deletion_timestamp.is_none())
+            .collect();
+        match build_gateway_ingress(tenant, &ns, &live) {
+            Some(ing) => {
+                apply(&api!(Ingress), &ing).await?;
+            }
+            None => {
+                prune(&api!(Ingress), &gw, &uid).await?;
+            }
+        }
+    }
+
+    let auto = workload_name(AUTOMATION);
+    if rules == 0 {
+        prune(&hpas, &auto, &uid).await?;
+        prune(&deployments, &auto, &uid).await?;
+    } else {
+        let hash = hash_parts([inputs.db_url.as_slice(), tenant.spec.time_zone.as_bytes()]);
+        apply(
+            &deployments,
+            &build_automation_deployment(tenant, &ns, cfg, hash),
+        )
+        .await?;
+        if suspended {
+            prune(&hpas, &auto, &uid).await?;
+        } else {
+            apply(&hpas, &build_hpa(tenant, &ns, AUTOMATION, 1, 3)).await?;
+        }
+    }
+
+    // Health from the workloads the API server reports.
+    let mut waiting = Vec::new();
+    let mut wanted = vec![ORCHESTRATOR];
+    if !channels.is_empty() {
+        wanted.push(GATEWAY);
+    }
+    if rules > 0 {
+        wanted.push(AUTOMATION);
+    }
+    if !suspended {
+        for c in &wanted {
+            let d = deployments.get_opt(&workload_name(c)).await?;
+            let available = d
+                .as_ref()
+                .and_then(|d| d.status.as_ref())
+                .and_then(|s| s.available_replicas)
+                .unwrap_or(0);
+            if available < 1 {
+                waiting.push(workload_name(c));
+            }
+        }
+    }
+    let health = if suspended {
+        Health::Ready {
+            reason: reason::SUSPENDED,
+            message: "suspended: workloads are scaled to zero".into(),
+        }
+    } else if waiting.is_empty() {
+        Health::Ready {
+            reason: reason::RECONCILED,
+            message: format!(
+                "{} channel(s), {} automation rule(s) served",
+                routes.channels.len(),
+                rules
+            ),
+        }
+    } else {
+        Health::Progressing {
+            reason: reason::PROGRESSING,
+            message: format!("waiting for {} to become available", waiting.join(", ")),
+        }
+    };
+    ctx.reset_backoff(&key(tenant));
+    let action = if matches!(health, Health::Progressing { .. }) {
+        Action::requeue(std::time::Duration::from_secs(10))
+    } else {
+        ctx.resync()
+    };
+    write_status(
+        tenant,
+        &tenants,
+        health,
+        Some((&ns, channels.len() as i32, rules)),
+    )
+    .await?;
+    Ok(action)
+}
+
+async fn write_status(
+    tenant: &Tenant,
+    api: &Api<Tenant>,
+    health: Health,
+    counts: Option<(&str, i32, i32)>,
+) -> Result<()> {
+    let current = tenant.status.clone().unwrap_or_default();
+    let conditions = merge(
+        &current.conditions,
+        health.conditions(tenant.metadata.generation),
+    );
+    let mut status = json!({
+        "observedGeneration": tenant.metadata.generation,
+        "conditions": conditions,
+    });
+    if let Some((ns, channels, rules)) = counts {
+        status["namespace"] = json!(ns);
+        status["channels"] = json!(channels);
+        status["automationRules"] = json!(rules);
+    }
+    patch_status(api, tenant, status).await?;
+    Ok(())
+}
+
+async fn stalled(
+    tenant: &Tenant,
+    api: &Api<Tenant>,
+    ctx: &Context,
+    p: Problem,
+    counts: Option<(&str, i32, i32)>,
+) -> Result<Action> {
+    let was = tenant
+        .status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
+        .map(|c| (c.reason.clone(), c.message.clone()));
+    if was != Some((p.reason.to_string(), p.message.clone())) {
+        ctx.event(
+            tenant.object_ref(&()),
+            EventType::Warning,
+            p.reason,
+            p.message.clone(),
+            "Reconcile",
+        )
+        .await;
+    }
+    write_status(
+        tenant,
+        api,
+        Health::Stalled {
+            reason: p.reason,
+            message: p.message,
+        },
+        counts,
+    )
+    .await?;
+    Ok(Action::requeue(ctx.backoff(&key(tenant))))
+}
+
+/// The product runbook's decommission sequence: stop automations, invalidate every token
+/// (webhook keys, routes, the tenant signing key), then honour `deletionPolicy`.
+async fn decommission(tenant: &Tenant, ctx: &Context) -> Result<Action> {
+    let client = &ctx.client;
+    let name = tenant.name_any();
+    let uid = tenant.uid().unwrap_or_default();
+    let ns = tenant_namespace(&name);
+    info!(tenant = %name, namespace = %ns, policy = ?tenant.spec.deletion_policy, "decommissioning tenant");
+    let api = Api::<Tenant>::all(client.clone());
+    let conds = merge(
+        &tenant.status.clone().unwrap_or_default().conditions,
+        vec![extra(
+            "Decommissioning",
+            true,
+            reason::DECOMMISSIONING,
+            "stopping automations, deleting secrets",
+            tenant.metadata.generation,
+        )],
+    );
+    patch_status(&api, tenant, json!({"conditions": conds})).await?;
+
+    // 1. Stop automations: the worker goes first, so no scheduled action runs after this.
+    let auto = workload_name(AUTOMATION);
+    prune(
+        &Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns),
+        &auto,
+        &uid,
+    )
+    .await?;
+    prune(
+        &Api::<Deployment>::namespaced(client.clone(), &ns),
+        &auto,
+        &uid,
+    )
+    .await?;
+
+    // 2. Invalidate tokens: generated webhook Secrets (owned by this tenant's Channels), the
+    //    gateway routes and the tenant signing Secret.
+    let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
+    for ch in Api::<Channel>::namespaced(client.clone(), &ns)
+        .list(&ListParams::default())
+        .await?
+        .items
+    {
+        if let Some(ch_uid) = ch.uid() {
+            prune(&secrets, &webhook_secret_name(&ch.name_any()), &ch_uid).await?;
+        }
+    }
+    prune(&secrets, xin_api::routes::ROUTES_SECRET, &uid).await?;
+    prune(&secrets, SIGNING_SECRET, &uid).await?;
+
+    // 3. The namespace: removed with everything in it, or kept (with the user's data) and
+    //    released so a new Tenant of the same name can adopt it.
+    let namespaces = Api::<Namespace>::all(client.clone());
+    if let Some(n) = namespaces.get_opt(&ns).await?
+        && n.annotations().get(TENANT_UID_ANNOTATION) == Some(&uid)
+    {
+        match tenant.spec.deletion_policy {
+            DeletionPolicy::Delete => {
+                if n.metadata.deletion_timestamp.is_none() {
+                    namespaces.delete(&ns, &DeleteParams::background()).await?;
+                }
+            }
+            DeletionPolicy::Retain => {
+                let patch = json!({"metadata": {"annotations": {TENANT_UID_ANNOTATION: null}}});
+                namespaces
+                    .patch(
+                        &ns,
+                        &kube::api::PatchParams::default(),
+                        &kube::api::Patch::Merge(&patch),
+                    )
+                    .await?;
+            }
+        }
+    }
+    ctx.event(
+        tenant.object_ref(&()),
+        EventType::Normal,
+        reason::DECOMMISSIONING,
+        format!(
+            "decommissioned: automations stopped, secrets deleted, namespace {ns} {}",
+            if tenant.spec.deletion_policy == DeletionPolicy::Delete {
+                "deleted"
+            } else {
+                "retained"
+            }
+        ),
+        "Decommission",
+    )
+    .await;
+    Ok(Action::await_change())
+}

@@ -1,0 +1,40 @@
+//! The operator's errors. Each has a metric label, and none carries a secret's value.
+
+use thiserror::Error;
+
+#[derive(Error, Debug)]
+pub enum Error {
+    #[error("Kubernetes API request failed: {0}")]
+    Kube(#[from] kube::Error),
+
+    #[error("finalizer failed: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+
+    #[error("{object} is missing {what}")]
+    MissingObjectKey { object: String, what: &'static str },
+
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+
+    #[error("serialising {0} failed: {1}")]
+    Serialize(&'static str, serde_json::Error),
+}
+
+impl Error {
+    /// Low-cardinality label for `xin_operator_reconcile_failures_total{error=...}`.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
+            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
+            Error::Kube(kube::Error::Api(s)) if s.code == 422 => "invalid_child",
+            Error::Kube(kube::Error::Api(_)) => "api_error",
+            Error::Kube(_) => "api_unreachable",
+            Error::Finalizer(_) => "finalizer",
+            Error::MissingObjectKey { .. } => "missing_object",
+            Error::InvalidSpec(_) => "invalid_spec",
+            Error::Serialize(..) => "serialize",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
