@@ -12,6 +12,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use serde_json::Value;
 
+pub mod operator;
+
 /// Result of one `kubectl` invocation.
 #[derive(Debug)]
 pub struct Run {

@@ -36,6 +36,15 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    if std::env::var("XIN_EXIT_ON_STDIN_CLOSE").is_ok_and(|v| v == "true") {
+        // For harnesses that start the operator as a child (the e2e suites, `make demo`):
+        // when the parent goes away, so does the operator, with no process left behind.
+        std::thread::spawn(|| {
+            let _ = std::io::copy(&mut std::io::stdin(), &mut std::io::sink());
+            info!("stdin closed: exiting");
+            std::process::exit(0);
+        });
+    }
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(&config.metrics_addr)

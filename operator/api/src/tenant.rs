@@ -119,13 +119,13 @@ pub struct LlmSpec {
     /// Seconds to wait for one completion before the fallback.
     #[serde(default = "default_llm_timeout")]
     #[schemars(range(min = 1, max = 120))]
-    pub timeout_seconds: u32,
+    pub timeout_seconds: i32,
     /// Secret key holding the API key, sent as a bearer token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_key_secret_ref: Option<SecretKeyRef>,
 }
 
-fn default_llm_timeout() -> u32 {
+fn default_llm_timeout() -> i32 {
     20
 }
 
@@ -144,11 +144,11 @@ pub struct RetrievalSpec {
     /// Most chunks put into one prompt.
     #[serde(default = "default_max_documents")]
     #[schemars(range(min = 1, max = 50))]
-    pub max_documents: u32,
+    pub max_documents: i32,
     /// Most tokens of retrieved context in one prompt.
     #[serde(default = "default_context_budget")]
     #[schemars(range(min = 256, max = 131072))]
-    pub context_budget_tokens: u32,
+    pub context_budget_tokens: i32,
 }
 
 fn default_hybrid_weight() -> f64 {
@@ -157,10 +157,10 @@ fn default_hybrid_weight() -> f64 {
 fn default_min_score() -> f64 {
     0.2
 }
-fn default_max_documents() -> u32 {
+fn default_max_documents() -> i32 {
     5
 }
-fn default_context_budget() -> u32 {
+fn default_context_budget() -> i32 {
     3000
 }
 

@@ -8,7 +8,6 @@ use std::time::Instant;
 use futures::Stream;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -25,9 +24,7 @@ const KIND: &str = "AutomationRule";
 
 pub fn controller(
     ctx: Arc<Context>,
-) -> impl Stream<
-    Item = Result<(ObjectRef<AutomationRule>, Action), impl std::fmt::Debug + std::fmt::Display>,
-> {
+) -> impl Stream<Item = super::ControllerResult<AutomationRule>> {
     Controller::new(
         Api::<AutomationRule>::all(ctx.client.clone()),
         watcher::Config::default().any_semantic(),

@@ -13,7 +13,6 @@ use k8s_openapi::jiff;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use rand::RngCore;
@@ -32,10 +31,7 @@ use crate::error::Result;
 
 const KIND: &str = "Channel";
 
-pub fn controller(
-    ctx: Arc<Context>,
-) -> impl Stream<Item = Result<(ObjectRef<Channel>, Action), impl std::fmt::Debug + std::fmt::Display>>
-{
+pub fn controller(ctx: Arc<Context>) -> impl Stream<Item = super::ControllerResult<Channel>> {
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     Controller::new(

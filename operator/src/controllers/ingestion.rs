@@ -9,7 +9,6 @@ use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
@@ -26,11 +25,7 @@ use crate::error::Result;
 
 const KIND: &str = "IngestionJob";
 
-pub fn controller(
-    ctx: Arc<Context>,
-) -> impl Stream<
-    Item = Result<(ObjectRef<IngestionJob>, Action), impl std::fmt::Debug + std::fmt::Display>,
-> {
+pub fn controller(ctx: Arc<Context>) -> impl Stream<Item = super::ControllerResult<IngestionJob>> {
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     Controller::new(

@@ -155,13 +155,24 @@ pub async fn run(ctx: Arc<Context>) {
     info!("controllers stopped");
 }
 
-fn log_result<T: Debug, E: std::fmt::Display>(
+pub type ControllerResult<K> = std::result::Result<
+    (kube::runtime::reflector::ObjectRef<K>, Action),
+    kube::runtime::controller::Error<Error, kube::runtime::watcher::Error>,
+>;
+
+fn log_result<K: Resource>(
     kind: &'static str,
-) -> impl Fn(Result<T, E>) -> std::future::Ready<()> {
+) -> impl Fn(ControllerResult<K>) -> std::future::Ready<()> {
+    use kube::runtime::controller::Error as CErr;
     move |res| {
-        if let Err(e) = res {
-            // Objects that cannot be deserialised land here: reported, never a crash loop.
-            warn!(kind, error = %e, "controller event failed");
+        match res {
+            // A child changed after its owner was deleted: nothing to do.
+            Err(CErr::ObjectNotFound(r)) => {
+                tracing::debug!(kind, object = %r, "owner already gone")
+            }
+            // Includes objects that cannot be deserialised: reported, never a crash loop.
+            Err(e) => warn!(kind, error = %e, "controller event failed"),
+            Ok(_) => {}
         }
         std::future::ready(())
     }

@@ -48,10 +48,7 @@ use crate::error::{Error, Result};
 pub const FINALIZER: &str = "xin.dev/decommission";
 const KIND: &str = "Tenant";
 
-pub fn controller(
-    ctx: Arc<Context>,
-) -> impl Stream<Item = Result<(ObjectRef<Tenant>, Action), impl std::fmt::Debug + std::fmt::Display>>
-{
+pub fn controller(ctx: Arc<Context>) -> impl Stream<Item = super::ControllerResult<Tenant>> {
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
     macro_rules! child {
@@ -74,18 +71,18 @@ pub fn controller(
         Api::<Tenant>::all(client.clone()),
         watcher::Config::default().any_semantic(),
     )
-    .owns_stream(child!(Deployment))
-    .owns_stream(child!(Service))
-    .owns_stream(child!(HorizontalPodAutoscaler))
-    .owns_stream(child!(PodDisruptionBudget))
-    .owns_stream(child!(Secret))
-    .owns_stream(child!(NetworkPolicy))
-    .owns_stream(child!(ServiceAccount))
-    .owns_stream(child!(Role))
-    .owns_stream(child!(RoleBinding))
-    .owns_stream(child!(ResourceQuota))
-    .owns_stream(child!(LimitRange))
-    .owns_stream(child!(Ingress))
+    .watches_stream(child!(Deployment), owner)
+    .watches_stream(child!(Service), owner)
+    .watches_stream(child!(HorizontalPodAutoscaler), owner)
+    .watches_stream(child!(PodDisruptionBudget), owner)
+    .watches_stream(child!(Secret), owner)
+    .watches_stream(child!(NetworkPolicy), owner)
+    .watches_stream(child!(ServiceAccount), owner)
+    .watches_stream(child!(Role), owner)
+    .watches_stream(child!(RoleBinding), owner)
+    .watches_stream(child!(ResourceQuota), owner)
+    .watches_stream(child!(LimitRange), owner)
+    .watches_stream(child!(Ingress), owner)
     .watches_stream(child!(Namespace), |ns| {
         ns.labels()
             .get(TENANT_LABEL)
@@ -111,6 +108,19 @@ pub fn controller(
     )
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)
+}
+
+/// The Tenant that controls a child, as a cluster-scoped reference. (`owns_stream` would key
+/// a cluster-scoped owner by the child's namespace, so one Tenant could be reconciled under
+/// two keys at once.)
+fn owner<K: Resource>(child: PartialObjectMeta<K>) -> Option<ObjectRef<Tenant>> {
+    child
+        .owner_references()
+        .iter()
+        .find(|o| {
+            o.controller == Some(true) && o.kind == "Tenant" && o.api_version == "xin.dev/v1alpha1"
+        })
+        .map(|o| ObjectRef::new(&o.name))
 }
 
 #[instrument(skip_all, fields(tenant = %tenant.name_any()))]
@@ -310,6 +320,14 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     )
     .await?;
     apply(&deployments, &orch_deploy).await?;
+    if !suspended {
+        wake(
+            &deployments,
+            &workload_name(ORCHESTRATOR),
+            orch.min_replicas,
+        )
+        .await?;
+    }
     apply(
         &api!(Service),
         &build_service(
@@ -485,6 +503,24 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     )
     .await?;
     Ok(action)
+}
+
+/// After a resume the Deployment still has the `replicas: 0` of the suspension, and an HPA
+/// never scales a target at zero. Scale it up once through the scale subresource, as the HPA
+/// itself would, so `replicas` stays out of the operator's applied fields.
+async fn wake(deployments: &Api<Deployment>, name: &str, replicas: i32) -> Result<()> {
+    let live = deployments.get_opt(name).await?;
+    if live.and_then(|d| d.spec.replicas) == Some(0) {
+        let patch = json!({"spec": {"replicas": replicas}});
+        deployments
+            .patch_scale(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await?;
+    }
+    Ok(())
 }
 
 async fn write_status(

@@ -1,0 +1,142 @@
+//! Shared by the operator's e2e suites: tenants made for one test, and waiting on conditions.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+pub use xin_e2e::operator::OperatorProcess;
+pub use xin_e2e::*;
+
+pub const MINUTE: Duration = Duration::from_secs(60);
+pub const OPERATOR: &str = env!("CARGO_BIN_EXE_xin-operator");
+
+/// A Tenant (and its namespace and database Secret) made for one test; deleted on drop.
+pub struct TestTenant {
+    pub name: String,
+    pub ns: String,
+}
+
+impl TestTenant {
+    /// `spec_extra` is YAML appended under `spec:` (indented by two spaces).
+    pub fn create(prefix: &str, spec_extra: &str) -> Self {
+        let name = unique_name(prefix);
+        let ns = format!("xin-{name}");
+        apply(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: db, namespace: {ns}}}\nstringData: {{url: 'postgres://x:y@db:5432/x'}}\n---\n\
+             apiVersion: xin.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  displayName: {name}\n  \
+             database: {{urlSecretRef: {{name: db, key: url}}}}\n  deletionPolicy: Delete\n{spec_extra}"
+        ));
+        TestTenant { name, ns }
+    }
+
+    pub fn channel(&self, name: &str, secret_name: &str) -> String {
+        format!(
+            "apiVersion: xin.dev/v1alpha1\nkind: Channel\nmetadata: {{name: {name}, namespace: {}}}\n\
+             spec:\n  type: telegram\n  displayName: {name}\n  telegram: {{botTokenSecretRef: {{name: {secret_name}, key: token}}}}\n",
+            self.ns
+        )
+    }
+
+    pub fn telegram_secret(&self, name: &str) -> String {
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}, namespace: {}}}\nstringData: {{token: '1:abc'}}\n",
+            self.ns
+        )
+    }
+}
+
+impl Drop for TestTenant {
+    fn drop(&mut self) {
+        let _ = kubectl(&[
+            "delete",
+            "tenant",
+            &self.name,
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+    }
+}
+
+/// Waits until `kind/name` (in `ns`, or cluster-scoped when `ns` is empty) has condition
+/// `type_` with `status`, and returns the object.
+pub fn wait_condition(
+    kind: &str,
+    name: &str,
+    ns: &str,
+    type_: &str,
+    status: &str,
+    timeout: Duration,
+) -> Value {
+    let mut args = vec![kind, name];
+    if !ns.is_empty() {
+        args.extend(["-n", ns]);
+    }
+    wait_until(
+        &format!("{kind} {ns}/{name} {type_}={status}"),
+        timeout,
+        || {
+            let obj = get_json(&args).ok_or("not found")?;
+            match condition_status(&obj, type_) {
+                Some(s) if s == status => Ok(obj),
+                other => Err(format!(
+                    "{type_}={other:?}; conditions {}",
+                    obj.pointer("/status/conditions").unwrap_or(&Value::Null)
+                )),
+            }
+        },
+    )
+}
+
+pub fn ready(kind: &str, name: &str, ns: &str) -> Value {
+    wait_condition(kind, name, ns, "Ready", "True", 2 * MINUTE)
+}
+
+/// The reason of a condition.
+pub fn condition_reason(obj: &Value, type_: &str) -> String {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .and_then(|c| c["reason"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Decoded value of `key` in Secret `ns/name`.
+pub fn secret_value(ns: &str, name: &str, key: &str) -> Option<String> {
+    let s = get_json(&["secret", name, "-n", ns])?;
+    let b64 = s.pointer(&format!("/data/{key}"))?.as_str()?.to_string();
+    let out = std::process::Command::new("base64")
+        .arg("-d")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .ok()?;
+    use std::io::Write;
+    out.stdin.as_ref()?.write_all(b64.as_bytes()).ok()?;
+    let o = out.wait_with_output().ok()?;
+    String::from_utf8(o.stdout).ok()
+}
+
+/// The uid of an object.
+pub fn uid_of(args: &[&str]) -> String {
+    get_json(args)
+        .map(|o| str_at(&o, "/metadata/uid").to_string())
+        .unwrap_or_default()
+}
+
+/// Events about an object, as `(reason, message)`.
+pub fn events_for(ns: &str, name: &str) -> Vec<(String, String)> {
+    let field = format!("involvedObject.name={name}");
+    let list = get_json(&["events", "-n", ns, "--field-selector", &field]).unwrap_or(Value::Null);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            (
+                str_at(e, "/reason").to_string(),
+                str_at(e, "/message").to_string(),
+            )
+        })
+        .collect()
+}

@@ -1,0 +1,653 @@
+//! The operator against the local control plane, driven with kubectl as a user would.
+//! One operator process serves every test of this file; each test uses its own Tenant.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::*;
+
+fn operator() -> &'static OperatorProcess {
+    static OP: OnceLock<OperatorProcess> = OnceLock::new();
+    OP.get_or_init(|| OperatorProcess::start(OPERATOR, &[]))
+}
+
+#[test]
+fn examples_become_ready_with_owned_children() {
+    operator();
+    let dir = xin_e2e::operator::repo_root().join("examples");
+    kubectl_ok(&["apply", "-R", "-f", dir.to_str().unwrap()]);
+
+    for t in ["acme", "globex"] {
+        ready("tenant", t, "");
+    }
+    for (ns, ch) in [
+        ("xin-acme", "web"),
+        ("xin-acme", "telegram"),
+        ("xin-globex", "whatsapp"),
+        ("xin-globex", "instagram"),
+    ] {
+        let c = ready("channel", ch, ns);
+        assert_eq!(str_at(&c, "/status/webhookPath"), format!("/webhooks/{ch}"));
+        assert_eq!(
+            str_at(&c, "/status/webhookSecretName"),
+            format!("{ch}-webhook")
+        );
+        // The status names the Secret, never a key.
+        let key = secret_value(ns, &format!("{ch}-webhook"), "current").expect("webhook key");
+        assert!(
+            !c["status"].to_string().contains(&key),
+            "a webhook key leaked into status"
+        );
+    }
+    for r in ["weekday-digest", "handoff-to-crm"] {
+        ready("automationrule", r, "xin-acme");
+    }
+    let ij = wait_condition(
+        "ingestionjob",
+        "faq-2026-11",
+        "xin-acme",
+        "Complete",
+        "True",
+        2 * MINUTE,
+    );
+    assert_eq!(str_at(&ij, "/status/phase"), "Succeeded");
+    assert_eq!(str_at(&ij, "/status/jobName"), "ingest-faq-2026-11");
+
+    let acme_uid = uid_of(&["tenant", "acme"]);
+    for kind in ["deployment", "service", "hpa"] {
+        for name in ["xin-orchestrator", "xin-gateway"] {
+            let o = get_json(&[kind, name, "-n", "xin-acme"])
+                .unwrap_or_else(|| panic!("{kind} {name} missing"));
+            assert_eq!(
+                str_at(&o, "/metadata/ownerReferences/0/uid"),
+                acme_uid,
+                "{kind} {name}"
+            );
+            assert_eq!(
+                o.pointer("/metadata/ownerReferences/0/controller"),
+                Some(&Value::Bool(true))
+            );
+        }
+    }
+    for (kind, name) in [
+        ("deployment", "xin-automation"),
+        ("pdb", "xin-orchestrator"),
+        ("resourcequota", "xin-quota"),
+        ("limitrange", "xin-limits"),
+        ("networkpolicy", "xin-default-deny"),
+        ("networkpolicy", "xin-allow"),
+        ("role", "xin-automation"),
+        ("rolebinding", "xin-ingest"),
+        ("serviceaccount", "xin-gateway"),
+        ("secret", "xin-tenant-signing"),
+        ("secret", "xin-gateway-routes"),
+        ("ingress", "xin-gateway"),
+    ] {
+        let o = get_json(&[kind, name, "-n", "xin-acme"])
+            .unwrap_or_else(|| panic!("{kind} {name} missing"));
+        assert_eq!(
+            str_at(&o, "/metadata/ownerReferences/0/uid"),
+            acme_uid,
+            "{kind} {name}"
+        );
+    }
+    let ns = get_json(&["namespace", "xin-acme"]).unwrap();
+    assert_eq!(str_at(&ns, "/metadata/labels/xin.dev~1tenant"), "acme");
+    // globex has channels but no rules: a gateway and no automation worker.
+    assert!(get_json(&["deployment", "xin-gateway", "-n", "xin-globex"]).is_some());
+    assert!(get_json(&["deployment", "xin-automation", "-n", "xin-globex"]).is_none());
+
+    let routes: Value = serde_json::from_str(
+        &secret_value("xin-acme", "xin-gateway-routes", "routes.json").unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = routes["channels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["telegram", "web"]);
+    assert_eq!(
+        routes["channels"][1]["allowedOrigins"][0],
+        "https://www.acme.example"
+    );
+
+    let out = kubectl_ok(&["get", "xin", "-A"]);
+    for n in [
+        "acme",
+        "globex",
+        "telegram",
+        "whatsapp",
+        "weekday-digest",
+        "faq-2026-11",
+    ] {
+        assert!(out.contains(n), "kubectl get xin -A lacks {n}:\n{out}");
+    }
+}
+
+#[test]
+fn a_deleted_child_is_recreated_and_an_edited_child_reverted() {
+    operator();
+    let t = TestTenant::create("drift", "");
+    ready("tenant", &t.name, "");
+
+    let before = uid_of(&["service", "xin-orchestrator", "-n", &t.ns]);
+    kubectl_ok(&["delete", "service", "xin-orchestrator", "-n", &t.ns]);
+    wait_until("the Service to be recreated", MINUTE, || {
+        let now = uid_of(&["service", "xin-orchestrator", "-n", &t.ns]);
+        if !now.is_empty() && now != before {
+            Ok(())
+        } else {
+            Err(format!("uid {now:?}"))
+        }
+    });
+
+    kubectl_ok(&[
+        "set",
+        "image",
+        "deployment/xin-orchestrator",
+        "-n",
+        &t.ns,
+        "orchestrator=evil.example/x:1",
+    ]);
+    wait_until("the image to be reverted", MINUTE, || {
+        let d = get_json(&["deployment", "xin-orchestrator", "-n", &t.ns]).ok_or("gone")?;
+        let img = str_at(&d, "/spec/template/spec/containers/0/image").to_string();
+        if img == "ghcr.io/xin-dev/xin-orchestrator:0.1.0" {
+            Ok(())
+        } else {
+            Err(img)
+        }
+    });
+
+    kubectl_ok(&[
+        "label",
+        "resourcequota",
+        "xin-quota",
+        "-n",
+        &t.ns,
+        "xin.dev/tenant-",
+    ]);
+    wait_until("the label to be restored", MINUTE, || {
+        let q = get_json(&["resourcequota", "xin-quota", "-n", &t.ns]).ok_or("gone")?;
+        match str_at(&q, "/metadata/labels/xin.dev~1tenant") {
+            n if n == t.name => Ok(()),
+            other => Err(other.to_string()),
+        }
+    });
+}
+
+#[test]
+fn rotating_a_webhook_key_keeps_the_old_key_until_it_expires_and_rolls_the_gateway() {
+    operator();
+    let t = TestTenant::create("rotate", "");
+    apply(&t.telegram_secret("tg"));
+    apply(&t.channel("bot", "tg"));
+    ready("channel", "bot", &t.ns);
+    ready("tenant", &t.name, "");
+    let old = secret_value(&t.ns, "bot-webhook", "current").unwrap();
+    let hash = |d: &Value| {
+        str_at(
+            d,
+            "/spec/template/metadata/annotations/xin.dev~1config-hash",
+        )
+        .to_string()
+    };
+    let gw = get_json(&["deployment", "xin-gateway", "-n", &t.ns]).unwrap();
+    let old_hash = hash(&gw);
+
+    kubectl_ok(&[
+        "annotate",
+        "channel",
+        "bot",
+        "-n",
+        &t.ns,
+        "xin.dev/rotate-webhook-key=2026-11-23T10:00",
+    ]);
+    let new = wait_until("a new key", MINUTE, || {
+        match secret_value(&t.ns, "bot-webhook", "current") {
+            Some(k) if k != old => Ok(k),
+            other => Err(format!("{:?}", other.map(|_| "unchanged"))),
+        }
+    });
+    assert_eq!(
+        secret_value(&t.ns, "bot-webhook", "previous").as_deref(),
+        Some(old.as_str())
+    );
+    let expires = secret_value(&t.ns, "bot-webhook", "previous-expires-at")
+        .expect("expiry of the previous key");
+    let ch = wait_until("status to show the previous key's expiry", MINUTE, || {
+        let c = get_json(&["channel", "bot", "-n", &t.ns]).ok_or("gone")?;
+        if str_at(&c, "/status/previousKeyExpiresAt").is_empty() {
+            Err(c["status"].to_string())
+        } else {
+            Ok(c)
+        }
+    });
+    assert_eq!(
+        str_at(&ch, "/status/lastRotationRequest"),
+        "2026-11-23T10:00"
+    );
+    assert!(!ch["status"].to_string().contains(&new));
+
+    // The gateway gets both keys, and its pods roll.
+    let routes = wait_until("routes with both keys", MINUTE, || {
+        let r: Value = serde_json::from_str(
+            &secret_value(&t.ns, "xin-gateway-routes", "routes.json").unwrap_or_default(),
+        )
+        .map_err(|e| e.to_string())?;
+        let keys = r["channels"][0]["keys"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        if keys.len() == 2 {
+            Ok(keys)
+        } else {
+            Err(format!("{} keys", keys.len()))
+        }
+    });
+    assert_eq!(routes[0]["key"], new.as_str());
+    assert_eq!(routes[1]["key"], old.as_str());
+    assert_eq!(routes[1]["expiresAt"], expires.as_str());
+    let new_hash = wait_until("a new pod-template hash", MINUTE, || {
+        let d = get_json(&["deployment", "xin-gateway", "-n", &t.ns]).ok_or("gone")?;
+        let h = hash(&d);
+        if h != old_hash {
+            Ok(h)
+        } else {
+            Err("unchanged".into())
+        }
+    });
+    wait_until(
+        "a Running gateway pod with the new hash",
+        2 * MINUTE,
+        || {
+            let pods = get_json(&[
+                "pods",
+                "-n",
+                &t.ns,
+                "-l",
+                "app.kubernetes.io/component=gateway",
+            ])
+            .ok_or("no list")?;
+            let rolled = pods["items"].as_array().into_iter().flatten().any(|p| {
+                str_at(p, "/metadata/annotations/xin.dev~1config-hash") == new_hash
+                    && str_at(p, "/status/phase") == "Running"
+            });
+            if rolled {
+                Ok(())
+            } else {
+                Err("not yet".into())
+            }
+        },
+    );
+    assert!(
+        events_for(&t.ns, "bot")
+            .iter()
+            .any(|(r, _)| r == "WebhookKeyRotated")
+    );
+
+    // The same annotation again is not a new request.
+    kubectl_ok(&[
+        "annotate",
+        "--overwrite",
+        "channel",
+        "bot",
+        "-n",
+        &t.ns,
+        "xin.dev/rotate-webhook-key=2026-11-23T10:00",
+    ]);
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(
+        secret_value(&t.ns, "bot-webhook", "current").as_deref(),
+        Some(new.as_str())
+    );
+}
+
+#[test]
+fn suspend_scales_to_zero_and_resume_restores_the_hpa() {
+    operator();
+    let t = TestTenant::create("suspend", "");
+    ready("tenant", &t.name, "");
+    assert!(get_json(&["hpa", "xin-orchestrator", "-n", &t.ns]).is_some());
+
+    kubectl_ok(&[
+        "patch",
+        "tenant",
+        &t.name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
+    let obj = wait_until("Ready with reason Suspended", MINUTE, || {
+        let o = get_json(&["tenant", &t.name]).ok_or("gone")?;
+        if condition_reason(&o, "Ready") == "Suspended" {
+            Ok(o)
+        } else {
+            Err(condition_reason(&o, "Ready"))
+        }
+    });
+    assert_eq!(condition_status(&obj, "Ready"), Some("True"));
+    wait_until("0 replicas and no HPA", MINUTE, || {
+        let d = get_json(&["deployment", "xin-orchestrator", "-n", &t.ns]).ok_or("gone")?;
+        let replicas = d.pointer("/spec/replicas").and_then(Value::as_i64);
+        let hpa = get_json(&["hpa", "xin-orchestrator", "-n", &t.ns]);
+        if replicas == Some(0) && hpa.is_none() {
+            Ok(())
+        } else {
+            Err(format!("replicas {replicas:?}, hpa {}", hpa.is_some()))
+        }
+    });
+
+    kubectl_ok(&[
+        "patch",
+        "tenant",
+        &t.name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":false}}"#,
+    ]);
+    wait_until("the HPA back and replicas above zero", MINUTE, || {
+        let d = get_json(&["deployment", "xin-orchestrator", "-n", &t.ns]).ok_or("gone")?;
+        let replicas = d
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
+        let hpa = get_json(&["hpa", "xin-orchestrator", "-n", &t.ns]);
+        if replicas >= 1 && hpa.is_some() {
+            Ok(())
+        } else {
+            Err(format!("replicas {replicas}, hpa {}", hpa.is_some()))
+        }
+    });
+    let o = ready("tenant", &t.name, "");
+    assert_eq!(condition_reason(&o, "Ready"), "Reconciled");
+}
+
+#[test]
+fn a_missing_secret_is_a_false_condition_with_reason_until_it_is_created() {
+    operator();
+    let t = TestTenant::create("missing", "");
+    ready("tenant", &t.name, "");
+    apply(&t.channel("bot", "tg-later"));
+    let c = wait_condition("channel", "bot", &t.ns, "Ready", "False", MINUTE);
+    assert_eq!(condition_reason(&c, "Ready"), "SecretNotFound");
+    assert_eq!(condition_status(&c, "Stalled"), Some("True"));
+    assert_eq!(condition_status(&c, "CredentialsResolved"), Some("False"));
+    let ready_msg = c["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "Ready")
+        .unwrap()["message"]
+        .to_string();
+    assert!(
+        ready_msg.contains("tg-later"),
+        "the message names the Secret: {ready_msg}"
+    );
+    wait_until("a SecretNotFound event", MINUTE, || {
+        let ev = events_for(&t.ns, "bot");
+        if ev
+            .iter()
+            .any(|(r, m)| r == "SecretNotFound" && m.contains("tg-later"))
+        {
+            Ok(())
+        } else {
+            Err(format!("{ev:?}"))
+        }
+    });
+
+    apply(&t.telegram_secret("tg-later"));
+    let c = wait_condition("channel", "bot", &t.ns, "Ready", "True", 2 * MINUTE);
+    assert_eq!(condition_reason(&c, "Ready"), "Reconciled");
+}
+
+#[test]
+fn a_channel_outside_a_tenant_namespace_is_refused_with_a_reason() {
+    operator();
+    let ns = TestNamespace::create("orphan");
+    apply(&format!(
+        "apiVersion: xin.dev/v1alpha1\nkind: Channel\nmetadata: {{name: lost, namespace: {}}}\nspec:\n  type: web\n  displayName: lost\n  \
+         web: {{allowedOrigins: ['https://a.example'], identitySecretRef: {{name: s, key: k}}}}\n",
+        ns.name
+    ));
+    let c = wait_condition("channel", "lost", &ns.name, "Ready", "False", MINUTE);
+    assert_eq!(condition_reason(&c, "Ready"), "TenantNotFound");
+}
+
+#[test]
+fn invalid_manifests_are_refused_by_the_api_server_with_their_messages() {
+    install_crds_once();
+    let ns = TestNamespace::create("invalid");
+    let n = &ns.name;
+    let tenant = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: xin.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  displayName: x\n  database: {{urlSecretRef: {{name: db, key: url}}}}\n{extra}"
+        )
+    };
+    let channel = |spec: &str| {
+        format!(
+            "apiVersion: xin.dev/v1alpha1\nkind: Channel\nmetadata: {{name: c, namespace: {n}}}\nspec:\n  displayName: x\n{spec}"
+        )
+    };
+    let rule = |spec: &str| {
+        format!(
+            "apiVersion: xin.dev/v1alpha1\nkind: AutomationRule\nmetadata: {{name: r, namespace: {n}}}\nspec:\n{spec}"
+        )
+    };
+    let ij = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: xin.dev/v1alpha1\nkind: IngestionJob\nmetadata: {{name: {name}, namespace: {n}}}\nspec:\n{spec}"
+        )
+    };
+    let webhook_action = "  action: {webhook: {url: 'https://h.example/x'}}\n";
+    let cases: Vec<(String, &str)> = vec![
+        (
+            tenant("bad-tz", "  timeZone: 'Not a zone!'\n"),
+            "spec.timeZone",
+        ),
+        (
+            tenant(
+                "bad-scale",
+                "  orchestrator: {minReplicas: 5, maxReplicas: 2}\n",
+            ),
+            "orchestrator.minReplicas must not exceed orchestrator.maxReplicas",
+        ),
+        (
+            tenant("bad-plan", "  plan: Platinum\n"),
+            "Unsupported value: \"Platinum\"",
+        ),
+        (
+            tenant(&"x".repeat(51), ""),
+            "a Tenant's name must be at most 50 characters",
+        ),
+        (
+            tenant(
+                "bad-llm",
+                "  llm: {endpoint: 'https://l.example', model: m, fallbackModel: m}\n",
+            ),
+            "llm.fallbackModel must differ from llm.model",
+        ),
+        (
+            channel("  type: telegram\n"),
+            "spec.telegram is required when spec.type is telegram",
+        ),
+        (channel("  type: sms\n"), "Unsupported value: \"sms\""),
+        (
+            channel(
+                "  type: whatsapp\n  meta: {appSecretRef: {name: a, key: b}, accessTokenSecretRef: {name: a, key: c}}\n",
+            ),
+            "spec.meta with phoneNumberId is required when spec.type is whatsapp",
+        ),
+        (
+            channel(
+                "  type: web\n  web: {allowedOrigins: ['https://a.example'], identitySecretRef: {name: s, key: k}}\n  maxBodyBytes: 10\n",
+            ),
+            "should be greater than or equal to 1024",
+        ),
+        (
+            channel(
+                "  type: web\n  web: {allowedOrigins: ['https://a.example'], identitySecretRef: {name: s, key: k}}\n  rateLimit: {requestsPerSecond: 50, burst: 10}\n",
+            ),
+            "rateLimit.burst must be at least rateLimit.requestsPerSecond",
+        ),
+        (
+            channel(
+                "  type: web\n  web: {allowedOrigins: ['not-a-url'], identitySecretRef: {name: s, key: k}}\n",
+            ),
+            "allowedOrigins",
+        ),
+        (
+            rule(&format!(
+                "  trigger: {{schedule: {{cron: '0 9 * * *'}}, event: {{types: [MessageReceived]}}}}\n{webhook_action}"
+            )),
+            "trigger needs exactly one of schedule or event",
+        ),
+        (
+            rule(
+                "  trigger: {event: {types: [MessageReceived]}}\n  action: {webhook: {url: 'https://h.example'}, email: {smtpSecretRef: {name: s}, to: ['a@b.example'], subjectTemplate: s, bodyTemplate: b}}\n",
+            ),
+            "action needs exactly one of webhook, crm or email",
+        ),
+        (
+            rule(&format!(
+                "  trigger: {{schedule: {{cron: 'every day'}}}}\n{webhook_action}"
+            )),
+            "spec.trigger.schedule.cron",
+        ),
+        (
+            ij(
+                "overlap",
+                "  source: {configMap: {name: faq}}\n  chunking: {size: 200, overlap: 300}\n",
+            ),
+            "chunking.overlap must be smaller than chunking.size",
+        ),
+        (
+            ij("nosource", "  source: {}\n"),
+            "source needs exactly one of configMap, url or s3",
+        ),
+    ];
+    assert!(cases.len() >= 10);
+    for (manifest, message) in &cases {
+        let run = kubectl_stdin(&["apply", "-f", "-"], Some(manifest));
+        assert!(!run.ok, "accepted but should be refused:\n{manifest}");
+        assert!(
+            run.stderr.contains(message),
+            "refusal without {message:?}: {}\n{manifest}",
+            run.stderr
+        );
+    }
+
+    // Immutable fields: a Channel's type and an IngestionJob's spec.
+    apply(&channel(
+        "  type: web\n  web: {allowedOrigins: ['https://a.example'], identitySecretRef: {name: s, key: k}}\n",
+    ));
+    let run = kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&channel(
+            "  type: telegram\n  telegram: {botTokenSecretRef: {name: s, key: k}}\n",
+        )),
+    );
+    assert!(
+        !run.ok && run.stderr.contains("spec.type is immutable"),
+        "{}",
+        run.stderr
+    );
+    apply(&ij("fixed", "  source: {configMap: {name: faq}}\n"));
+    let run = kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&ij("fixed", "  source: {configMap: {name: other}}\n")),
+    );
+    assert!(
+        !run.ok && run.stderr.contains("an IngestionJob's spec is immutable"),
+        "{}",
+        run.stderr
+    );
+}
+
+fn install_crds_once() {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(xin_e2e::operator::install_crds);
+}
+
+#[test]
+fn deleting_a_tenant_with_delete_policy_removes_its_namespace() {
+    operator();
+    let t = TestTenant::create("del", "");
+    apply(&t.telegram_secret("tg"));
+    apply(&t.channel("bot", "tg"));
+    apply(&format!(
+        "apiVersion: xin.dev/v1alpha1\nkind: AutomationRule\nmetadata: {{name: r, namespace: {}}}\nspec:\n  trigger: {{event: {{types: [MessageReceived]}}}}\n  action: {{webhook: {{url: 'https://h.example'}}}}\n",
+        t.ns
+    ));
+    ready("channel", "bot", &t.ns);
+    wait_until("the automation worker", MINUTE, || {
+        get_json(&["deployment", "xin-automation", "-n", &t.ns]).ok_or("none".to_string())
+    });
+    let tenant = ready("tenant", &t.name, "");
+    assert!(
+        tenant["metadata"]["finalizers"]
+            .to_string()
+            .contains("xin.dev/decommission")
+    );
+
+    kubectl_ok(&["delete", "tenant", &t.name, "--wait=false"]);
+    wait_until("the Tenant to go", 2 * MINUTE, || {
+        match get_json(&["tenant", &t.name]) {
+            None => Ok(()),
+            Some(o) => Err(format!("conditions {}", o["status"]["conditions"])),
+        }
+    });
+    wait_until("the namespace to go", 3 * MINUTE, || {
+        match get_json(&["namespace", &t.ns]) {
+            None => Ok(()),
+            Some(n) => Err(str_at(&n, "/status/phase").to_string()),
+        }
+    });
+}
+
+#[test]
+fn deleting_a_tenant_with_retain_policy_keeps_namespace_and_data_but_no_tokens() {
+    operator();
+    let t = TestTenant::create("keep", "  suspend: false\n");
+    kubectl_ok(&[
+        "patch",
+        "tenant",
+        &t.name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"deletionPolicy":"Retain"}}"#,
+    ]);
+    apply(&t.telegram_secret("tg"));
+    apply(&t.channel("bot", "tg"));
+    ready("channel", "bot", &t.ns);
+    ready("tenant", &t.name, "");
+    assert!(secret_value(&t.ns, "bot-webhook", "current").is_some());
+
+    kubectl_ok(&["delete", "tenant", &t.name, "--wait=false"]);
+    wait_until("the Tenant to go", 2 * MINUTE, || {
+        match get_json(&["tenant", &t.name]) {
+            None => Ok(()),
+            Some(_) => Err("still there".into()),
+        }
+    });
+    let ns = get_json(&["namespace", &t.ns]).expect("the namespace is retained");
+    assert_eq!(str_at(&ns, "/status/phase"), "Active");
+    assert!(
+        ns.pointer("/metadata/annotations/xin.dev~1tenant-uid")
+            .is_none(),
+        "released for adoption"
+    );
+    for s in ["bot-webhook", "xin-tenant-signing", "xin-gateway-routes"] {
+        assert!(
+            get_json(&["secret", s, "-n", &t.ns]).is_none(),
+            "{s} must be deleted so its tokens are invalid"
+        );
+    }
+    // The user's data stays: their Secrets and Channels.
+    assert!(get_json(&["secret", "db", "-n", &t.ns]).is_some());
+    assert!(get_json(&["channel", "bot", "-n", &t.ns]).is_some());
+    kubectl_ok(&["delete", "namespace", &t.ns, "--wait=false"]);
+}
