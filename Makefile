@@ -2,18 +2,22 @@
 SHELL := /bin/bash
 CLUSTER := e2e/controlplane/cluster.sh
 
-.PHONY: demo test cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
+.PHONY: demo test bench bench-operator cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
 
-## demo: build and start the local control plane, then show its nodes and pods
-demo: cluster-up
-	@eval "$$($(CLUSTER) env)" && set -x && kubectl get nodes,pods -A -o wide
-	@echo
-	@echo "Use it:   eval \"\$$($(CLUSTER) env)\"; kubectl get nodes"
-	@echo "Stop it:  make cluster-down      Wipe its state: make cluster-reset"
+## demo: the local control plane, the operator, examples/ applied and Ready, shown
+demo:
+	@e2e/demo.sh
 
 ## test: static checks, unit tests and the e2e suites against the local control plane
 test:
 	@e2e/run-tests.sh
+
+## bench: every benchmark (figures beside a baseline measured in the same run; no pass/fail)
+bench: bench-operator
+
+## bench-operator: N tenants (XIN_BENCH_TENANTS, default 100) vs direct server-side apply
+bench-operator: cluster-up
+	@eval "$$($(CLUSTER) env)" && cargo bench -p xin-operator --bench operator
 
 cluster-build:
 	@$(CLUSTER) build

@@ -25,6 +25,12 @@ if ! "$CLUSTER" status >/dev/null 2>&1; then
 fi
 "$CLUSTER" up
 eval "$("$CLUSTER" env)"
+# A demo operator would reconcile the suites' objects alongside the operators they start.
+demo_pid=${XIN_CLUSTER_DIR:-$REPO/.cluster}/pids/xin-operator.pid
+if [ -f "$demo_pid" ] && tr '\0' ' ' <"/proc/$(cat "$demo_pid")/cmdline" 2>/dev/null | grep -q xin-operator; then
+  say "stopping the demo operator (pid $(cat "$demo_pid")) so it does not act on the tests' objects"
+  kill "$(cat "$demo_pid")"; rm -f "$demo_pid"
+fi
 export KUBECONFIG PATH
 
 say "cargo test --workspace (unit tests and e2e suites)"

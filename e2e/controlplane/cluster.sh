@@ -304,9 +304,10 @@ EOF
 }
 
 cmd_down() {
-  local any=0
-  for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
-    local c=${COMPONENTS[$i]} pid
+  local any=0 all=("${COMPONENTS[@]}" xin-operator)
+  # Reverse start order; the demo's operator (if any) goes first.
+  for ((i = ${#all[@]} - 1; i >= 0; i--)); do
+    local c=${all[$i]} pid
     pid=$(pid_of "$c")
     [ -n "$pid" ] || continue
     if alive "$c"; then

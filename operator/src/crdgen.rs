@@ -12,9 +12,138 @@ pub fn render() -> Vec<(String, String)> {
         .collect()
 }
 
+/// `docs/api.md`: every field of every kind with its type, constraints and description, and
+/// every validation rule, taken from the generated schemas.
+pub fn render_api_docs() -> String {
+    let mut out = String::from(
+        "# API reference: `xin.dev/v1alpha1`\n\n\
+         Generated from the CRD schemas by `cargo run -p xin-operator --bin crdgen`; a test fails when\n\
+         it is stale. `kubectl explain <kind>.spec` shows the same descriptions.\n",
+    );
+    for crd in xin_api::crds() {
+        let names = &crd.spec.names;
+        let v = &crd.spec.versions[0];
+        let schema = serde_json::to_value(&v.schema).unwrap_or_default();
+        let root = &schema["openAPIV3Schema"];
+        out.push_str(&format!(
+            "\n## {}\n\n{}\n\n- scope: {}; short names: {}; category: `xin`\n",
+            names.kind,
+            root["description"].as_str().unwrap_or_default(),
+            crd.spec.scope,
+            names.short_names.clone().unwrap_or_default().join(", "),
+        ));
+        let mut rules = Vec::new();
+        collect_rules(root, names.kind.as_str(), &mut rules);
+        for part in ["spec", "status"] {
+            out.push_str(&format!("\n### `{part}`\n\n| field | type | constraints | description |\n| --- | --- | --- | --- |\n"));
+            fields(&root["properties"][part], part, &mut out);
+        }
+        if !rules.is_empty() {
+            out.push_str("\n### Validation rules (enforced by the API server)\n\n| at | rule | message |\n| --- | --- | --- |\n");
+            for (at, rule, msg) in rules {
+                out.push_str(&format!(
+                    "| `{at}` | `{}` | {msg} |\n",
+                    rule.replace('|', "\\|")
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn fields(s: &serde_json::Value, path: &str, out: &mut String) {
+    let Some(props) = s.get("properties").and_then(|p| p.as_object()) else {
+        return;
+    };
+    for (k, v) in props {
+        let p = format!("{path}.{k}");
+        let mut ty = v["type"].as_str().unwrap_or("object").to_string();
+        if ty == "array" {
+            ty = format!("[]{}", v["items"]["type"].as_str().unwrap_or("object"));
+        }
+        let mut c = Vec::new();
+        if let Some(e) = v.get("enum").and_then(|e| e.as_array()) {
+            c.push(format!(
+                "one of {}",
+                e.iter()
+                    .map(|x| format!("`{}`", x.as_str().unwrap_or_default()))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+        for (key, label) in [
+            ("default", "default"),
+            ("minimum", "min"),
+            ("maximum", "max"),
+            ("minLength", "min length"),
+            ("maxLength", "max length"),
+            ("minItems", "min items"),
+            ("maxItems", "max items"),
+            ("pattern", "pattern"),
+        ] {
+            if let Some(x) = v.get(key) {
+                c.push(format!(
+                    "{label} `{}`",
+                    x.to_string().trim_matches('"').replace('|', "\\|")
+                ));
+            }
+        }
+        if s.get("required")
+            .and_then(|r| r.as_array())
+            .is_some_and(|r| r.iter().any(|x| x == k))
+        {
+            c.insert(0, "required".into());
+        }
+        let desc = v["description"]
+            .as_str()
+            .unwrap_or_default()
+            .replace('\n', " ")
+            .replace('|', "\\|");
+        out.push_str(&format!("| `{p}` | {ty} | {} | {desc} |\n", c.join("; ")));
+        if v.get("properties").is_some() && !p.ends_with(".conditions") {
+            fields(v, &p, out);
+        } else if v["items"].get("properties").is_some() && !p.ends_with(".conditions") {
+            fields(&v["items"], &format!("{p}[]"), out);
+        }
+    }
+}
+
+fn collect_rules(s: &serde_json::Value, at: &str, out: &mut Vec<(String, String, String)>) {
+    for r in s
+        .get("x-kubernetes-validations")
+        .and_then(|r| r.as_array())
+        .into_iter()
+        .flatten()
+    {
+        out.push((
+            at.to_string(),
+            r["rule"].as_str().unwrap_or_default().into(),
+            r["message"].as_str().unwrap_or_default().into(),
+        ));
+    }
+    if let Some(props) = s.get("properties").and_then(|p| p.as_object()) {
+        for (k, v) in props {
+            collect_rules(v, &format!("{at}.{k}"), out);
+        }
+    }
+    if let Some(items) = s.get("items") {
+        collect_rules(items, &format!("{at}[]"), out);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_docs_are_up_to_date() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/api.md");
+        let on_disk = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            on_disk == render_api_docs(),
+            "docs/api.md is stale: run `cargo run -p xin-operator --bin crdgen`"
+        );
+    }
 
     #[test]
     fn checked_in_crds_are_up_to_date() {

@@ -1,4 +1,5 @@
-//! Writes the CRDs generated from the Rust types to `crds/` and the chart's `crds/`.
+//! Writes the CRDs generated from the Rust types to `crds/` and the chart's `crds/`, and the
+//! API reference to `docs/api.md`.
 //! `cargo run -p xin-operator --bin crdgen` after changing a type; a test fails when stale.
 
 fn main() -> std::io::Result<()> {
@@ -11,5 +12,10 @@ fn main() -> std::io::Result<()> {
             println!("wrote {dir}/{file}");
         }
     }
+    std::fs::write(
+        root.join("docs/api.md"),
+        xin_operator::crdgen::render_api_docs(),
+    )?;
+    println!("wrote docs/api.md");
     Ok(())
 }

@@ -134,12 +134,13 @@ async fn reconcile(rule: Arc<AutomationRule>, ctx: Arc<Context>) -> Result<Actio
                 )
                 .await;
             }
+            let retry = ctx.retry_after(p.reason, &key(rule.as_ref()));
             (
                 Health::Stalled {
                     reason: p.reason,
                     message: p.message,
                 },
-                kube::runtime::controller::Action::requeue(ctx.backoff(&key(rule.as_ref()))),
+                Action::requeue(retry),
             )
         }
     };

@@ -30,6 +30,8 @@ use crate::conditions::{Health, extra, merge, reason};
 use crate::error::Result;
 
 const KIND: &str = "Channel";
+/// On a generated webhook Secret: the value of the rotation annotation last acted on.
+pub const HANDLED_ROTATION_ANNOTATION: &str = "xin.dev/handled-rotation-request";
 
 pub fn controller(ctx: Arc<Context>) -> impl Stream<Item = super::ControllerResult<Channel>> {
     let client = ctx.client.clone();
@@ -162,10 +164,12 @@ async fn reconcile_inner(ch: &Channel, ctx: &Context) -> Result<Action> {
             let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
             let existing = secrets.get_opt(&secret_name).await?;
             let requested = ch.annotations().get(ROTATE_ANNOTATION).cloned();
-            let handled = ch
-                .status
+            // The handled request is recorded on the Secret, read fresh from the API server:
+            // the Channel in the watch cache may not show our last status patch yet, and a
+            // stale view must not rotate twice.
+            let handled = existing
                 .as_ref()
-                .and_then(|s| s.last_rotation_request.clone());
+                .and_then(|s| s.annotations().get(HANDLED_ROTATION_ANNOTATION).cloned());
             let rotate = requested.is_some() && requested != handled && existing.is_some();
             let (data, rotated) = next_webhook_data(
                 existing.as_ref().and_then(|s| s.data.as_ref()),
@@ -174,8 +178,16 @@ async fn reconcile_inner(ch: &Channel, ctx: &Context) -> Result<Action> {
                 now,
                 new_key,
             );
+            let mut metadata = meta(ch, &secret_name, &ns, &tenant.name_any(), "channel-webhook");
+            // A first key needs no rotation: the current request counts as handled from the start.
+            if let Some(r) = &requested {
+                metadata.annotations = Some(BTreeMap::from([(
+                    HANDLED_ROTATION_ANNOTATION.to_string(),
+                    r.clone(),
+                )]));
+            }
             let secret = Secret {
-                metadata: meta(ch, &secret_name, &ns, &tenant.name_any(), "channel-webhook"),
+                metadata,
                 type_: Some("Opaque".into()),
                 data: Some(data.clone()),
                 ..Secret::default()
@@ -262,6 +274,7 @@ async fn stalled_with(
         )
         .await;
     }
+    let retry = ctx.retry_after(p.reason, &key(ch));
     let mut desired = Health::Stalled {
         reason: p.reason,
         message: p.message,
@@ -270,7 +283,7 @@ async fn stalled_with(
     desired.extend(extra_cond);
     status["conditions"] = json!(merge(&current.conditions, desired));
     patch_status(api, ch, status).await?;
-    Ok(Action::requeue(ctx.backoff(&key(ch))))
+    Ok(Action::requeue(retry))
 }
 
 #[cfg(test)]

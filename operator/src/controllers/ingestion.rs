@@ -180,6 +180,7 @@ async fn reconcile_inner(ij: &IngestionJob, ctx: &Context) -> Result<Action> {
                     )
                     .await;
                 }
+                let retry = ctx.retry_after(p.reason, &key(ij));
                 let conds = merge(
                     &current.conditions,
                     Health::Stalled {
@@ -194,7 +195,7 @@ async fn reconcile_inner(ij: &IngestionJob, ctx: &Context) -> Result<Action> {
                     json!({"observedGeneration": g, "phase": Phase::Pending, "conditions": conds}),
                 )
                 .await?;
-                return Ok(Action::requeue(ctx.backoff(&key(ij))));
+                return Ok(Action::requeue(retry));
             }
         };
         let desired = build_ingestion_job(ij, &tenant, &ctx.config)

@@ -61,6 +61,16 @@ impl Context {
         d
     }
 
+    /// When to look again at an object stalled on `reason`: soon when it only waits for its
+    /// Tenant to finish setting up, with backoff for what the user must fix.
+    pub fn retry_after(&self, reason: &str, key: &str) -> Duration {
+        if reason == crate::conditions::reason::TENANT_NOT_READY {
+            Duration::from_secs(2)
+        } else {
+            self.backoff(key)
+        }
+    }
+
     pub fn reset_backoff(&self, key: &str) {
         self.backoff
             .lock()

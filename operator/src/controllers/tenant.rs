@@ -231,22 +231,39 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
             Api::<$t>::namespaced(client.clone(), in_ns(()))
         };
     }
-    // Namespace-level guard rails first: they do not depend on the user's Secrets.
-    apply(&api!(ResourceQuota), &build_resource_quota(tenant, &ns)).await?;
-    apply(&api!(LimitRange), &build_limit_range(tenant, &ns)).await?;
-    apply(&api!(NetworkPolicy), &build_default_deny(tenant, &ns)).await?;
-    apply(&api!(NetworkPolicy), &build_allow_policy(tenant, &ns, cfg)).await?;
-    for c in [ORCHESTRATOR, GATEWAY, AUTOMATION, INGEST] {
-        apply(
-            &api!(ServiceAccount),
-            &build_service_account(tenant, &ns, c),
-        )
-        .await?;
-    }
-    for c in [AUTOMATION, INGEST] {
-        apply(&api!(Role), &build_role(tenant, &ns, c)).await?;
-        apply(&api!(RoleBinding), &build_role_binding(tenant, &ns, c)).await?;
-    }
+    // Namespace-level guard rails first: they do not depend on the user's Secrets. They are
+    // independent of each other, so they are applied concurrently.
+    let (sas, roles, rbs) = (api!(ServiceAccount), api!(Role), api!(RoleBinding));
+    let built_sas: Vec<_> = [ORCHESTRATOR, GATEWAY, AUTOMATION, INGEST]
+        .iter()
+        .map(|c| build_service_account(tenant, &ns, c))
+        .collect();
+    let built_roles: Vec<_> = [AUTOMATION, INGEST]
+        .iter()
+        .map(|c| build_role(tenant, &ns, c))
+        .collect();
+    let built_rbs: Vec<_> = [AUTOMATION, INGEST]
+        .iter()
+        .map(|c| build_role_binding(tenant, &ns, c))
+        .collect();
+    let (quotas, limits, netpols) = (api!(ResourceQuota), api!(LimitRange), api!(NetworkPolicy));
+    let (quota, limit) = (
+        build_resource_quota(tenant, &ns),
+        build_limit_range(tenant, &ns),
+    );
+    let (deny, allow) = (
+        build_default_deny(tenant, &ns),
+        build_allow_policy(tenant, &ns, cfg),
+    );
+    futures::try_join!(
+        apply(&quotas, &quota),
+        apply(&limits, &limit),
+        apply(&netpols, &deny),
+        apply(&netpols, &allow),
+        futures::future::try_join_all(built_sas.iter().map(|o| apply(&sas, o))),
+        futures::future::try_join_all(built_roles.iter().map(|o| apply(&roles, o))),
+        futures::future::try_join_all(built_rbs.iter().map(|o| apply(&rbs, o))),
+    )?;
 
     let channels: Vec<Channel> = api!(Channel).list(&ListParams::default()).await?.items;
     let rules = api!(AutomationRule)
@@ -314,12 +331,19 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     );
     let deployments = api!(Deployment);
     let hpas = api!(HorizontalPodAutoscaler);
-    apply(
-        &api!(ServiceAccount),
-        &build_service_account(tenant, &ns, ORCHESTRATOR),
-    )
-    .await?;
-    apply(&deployments, &orch_deploy).await?;
+    let orch_svc = build_service(
+        tenant,
+        &ns,
+        ORCHESTRATOR,
+        &[("http", HTTP_PORT), ("metrics", 9101)],
+    );
+    let orch_pdb = build_pdb(tenant, &ns, ORCHESTRATOR);
+    let (services, pdbs) = (api!(Service), api!(PodDisruptionBudget));
+    futures::try_join!(
+        apply(&deployments, &orch_deploy),
+        apply(&services, &orch_svc),
+        apply(&pdbs, &orch_pdb),
+    )?;
     if !suspended {
         wake(
             &deployments,
@@ -328,21 +352,6 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         )
         .await?;
     }
-    apply(
-        &api!(Service),
-        &build_service(
-            tenant,
-            &ns,
-            ORCHESTRATOR,
-            &[("http", HTTP_PORT), ("metrics", 9101)],
-        ),
-    )
-    .await?;
-    apply(
-        &api!(PodDisruptionBudget),
-        &build_pdb(tenant, &ns, ORCHESTRATOR),
-    )
-    .await?;
     if suspended {
         prune(&hpas, &workload_name(ORCHESTRATOR), &uid).await?;
     } else {
@@ -387,29 +396,27 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         let routes_bytes =
             &routes_secret.data.as_ref().expect("built with data")[xin_api::routes::ROUTES_KEY].0;
         let gw_hash = hash_parts([routes_bytes.as_slice(), &inputs.db_url, &signing_key]);
+        // The routes first: the new pods must find them mounted.
         apply(&secrets, &routes_secret).await?;
-        apply(
-            &deployments,
-            &build_gateway_deployment(
-                tenant,
-                &ns,
-                cfg,
-                &tenant.spec.database.url_secret_ref,
-                gw_hash,
-            ),
-        )
-        .await?;
-        apply(
-            &api!(Service),
-            &build_service(
-                tenant,
-                &ns,
-                GATEWAY,
-                &[("http", HTTP_PORT), ("metrics", 9102)],
-            ),
-        )
-        .await?;
-        apply(&api!(PodDisruptionBudget), &build_pdb(tenant, &ns, GATEWAY)).await?;
+        let gw_deploy = build_gateway_deployment(
+            tenant,
+            &ns,
+            cfg,
+            &tenant.spec.database.url_secret_ref,
+            gw_hash,
+        );
+        let gw_svc = build_service(
+            tenant,
+            &ns,
+            GATEWAY,
+            &[("http", HTTP_PORT), ("metrics", 9102)],
+        );
+        let gw_pdb = build_pdb(tenant, &ns, GATEWAY);
+        futures::try_join!(
+            apply(&deployments, &gw_deploy),
+            apply(&services, &gw_svc),
+            apply(&pdbs, &gw_pdb),
+        )?;
         if suspended {
             prune(&hpas, &gw, &uid).await?;
         } else {

@@ -1,0 +1,184 @@
+//! The Helm chart: lints, renders, installs into the local control plane, and its ClusterRole
+//! is enough for the operator (the operator runs with the chart ServiceAccount's token and a
+//! tenant still becomes Ready), proving least privilege is not too little.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+
+fn helm(args: &[&str]) -> (bool, String) {
+    let chart = xin_e2e::operator::repo_root().join("charts/xin");
+    let mut full: Vec<&str> = args.to_vec();
+    full.push(chart.to_str().unwrap());
+    let out = Command::new("helm")
+        .args(&full)
+        .output()
+        .expect("helm must be on PATH (make test puts the built one first)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+#[test]
+fn chart_lints_and_renders_with_and_without_options() {
+    let (ok, out) = helm(&["lint", "--strict", "--kube-version", "v1.37.2"]);
+    assert!(ok && !out.contains("[ERROR]"), "helm lint failed:\n{out}");
+    let (ok, plain) = helm(&[
+        "template",
+        "xin",
+        "--namespace",
+        "xin-system",
+        "--kube-version",
+        "v1.37.2",
+    ]);
+    assert!(ok, "{plain}");
+    assert!(
+        !plain.contains("kind: ServiceMonitor"),
+        "ServiceMonitor must be opt-in"
+    );
+    for kind in [
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "Service",
+    ] {
+        assert!(
+            plain.contains(&format!("kind: {kind}\n")),
+            "no {kind} rendered"
+        );
+    }
+    let (ok, with_sm) = helm(&[
+        "template",
+        "xin",
+        "--namespace",
+        "xin-system",
+        "--kube-version",
+        "v1.37.2",
+        "--set",
+        "metrics.serviceMonitor.enabled=true",
+        "--set",
+        "workloads.gatewayImage=registry.example/gw:2",
+    ]);
+    assert!(ok, "{with_sm}");
+    assert!(with_sm.contains("kind: ServiceMonitor"));
+    assert!(
+        with_sm.contains("registry.example/gw:2"),
+        "workload images come from values"
+    );
+    // No secret access beyond what the operator manages: no wildcard verbs or resources.
+    assert!(!plain.contains("'*'") && !plain.contains("\"*\"") && !plain.contains("- \"*\""));
+}
+
+#[test]
+fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
+    install_crds();
+    let release = unique_name("chart");
+    let ns = TestNamespace::create("xin-chart");
+    let (ok, manifest) = helm(&[
+        "template",
+        &release,
+        "--namespace",
+        &ns.name,
+        "--kube-version",
+        "v1.37.2",
+    ]);
+    assert!(ok, "{manifest}");
+    let run = kubectl_stdin(
+        &["apply", "--server-side", "-n", &ns.name, "-f", "-"],
+        Some(&manifest),
+    );
+    assert!(
+        run.ok,
+        "installing the rendered chart failed: {}",
+        run.stderr
+    );
+    let sa = format!("{release}-operator");
+    wait_until(
+        "the operator Deployment to be available",
+        2 * MINUTE,
+        || {
+            let d = get_json(&["deployment", &sa, "-n", &ns.name]).ok_or("missing")?;
+            match d
+                .pointer("/status/availableReplicas")
+                .and_then(Value::as_i64)
+            {
+                Some(n) if n >= 1 => Ok(()),
+                other => Err(format!("available {other:?}")),
+            }
+        },
+    );
+
+    // Run the operator with exactly the chart's permissions.
+    let token = kubectl_ok(&["create", "token", &sa, "-n", &ns.name, "--duration=1h"]);
+    let admin = std::fs::read_to_string(std::env::var("KUBECONFIG").unwrap()).unwrap();
+    let field = |k: &str| {
+        admin
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(k))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    let kubeconfig = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster: {{server: '{}', certificate-authority: '{}'}}\n\
+         users:\n- name: u\n  user: {{token: '{}'}}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+        field("server:"),
+        field("certificate-authority:"),
+        token.trim()
+    );
+    let path = xin_e2e::operator::repo_root().join(format!("target/e2e-logs/{release}.kubeconfig"));
+    std::fs::write(&path, kubeconfig).unwrap();
+    let _op = OperatorProcess::start(
+        OPERATOR,
+        &[
+            ("KUBECONFIG", path.to_str().unwrap()),
+            ("XIN_LEADER_ELECT", "true"),
+            ("XIN_LEASE_NAMESPACE", ns.name.as_str()),
+            ("XIN_LEASE_NAME", release.as_str()),
+        ],
+    );
+    let t = TestTenant::create("rbac", "");
+    apply(&t.telegram_secret("tg"));
+    apply(&t.channel("bot", "tg"));
+    apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: faq, namespace: {ns}}}\ndata: {{a.md: '# A'}}\n---\n\
+         apiVersion: xin.dev/v1alpha1\nkind: IngestionJob\nmetadata: {{name: faq, namespace: {ns}}}\nspec: {{source: {{configMap: {{name: faq}}}}}}\n---\n\
+         apiVersion: xin.dev/v1alpha1\nkind: AutomationRule\nmetadata: {{name: r, namespace: {ns}}}\nspec:\n  trigger: {{event: {{types: [MessageReceived]}}}}\n  action: {{webhook: {{url: 'https://h.example'}}}}\n",
+        ns = t.ns
+    ));
+    ready("tenant", &t.name, "");
+    ready("channel", "bot", &t.ns);
+    ready("automationrule", "r", &t.ns);
+    wait_condition("ingestionjob", "faq", &t.ns, "Complete", "True", 2 * MINUTE);
+    assert!(
+        get_json(&["role", "xin-automation", "-n", &t.ns]).is_some(),
+        "the operator could grant the workers' Role"
+    );
+
+    // Deleting the Tenant (finalizer, namespace deletion) works with these permissions too.
+    kubectl_ok(&["delete", "tenant", &t.name, "--wait=false"]);
+    wait_until("the Tenant to go", 2 * MINUTE, || {
+        match get_json(&["tenant", &t.name]) {
+            None => Ok(()),
+            Some(o) => Err(o["status"]["conditions"].to_string()),
+        }
+    });
+    kubectl_ok(&[
+        "delete",
+        "clusterrole,clusterrolebinding",
+        &sa,
+        "--ignore-not-found",
+    ]);
+}
+
+use xin_e2e::operator::install_crds;
