@@ -26,7 +26,7 @@ kubectl wait --for=condition=Established crd/tenants.xin.dev crd/channels.xin.de
 kubectl create namespace xin-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 pidfile=$STATE/pids/xin-operator.pid
-if [ -f "$pidfile" ] && tr '\0' ' ' <"/proc/$(cat "$pidfile")/cmdline" 2>/dev/null | grep -q xin-operator; then
+if [ -f "$pidfile" ] && { tr '\0' ' ' <"/proc/$(cat "$pidfile")/cmdline"; } 2>/dev/null | grep -q xin-operator; then
   say "stopping the previous demo operator (pid $(cat "$pidfile")) to run this build"
   kill "$(cat "$pidfile")" 2>/dev/null || true
   sleep 1

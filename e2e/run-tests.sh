@@ -27,7 +27,7 @@ fi
 eval "$("$CLUSTER" env)"
 # A demo operator would reconcile the suites' objects alongside the operators they start.
 demo_pid=${XIN_CLUSTER_DIR:-$REPO/.cluster}/pids/xin-operator.pid
-if [ -f "$demo_pid" ] && tr '\0' ' ' <"/proc/$(cat "$demo_pid")/cmdline" 2>/dev/null | grep -q xin-operator; then
+if [ -f "$demo_pid" ] && { tr '\0' ' ' <"/proc/$(cat "$demo_pid")/cmdline"; } 2>/dev/null | grep -q xin-operator; then
   say "stopping the demo operator (pid $(cat "$demo_pid")) so it does not act on the tests' objects"
   kill "$(cat "$demo_pid")"; rm -f "$demo_pid"
 fi
@@ -38,8 +38,10 @@ say "cargo test --workspace (unit tests and e2e suites)"
 second=$("$CLUSTER" up 2>&1)
 grep -q "already running" <<<"$second" || { echo "error: a second 'cluster.sh up' was not detected:" >&2; echo "$second" >&2; exit 1; }
 
-cargo test --workspace --locked 2>&1 | tee "$REPO/target/test-output.log"
-passed=$(grep -Eo '[0-9]+ passed' "$REPO/target/test-output.log" | awk '{s += $1} END {print s + 0}')
-failed=$(grep -Eo '[0-9]+ failed' "$REPO/target/test-output.log" | awk '{s += $1} END {print s + 0}')
+log=$(mktemp)
+cargo test --workspace --locked 2>&1 | tee "$log"
+passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
+rm -f "$log"
 say "all tests: $passed passed, $failed failed, in $(( $(date +%s) - t0 )) s"
 if ((started)); then say "stopping the control plane this run started"; fi

@@ -73,8 +73,11 @@ go_build() {
   say "building ${names[*]} (cold: minutes; progress every 60 s)"
   ( while sleep 60; do echo "    ... still building ${names[*]}: $(( ($(date +%s) - start) / 60 )) min" >&2; done ) &
   ticker=$!
+  # Interrupted (Ctrl-C) or failed: the progress ticker goes with us.
+  trap 'kill "$ticker" 2>/dev/null' EXIT INT TERM
   (cd "$HERE/gomod/$mod" && go build -ldflags "$ldflags" -o "$tmp/" "${pkgs[@]}") || rc=$?
   kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+  trap - EXIT INT TERM
   if ((rc != 0)); then rm -rf "$tmp"; die "go build failed in e2e/controlplane/gomod/$mod (exit $rc)"; fi
   if ((${#pkgs[@]} == 1)); then
     # one package: go names the binary after the path (".../server/v3" gives "server").
@@ -338,8 +341,8 @@ cmd_status() {
 }
 
 cmd_env() {
-  echo "export KUBECONFIG=$STATE/kubeconfig"
-  echo "export PATH=$KUBE_BIN:$HELM_BIN:\$PATH"
+  printf 'export KUBECONFIG=%q\n' "$STATE/kubeconfig"
+  printf 'export PATH=%q:%q:"$PATH"\n' "$KUBE_BIN" "$HELM_BIN"
 }
 
 case "${1:-}" in

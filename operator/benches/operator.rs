@@ -170,7 +170,15 @@ fn children(tenant_name: &str, ns: &str, cfg: &Config) -> Vec<Value> {
     objs
 }
 
+/// Applies Namespaces first, then everything else, `CONCURRENCY` requests at a time.
 async fn apply_all(client: &Client, discovery: &Discovery, objs: Vec<Value>) {
+    let (namespaces, rest): (Vec<Value>, Vec<Value>) =
+        objs.into_iter().partition(|o| o["kind"] == "Namespace");
+    apply_concurrently(client, discovery, namespaces).await;
+    apply_concurrently(client, discovery, rest).await;
+}
+
+async fn apply_concurrently(client: &Client, discovery: &Discovery, objs: Vec<Value>) {
     stream::iter(objs)
         .map(|o| {
             let client = client.clone();

@@ -3,7 +3,9 @@
 //! Before applying, the live object is read and compared with the desired one: when every
 //! field the operator sets already has the desired value, nothing is sent. Fields others set
 //! (defaults, the HPA's `replicas`, other managers' labels) are not compared, so they never
-//! cause a write, while an edit or removal of one of our fields does and is reverted.
+//! cause a write, while an edit or removal of one of our fields does and is reverted. The
+//! desired object also carries a digest of itself (`xin.dev/applied`): a field the operator
+//! stops setting changes the digest, so the apply that removes it is sent too.
 
 use std::fmt::Debug;
 
@@ -29,9 +31,48 @@ pub fn contains(live: &Value, desired: &Value) -> bool {
         }
         (Value::Number(l), Value::Number(d)) => l.as_f64() == d.as_f64(),
         (Value::Null, d) => is_empty(d),
+        // The API server stores quantities canonically ("0.5" becomes "500m").
+        (Value::String(l), Value::String(d)) => {
+            l == d || quantity(l).is_some_and(|q| Some(q) == quantity(d))
+        }
         (l, d) => l == d,
     }
 }
+
+/// The value of a Kubernetes quantity (`500m`, `1Gi`, `2`, `1e3`), in milli-units, when the
+/// string is one; `None` for any other string.
+pub fn quantity(s: &str) -> Option<i128> {
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(s.len());
+    let (num, suffix) = s.split_at(split);
+    if num.is_empty() || num == "-" || num == "+" {
+        return None;
+    }
+    let mult: f64 = match suffix {
+        "" => 1.0,
+        "m" => 1e-3,
+        "k" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        "E" => 1e18,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "Ei" => 1024f64.powi(6),
+        e if e.starts_with(['e', 'E']) => 10f64.powi(e[1..].parse().ok()?),
+        _ => return None,
+    };
+    let v: f64 = num.parse().ok()?;
+    Some((v * mult * 1000.0).round() as i128)
+}
+
+/// Annotation with a digest of the object as the operator last applied it.
+pub const APPLIED_ANNOTATION: &str = "xin.dev/applied";
 
 fn is_empty(v: &Value) -> bool {
     match v {
@@ -49,6 +90,18 @@ where
     K: Resource + Clone + Serialize + DeserializeOwned + Debug,
 {
     let name = desired.meta().name.clone().unwrap_or_default();
+    let mut desired = desired.clone();
+    let digest = {
+        let bytes =
+            serde_json::to_vec(&desired).map_err(|e| Error::Serialize("a child object", e))?;
+        crate::builders::hash_parts([bytes.as_slice()])[..16].to_string()
+    };
+    desired
+        .meta_mut()
+        .annotations
+        .get_or_insert_with(Default::default)
+        .insert(APPLIED_ANNOTATION.into(), digest);
+    let desired = &desired;
     let want = serde_json::to_value(desired).map_err(|e| Error::Serialize("a child object", e))?;
     if let Some(live) = api.get_opt(&name).await? {
         let have =
@@ -118,6 +171,21 @@ mod tests {
         assert!(!contains(&edited, &desired));
         assert!(!contains(&removed, &desired));
         assert!(!contains(&extra_container, &desired));
+    }
+
+    #[test]
+    fn quantities_compare_by_value() {
+        assert_eq!(quantity("500m"), quantity("0.5"));
+        assert_eq!(quantity("1Gi"), quantity("1024Mi"));
+        assert_eq!(quantity("1k"), quantity("1e3"));
+        assert_eq!(quantity("web"), None);
+        assert_eq!(quantity("2026-01-01T00:00:00Z"), None);
+        assert!(contains(&json!({"cpu": "500m"}), &json!({"cpu": "0.5"})));
+        assert!(!contains(&json!({"cpu": "500m"}), &json!({"cpu": "1"})));
+        assert!(!contains(
+            &json!({"image": "a:1"}),
+            &json!({"image": "a:2"})
+        ));
     }
 
     #[test]

@@ -7,9 +7,6 @@ pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
 
-    #[error("finalizer failed: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
-
     #[error("{object} is missing {what}")]
     MissingObjectKey { object: String, what: &'static str },
 
@@ -29,7 +26,6 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 422 => "invalid_child",
             Error::Kube(kube::Error::Api(_)) => "api_error",
             Error::Kube(_) => "api_unreachable",
-            Error::Finalizer(_) => "finalizer",
             Error::MissingObjectKey { .. } => "missing_object",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Serialize(..) => "serialize",

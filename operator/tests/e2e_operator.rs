@@ -402,6 +402,36 @@ fn a_missing_secret_is_a_false_condition_with_reason_until_it_is_created() {
     apply(&t.telegram_secret("tg-later"));
     let c = wait_condition("channel", "bot", &t.ns, "Ready", "True", 2 * MINUTE);
     assert_eq!(condition_reason(&c, "Ready"), "Reconciled");
+    wait_until("the gateway for the channel", MINUTE, || {
+        get_json(&["deployment", "xin-gateway", "-n", &t.ns]).ok_or_else(|| "none".to_string())
+    });
+
+    // The last Channel gone, the gateway and its routes are pruned; the user's Secret stays.
+    kubectl_ok(&["delete", "channel", "bot", "-n", &t.ns]);
+    wait_until("the gateway to be pruned", MINUTE, || {
+        let left: Vec<&str> = [
+            ("deployment", "xin-gateway"),
+            ("service", "xin-gateway"),
+            ("hpa", "xin-gateway"),
+            ("pdb", "xin-gateway"),
+            ("secret", "xin-gateway-routes"),
+            ("secret", "bot-webhook"),
+        ]
+        .into_iter()
+        .filter(|(k, n)| get_json(&[k, n, "-n", &t.ns]).is_some())
+        .map(|(_, n)| n)
+        .collect();
+        if left.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("still there: {left:?}"))
+        }
+    });
+    assert!(
+        get_json(&["secret", "tg-later", "-n", &t.ns]).is_some(),
+        "a user's Secret is never pruned"
+    );
+    assert!(get_json(&["deployment", "xin-orchestrator", "-n", &t.ns]).is_some());
 }
 
 #[test]

@@ -26,7 +26,8 @@ use crate::common::{SecretKeyRef, impl_has_conditions};
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 50").message("a Tenant's name must be at most 50 characters (its namespace is xin-<name>)")
+    validation = Rule::new("size(self.metadata.name) <= 50").message("a Tenant's name must be at most 50 characters (its namespace is xin-<name>)"),
+    validation = Rule::new("self.metadata.name != 'system'").message("the Tenant name system is reserved: xin-system is the Xin operator's namespace")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct TenantSpec {

@@ -147,13 +147,23 @@ pub fn build_gateway_ingress(tenant: &Tenant, ns: &str, channels: &[&Channel]) -
                 http: Some(HTTPIngressRuleValue { paths: vec![path] }),
             }),
         }
-        if let Some(secret) = &ing.tls_secret_name
-            && !tls.iter().any(|t| t.secret_name.as_deref() == Some(secret))
-        {
-            tls.push(IngressTLS {
-                hosts: Some(vec![ing.host.clone()]),
-                secret_name: Some(secret.clone()),
-            });
+        if let Some(secret) = &ing.tls_secret_name {
+            match tls
+                .iter_mut()
+                .find(|t| t.secret_name.as_deref() == Some(secret))
+            {
+                // Two hosts sharing one certificate Secret: both belong in its entry.
+                Some(t) => {
+                    let hosts = t.hosts.get_or_insert_with(Vec::new);
+                    if !hosts.contains(&ing.host) {
+                        hosts.push(ing.host.clone());
+                    }
+                }
+                None => tls.push(IngressTLS {
+                    hosts: Some(vec![ing.host.clone()]),
+                    secret_name: Some(secret.clone()),
+                }),
+            }
         }
     }
     let mut metadata = meta(

@@ -44,7 +44,8 @@ pub fn build_ingestion_job(
     env.extend(otel_env(config));
     let (pod_sec, container_sec) = restricted_security();
     let mut pod_labels = labels(&t, INGEST);
-    pod_labels.insert("xin.dev/ingestion-job".into(), ij.name_any());
+    // Label values are at most 63 characters: the shortened Job name, not the object's name.
+    pod_labels.insert("xin.dev/ingestion-job".into(), job_name(&ij.name_any()));
     Ok(Job {
         metadata: ObjectMeta {
             labels: Some(pod_labels.clone()),

@@ -94,11 +94,20 @@ pub fn otel_env(config: &Config) -> Vec<EnvVar> {
     if let Some(endpoint) = &config.otel_exporter_endpoint {
         out.push(env("OTEL_EXPORTER_ENDPOINT", endpoint.clone()));
     }
-    if let Some(headers) = &config.otel_exporter_headers {
-        out.push(env("OTEL_EXPORTER_HEADERS", headers.clone()));
+    if config.otel_exporter_headers.is_some() {
+        // Headers usually carry an API key: they reach the pods through a Secret.
+        out.push(env_secret(
+            "OTEL_EXPORTER_HEADERS",
+            OTEL_SECRET,
+            OTEL_HEADERS_KEY,
+        ));
     }
     out
 }
+
+/// Secret in each tenant namespace with the OTLP headers, when the operator has any.
+pub const OTEL_SECRET: &str = "xin-otel";
+pub const OTEL_HEADERS_KEY: &str = "headers";
 
 /// Hex SHA-256 over `parts`, each length-prefixed so that parts cannot run together.
 /// Used for the pod-template hash annotation; a digest never reveals a secret value.

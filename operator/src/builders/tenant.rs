@@ -290,6 +290,19 @@ pub fn build_signing_secret(tenant: &Tenant, ns: &str, key: &[u8]) -> Secret {
     }
 }
 
+/// The OTLP headers Secret (see [`otel_env`]).
+pub fn build_otel_secret(tenant: &Tenant, ns: &str, headers: &str) -> Secret {
+    Secret {
+        metadata: meta(tenant, OTEL_SECRET, ns, &tenant.name_any(), "tenant"),
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            OTEL_HEADERS_KEY.into(),
+            ByteString(headers.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
 /// Restricted-profile security settings for every workload container.
 pub fn restricted_security() -> (PodSecurityContext, SecurityContext) {
     (
@@ -678,6 +691,39 @@ pub(crate) mod tests {
             "llm"
         );
         assert!(get("DATABASE_URL").value.is_none());
+    }
+
+    #[test]
+    fn otel_headers_reach_pods_through_a_secret() {
+        let mut cfg = Config::for_tests();
+        cfg.otel_exporter_endpoint = Some("http://otel:4318".into());
+        cfg.otel_exporter_headers = Some("x-api-key=s3cret".into());
+        let env = orchestrator_env(&tenant("acme"), "xin-acme", &cfg);
+        let h = env
+            .iter()
+            .find(|e| e.name == "OTEL_EXPORTER_HEADERS")
+            .unwrap();
+        assert!(h.value.is_none(), "headers must not be a plain value");
+        assert_eq!(
+            h.value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap()
+                .name,
+            OTEL_SECRET
+        );
+        assert_eq!(
+            env.iter()
+                .find(|e| e.name == "OTEL_EXPORTER_ENDPOINT")
+                .unwrap()
+                .value
+                .as_deref(),
+            Some("http://otel:4318")
+        );
+        let s = build_otel_secret(&tenant("acme"), "xin-acme", "x-api-key=s3cret");
+        assert_eq!(s.data.unwrap()[OTEL_HEADERS_KEY].0, b"x-api-key=s3cret");
     }
 
     #[test]

@@ -25,12 +25,19 @@ const KIND: &str = "AutomationRule";
 pub fn controller(
     ctx: Arc<Context>,
 ) -> impl Stream<Item = super::ControllerResult<AutomationRule>> {
-    Controller::new(
+    let controller = Controller::new(
         Api::<AutomationRule>::all(ctx.client.clone()),
         watcher::Config::default().any_semantic(),
-    )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
+    );
+    let store = controller.store();
+    controller
+        .watches(
+            Api::<xin_api::Tenant>::all(ctx.client.clone()),
+            watcher::Config::default(),
+            super::tenant_dependents(store),
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
 }
 
 /// Parses a standard 5-field crontab expression (minute hour day-of-month month day-of-week,

@@ -36,17 +36,24 @@ pub const HANDLED_ROTATION_ANNOTATION: &str = "xin.dev/handled-rotation-request"
 pub fn controller(ctx: Arc<Context>) -> impl Stream<Item = super::ControllerResult<Channel>> {
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    Controller::new(
+    let controller = Controller::new(
         Api::<Channel>::all(client.clone()),
         watcher::Config::default().any_semantic(),
-    )
-    .owns_stream(
-        watcher(Api::<PartialObjectMeta<Secret>>::all(client), ours)
-            .touched_objects()
-            .predicate_filter(predicates::resource_version, Default::default()),
-    )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
+    );
+    let store = controller.store();
+    controller
+        .watches(
+            Api::<xin_api::Tenant>::all(client.clone()),
+            watcher::Config::default(),
+            super::tenant_dependents(store),
+        )
+        .owns_stream(
+            watcher(Api::<PartialObjectMeta<Secret>>::all(client), ours)
+                .touched_objects()
+                .predicate_filter(predicates::resource_version, Default::default()),
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
 }
 
 /// A fresh webhook key: 32 random bytes as URL-safe base64 (43 characters of `A-Za-z0-9_-`,
@@ -119,13 +126,16 @@ async fn reconcile_inner(ch: &Channel, ctx: &Context) -> Result<Action> {
     let name = ch.name_any();
     let api = Api::<Channel>::namespaced(client.clone(), &ns);
     let now = jiff::Timestamp::now();
+    // Every field this controller owns is set, to `null` when it does not apply, so a value
+    // that stopped applying is removed (see `patch_status`).
     let mut status = json!({
         "observedGeneration": ch.metadata.generation,
         "webhookPath": webhook_path(&name),
+        "webhookUrl": ch.spec.ingress.as_ref().map(|ing| format!("https://{}{}", ing.host, webhook_path(&name))),
+        "keyCreatedAt": null,
+        "previousKeyExpiresAt": null,
+        "lastRotationRequest": null,
     });
-    if let Some(ing) = &ch.spec.ingress {
-        status["webhookUrl"] = json!(format!("https://{}{}", ing.host, webhook_path(&name)));
-    }
 
     let tenant = match resolve::owning_tenant(client, &ns).await? {
         Ok(t) => t,

@@ -28,18 +28,25 @@ const KIND: &str = "IngestionJob";
 pub fn controller(ctx: Arc<Context>) -> impl Stream<Item = super::ControllerResult<IngestionJob>> {
     let client = ctx.client.clone();
     let ours = watcher::Config::default().labels(&format!("{}={}", MANAGED_BY.0, MANAGED_BY.1));
-    Controller::new(
+    let controller = Controller::new(
         Api::<IngestionJob>::all(client.clone()),
         watcher::Config::default().any_semantic(),
-    )
-    // Job status matters here, so the whole Job is watched (only ours, by label).
-    .owns_stream(
-        watcher(Api::<Job>::all(client), ours)
-            .touched_objects()
-            .predicate_filter(predicates::resource_version, Default::default()),
-    )
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, ctx)
+    );
+    let store = controller.store();
+    controller
+        .watches(
+            Api::<xin_api::Tenant>::all(client.clone()),
+            watcher::Config::default(),
+            super::tenant_dependents(store),
+        )
+        // Job status matters here, so the whole Job is watched (only ours, by label).
+        .owns_stream(
+            watcher(Api::<Job>::all(client), ours)
+                .touched_objects()
+                .predicate_filter(predicates::resource_version, Default::default()),
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, ctx)
 }
 
 async fn check(
@@ -159,6 +166,22 @@ async fn reconcile_inner(ij: &IngestionJob, ctx: &Context) -> Result<Action> {
     let mut job = jobs.get_opt(&name).await?;
     if job.is_none() && finished {
         // The Job was cleaned up after it finished (TTL): never run it again.
+        return Ok(Action::await_change());
+    }
+    if job.is_none() && current.job_name.is_some() {
+        // Created once already, then deleted before its result was recorded: running it again
+        // could ingest twice, so say so and let the user decide.
+        let msg = format!(
+            "Job {name} was deleted before its result was recorded; create a new IngestionJob to ingest again"
+        );
+        let mut desired = Health::Stalled {
+            reason: "JobMissing",
+            message: msg,
+        }
+        .conditions(g);
+        desired.push(extra("Failed", true, "JobMissing", "", g));
+        let conds = merge(&current.conditions, desired);
+        patch_status(&api, ij, json!({"observedGeneration": g, "phase": Phase::Failed, "jobName": name, "conditions": conds})).await?;
         return Ok(Action::await_change());
     }
     if job.is_none() {

@@ -34,19 +34,23 @@ pub struct Context {
     pub config: Config,
     pub metrics: Metrics,
     pub reporter: Reporter,
+    recorder: Recorder,
     backoff: Mutex<HashMap<String, u32>>,
 }
 
 impl Context {
     pub fn new(client: Client, config: Config, metrics: Metrics) -> Self {
+        let reporter = Reporter {
+            controller: MANAGER.into(),
+            instance: std::env::var("POD_NAME").ok(),
+        };
+        // One recorder for the process, so repeated Events are grouped into series.
         Context {
+            recorder: Recorder::new(client.clone(), reporter.clone()),
             client,
             config,
             metrics,
-            reporter: Reporter {
-                controller: MANAGER.into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
+            reporter,
             backoff: Mutex::new(HashMap::new()),
         }
     }
@@ -65,7 +69,9 @@ impl Context {
     /// Tenant to finish setting up, with backoff for what the user must fix.
     pub fn retry_after(&self, reason: &str, key: &str) -> Duration {
         if reason == crate::conditions::reason::TENANT_NOT_READY {
-            Duration::from_secs(2)
+            // A change of the Tenant triggers a reconcile anyway (see `tenant_dependents`);
+            // this is only the safety net.
+            Duration::from_secs(10)
         } else {
             self.backoff(key)
         }
@@ -91,7 +97,7 @@ impl Context {
         note: String,
         action: &str,
     ) {
-        let recorder = Recorder::new(self.client.clone(), self.reporter.clone());
+        let recorder = &self.recorder;
         let ev = Event {
             type_,
             reason: reason.into(),
@@ -102,6 +108,25 @@ impl Context {
         if let Err(e) = recorder.publish(&ev, &obj).await {
             warn!(error = %e, reason, "could not publish an event");
         }
+    }
+}
+
+/// Maps a Tenant to the objects of kind `K` in its namespace, from a controller's store: a
+/// Tenant that finishes setting up (or changes) wakes the objects waiting for it.
+pub fn tenant_dependents<K>(
+    store: kube::runtime::reflector::Store<K>,
+) -> impl Fn(xin_api::Tenant) -> Vec<kube::runtime::reflector::ObjectRef<K>> + Send + Sync + 'static
+where
+    K: Resource<DynamicType = ()> + Clone + Send + Sync + 'static,
+{
+    move |t: xin_api::Tenant| {
+        let ns = xin_api::tenant::tenant_namespace(&t.name_any());
+        store
+            .state()
+            .iter()
+            .filter(|o| o.namespace().as_deref() == Some(ns.as_str()))
+            .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
+            .collect()
     }
 }
 
@@ -123,7 +148,26 @@ where
 {
     let current =
         serde_json::to_value(obj).map_err(|e| Error::Serialize("an object's status", e))?;
-    if contains(current.get("status").unwrap_or(&Value::Null), &desired) {
+    let current = current.get("status").unwrap_or(&Value::Null);
+    // A `null` in `desired` means "this field must be absent": it is left out of the apply,
+    // and server-side apply removes a field its manager no longer sets.
+    let mut desired = desired;
+    let cleared: Vec<String> = desired
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .filter(|(_, v)| v.is_null())
+                .map(|(k, _)| k.clone())
+                .collect()
+        })
+        .unwrap_or_default();
+    if let Some(m) = desired.as_object_mut() {
+        m.retain(|_, v| !v.is_null());
+    }
+    let stale = cleared
+        .iter()
+        .any(|k| !current.get(k).unwrap_or(&Value::Null).is_null());
+    if !stale && contains(current, &desired) {
         return Ok(false);
     }
     let body = json!({

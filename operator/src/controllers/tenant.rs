@@ -20,7 +20,6 @@ use kube::api::{DeleteParams, ListParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::EventType;
-use kube::runtime::finalizer::{Event as Finalizer, finalizer};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
@@ -127,42 +126,71 @@ fn owner<K: Resource>(child: PartialObjectMeta<K>) -> Option<ObjectRef<Tenant>> 
 async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     let start = Instant::now();
     let api = Api::<Tenant>::all(ctx.client.clone());
-    let res = finalizer(&api, FINALIZER, tenant.clone(), |event| async {
-        match event {
-            Finalizer::Apply(t) => apply_tenant(&t, &ctx).await,
-            Finalizer::Cleanup(t) => decommission(&t, &ctx).await,
+    let has_finalizer = tenant.finalizers().iter().any(|f| f == FINALIZER);
+    let res = if tenant.metadata.deletion_timestamp.is_none() {
+        // The finalizer goes on before any side effect, so nothing is left behind.
+        if !has_finalizer {
+            set_finalizer(&api, &tenant, true).await?;
         }
-    })
-    .await;
-    ctx.metrics.reconciled(KIND, start.elapsed());
-    match res {
-        Ok(a) => Ok(a),
-        Err(kube::runtime::finalizer::Error::CleanupFailed(e)) => {
-            // Say why the Tenant is not going away, on the object and as an Event.
-            let msg = format!("decommission failed, the Tenant stays until it succeeds: {e}");
-            let mut conds = tenant.status.clone().unwrap_or_default().conditions;
-            conds = merge(
-                &conds,
-                vec![extra(
-                    "Decommissioning",
-                    false,
+        apply_tenant(&tenant, &ctx).await
+    } else if has_finalizer {
+        match decommission(&tenant, &ctx).await {
+            Ok(a) => set_finalizer(&api, &tenant, false).await.map(|_| a),
+            Err(e) => {
+                // Say why the Tenant is not going away, on the object and as an Event.
+                let msg = format!("decommission failed, the Tenant stays until it succeeds: {e}");
+                let conds = merge(
+                    &tenant.status.clone().unwrap_or_default().conditions,
+                    vec![extra(
+                        "Decommissioning",
+                        false,
+                        reason::DECOMMISSION_FAILED,
+                        &msg,
+                        tenant.metadata.generation,
+                    )],
+                );
+                let _ = patch_status(&api, &tenant, status_with(&tenant, conds)).await;
+                ctx.event(
+                    tenant.object_ref(&()),
+                    EventType::Warning,
                     reason::DECOMMISSION_FAILED,
-                    &msg,
-                    tenant.metadata.generation,
-                )],
-            );
-            let _ = patch_status(&api, &tenant, json!({"conditions": conds})).await;
-            ctx.event(
-                tenant.object_ref(&()),
-                EventType::Warning,
-                reason::DECOMMISSION_FAILED,
-                msg,
-                "Decommission",
-            )
-            .await;
-            Err(e)
+                    msg,
+                    "Decommission",
+                )
+                .await;
+                Err(e)
+            }
         }
-        Err(e) => Err(Error::Finalizer(Box::new(e))),
+    } else {
+        Ok(Action::await_change())
+    };
+    ctx.metrics.reconciled(KIND, start.elapsed());
+    res
+}
+
+/// Adds or removes the decommission finalizer with server-side apply: `metadata.finalizers`
+/// is a set, so this touches only our entry, needs no read-modify-write, and cannot conflict
+/// with another writer (kube's JSON-patch helper fails its `test` whenever the cached object
+/// is behind, which at scale sent Tenants into error backoff).
+async fn set_finalizer(api: &Api<Tenant>, tenant: &Tenant, present: bool) -> Result<()> {
+    let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
+    let body = json!({
+        "apiVersion": Tenant::api_version(&()),
+        "kind": Tenant::kind(&()),
+        "metadata": {"name": tenant.name_any(), "finalizers": finalizers},
+    });
+    match api
+        .patch(
+            &tenant.name_any(),
+            &kube::api::PatchParams::apply(crate::builders::MANAGER).force(),
+            &kube::api::Patch::Apply(&body),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Already gone: the finalizer was the last thing holding it.
+        Err(kube::Error::Api(s)) if s.code == 404 && !present => Ok(()),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -210,6 +238,17 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
     let cfg = &ctx.config;
     let tenants = Api::<Tenant>::all(client.clone());
 
+    // The operator's own namespace is never a tenant's (the API refuses the name `system`,
+    // this catches an operator installed into another `xin-` namespace).
+    if ns == cfg.operator_namespace || ns == cfg.lease_namespace {
+        let p = Problem::new(
+            "NamespaceConflict",
+            format!(
+                "namespace {ns} is the Xin operator's own namespace; choose another Tenant name"
+            ),
+        );
+        return stalled(tenant, &tenants, ctx, p, None).await;
+    }
     // A namespace that another Tenant claimed is never taken over.
     let namespaces = Api::<Namespace>::all(client.clone());
     if let Some(existing) = namespaces.get_opt(&ns).await?
@@ -262,8 +301,10 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         apply(&netpols, &allow),
         futures::future::try_join_all(built_sas.iter().map(|o| apply(&sas, o))),
         futures::future::try_join_all(built_roles.iter().map(|o| apply(&roles, o))),
-        futures::future::try_join_all(built_rbs.iter().map(|o| apply(&rbs, o))),
     )?;
+    // A RoleBinding is checked against its Role (the operator may only bind what it holds):
+    // the Roles must exist first.
+    futures::future::try_join_all(built_rbs.iter().map(|o| apply(&rbs, o))).await?;
 
     let channels: Vec<Channel> = api!(Channel).list(&ListParams::default()).await?.items;
     let rules = api!(AutomationRule)
@@ -301,6 +342,14 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         }
     };
     apply(&secrets, &build_signing_secret(tenant, &ns, &signing_key)).await?;
+    match &cfg.otel_exporter_headers {
+        Some(h) => {
+            apply(&secrets, &build_otel_secret(tenant, &ns, h)).await?;
+        }
+        None => {
+            prune(&secrets, crate::builders::OTEL_SECRET, &uid).await?;
+        }
+    }
 
     let suspended = tenant.spec.suspend;
     let orch = &tenant.spec.orchestrator;
@@ -420,6 +469,7 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         if suspended {
             prune(&hpas, &gw, &uid).await?;
         } else {
+            wake(&deployments, &gw, 1).await?;
             apply(&hpas, &build_hpa(tenant, &ns, GATEWAY, 1, 5)).await?;
         }
         let live: Vec<&Channel> = channels
@@ -441,7 +491,13 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         prune(&hpas, &auto, &uid).await?;
         prune(&deployments, &auto, &uid).await?;
     } else {
-        let hash = hash_parts([inputs.db_url.as_slice(), tenant.spec.time_zone.as_bytes()]);
+        // The random signing key in the digest keeps the annotation from revealing anything
+        // about the database URL.
+        let hash = hash_parts([
+            signing_key.as_slice(),
+            &inputs.db_url,
+            tenant.spec.time_zone.as_bytes(),
+        ]);
         apply(
             &deployments,
             &build_automation_deployment(tenant, &ns, cfg, hash),
@@ -450,6 +506,7 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         if suspended {
             prune(&hpas, &auto, &uid).await?;
         } else {
+            wake(&deployments, &auto, 1).await?;
             apply(&hpas, &build_hpa(tenant, &ns, AUTOMATION, 1, 3)).await?;
         }
     }
@@ -530,6 +587,22 @@ async fn wake(deployments: &Api<Deployment>, name: &str, replicas: i32) -> Resul
     Ok(())
 }
 
+/// The whole status this operator owns, with `conditions` replaced: a server-side apply of
+/// only some fields would remove the others.
+fn status_with(
+    tenant: &Tenant,
+    conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+) -> serde_json::Value {
+    let s = tenant.status.clone().unwrap_or_default();
+    json!({
+        "observedGeneration": s.observed_generation,
+        "namespace": s.namespace,
+        "channels": s.channels,
+        "automationRules": s.automation_rules,
+        "conditions": conditions,
+    })
+}
+
 async fn write_status(
     tenant: &Tenant,
     api: &Api<Tenant>,
@@ -608,7 +681,7 @@ async fn decommission(tenant: &Tenant, ctx: &Context) -> Result<Action> {
             tenant.metadata.generation,
         )],
     );
-    patch_status(&api, tenant, json!({"conditions": conds})).await?;
+    patch_status(&api, tenant, status_with(tenant, conds)).await?;
 
     // 1. Stop automations: the worker goes first, so no scheduled action runs after this.
     let auto = workload_name(AUTOMATION);
