@@ -168,28 +168,54 @@ async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
     res
 }
 
-/// Adds or removes the decommission finalizer with server-side apply: `metadata.finalizers`
-/// is a set, so this touches only our entry, needs no read-modify-write, and cannot conflict
-/// with another writer (kube's JSON-patch helper fails its `test` whenever the cached object
-/// is behind, which at scale sent Tenants into error backoff).
+/// Adds or removes the decommission finalizer.
+///
+/// Adding uses server-side apply: `metadata.finalizers` is a set, so only our entry is
+/// touched, with no read-modify-write and no conflict with other writers (kube's JSON-patch
+/// helper fails its `test` whenever the cached Tenant lags, which at 100 tenants sent them into
+/// error backoff). The body carries the uid, so a Tenant deleted meanwhile is never recreated.
+/// Removing reads the Tenant fresh and deletes exactly our entry with a tested JSON patch, so
+/// the entry goes even if another writer (an older operator, a user) added it.
 async fn set_finalizer(api: &Api<Tenant>, tenant: &Tenant, present: bool) -> Result<()> {
-    let finalizers: Vec<&str> = if present { vec![FINALIZER] } else { vec![] };
-    let body = json!({
-        "apiVersion": Tenant::api_version(&()),
-        "kind": Tenant::kind(&()),
-        "metadata": {"name": tenant.name_any(), "finalizers": finalizers},
-    });
-    match api
-        .patch(
-            &tenant.name_any(),
+    let name = tenant.name_any();
+    if present {
+        let body = json!({
+            "apiVersion": Tenant::api_version(&()),
+            "kind": Tenant::kind(&()),
+            "metadata": {"name": name, "uid": tenant.uid(), "finalizers": [FINALIZER]},
+        });
+        api.patch(
+            &name,
             &kube::api::PatchParams::apply(crate::builders::MANAGER).force(),
             &kube::api::Patch::Apply(&body),
+        )
+        .await?;
+        return Ok(());
+    }
+    let Some(live) = api.get_opt(&name).await? else {
+        return Ok(());
+    };
+    if live.uid() != tenant.uid() {
+        return Ok(());
+    }
+    let Some(i) = live.finalizers().iter().position(|f| f == FINALIZER) else {
+        return Ok(());
+    };
+    let patch: json_patch::Patch = serde_json::from_value(json!([
+        {"op": "test", "path": format!("/metadata/finalizers/{i}"), "value": FINALIZER},
+        {"op": "remove", "path": format!("/metadata/finalizers/{i}")},
+    ]))
+    .map_err(|e| Error::Serialize("finalizer patch", e))?;
+    match api
+        .patch(
+            &name,
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::<()>::Json(patch),
         )
         .await
     {
         Ok(_) => Ok(()),
-        // Already gone: the finalizer was the last thing holding it.
-        Err(kube::Error::Api(s)) if s.code == 404 && !present => Ok(()),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(()),
         Err(e) => Err(e.into()),
     }
 }
