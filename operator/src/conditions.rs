@@ -14,6 +14,7 @@ pub mod reason {
     pub const CONFIG_MAP_NOT_FOUND: &str = "ConfigMapNotFound";
     pub const TENANT_NOT_FOUND: &str = "TenantNotFound";
     pub const TENANT_NOT_READY: &str = "TenantNotReady";
+    pub const TENANT_DELETING: &str = "TenantDeleting";
     pub const INVALID_TIME_ZONE: &str = "InvalidTimeZone";
     pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
     pub const JOB_RUNNING: &str = "JobRunning";

@@ -95,6 +95,12 @@ pub async fn owning_tenant(client: &Client, ns: &str) -> Result<Resolved<Tenant>
     };
     let tenant = Api::<Tenant>::all(client.clone()).get_opt(name).await?;
     Ok(match tenant {
+        // A Tenant being decommissioned has had its secrets deleted on purpose: nothing may
+        // recreate them.
+        Some(t) if t.metadata.deletion_timestamp.is_some() => Err(Problem::new(
+            reason::TENANT_DELETING,
+            format!("Tenant {name} is being deleted"),
+        )),
         Some(t) if t.status.as_ref().and_then(|s| s.namespace.as_deref()) == Some(ns) => Ok(t),
         Some(_) => Err(Problem::new(
             reason::TENANT_NOT_READY,
