@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `make test`: every check and every suite, as CI runs it (.ci/run).
 #   1. static checks: versions agree, cargo fmt, cargo clippy -D warnings
-#   2. the local control plane: started here unless one is already running
-#   3. cargo test --workspace: unit tests and the e2e suites against that control plane
+#   2. the local control plane and a throwaway PostgreSQL: started here unless running
+#   3. cargo test --workspace: unit tests, the e2e suites against that control plane, and the
+#      workload tests against that PostgreSQL
 # Exits non-zero on any failure; stops the control plane again if it started it.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -21,8 +22,19 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 started=0
 if ! "$CLUSTER" status >/dev/null 2>&1; then
   started=1
-  trap '"$CLUSTER" down' EXIT
 fi
+pg_started=0
+if ! psql "$("$REPO/e2e/postgres.sh" url)" -c 'select 1' >/dev/null 2>&1; then
+  pg_started=1
+fi
+cleanup() {
+  if ((started)); then say "stopping the control plane this run started"; "$CLUSTER" down; fi
+  if ((pg_started)); then "$REPO/e2e/postgres.sh" stop; fi
+}
+trap cleanup EXIT
+say "PostgreSQL for the workload tests"
+XIN_TEST_DATABASE_URL=$("$REPO/e2e/postgres.sh" start)
+export XIN_TEST_DATABASE_URL
 "$CLUSTER" up
 eval "$("$CLUSTER" env)"
 # A demo operator would reconcile the suites' objects alongside the operators they start.
@@ -44,4 +56,3 @@ passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
 rm -f "$log"
 say "all tests: $passed passed, $failed failed, in $(( $(date +%s) - t0 )) s"
-if ((started)); then say "stopping the control plane this run started"; fi

@@ -143,7 +143,8 @@ wait_for() {
   local what=$1 timeout=$2 log=$3 i; shift 3
   for ((i = 0; i < timeout * 2; i++)); do
     if "$@" >/dev/null 2>&1; then return 0; fi
-    [ -n "$log" ] && ! alive "$log" && { tail -n 30 "$STATE/logs/$log.log" >&2; die "$log exited during start; its log is $STATE/logs/$log.log"; }
+    # kill -0, not alive(): right after the fork the child may not have exec'd its binary yet.
+    [ -n "$log" ] && ! kill -0 "$(pid_of "$log")" 2>/dev/null && { tail -n 30 "$STATE/logs/$log.log" >&2; die "$log exited during start; its log is $STATE/logs/$log.log"; }
     sleep 0.5
   done
   [ -n "$log" ] && tail -n 30 "$STATE/logs/$log.log" >&2
@@ -253,7 +254,7 @@ cmd_up() {
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
     --authorization-mode RBAC --allow-privileged=true \
-    --service-cluster-ip-range 10.0.0.0/24 --endpoint-reconciler-type none \
+    --service-cluster-ip-range 10.0.0.0/16 --endpoint-reconciler-type none \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
     --profiling=false --v 1
@@ -272,7 +273,7 @@ cmd_up() {
     --controllers '*' --use-service-account-credentials=true \
     --service-account-private-key-file "$pki/sa.key" --root-ca-file "$pki/ca.crt" \
     --cluster-signing-cert-file "$pki/ca.crt" --cluster-signing-key-file "$pki/ca.key" \
-    --cluster-name xin-local --service-cluster-ip-range 10.0.0.0/24 \
+    --cluster-name xin-local --service-cluster-ip-range 10.0.0.0/16 \
     --horizontal-pod-autoscaler-sync-period 5s --profiling=false --v 1
   start kube-scheduler "$KUBE_BIN/kube-scheduler" \
     --kubeconfig "$STATE/scheduler.kubeconfig" \

@@ -67,6 +67,10 @@ pub struct Config {
     #[arg(long, env = "XIN_OPERATOR_NAMESPACE", default_value = "xin-system")]
     pub operator_namespace: String,
 
+    /// Most reconciles of one kind running at once (bounds the load on the API server).
+    #[arg(long, env = "XIN_CONCURRENCY", default_value_t = 16)]
+    pub concurrency: u16,
+
     /// Seconds between periodic re-checks of an object that is Ready (watches trigger the rest).
     #[arg(long, env = "XIN_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,

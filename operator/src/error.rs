@@ -24,12 +24,21 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
             Error::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
             Error::Kube(kube::Error::Api(s)) if s.code == 422 => "invalid_child",
+            Error::Kube(kube::Error::Api(s)) if s.code == 429 => "throttled",
             Error::Kube(kube::Error::Api(_)) => "api_error",
             Error::Kube(_) => "api_unreachable",
             Error::MissingObjectKey { .. } => "missing_object",
             Error::InvalidSpec(_) => "invalid_spec",
             Error::Serialize(..) => "serialize",
         }
+    }
+}
+
+impl Error {
+    /// The API server asked us to slow down: retry soon, without growing the object's
+    /// backoff. (A 5xx can be persistent, such as a full Service IP range: it backs off.)
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 429)
     }
 }
 

@@ -36,6 +36,9 @@ pub fn controller(
             watcher::Config::default(),
             super::tenant_dependents(store),
         )
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
 }

@@ -52,6 +52,9 @@ pub fn controller(ctx: Arc<Context>) -> impl Stream<Item = super::ControllerResu
                 .touched_objects()
                 .predicate_filter(predicates::resource_version, Default::default()),
         )
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency),
+        )
         .shutdown_on_signal()
         .run(reconcile, error_policy, ctx)
 }

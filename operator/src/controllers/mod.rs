@@ -193,7 +193,11 @@ pub fn error_policy<K: Resource<DynamicType = ()>>(
 ) -> Action {
     let kind = K::kind(&()).to_string();
     ctx.metrics.failed(&kind, err.metric_label());
-    let delay = ctx.backoff(&key(obj.as_ref()));
+    let delay = if err.is_transient() {
+        Duration::from_millis(500 + u64::from(rand::random::<u16>() % 1500))
+    } else {
+        ctx.backoff(&key(obj.as_ref()))
+    };
     warn!(kind, name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
     Action::requeue(delay)
 }

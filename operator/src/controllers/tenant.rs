@@ -105,6 +105,7 @@ pub fn controller(ctx: Arc<Context>) -> impl Stream<Item = super::ControllerResu
         .touched_objects(),
         move |r| to_tenant(r.namespace()),
     )
+    .with_config(kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency))
     .shutdown_on_signal()
     .run(reconcile, error_policy, ctx)
 }
@@ -132,7 +133,18 @@ async fn reconcile(tenant: Arc<Tenant>, ctx: Arc<Context>) -> Result<Action> {
         if !has_finalizer {
             set_finalizer(&api, &tenant, true).await?;
         }
-        apply_tenant(&tenant, &ctx).await
+        let res = apply_tenant(&tenant, &ctx).await;
+        if let Err(e) = &res
+            && !e.is_transient()
+        {
+            // Visible where users look, not only in the operator's logs.
+            let health = Health::Progressing {
+                reason: reason::API_ERROR,
+                message: format!("retrying after an error ({}): {e}", e.metric_label()),
+            };
+            let _ = write_status(&tenant, &api, health, None).await;
+        }
+        res
     } else if has_finalizer {
         match decommission(&tenant, &ctx).await {
             Ok(a) => set_finalizer(&api, &tenant, false).await.map(|_| a),
@@ -644,10 +656,18 @@ async fn write_status(
         "observedGeneration": tenant.metadata.generation,
         "conditions": conditions,
     });
-    if let Some((ns, channels, rules)) = counts {
-        status["namespace"] = json!(ns);
-        status["channels"] = json!(channels);
-        status["automationRules"] = json!(rules);
+    match counts {
+        Some((ns, channels, rules)) => {
+            status["namespace"] = json!(ns);
+            status["channels"] = json!(channels);
+            status["automationRules"] = json!(rules);
+        }
+        // Keep what was reported: a partial server-side apply would remove it.
+        None => {
+            status["namespace"] = json!(current.namespace);
+            status["channels"] = json!(current.channels);
+            status["automationRules"] = json!(current.automation_rules);
+        }
     }
     patch_status(api, tenant, status).await?;
     Ok(())

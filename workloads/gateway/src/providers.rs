@@ -1,0 +1,178 @@
+//! Provider payloads turned into one message envelope. Parsing happens only after
+//! verification; unknown update kinds and status notifications are acknowledged and ignored.
+
+use serde_json::Value;
+
+/// One inbound end-user message, ready for the inbox.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Inbound {
+    /// The provider's id of the message: the inbox's idempotency key (with the channel).
+    pub provider_message_id: String,
+    /// Who wrote (Telegram chat id, WhatsApp number, Instagram-scoped id).
+    pub sender: String,
+    pub text: String,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Malformed(pub String);
+
+/// A Telegram Update: text messages become one message; any other kind none.
+pub fn telegram(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| Malformed(format!("invalid JSON: {e}")))?;
+    let update_id = v
+        .get("update_id")
+        .and_then(Value::as_i64)
+        .ok_or_else(|| Malformed("an Update needs a numeric update_id".into()))?;
+    let Some(msg) = v.get("message") else {
+        return Ok(vec![]);
+    };
+    let (Some(text), Some(chat)) = (
+        msg.get("text").and_then(Value::as_str),
+        msg.pointer("/chat/id").and_then(Value::as_i64),
+    ) else {
+        return Ok(vec![]);
+    };
+    Ok(vec![Inbound {
+        provider_message_id: format!("tg:{update_id}"),
+        sender: chat.to_string(),
+        text: text.to_string(),
+    }])
+}
+
+/// A WhatsApp Cloud API notification: every text message of every entry and change;
+/// statuses (sent, delivered, read) are ignored.
+pub fn whatsapp(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| Malformed(format!("invalid JSON: {e}")))?;
+    let entries = v
+        .get("entry")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Malformed("a notification needs an entry array".into()))?;
+    let mut out = Vec::new();
+    for change in entries
+        .iter()
+        .filter_map(|e| e.get("changes")?.as_array())
+        .flatten()
+    {
+        for m in change
+            .pointer("/value/messages")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let (Some(id), Some(from)) = (
+                m.get("id").and_then(Value::as_str),
+                m.get("from").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            if let Some(text) = m.pointer("/text/body").and_then(Value::as_str) {
+                out.push(Inbound {
+                    provider_message_id: format!("wa:{id}"),
+                    sender: from.into(),
+                    text: text.into(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// An Instagram Messaging notification: text messages from users; echoes of the business's
+/// own replies are ignored (answering them would loop).
+pub fn instagram(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| Malformed(format!("invalid JSON: {e}")))?;
+    let entries = v
+        .get("entry")
+        .and_then(Value::as_array)
+        .ok_or_else(|| Malformed("a notification needs an entry array".into()))?;
+    let mut out = Vec::new();
+    for ev in entries
+        .iter()
+        .filter_map(|e| e.get("messaging")?.as_array())
+        .flatten()
+    {
+        let Some(msg) = ev.get("message") else {
+            continue;
+        };
+        if msg.get("is_echo").and_then(Value::as_bool) == Some(true) {
+            continue;
+        }
+        let (Some(mid), Some(text), Some(from)) = (
+            msg.get("mid").and_then(Value::as_str),
+            msg.get("text").and_then(Value::as_str),
+            ev.pointer("/sender/id").and_then(Value::as_str),
+        ) else {
+            continue;
+        };
+        out.push(Inbound {
+            provider_message_id: format!("ig:{mid}"),
+            sender: from.into(),
+            text: text.into(),
+        });
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn telegram_text_persian_and_other_updates() {
+        let text = br#"{"update_id":10000,"message":{"message_id":1365,"date":1441645532,"chat":{"id":-1001234567890,"type":"supergroup"},"from":{"id":5000000001,"is_bot":false,"first_name":"A"},"text":"\u0633\u0644\u0627\u0645"}}"#;
+        let got = telegram(text).unwrap();
+        assert_eq!(
+            got,
+            vec![Inbound {
+                provider_message_id: "tg:10000".into(),
+                sender: "-1001234567890".into(),
+                text: "سلام".into()
+            }]
+        );
+        let edited = br#"{"update_id":10001,"edited_message":{"message_id":1,"date":1,"chat":{"id":1,"type":"private"},"text":"x"}}"#;
+        assert_eq!(telegram(edited).unwrap(), vec![]);
+        let photo = br#"{"update_id":10002,"message":{"message_id":2,"date":1,"chat":{"id":1,"type":"private"},"photo":[]}}"#;
+        assert_eq!(telegram(photo).unwrap(), vec![]);
+        assert!(telegram(b"{not json").is_err());
+        assert!(telegram(br#"{"message":{}}"#).is_err());
+    }
+
+    #[test]
+    fn whatsapp_batches_and_statuses() {
+        let body = br#"{"object":"whatsapp_business_account","entry":[
+          {"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"106540352242922"},
+             "messages":[{"from":"16505551234","id":"wamid.A","timestamp":"1700000000","type":"text","text":{"body":"Hello"}},
+                         {"from":"16505551234","id":"wamid.B","timestamp":"1700000001","type":"image","image":{"id":"x"}}]}}]},
+          {"id":"2","changes":[{"field":"messages","value":{"statuses":[{"id":"wamid.Z","status":"delivered"}]}},
+                               {"field":"messages","value":{"messages":[{"from":"4915112345678","id":"wamid.C","type":"text","text":{"body":"\u0645\u0631\u0633\u06cc"}}]}}]}]}"#;
+        let got = whatsapp(body).unwrap();
+        assert_eq!(
+            got.iter()
+                .map(|m| m.provider_message_id.as_str())
+                .collect::<Vec<_>>(),
+            ["wa:wamid.A", "wa:wamid.C"]
+        );
+        assert_eq!(got[1].text, "مرسی");
+        assert_eq!(whatsapp(br#"{"object":"x","entry":[]}"#).unwrap(), vec![]);
+        assert!(whatsapp(br#"{"object":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn instagram_skips_echoes() {
+        let body = br#"{"object":"instagram","entry":[{"id":"17841400000000000","time":1700000000000,"messaging":[
+          {"sender":{"id":"IGSID1"},"recipient":{"id":"17841400000000000"},"timestamp":1700000000000,"message":{"mid":"m1","text":"hi"}},
+          {"sender":{"id":"17841400000000000"},"recipient":{"id":"IGSID1"},"timestamp":1700000000001,"message":{"mid":"m2","text":"our reply","is_echo":true}}]}]}"#;
+        let got = instagram(body).unwrap();
+        assert_eq!(
+            got,
+            vec![Inbound {
+                provider_message_id: "ig:m1".into(),
+                sender: "IGSID1".into(),
+                text: "hi".into()
+            }]
+        );
+    }
+}

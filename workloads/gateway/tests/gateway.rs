@@ -1,0 +1,557 @@
+//! The gateway over real HTTP on loopback, against a real PostgreSQL (`e2e/postgres.sh`,
+//! started by `make test`; `XIN_TEST_DATABASE_URL` names it). Each test gets its own database.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use xin_api::routes::{ChannelRoute, Credentials, Routes, WebhookKey};
+use xin_gateway::routes::{self, RouteTable};
+use xin_gateway::verify::meta_sign;
+use xin_gateway::{Gateway, app, migrate};
+use xin_runtime::HttpMetrics;
+
+struct Reply {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Reply {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case(name).then(|| v.trim().to_string())
+        })
+    }
+}
+
+fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    s.write_all(body).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).unwrap().parse().unwrap();
+    Reply {
+        status,
+        headers: head.to_string(),
+        body: body.to_string(),
+    }
+}
+
+fn route(name: &str, type_: &str) -> ChannelRoute {
+    ChannelRoute {
+        name: name.into(),
+        type_: type_.into(),
+        path: format!("/webhooks/{name}"),
+        suspended: false,
+        max_body_bytes: 4096,
+        requests_per_second: 1000,
+        burst: 1000,
+        keys: vec![WebhookKey {
+            key: format!("{name}-key"),
+            expires_at: None,
+        }],
+        credentials: Credentials {
+            bot_token: (type_ == "telegram").then(|| "1:bot".into()),
+            app_secret: matches!(type_, "whatsapp" | "instagram").then(|| "app-secret".into()),
+            access_token: None,
+            verify_token: (type_ == "whatsapp").then(|| "verify-me".into()),
+            identity_secret: None,
+        },
+        allowed_origins: vec![],
+        phone_number_id: None,
+        page_id: None,
+    }
+}
+
+struct Harness {
+    addr: String,
+    pool: PgPool,
+    routes_file: std::path::PathBuf,
+    metrics: HttpMetrics,
+}
+
+async fn start(channels: Vec<ChannelRoute>) -> Harness {
+    let admin_url = std::env::var("XIN_TEST_DATABASE_URL")
+        .expect("XIN_TEST_DATABASE_URL is not set: start PostgreSQL with `e2e/postgres.sh start`, or run `make test`");
+    let db = format!("gw_{:x}", rand_u64());
+    let admin = PgPool::connect(&admin_url)
+        .await
+        .expect("connect to the test PostgreSQL");
+    // `db` is our own hex name, never input.
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let url = admin_url
+        .rsplit_once('/')
+        .map(|(base, _)| format!("{base}/{db}"))
+        .unwrap();
+    let pool = PgPool::connect(&url).await.unwrap();
+    migrate(&pool).await.unwrap();
+    let dir = std::env::temp_dir().join(format!("xin-gw-{db}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let routes_file = dir.join("routes.json");
+    let r = Routes {
+        tenant: "acme".into(),
+        channels,
+    };
+    std::fs::write(&routes_file, serde_json::to_vec(&r).unwrap()).unwrap();
+    let (initial, bytes) = routes::load(&routes_file).unwrap();
+    let table = RouteTable::default();
+    table.set(initial);
+    routes::watch(
+        routes_file.clone(),
+        table.clone(),
+        bytes,
+        Duration::from_millis(200),
+    );
+    let metrics = HttpMetrics::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let router = app(
+        Gateway::new("acme".into(), table, pool.clone()),
+        metrics.clone(),
+    );
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    Harness {
+        addr,
+        pool,
+        routes_file,
+        metrics,
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    h.finish()
+}
+
+impl Harness {
+    async fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let (addr, path, body) = (self.addr.clone(), path.to_string(), body.to_vec());
+        let headers: Vec<(String, String)> = headers
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        tokio::task::spawn_blocking(move || {
+            let h: Vec<(&str, &str)> = headers
+                .iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect();
+            http(&addr, "POST", &path, &h, &body)
+        })
+        .await
+        .unwrap()
+    }
+
+    async fn get(&self, path: &str) -> Reply {
+        let (addr, path) = (self.addr.clone(), path.to_string());
+        tokio::task::spawn_blocking(move || http(&addr, "GET", &path, &[], b""))
+            .await
+            .unwrap()
+    }
+
+    async fn inbox(&self, channel: &str) -> Vec<(String, String)> {
+        sqlx::query_as::<_, (String, String)>(
+            "SELECT provider_message_id, text FROM gateway_inbox WHERE channel = $1 ORDER BY id",
+        )
+        .bind(channel)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+}
+
+fn assert_json_error(r: &Reply, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.body);
+    let j = r.json();
+    assert_eq!(j["error"], code, "{j}");
+    assert!(j["message"].as_str().is_some_and(|m| !m.is_empty()));
+    assert!(j["correlation_id"].as_str().is_some_and(|c| !c.is_empty()));
+}
+
+const TG_TEXT: &str = r#"{"update_id":42,"message":{"message_id":7,"date":1700000000,"chat":{"id":5000000001,"type":"private"},"text":"\u0633\u0644\u0627\u0645, where is my order?"}}"#;
+
+#[tokio::test]
+async fn telegram_updates_are_verified_stored_once_and_other_kinds_ignored() {
+    let h = start(vec![route("tg", "telegram")]).await;
+    let ok = h
+        .post(
+            "/webhooks/tg",
+            &[
+                ("X-Telegram-Bot-Api-Secret-Token", "tg-key"),
+                ("X-Request-ID", "req-123"),
+            ],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(
+        ok.header("x-request-id").as_deref(),
+        Some("req-123"),
+        "the correlation id is echoed"
+    );
+    assert_eq!(ok.json()["new"], 1);
+    // The provider retries: accepted again, stored once.
+    let again = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_eq!((again.status, again.json()["new"].clone()), (200, json!(0)));
+    assert_eq!(
+        h.inbox("tg").await,
+        vec![("tg:42".to_string(), "سلام, where is my order?".to_string())]
+    );
+    let cid: String = sqlx::query_scalar(
+        "SELECT correlation_id FROM gateway_inbox WHERE provider_message_id = 'tg:42'",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        cid, "req-123",
+        "the stored message carries the request's correlation id"
+    );
+
+    let wrong = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "TG-KEY")],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_json_error(&wrong, 403, "invalid_signature");
+    assert!(!wrong.body.contains("tg-key"), "a key must never be echoed");
+    assert_json_error(
+        &h.post("/webhooks/tg", &[], TG_TEXT.as_bytes()).await,
+        401,
+        "missing_signature",
+    );
+    assert_json_error(
+        &h.post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            b"{\"update_id\":",
+        )
+        .await,
+        400,
+        "malformed_payload",
+    );
+
+    let sticker = br#"{"update_id":43,"message":{"message_id":8,"date":1700000001,"chat":{"id":1,"type":"private"},"sticker":{"file_id":"x"}}}"#;
+    let r = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            sticker,
+        )
+        .await;
+    assert_eq!((r.status, r.json()["received"].clone()), (200, json!(0)));
+    assert_json_error(
+        &h.post("/webhooks/nope", &[], b"{}").await,
+        404,
+        "unknown_channel",
+    );
+    assert_eq!(h.inbox("tg").await.len(), 1);
+}
+
+#[tokio::test]
+async fn during_a_rotation_both_keys_are_accepted_until_the_old_one_expires() {
+    let mut r = route("tg", "telegram");
+    r.keys = vec![
+        WebhookKey {
+            key: "new".into(),
+            expires_at: None,
+        },
+        WebhookKey {
+            key: "old".into(),
+            expires_at: Some("2999-01-01T00:00:00Z".into()),
+        },
+        WebhookKey {
+            key: "older".into(),
+            expires_at: Some("2001-01-01T00:00:00Z".into()),
+        },
+    ];
+    let h = start(vec![r]).await;
+    let body = |id: u32| {
+        format!(
+            r#"{{"update_id":{id},"message":{{"message_id":1,"date":1,"chat":{{"id":1,"type":"private"}},"text":"hi"}}}}"#
+        )
+    };
+    assert_eq!(
+        h.post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "new")],
+            body(1).as_bytes()
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        h.post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "old")],
+            body(2).as_bytes()
+        )
+        .await
+        .status,
+        200
+    );
+    assert_eq!(
+        h.post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "older")],
+            body(3).as_bytes()
+        )
+        .await
+        .status,
+        403,
+        "an expired key is refused"
+    );
+}
+
+#[tokio::test]
+async fn whatsapp_handshake_signature_and_batches() {
+    let h = start(vec![route("wa", "whatsapp")]).await;
+    let ok = h
+        .get("/webhooks/wa?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444")
+        .await;
+    assert_eq!((ok.status, ok.body.as_str()), (200, "1158201444"));
+    assert!(ok.header("content-type").unwrap().starts_with("text/plain"));
+    assert_json_error(
+        &h.get("/webhooks/wa?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1")
+            .await,
+        403,
+        "verification_failed",
+    );
+
+    // Meta escapes non-ASCII and slashes; the signature is over exactly these bytes.
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messages":[{"from":"16505551234","id":"wamid.1","timestamp":"1700000000","type":"text","text":{"body":"Hi \u00e9 https:\/\/x"}},{"from":"16505551234","id":"wamid.2","type":"text","text":{"body":"second"}}]}}]},{"id":"2","changes":[{"field":"messages","value":{"statuses":[{"id":"wamid.0","status":"read"}]}}]}]}"#;
+    let sig = format!("sha256={}", meta_sign("app-secret", body));
+    let r = h
+        .post("/webhooks/wa", &[("X-Hub-Signature-256", &sig)], body)
+        .await;
+    assert_eq!(
+        (r.status, r.json()["new"].clone()),
+        (200, json!(2)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        h.inbox("wa")
+            .await
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>(),
+        ["Hi é https://x", "second"]
+    );
+
+    let respaced: Value = serde_json::from_slice(body).unwrap();
+    let reserialised = serde_json::to_vec_pretty(&respaced).unwrap();
+    assert_json_error(
+        &h.post(
+            "/webhooks/wa",
+            &[("X-Hub-Signature-256", &sig)],
+            &reserialised,
+        )
+        .await,
+        403,
+        "invalid_signature",
+    );
+    let wrong_secret = format!("sha256={}", meta_sign("not-the-secret", body));
+    assert_json_error(
+        &h.post(
+            "/webhooks/wa",
+            &[("X-Hub-Signature-256", &wrong_secret)],
+            body,
+        )
+        .await,
+        403,
+        "invalid_signature",
+    );
+    assert_json_error(
+        &h.post(
+            "/webhooks/wa",
+            &[("X-Hub-Signature-256", &sig.replace("sha256=", "sha1="))],
+            body,
+        )
+        .await,
+        403,
+        "invalid_signature",
+    );
+    assert_json_error(
+        &h.post("/webhooks/wa", &[], body).await,
+        401,
+        "missing_signature",
+    );
+
+    let statuses = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"statuses":[{"id":"wamid.9","status":"delivered"}]}}]}]}"#;
+    let s = format!("sha256={}", meta_sign("app-secret", statuses));
+    assert_eq!(
+        h.post("/webhooks/wa", &[("X-Hub-Signature-256", &s)], statuses)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(h.inbox("wa").await.len(), 2);
+}
+
+#[tokio::test]
+async fn instagram_echoes_are_ignored() {
+    let h = start(vec![route("ig", "instagram")]).await;
+    let body = br#"{"object":"instagram","entry":[{"id":"1","time":1,"messaging":[{"sender":{"id":"U1"},"recipient":{"id":"P"},"timestamp":1,"message":{"mid":"m1","text":"hello"}},{"sender":{"id":"P"},"recipient":{"id":"U1"},"timestamp":2,"message":{"mid":"m2","text":"echo","is_echo":true}}]}]}"#;
+    let sig = format!("sha256={}", meta_sign("app-secret", body));
+    let r = h
+        .post("/webhooks/ig", &[("X-Hub-Signature-256", &sig)], body)
+        .await;
+    assert_eq!((r.status, r.json()["new"].clone()), (200, json!(1)));
+    assert_eq!(
+        h.inbox("ig").await,
+        vec![("ig:m1".to_string(), "hello".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn body_and_rate_limits_answer_413_and_429_with_retry_after() {
+    let mut r = route("tg", "telegram");
+    r.max_body_bytes = 1024;
+    r.requests_per_second = 1;
+    r.burst = 2;
+    let h = start(vec![r]).await;
+    let big = vec![b' '; 2048];
+    assert_json_error(
+        &h.post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            &big,
+        )
+        .await,
+        413,
+        "payload_too_large",
+    );
+    let body = TG_TEXT.as_bytes();
+    assert_eq!(
+        h.post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            body
+        )
+        .await
+        .status,
+        200
+    );
+    let limited = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            body,
+        )
+        .await;
+    assert_json_error(&limited, 429, "rate_limited");
+    let wait: u64 = limited
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&wait), "Retry-After {wait}");
+}
+
+#[tokio::test]
+async fn a_new_channel_in_the_routes_file_is_served_without_a_restart() {
+    let h = start(vec![route("tg", "telegram")]).await;
+    assert_json_error(
+        &h.post("/webhooks/tg2", &[], b"{}").await,
+        404,
+        "unknown_channel",
+    );
+    let r = Routes {
+        tenant: "acme".into(),
+        channels: vec![route("tg", "telegram"), route("tg2", "telegram")],
+    };
+    std::fs::write(&h.routes_file, serde_json::to_vec(&r).unwrap()).unwrap();
+    let mut status = 0;
+    for _ in 0..50 {
+        status = h
+            .post(
+                "/webhooks/tg2",
+                &[("X-Telegram-Bot-Api-Secret-Token", "tg2-key")],
+                TG_TEXT.as_bytes(),
+            )
+            .await
+            .status;
+        if status == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 200);
+    // A broken file keeps the last good routes.
+    std::fs::write(&h.routes_file, b"{broken").unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        h.post(
+            "/webhooks/tg2",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg2-key")],
+            TG_TEXT.as_bytes()
+        )
+        .await
+        .status,
+        200
+    );
+}
+
+#[tokio::test]
+async fn http_metrics_count_by_route_method_and_status() {
+    let h = start(vec![route("tg", "telegram")]).await;
+    h.post(
+        "/webhooks/tg",
+        &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+        TG_TEXT.as_bytes(),
+    )
+    .await;
+    h.post("/webhooks/tg", &[], TG_TEXT.as_bytes()).await;
+    let m = h.metrics.encode();
+    assert!(
+        m.contains(
+            r#"http_requests_total{route="/webhooks/{channel}",method="POST",status_code="200"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(
+        m.contains(
+            r#"http_requests_total{route="/webhooks/{channel}",method="POST",status_code="401"} 1"#
+        ),
+        "{m}"
+    );
+    assert!(m.contains("http_request_latency_seconds_bucket"), "{m}");
+}

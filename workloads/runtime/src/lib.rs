@@ -1,0 +1,273 @@
+//! What every Xin workload binary shares: JSON logs carrying a `correlation_id` (taken from
+//! `X-Request-ID` or generated, and echoed), Prometheus metrics `http_requests_total` and
+//! `http_request_latency_seconds` by route, method and status code, JSON error bodies, a
+//! metrics server that fails clearly when its port is taken, and shutdown on SIGTERM.
+#![forbid(unsafe_code)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+use tracing::Instrument;
+
+pub const REQUEST_ID: &str = "x-request-id";
+
+/// JSON logs on stdout, filtered by `RUST_LOG` (default `info`).
+pub fn init_logging() {
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(true)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .try_init();
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub method: String,
+    pub status_code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LatencyLabels {
+    pub route: String,
+    pub method: String,
+}
+
+/// The HTTP metrics of one service, plus its registry for service-specific metrics.
+#[derive(Clone)]
+pub struct HttpMetrics {
+    pub registry: Arc<std::sync::Mutex<Registry>>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub latency: Family<LatencyLabels, Histogram>,
+}
+
+impl Default for HttpMetrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+            ])
+        });
+        registry.register(
+            "http_requests",
+            "HTTP requests by route, method and status code",
+            requests.clone(),
+        );
+        registry.register(
+            "http_request_latency_seconds",
+            "HTTP request latency by route and method",
+            latency.clone(),
+        );
+        HttpMetrics {
+            registry: Arc::new(std::sync::Mutex::new(registry)),
+            requests,
+            latency,
+        }
+    }
+}
+
+impl HttpMetrics {
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let reg = self.registry.lock().unwrap_or_else(|e| e.into_inner());
+        prometheus_client::encoding::text::encode(&mut out, &reg)
+            .expect("encoding into a String cannot fail");
+        out
+    }
+}
+
+/// The correlation id of a request, put into its extensions by [`observe`].
+#[derive(Clone, Debug)]
+pub struct CorrelationId(pub String);
+
+fn new_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+/// Accepts an incoming `X-Request-ID` only when it is short and printable (it goes into logs).
+fn valid_id(v: &HeaderValue) -> Option<String> {
+    let s = v.to_str().ok()?;
+    (!s.is_empty() && s.len() <= 128 && s.chars().all(|c| c.is_ascii_graphic()))
+        .then(|| s.to_string())
+}
+
+/// Middleware: correlation id in, span around the request, metrics, id echoed out.
+pub async fn observe(State(metrics): State<HttpMetrics>, mut req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(valid_id)
+        .unwrap_or_else(new_id);
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().to_string();
+    req.extensions_mut().insert(CorrelationId(id.clone()));
+    let span =
+        tracing::info_span!("request", correlation_id = %id, route = %route, method = %method);
+    let mut resp = next.run(req).instrument(span.clone()).await;
+    let status = resp.status().as_u16();
+    metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            route: route.clone(),
+            method: method.clone(),
+            status_code: status,
+        })
+        .inc();
+    metrics
+        .latency
+        .get_or_create(&LatencyLabels { route, method })
+        .observe(start.elapsed().as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(REQUEST_ID, v);
+    }
+    span.in_scope(|| {
+        tracing::info!(
+            status,
+            elapsed_ms = start.elapsed().as_millis() as u64,
+            "request served"
+        )
+    });
+    resp
+}
+
+/// A 4xx/5xx with a JSON body: `{"error": code, "message": ..., "correlation_id": ...}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    pub correlation_id: String,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(
+        status: StatusCode,
+        code: &'static str,
+        message: impl Into<String>,
+        id: &CorrelationId,
+    ) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            correlation_id: id.0.clone(),
+            retry_after: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = serde_json::json!({"error": self.code, "message": self.message, "correlation_id": self.correlation_id});
+        let mut resp = (self.status, axum::Json(body)).into_response();
+        if let Some(s) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(s));
+        }
+        resp
+    }
+}
+
+/// Binds the metrics server (`/metrics`, `/health`) on `addr`; a port already in use is a
+/// clear error naming the address and the variables that set it, not a panic.
+pub async fn serve_metrics(
+    addr: SocketAddr,
+    metrics: HttpMetrics,
+    vars: &str,
+) -> Result<tokio::task::JoinHandle<()>, String> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot serve metrics on {addr} ({vars}): {e}"))?;
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<HttpMetrics>| async move {
+                (
+                    [(
+                        header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    m.encode(),
+                )
+            }),
+        )
+        .route("/health", get(|| async { "ok" }))
+        .with_state(metrics);
+    Ok(tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    }))
+}
+
+/// Resolves on SIGTERM or Ctrl-C: pass to `axum::serve(...).with_graceful_shutdown`, which
+/// then finishes the requests in flight.
+pub async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = term => {},
+        _ = tokio::signal::ctrl_c() => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_accepted_only_when_printable_and_short() {
+        assert_eq!(
+            valid_id(&HeaderValue::from_static("abc-123")),
+            Some("abc-123".into())
+        );
+        assert_eq!(valid_id(&HeaderValue::from_static("")), None);
+        assert_eq!(
+            valid_id(&HeaderValue::from_str(&"x".repeat(129)).unwrap()),
+            None
+        );
+        assert_eq!(valid_id(&HeaderValue::from_static("a b")), None);
+        assert_eq!(new_id().len(), 32);
+    }
+
+    #[tokio::test]
+    async fn a_taken_metrics_port_is_a_clear_error() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let err = serve_metrics(addr, HttpMetrics::default(), "GATEWAY_METRICS_HOST/PORT")
+            .await
+            .unwrap_err();
+        assert!(
+            err.contains(&addr.to_string()) && err.contains("GATEWAY_METRICS_HOST/PORT"),
+            "{err}"
+        );
+    }
+}
