@@ -136,7 +136,9 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
         field("certificate-authority:"),
         token.trim()
     );
-    let path = xin_e2e::operator::repo_root().join(format!("target/e2e-logs/{release}.kubeconfig"));
+    let dir = xin_e2e::operator::repo_root().join("target/e2e-logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{release}.kubeconfig"));
     std::fs::write(&path, kubeconfig).unwrap();
     let _op = OperatorProcess::start(
         OPERATOR,
