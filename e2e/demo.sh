@@ -40,9 +40,12 @@ say "kubectl apply -R -f examples/"
 kubectl apply -R -f examples/
 
 say "waiting for every object to be Ready"
-kubectl wait --for=condition=Ready tenant --all --timeout=180s
-kubectl wait --for=condition=Ready channel,automationrule --all -A --timeout=180s
-kubectl wait --for=condition=Complete ingestionjob --all -A --timeout=180s
+# Only the examples' objects: a cluster left by the test suites may hold others.
+kubectl wait --for=condition=Ready tenant/acme tenant/globex --timeout=180s
+kubectl wait --for=condition=Ready channel --all -n xin-acme --timeout=180s
+kubectl wait --for=condition=Ready automationrule --all -n xin-acme --timeout=180s
+kubectl wait --for=condition=Ready channel --all -n xin-globex --timeout=180s
+kubectl wait --for=condition=Complete ingestionjob --all -n xin-acme --timeout=180s
 
 set -x
 kubectl get xin -A
