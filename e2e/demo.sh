@@ -35,6 +35,11 @@ say "starting the operator (logs: $STATE/logs/xin-operator.log, metrics: http://
 XIN_METRICS_ADDR=$METRICS_ADDR XIN_LEASE_NAMESPACE=xin-system XIN_RESYNC_SECONDS=60 \
   setsid target/debug/xin-operator >"$STATE/logs/xin-operator.log" 2>&1 </dev/null &
 echo $! >"$pidfile"
+for _ in $(seq 1 120); do
+  curl -fsS "http://$METRICS_ADDR/readyz" >/dev/null 2>&1 && break
+  kill -0 "$(cat "$pidfile")" 2>/dev/null || { tail -20 "$STATE/logs/xin-operator.log" >&2; echo "error: the operator exited; log: $STATE/logs/xin-operator.log" >&2; exit 1; }
+  sleep 0.5
+done
 
 say "kubectl apply -R -f examples/"
 kubectl apply -R -f examples/
@@ -53,7 +58,7 @@ kubectl get deployments,services,hpa,pdb,networkpolicies,ingresses,jobs,secrets 
 kubectl get deployments,services,hpa,secrets -n xin-globex
 { set +x; } 2>/dev/null
 say "the operator's metrics"
-curl -fsS "http://$METRICS_ADDR/metrics" | grep -E '^xin_operator_(reconciles|reconcile_failures|write_requests)_total' | sort | head -40
+curl -fsS "http://$METRICS_ADDR/metrics" | { grep -E '^xin_operator_(reconciles|reconcile_failures|write_requests)_total' || true; } | sort | head -40
 
 cat <<EOT
 
