@@ -7,12 +7,6 @@ pub enum Error {
     #[error("Kubernetes API request failed: {0}")]
     Kube(#[from] kube::Error),
 
-    #[error("{object} is missing {what}")]
-    MissingObjectKey { object: String, what: &'static str },
-
-    #[error("invalid spec: {0}")]
-    InvalidSpec(String),
-
     #[error("serialising {0} failed: {1}")]
     Serialize(&'static str, serde_json::Error),
 }
@@ -27,8 +21,6 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) if s.code == 429 => "throttled",
             Error::Kube(kube::Error::Api(_)) => "api_error",
             Error::Kube(_) => "api_unreachable",
-            Error::MissingObjectKey { .. } => "missing_object",
-            Error::InvalidSpec(_) => "invalid_spec",
             Error::Serialize(..) => "serialize",
         }
     }

@@ -7,13 +7,11 @@ use std::time::Instant;
 
 use futures::Stream;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::EventType;
 use kube::runtime::watcher;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::instrument;
 use xin_api::automation::AutomationRule;
-use xin_api::common::condition::READY;
 
 use super::resolve::{self, Problem};
 use super::{Context, error_policy, key, patch_status};
@@ -129,21 +127,8 @@ async fn reconcile(rule: Arc<AutomationRule>, ctx: Arc<Context>) -> Result<Actio
             (h, ctx.resync())
         }
         Err(p) => {
-            let was = current
-                .conditions
-                .iter()
-                .find(|c| c.type_ == READY)
-                .map(|c| (c.reason.clone(), c.message.clone()));
-            if was != Some((p.reason.to_string(), p.message.clone())) {
-                ctx.event(
-                    rule.object_ref(&()),
-                    EventType::Warning,
-                    p.reason,
-                    p.message.clone(),
-                    "Reconcile",
-                )
+            ctx.report_stall(rule.object_ref(&()), &current.conditions, &p)
                 .await;
-            }
             let retry = ctx.retry_after(p.reason, &key(rule.as_ref()));
             (
                 Health::Stalled {

@@ -19,7 +19,6 @@ use rand::RngCore;
 use serde_json::json;
 use tracing::instrument;
 use xin_api::channel::{Channel, ROTATE_ANNOTATION};
-use xin_api::common::condition::READY;
 
 use super::resolve::{self, Problem, webhook_keys as wk, webhook_secret_name};
 use super::{Context, error_policy, key, patch_status};
@@ -272,21 +271,8 @@ async fn stalled_with(
     extra_cond: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
 ) -> Result<Action> {
     let current = ch.status.clone().unwrap_or_default();
-    let was = current
-        .conditions
-        .iter()
-        .find(|c| c.type_ == READY)
-        .map(|c| (c.reason.clone(), c.message.clone()));
-    if was != Some((p.reason.to_string(), p.message.clone())) {
-        ctx.event(
-            ch.object_ref(&()),
-            EventType::Warning,
-            p.reason,
-            p.message.clone(),
-            "Reconcile",
-        )
+    ctx.report_stall(ch.object_ref(&()), &current.conditions, &p)
         .await;
-    }
     let retry = ctx.retry_after(p.reason, &key(ch));
     let mut desired = Health::Stalled {
         reason: p.reason,

@@ -13,7 +13,6 @@ use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::instrument;
-use xin_api::common::condition::READY;
 use xin_api::ingestion::{IngestionJob, Phase};
 
 use super::resolve::{self, Problem};
@@ -191,21 +190,8 @@ async fn reconcile_inner(ij: &IngestionJob, ctx: &Context) -> Result<Action> {
         let tenant = match check(ij, ctx).await? {
             Ok(t) => t,
             Err(p) => {
-                let was = current
-                    .conditions
-                    .iter()
-                    .find(|c| c.type_ == READY)
-                    .map(|c| (c.reason.clone(), c.message.clone()));
-                if was != Some((p.reason.to_string(), p.message.clone())) {
-                    ctx.event(
-                        ij.object_ref(&()),
-                        EventType::Warning,
-                        p.reason,
-                        p.message.clone(),
-                        "Reconcile",
-                    )
+                ctx.report_stall(ij.object_ref(&()), &current.conditions, &p)
                     .await;
-                }
                 let retry = ctx.retry_after(p.reason, &key(ij));
                 let conds = merge(
                     &current.conditions,

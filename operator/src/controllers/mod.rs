@@ -33,7 +33,6 @@ pub struct Context {
     pub client: Client,
     pub config: Config,
     pub metrics: Metrics,
-    pub reporter: Reporter,
     recorder: Recorder,
     backoff: Mutex<HashMap<String, u32>>,
 }
@@ -46,11 +45,10 @@ impl Context {
         };
         // One recorder for the process, so repeated Events are grouped into series.
         Context {
-            recorder: Recorder::new(client.clone(), reporter.clone()),
+            recorder: Recorder::new(client.clone(), reporter),
             client,
             config,
             metrics,
-            reporter,
             backoff: Mutex::new(HashMap::new()),
         }
     }
@@ -127,6 +125,32 @@ where
             .filter(|o| o.namespace().as_deref() == Some(ns.as_str()))
             .map(|o| kube::runtime::reflector::ObjectRef::from_obj(o.as_ref()))
             .collect()
+    }
+}
+
+impl Context {
+    /// Publishes a Warning Event for a stalled object, once per distinct reason and message
+    /// (compared with the `Ready` condition it already shows), so retries do not flood Events.
+    pub async fn report_stall(
+        &self,
+        obj: ObjectReference,
+        conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+        p: &resolve::Problem,
+    ) {
+        let shown = conditions
+            .iter()
+            .find(|c| c.type_ == xin_api::common::condition::READY);
+        if shown.is_some_and(|c| c.reason == p.reason && c.message == p.message) {
+            return;
+        }
+        self.event(
+            obj,
+            EventType::Warning,
+            p.reason,
+            p.message.clone(),
+            "Reconcile",
+        )
+        .await;
     }
 }
 

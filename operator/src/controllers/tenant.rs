@@ -28,7 +28,6 @@ use serde_json::json;
 use tracing::{info, instrument};
 use xin_api::automation::AutomationRule;
 use xin_api::channel::Channel;
-use xin_api::common::condition::READY;
 use xin_api::routes::Routes;
 use xin_api::tenant::{DeletionPolicy, Tenant, tenant_namespace, tenant_of_namespace};
 
@@ -470,7 +469,14 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         }
     }
     let gw = workload_name(GATEWAY);
-    if channels.is_empty() {
+    // Before any channel resolves (its webhook Secret is created by the Channel controller),
+    // a first gateway would only be rolled again moments later: wait for one route.
+    let gw_waits = !channels.is_empty()
+        && routes.channels.is_empty()
+        && deployments.get_opt(&gw).await?.is_none();
+    if gw_waits {
+        // Nothing to apply yet; the Channel's status change wakes this Tenant.
+    } else if channels.is_empty() {
         prune(&api!(Ingress), &gw, &uid).await?;
         prune(&hpas, &gw, &uid).await?;
         prune(&api!(PodDisruptionBudget), &gw, &uid).await?;
@@ -680,21 +686,12 @@ async fn stalled(
     p: Problem,
     counts: Option<(&str, i32, i32)>,
 ) -> Result<Action> {
-    let was = tenant
-        .status
-        .as_ref()
-        .and_then(|s| s.conditions.iter().find(|c| c.type_ == READY))
-        .map(|c| (c.reason.clone(), c.message.clone()));
-    if was != Some((p.reason.to_string(), p.message.clone())) {
-        ctx.event(
-            tenant.object_ref(&()),
-            EventType::Warning,
-            p.reason,
-            p.message.clone(),
-            "Reconcile",
-        )
-        .await;
-    }
+    ctx.report_stall(
+        tenant.object_ref(&()),
+        tenant.status.as_ref().map_or(&[][..], |s| &s.conditions),
+        &p,
+    )
+    .await;
     write_status(
         tenant,
         api,
