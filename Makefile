@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CLUSTER := e2e/controlplane/cluster.sh
 
-.PHONY: demo test bench bench-operator cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
+.PHONY: demo test bench bench-operator bench-orchestrator bench-gateway fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
 
 ## demo: the local control plane, the operator, examples/ applied and Ready, shown
 demo:
@@ -13,11 +13,25 @@ test:
 	@e2e/run-tests.sh
 
 ## bench: every benchmark (figures beside a baseline measured in the same run; no pass/fail)
-bench: bench-operator
+bench: bench-operator bench-gateway bench-orchestrator
 
 ## bench-operator: N tenants (XIN_BENCH_TENANTS, default 100) vs direct server-side apply
 bench-operator: cluster-up
 	@eval "$$($(CLUSTER) env)" && cargo bench -p xin-operator --bench operator
+
+## bench-orchestrator: retrieval over 100k chunks (XIN_BENCH_CHUNKS), 250 concurrent conversations
+## (XIN_BENCH_CONVERSATIONS) against a 300 ms LLM stand-in vs the stand-in alone
+bench-orchestrator:
+	@XIN_TEST_DATABASE_URL=$$(e2e/postgres.sh start) && export XIN_TEST_DATABASE_URL && \
+		cargo bench -p xin-orchestrator --bench orchestrator
+
+## bench-gateway: signed WhatsApp webhooks through the gateway vs a bare hyper server (XIN_BENCH_SECONDS per phase, default 10)
+bench-gateway:
+	@XIN_TEST_DATABASE_URL=$$(e2e/postgres.sh start) cargo bench -p xin-gateway --bench gateway
+
+## fuzz: the cargo-fuzz targets (nightly + cargo-fuzz, installed when missing), XIN_FUZZ_SECONDS each (default 60)
+fuzz:
+	@e2e/fuzz.sh
 
 cluster-build:
 	@$(CLUSTER) build

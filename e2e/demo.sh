@@ -4,6 +4,9 @@
 #   2. the operator, built from this checkout and run out of cluster (like a dev loop)
 #   3. the CRDs and examples/ applied with kubectl, as a platform team would
 #   4. wait for every object to be Ready, then show them, their children and the metrics
+#   5. PostgreSQL, then acme's gateway and orchestrator as local processes configured as the
+#      operator rendered them; a signed widget message and a Telegram update answered from
+#      the example knowledge (e2e/src/bin/xin-demo-messages.rs)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=$REPO/e2e/controlplane/cluster.sh
@@ -16,8 +19,8 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 eval "$("$CLUSTER" env)"
 export KUBECONFIG PATH
 
-say "building the operator (cargo build -p xin-operator)"
-cargo build -q -p xin-operator
+say "building the operator and the workloads (cargo build)"
+cargo build -q -p xin-operator -p xin-gateway -p xin-orchestrator -p xin-e2e --bins
 
 say "installing the CRDs and the operator's namespace"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
@@ -60,6 +63,9 @@ kubectl get deployments,services,hpa,secrets -n xin-globex
 say "the operator's metrics"
 curl -fsS "http://$METRICS_ADDR/metrics" | { grep -E '^xin_operator_(reconciles|reconcile_failures|write_requests)_total' || true; } | sort | head -40
 
+say "the message path: acme's gateway and orchestrator with the configuration the operator rendered"
+XIN_DEMO_ADMIN_DATABASE_URL=$("$REPO/e2e/postgres.sh" start) target/debug/xin-demo-messages
+
 cat <<EOT
 
 Poke at it:
@@ -68,5 +74,7 @@ Poke at it:
   kubectl annotate channel telegram -n xin-acme xin.dev/rotate-webhook-key=\$(date +%s)   # rotate a key
   kubectl patch tenant acme --type=merge -p '{"spec":{"suspend":true}}'                  # suspend
   curl -s http://$METRICS_ADDR/metrics | grep xin_operator
-Tear down:  make cluster-down   (stops the operator too)   Wipe: make cluster-reset
+  target/debug/xin-gateway --help; target/debug/xin-orchestrator --help                  # their configuration
+  XIN_DEMO_ADMIN_DATABASE_URL=\$(e2e/postgres.sh url) target/debug/xin-demo-messages        # the message path again
+Tear down:  make cluster-down   (stops the operator too)   Wipe: make cluster-reset   PostgreSQL: e2e/postgres.sh stop
 EOT

@@ -22,6 +22,13 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 
 url() { echo "postgres://postgres@127.0.0.1:$PORT/postgres"; }
 
+# The one superuser step of the platform database (docs/orchestrator.md, "Full-text search
+# under row-level security"), in template1 so every database created afterwards has it.
+platform_setup() {
+  "$(bin)/psql" -q -X -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$PORT/template1" \
+    -c 'ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF' >/dev/null
+}
+
 case "${1:-}" in
   start)
     if [ -z "$(bin)" ]; then
@@ -31,7 +38,7 @@ case "${1:-}" in
     fi
     B=$(bin)
     if [ -f "$DIR/data/postmaster.pid" ] && as_pg "$B/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
-      say "PostgreSQL already running on 127.0.0.1:$PORT"; url; exit 0
+      say "PostgreSQL already running on 127.0.0.1:$PORT"; platform_setup; url; exit 0
     fi
     mkdir -p "$DIR"
     [ "$(id -u)" = 0 ] && chown postgres "$DIR"
@@ -43,6 +50,7 @@ case "${1:-}" in
       -o "-p $PORT -c listen_addresses=127.0.0.1 -k $DIR -c fsync=off -c max_connections=200" start >/dev/null \
       || { tail -20 "$DIR/postgres.log" >&2; exit 1; }
     say "PostgreSQL running on 127.0.0.1:$PORT (log $DIR/postgres.log)"
+    platform_setup
     url
     ;;
   stop)

@@ -4,6 +4,7 @@
 #   2. the local control plane and a throwaway PostgreSQL: started here unless running
 #   3. cargo test --workspace: unit tests, the e2e suites against that control plane, and the
 #      workload tests against that PostgreSQL
+#   4. the cargo-fuzz targets, XIN_FUZZ_SECONDS each (default 15; `make fuzz` runs longer)
 # Exits non-zero on any failure; stops the control plane again if it started it.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,4 +56,6 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
 rm -f "$log"
+say "fuzzing the gateway's parsers and session tokens (e2e/fuzz.sh)"
+XIN_FUZZ_SECONDS=${XIN_FUZZ_SECONDS:-15} "$REPO/e2e/fuzz.sh"
 say "all tests: $passed passed, $failed failed, in $(( $(date +%s) - t0 )) s"

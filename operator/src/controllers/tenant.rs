@@ -23,7 +23,6 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Resource, ResourceExt};
-use rand::RngCore;
 use serde_json::json;
 use tracing::{info, instrument};
 use xin_api::automation::AutomationRule;
@@ -364,19 +363,17 @@ async fn apply_tenant(tenant: &Tenant, ctx: &Context) -> Result<Action> {
         }
     };
 
-    // The signing key is generated once and then only read back.
+    // The signing key is generated once and then only read back. It reaches the workloads
+    // as an environment variable, so it is text (URL-safe base64 of 32 random bytes); a key
+    // that is not text (written by an earlier version) could not be used and is replaced.
     let secrets = api!(Secret);
     let signing_key = match secrets
         .get_opt(SIGNING_SECRET)
         .await?
         .and_then(|s| s.data?.remove(SIGNING_KEY))
     {
-        Some(ByteString(k)) if !k.is_empty() => k,
-        _ => {
-            let mut k = vec![0u8; 32];
-            rand::rng().fill_bytes(&mut k);
-            k
-        }
+        Some(ByteString(k)) if !k.is_empty() && std::str::from_utf8(&k).is_ok() => k,
+        _ => crate::controllers::channel::new_key().into_bytes(),
     };
     apply(&secrets, &build_signing_secret(tenant, &ns, &signing_key)).await?;
     match &cfg.otel_exporter_headers {

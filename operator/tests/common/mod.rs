@@ -18,11 +18,16 @@ pub struct TestTenant {
 impl TestTenant {
     /// `spec_extra` is YAML appended under `spec:` (indented by two spaces).
     pub fn create(prefix: &str, spec_extra: &str) -> Self {
+        Self::create_with_database(prefix, spec_extra, "postgres://x:y@db:5432/x")
+    }
+
+    /// Like [`TestTenant::create`], with `database_url` in the tenant's database Secret.
+    pub fn create_with_database(prefix: &str, spec_extra: &str, database_url: &str) -> Self {
         let name = unique_name(prefix);
         let ns = format!("xin-{name}");
         apply(&format!(
             "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
-             apiVersion: v1\nkind: Secret\nmetadata: {{name: db, namespace: {ns}}}\nstringData: {{url: 'postgres://x:y@db:5432/x'}}\n---\n\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: db, namespace: {ns}}}\nstringData: {{url: '{database_url}'}}\n---\n\
              apiVersion: xin.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  displayName: {name}\n  \
              database: {{urlSecretRef: {{name: db, key: url}}}}\n  deletionPolicy: Delete\n{spec_extra}"
         ));

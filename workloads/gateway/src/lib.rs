@@ -3,9 +3,12 @@
 //! the PostgreSQL inbox (idempotent on the provider's message id) before answering 200.
 #![forbid(unsafe_code)]
 
+pub mod forward;
 pub mod providers;
+pub mod reply;
 pub mod routes;
 pub mod verify;
+pub mod widget;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -15,7 +18,7 @@ use axum::body::{Body, to_bytes};
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, options};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sqlx::PgPool;
@@ -25,27 +28,50 @@ use crate::providers::Inbound;
 use crate::routes::RouteTable;
 use crate::verify::Refusal;
 
-/// Applies the inbox schema (embedded; idempotent).
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    sqlx::migrate!("./migrations").run(pool).await
-}
-
 #[derive(Clone)]
 pub struct Gateway {
     pub tenant: String,
     pub routes: RouteTable,
     pub pool: PgPool,
+    /// Signs the widget's session tokens (the tenant signing key).
+    pub session_key: Arc<Vec<u8>>,
+    pub widget_session_ttl: std::time::Duration,
+    /// Wakes the forwarding worker after an accept.
+    pub wake: Arc<tokio::sync::Notify>,
     limiter: Arc<Mutex<HashMap<String, Bucket>>>,
 }
 
 impl Gateway {
-    pub fn new(tenant: String, routes: RouteTable, pool: PgPool) -> Self {
+    pub fn new(tenant: String, routes: RouteTable, pool: PgPool, session_key: Vec<u8>) -> Self {
         Gateway {
             tenant,
             routes,
             pool,
+            session_key: Arc::new(session_key),
+            widget_session_ttl: std::time::Duration::from_secs(900),
+            wake: Arc::default(),
             limiter: Arc::default(),
         }
+    }
+
+    /// The channel's rate limit as a 429 with `Retry-After`.
+    pub(crate) fn limit(
+        &self,
+        channel: &str,
+        route: &xin_api::routes::ChannelRoute,
+        id: &CorrelationId,
+    ) -> Result<(), ApiError> {
+        self.take(channel, route.requests_per_second, route.burst)
+            .map_err(|wait| {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many requests for this channel",
+                    id,
+                );
+                e.retry_after = Some(wait);
+                e
+            })
     }
 }
 
@@ -80,6 +106,16 @@ impl Gateway {
 pub fn app(gw: Gateway, metrics: HttpMetrics) -> Router {
     Router::new()
         .route("/webhooks/{channel}", get(handshake).post(receive))
+        .route(
+            "/widget/{channel}/session",
+            options(widget::preflight).post(widget::session),
+        )
+        .route(
+            "/widget/{channel}/messages",
+            options(widget::preflight)
+                .post(widget::post_message)
+                .get(widget::get_messages),
+        )
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
         .with_state(gw)
@@ -157,7 +193,7 @@ async fn handshake(
     }
 }
 
-fn not_found(channel: &str, id: &CorrelationId) -> ApiError {
+pub(crate) fn not_found(channel: &str, id: &CorrelationId) -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
         "unknown_channel",
@@ -203,16 +239,7 @@ async fn receive(
             &id,
         ));
     }
-    if let Err(wait) = gw.take(&channel, route.requests_per_second, route.burst) {
-        let mut e = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests for this channel",
-            &id,
-        );
-        e.retry_after = Some(wait);
-        return Err(e);
-    }
+    gw.limit(&channel, &route, &id)?;
     let limit = route.max_body_bytes.max(0) as usize;
     if headers
         .get(axum::http::header::CONTENT_LENGTH)
@@ -247,9 +274,11 @@ async fn receive(
         }
         other => {
             return Err(ApiError::new(
-                StatusCode::NOT_IMPLEMENTED,
-                "unsupported_channel_type",
-                format!("{other} channels are not served by webhook POST yet"),
+                StatusCode::METHOD_NOT_ALLOWED,
+                "not_a_webhook_channel",
+                format!(
+                    "{other} channels are not served by webhook POST; the widget uses /widget/{channel}/…"
+                ),
                 &id,
             ));
         }
@@ -293,12 +322,18 @@ pub async fn accept(
     if messages.is_empty() {
         return Ok(0);
     }
+    let mut trace = http::HeaderMap::new();
+    xin_runtime::inject_trace(&mut trace);
+    let traceparent = trace
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let mut tx = gw.pool.begin().await?;
     let mut new = 0;
     for m in messages {
         new += sqlx::query(
-            "INSERT INTO gateway_inbox (tenant, channel, provider_message_id, sender, text, correlation_id)
-             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (tenant, channel, provider_message_id) DO NOTHING",
+            "INSERT INTO gateway_inbox (tenant, channel, provider_message_id, sender, text, correlation_id, trace_context)
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, channel, provider_message_id) DO NOTHING",
         )
         .bind(&gw.tenant)
         .bind(channel)
@@ -306,10 +341,14 @@ pub async fn accept(
         .bind(&m.sender)
         .bind(&m.text)
         .bind(&id.0)
+        .bind(&traceparent)
         .execute(&mut *tx)
         .await?
         .rows_affected();
     }
     tx.commit().await?;
+    if new > 0 {
+        gw.wake.notify_one();
+    }
     Ok(new)
 }

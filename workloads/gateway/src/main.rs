@@ -2,18 +2,24 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Parser;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use xin_gateway::forward::{Forwarder, OutcomeLabels};
+use xin_gateway::reply::ProviderApis;
 use xin_gateway::routes::{self, RouteTable};
-use xin_gateway::{Gateway, app, migrate};
+use xin_gateway::{Gateway, app};
 use xin_runtime::HttpMetrics;
 
 #[derive(Parser, Debug)]
 #[command(
     name = "xin-gateway",
     version,
-    about = "Receives and verifies provider webhooks for one tenant's channels"
+    about = "Receives and verifies provider webhooks and widget messages for one tenant's channels, stores them durably, forwards them to the tenant's orchestrator and replies through the provider",
+    after_help = "Tracing: OTEL_EXPORTER_ENDPOINT (or OTEL_EXPORTER_OTLP_ENDPOINT / OTEL_EXPORTER_OTLP_TRACES_ENDPOINT) and OTEL_EXPORTER_HEADERS (comma-separated key=value; or OTEL_EXPORTER_OTLP_HEADERS). Logs: RUST_LOG (default info). See docs/gateway.md."
 )]
 struct Args {
     /// Tenant this gateway serves.
@@ -38,15 +44,46 @@ struct Args {
     /// Port of the metrics server.
     #[arg(long, env = "GATEWAY_METRICS_PORT", default_value_t = 9102)]
     metrics_port: u16,
-    /// PostgreSQL URL of the tenant's database (the inbox lives there).
+    /// PostgreSQL URL of the tenant's database (the inbox lives there). Must be an ordinary
+    /// role: row-level security keeps tenants apart.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
+    /// Base URL of the tenant's orchestrator.
+    #[arg(long, env = "ORCHESTRATOR_URL")]
+    orchestrator_url: String,
+    /// The tenant signing key: signs calls to the orchestrator and widget sessions.
+    #[arg(long, env = "TENANT_SIGNING_KEY", hide_env_values = true)]
+    signing_key: String,
+    /// Telegram Bot API base URL.
+    #[arg(
+        long,
+        env = "TELEGRAM_API_BASE",
+        default_value = "https://api.telegram.org"
+    )]
+    telegram_api_base: String,
+    /// Meta Graph API base URL (WhatsApp Cloud API and Instagram Send API), with version.
+    #[arg(
+        long,
+        env = "META_GRAPH_API_BASE",
+        default_value = "https://graph.facebook.com/v21.0"
+    )]
+    meta_graph_api_base: String,
+    /// Lifetime of a widget session token, in seconds.
+    #[arg(long, env = "WIDGET_SESSION_TTL_SECONDS", default_value_t = 900, value_parser = clap::value_parser!(u64).range(60..=86400))]
+    widget_session_ttl_seconds: u64,
+    /// Attempts to answer and reply to a message before it is set aside as failed.
+    #[arg(long, env = "GATEWAY_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=100))]
+    max_attempts: i32,
+    /// How long a worker holds a message it is forwarding before another may take it, in seconds.
+    #[arg(long, env = "GATEWAY_FORWARD_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    forward_lease_seconds: u64,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    xin_runtime::init_logging();
-    match run(Args::parse()).await {
+    let args = Args::parse();
+    let _telemetry = xin_runtime::init_telemetry("xin-gateway");
+    match run(args).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "xin-gateway stopped");
@@ -56,6 +93,20 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
+    if args.signing_key.len() < 16 {
+        return Err("TENANT_SIGNING_KEY must be at least 16 bytes".into());
+    }
+    for (var, v) in [
+        ("ORCHESTRATOR_URL", &args.orchestrator_url),
+        ("TELEGRAM_API_BASE", &args.telegram_api_base),
+        ("META_GRAPH_API_BASE", &args.meta_graph_api_base),
+    ] {
+        if !(v.starts_with("http://") || v.starts_with("https://")) {
+            return Err(format!(
+                "{var} must be an http:// or https:// URL, got {v:?}"
+            ));
+        }
+    }
     let (initial, bytes) = routes::load(&args.routes_file)?;
     let table = RouteTable::default();
     table.set(initial);
@@ -65,16 +116,27 @@ async fn run(args: Args) -> Result<(), String> {
         bytes,
         Duration::from_secs(1),
     );
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
-        .connect(&args.database_url)
+    let pool = xin_store::connect(&args.database_url, &args.tenant, 16).await?;
+    if xin_store::bypasses_row_security(&pool)
         .await
-        .map_err(|e| format!("cannot connect to the database (DATABASE_URL): {e}"))?;
-    migrate(&pool)
+        .map_err(|e| format!("cannot check the database role: {e}"))?
+    {
+        return Err("the DATABASE_URL role is a superuser or has BYPASSRLS: tenant isolation would not hold; use an ordinary role".into());
+    }
+    xin_store::migrate(&pool)
         .await
         .map_err(|e| format!("database migration failed: {e}"))?;
     let metrics = HttpMetrics::default();
+    let outcomes = Family::<OutcomeLabels, Counter>::default();
+    metrics
+        .registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .register(
+            "gateway_forwarded_messages",
+            "Inbox messages handled by the forwarding worker, by outcome (replied, retry, failed)",
+            outcomes.clone(),
+        );
     let maddr: SocketAddr = format!("{}:{}", args.metrics_host, args.metrics_port)
         .parse()
         .map_err(|e| format!("GATEWAY_METRICS_HOST/PORT: {e}"))?;
@@ -90,12 +152,35 @@ async fn run(args: Args) -> Result<(), String> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} (GATEWAY_HTTP_HOST/PORT): {e}"))?;
+    let mut gw = Gateway::new(
+        args.tenant.clone(),
+        table.clone(),
+        pool.clone(),
+        args.signing_key.clone().into_bytes(),
+    );
+    gw.widget_session_ttl = Duration::from_secs(args.widget_session_ttl_seconds);
+    let forwarder = Forwarder {
+        pool,
+        routes: table,
+        client: xin_runtime::http_client(Duration::from_secs(60)),
+        orchestrator: args.orchestrator_url,
+        signing_key: Arc::new(args.signing_key.into_bytes()),
+        apis: ProviderApis {
+            telegram: args.telegram_api_base,
+            meta: args.meta_graph_api_base,
+        },
+        wake: gw.wake.clone(),
+        lease: Duration::from_secs(args.forward_lease_seconds),
+        max_attempts: args.max_attempts,
+        outcomes,
+    };
+    let worker = tokio::spawn(forwarder.run());
     tracing::info!(%addr, metrics = %maddr, tenant = %args.tenant, "xin-gateway serving");
-    axum::serve(
-        listener,
-        app(Gateway::new(args.tenant, table, pool), metrics),
-    )
-    .with_graceful_shutdown(xin_runtime::shutdown_signal())
-    .await
-    .map_err(|e| format!("server failed: {e}"))
+    let served = axum::serve(listener, app(gw, metrics))
+        .with_graceful_shutdown(xin_runtime::shutdown_signal())
+        .await
+        .map_err(|e| format!("server failed: {e}"));
+    // A message being forwarded now keeps its lease and is taken again after a restart.
+    worker.abort();
+    served
 }

@@ -10,7 +10,7 @@ use sqlx::PgPool;
 use xin_api::routes::{ChannelRoute, Credentials, Routes, WebhookKey};
 use xin_gateway::routes::{self, RouteTable};
 use xin_gateway::verify::meta_sign;
-use xin_gateway::{Gateway, app, migrate};
+use xin_gateway::{Gateway, app};
 use xin_runtime::HttpMetrics;
 
 struct Reply {
@@ -90,23 +90,11 @@ struct Harness {
 }
 
 async fn start(channels: Vec<ChannelRoute>) -> Harness {
-    let admin_url = std::env::var("XIN_TEST_DATABASE_URL")
-        .expect("XIN_TEST_DATABASE_URL is not set: start PostgreSQL with `e2e/postgres.sh start`, or run `make test`");
-    let db = format!("gw_{:x}", rand_u64());
-    let admin = PgPool::connect(&admin_url)
-        .await
-        .expect("connect to the test PostgreSQL");
-    // `db` is our own hex name, never input.
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}")))
-        .execute(&admin)
-        .await
-        .unwrap();
-    let url = admin_url
-        .rsplit_once('/')
-        .map(|(base, _)| format!("{base}/{db}"))
-        .unwrap();
-    let pool = PgPool::connect(&url).await.unwrap();
-    migrate(&pool).await.unwrap();
+    let url = xin_store::fresh_test_database("gw").await;
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let pool = xin_store::connect(&url, "acme", 4).await.unwrap();
+    assert!(!xin_store::bypasses_row_security(&pool).await.unwrap());
+    xin_store::migrate(&pool).await.unwrap();
     let dir = std::env::temp_dir().join(format!("xin-gw-{db}"));
     std::fs::create_dir_all(&dir).unwrap();
     let routes_file = dir.join("routes.json");
@@ -128,7 +116,12 @@ async fn start(channels: Vec<ChannelRoute>) -> Harness {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let router = app(
-        Gateway::new("acme".into(), table, pool.clone()),
+        Gateway::new(
+            "acme".into(),
+            table,
+            pool.clone(),
+            b"tenant-signing-key-0123456789".to_vec(),
+        ),
         metrics.clone(),
     );
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
@@ -140,20 +133,13 @@ async fn start(channels: Vec<ChannelRoute>) -> Harness {
     }
 }
 
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish()
-}
-
 impl Harness {
     async fn post(&self, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        self.req("POST", path, headers, body).await
+    }
+
+    async fn req(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+        let method = method.to_string();
         let (addr, path, body) = (self.addr.clone(), path.to_string(), body.to_vec());
         let headers: Vec<(String, String)> = headers
             .iter()
@@ -164,7 +150,7 @@ impl Harness {
                 .iter()
                 .map(|(k, v)| (k.as_str(), v.as_str()))
                 .collect();
-            http(&addr, "POST", &path, &h, &body)
+            http(&addr, &method, &path, &h, &body)
         })
         .await
         .unwrap()
@@ -554,4 +540,170 @@ async fn http_metrics_count_by_route_method_and_status() {
         "{m}"
     );
     assert!(m.contains("http_request_latency_seconds_bucket"), "{m}");
+}
+
+fn web_route(name: &str) -> ChannelRoute {
+    let mut r = route(name, "web");
+    r.allowed_origins = vec!["https://shop.example".into()];
+    r.credentials.identity_secret = Some("site-identity-secret".into());
+    r
+}
+
+#[tokio::test]
+async fn widget_cors_identity_and_session_tokens() {
+    let h = start(vec![web_route("web")]).await;
+    let origin = ("Origin", "https://shop.example");
+
+    // Preflight: allowed origin gets the CORS headers, another origin a JSON 403.
+    let pre = h
+        .req("OPTIONS", "/widget/web/messages", &[origin], b"")
+        .await;
+    assert_eq!(pre.status, 204, "{}", pre.body);
+    assert_eq!(
+        pre.header("access-control-allow-origin").as_deref(),
+        Some("https://shop.example")
+    );
+    assert!(
+        pre.header("access-control-allow-headers")
+            .unwrap()
+            .contains("authorization")
+    );
+    let evil = h
+        .req(
+            "OPTIONS",
+            "/widget/web/messages",
+            &[("Origin", "https://evil.example")],
+            b"",
+        )
+        .await;
+    assert_json_error(&evil, 403, "origin_not_allowed");
+    assert_eq!(evil.header("access-control-allow-origin"), None);
+
+    // Identity token: HMAC of the user id with the site's secret.
+    let good = xin_gateway::widget::identity_token("site-identity-secret", "user-7");
+    let wrong = xin_gateway::widget::identity_token("another-secret", "user-7");
+    let sess = |tok: &str| {
+        serde_json::to_vec(&json!({"user_id": "user-7", "identity_token": tok})).unwrap()
+    };
+    assert_json_error(
+        &h.post("/widget/web/session", &[origin], &sess(&wrong))
+            .await,
+        403,
+        "invalid_identity_token",
+    );
+    assert_json_error(
+        &h.post("/widget/web/session", &[origin], b"{not json").await,
+        400,
+        "malformed_json",
+    );
+    let ok = h.post("/widget/web/session", &[origin], &sess(&good)).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(
+        ok.header("access-control-allow-origin").as_deref(),
+        Some("https://shop.example")
+    );
+    let token = ok.json()["session_token"].as_str().unwrap().to_string();
+    let bearer = format!("Bearer {token}");
+    let auth = ("Authorization", bearer.as_str());
+
+    // Messages need the session; they land in the inbox under the session's user.
+    let msg =
+        serde_json::to_vec(&json!({"text": "سلام، ساعت کاری؟", "client_message_id": "c1"})).unwrap();
+    assert_json_error(
+        &h.post("/widget/web/messages", &[origin], &msg).await,
+        401,
+        "missing_session",
+    );
+    let forged = format!("Bearer {}x", &token[..token.len() - 1]);
+    assert_json_error(
+        &h.post(
+            "/widget/web/messages",
+            &[origin, ("Authorization", forged.as_str())],
+            &msg,
+        )
+        .await,
+        401,
+        "invalid_session",
+    );
+    let sent = h.post("/widget/web/messages", &[origin, auth], &msg).await;
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let again = h.post("/widget/web/messages", &[origin, auth], &msg).await;
+    assert_eq!(
+        again.json()["message_id"],
+        sent.json()["message_id"],
+        "a resent message is stored once"
+    );
+    assert_eq!(
+        h.inbox("web").await,
+        vec![("web:user-7:c1".to_string(), "سلام، ساعت کاری؟".to_string())]
+    );
+    let empty = serde_json::to_vec(&json!({"text": "  "})).unwrap();
+    assert_json_error(
+        &h.post("/widget/web/messages", &[origin, auth], &empty)
+            .await,
+        400,
+        "invalid_text",
+    );
+
+    // Reading back: the user's own messages only.
+    let list = h
+        .req("GET", "/widget/web/messages?after=0", &[origin, auth], b"")
+        .await;
+    assert_eq!(list.status, 200, "{}", list.body);
+    let msgs = list.json()["messages"].as_array().unwrap().clone();
+    assert_eq!(msgs.len(), 1);
+    assert_eq!(msgs[0]["answer"], Value::Null);
+    let other_user = xin_gateway::widget::issue_session(
+        b"tenant-signing-key-0123456789",
+        "web",
+        "user-8",
+        i64::MAX,
+    );
+    let other = format!("Bearer {other_user}");
+    let theirs = h
+        .req(
+            "GET",
+            "/widget/web/messages",
+            &[("Authorization", other.as_str())],
+            b"",
+        )
+        .await;
+    assert_eq!(theirs.json()["messages"].as_array().unwrap().len(), 0);
+
+    // Webhook endpoints refuse web channels without a 5xx.
+    assert_json_error(
+        &h.post("/webhooks/web", &[], b"{}").await,
+        405,
+        "not_a_webhook_channel",
+    );
+}
+
+#[tokio::test]
+async fn another_tenants_session_cannot_see_the_inbox() {
+    let h = start(vec![route("tg", "telegram")]).await;
+    let ok = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(h.inbox("tg").await.len(), 1);
+    let url: String = sqlx::query_scalar("SELECT 'postgres://xin_app@127.0.0.1:' || current_setting('port') || '/' || current_database()")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    let other = xin_store::connect(&url, "globex", 1).await.unwrap();
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway_inbox")
+        .fetch_one(&other)
+        .await
+        .unwrap();
+    assert_eq!(seen, 0, "row-level security hides acme's inbox from globex");
+    let write = sqlx::query(
+        "INSERT INTO gateway_inbox (tenant, channel, provider_message_id, sender, text, correlation_id) VALUES ('acme', 'tg', 'x', 's', 't', 'c')",
+    )
+    .execute(&other)
+    .await;
+    assert!(write.is_err(), "globex cannot write acme's rows");
 }

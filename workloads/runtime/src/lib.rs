@@ -21,9 +21,15 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing::Instrument;
 
+pub mod signing;
+pub mod telemetry;
+
+pub use telemetry::{Telemetry, continue_trace, init_telemetry, inject_trace};
+
 pub const REQUEST_ID: &str = "x-request-id";
 
-/// JSON logs on stdout, filtered by `RUST_LOG` (default `info`).
+/// JSON logs on stdout only, filtered by `RUST_LOG` (default `info`); binaries use
+/// [`init_telemetry`], which adds traces.
 pub fn init_logging() {
     let _ = tracing_subscriber::fmt()
         .json()
@@ -33,6 +39,17 @@ pub fn init_logging() {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .try_init();
+}
+
+/// An HTTP client for calls to other services and providers, with rustls on the `ring`
+/// provider (installed here once; kube and sqlx use it too).
+pub fn http_client(timeout: std::time::Duration) -> reqwest::Client {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .build()
+        .expect("a client with only timeouts set always builds")
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -123,8 +140,14 @@ pub async fn observe(State(metrics): State<HttpMetrics>, mut req: Request, next:
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().to_string();
     req.extensions_mut().insert(CorrelationId(id.clone()));
-    let span =
-        tracing::info_span!("request", correlation_id = %id, route = %route, method = %method);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = %format!("{method} {route}"),
+        correlation_id = %id,
+        route = %route,
+        method = %method
+    );
+    continue_trace(&span, req.headers());
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     metrics

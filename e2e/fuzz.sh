@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# `make fuzz`: runs each cargo-fuzz target of fuzz/ for XIN_FUZZ_SECONDS (default 60), seeded
+# from fuzz/seeds/<target>; new corpus entries go to fuzz/corpus/<target> (not committed).
+# Needs the nightly toolchain (rustup) and cargo-fuzz, installed here when missing.
+set -euo pipefail
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SECONDS_EACH=${XIN_FUZZ_SECONDS:-60}
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+cd "$REPO/fuzz"
+if ! cargo +nightly --version >/dev/null 2>&1; then
+  say "installing the nightly toolchain (rustup toolchain install nightly --profile minimal)"
+  rustup toolchain install nightly --profile minimal
+fi
+if ! cargo fuzz --version >/dev/null 2>&1; then
+  say "installing cargo-fuzz (cargo install cargo-fuzz --locked)"
+  cargo install cargo-fuzz --locked
+fi
+for target in providers widget_session; do
+  mkdir -p "corpus/$target"
+  seeds=()
+  [ -d "seeds/$target" ] && seeds=("seeds/$target")
+  say "fuzzing $target for ${SECONDS_EACH}s"
+  cargo +nightly fuzz run "$target" "corpus/$target" "${seeds[@]}" -- -max_total_time="$SECONDS_EACH" 2>&1 | tail -3
+done

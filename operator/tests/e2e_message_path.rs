@@ -1,0 +1,188 @@
+//! The operator renders the workloads' configuration; the real `xin-gateway` and
+//! `xin-orchestrator` binaries then run as local processes with exactly that configuration
+//! (addresses and external endpoints aside: see `xin_e2e::local`) against a real PostgreSQL,
+//! and a Telegram update and a widget message are answered.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::json;
+use xin_e2e::local::{Overrides, gateway_env, orchestrator_env, rendered_env, write_routes};
+use xin_e2e::workload::{Answer, StandIn, Workload, free_port};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workloads_run_with_the_configuration_the_operator_rendered() {
+    let db = xin_store::fresh_test_database("wiring").await;
+    let _op = OperatorProcess::start(OPERATOR, &[]);
+    let t = TestTenant::create_with_database(
+        "wire",
+        "  llm: {endpoint: 'https://llm.example.com', model: primary, fallbackModel: backup, timeoutSeconds: 5}\n  \
+           retrieval: {hybridWeight: 0.3, minScore: 0.1, maxDocuments: 3, contextBudgetTokens: 1500}\n",
+        &db,
+    );
+    let ns = t.ns.clone();
+    apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: bot, namespace: {ns}}}\nstringData: {{token: '42:wired-bot-token'}}\n---\n\
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: site, namespace: {ns}}}\nstringData: {{identity: wired-site-secret}}\n---\n\
+         apiVersion: xin.dev/v1alpha1\nkind: Channel\nmetadata: {{name: tg, namespace: {ns}}}\n\
+         spec: {{type: telegram, displayName: tg, telegram: {{botTokenSecretRef: {{name: bot, key: token}}}}}}\n---\n\
+         apiVersion: xin.dev/v1alpha1\nkind: Channel\nmetadata: {{name: web, namespace: {ns}}}\n\
+         spec: {{type: web, displayName: web, web: {{allowedOrigins: ['https://shop.example'], identitySecretRef: {{name: site, key: identity}}}}}}\n"
+    ));
+    ready("tenant", &t.name, "");
+    ready("channel", "tg", &ns);
+    ready("channel", "web", &ns);
+
+    // What the operator rendered, before any local override.
+    let rendered = rendered_env(&ns, "xin-orchestrator").unwrap();
+    let get = |k: &str| {
+        rendered
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+    };
+    assert_eq!(
+        get("DATABASE_URL"),
+        Some(db.clone()),
+        "DATABASE_URL comes from the tenant's Secret"
+    );
+    assert_eq!(get("XIN_TENANT"), Some(t.name.clone()));
+    assert_eq!(get("RETRIEVAL_MAX_DOCUMENTS").as_deref(), Some("3"));
+    assert_eq!(get("LLM_FALLBACK_MODEL").as_deref(), Some("backup"));
+    let signing = get("TENANT_SIGNING_KEY").expect("the signing key is rendered");
+    let gw_rendered = rendered_env(&ns, "xin-gateway").unwrap();
+    assert!(
+        gw_rendered.contains(&("TENANT_SIGNING_KEY".into(), signing)),
+        "gateway and orchestrator share the key"
+    );
+
+    // The local run: the LLM answers only for the fallback model (the primary is "down").
+    let llm = StandIn::start(|r| {
+        if r.json()["model"] == "backup" {
+            Answer::json(
+                200,
+                json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": "Returns: 30 days."}}]}),
+            )
+        } else {
+            Answer::json(503, json!({"error": "overloaded"}))
+        }
+    });
+    let telegram = StandIn::start(|_| Answer::json(200, json!({"ok": true})));
+    let dir = std::env::temp_dir().join(format!("xin-wiring-{}", t.name));
+    let o = Overrides {
+        database_url: db.clone(),
+        gateway_port: free_port(),
+        gateway_metrics_port: free_port(),
+        orchestrator_port: free_port(),
+        orchestrator_metrics_port: free_port(),
+        routes_file: write_routes(&ns, &dir).unwrap(),
+        llm_endpoint: Some(llm.url()),
+        telegram_api_base: telegram.url(),
+        meta_graph_api_base: telegram.url(),
+    };
+    let orch_addr = format!("127.0.0.1:{}", o.orchestrator_port);
+    let gw_addr = format!("127.0.0.1:{}", o.gateway_port);
+    let mut orch = Workload::start(
+        "xin-orchestrator",
+        "wired-orchestrator",
+        &orchestrator_env(&ns, &o).unwrap(),
+    );
+    orch.wait_ready(&orch_addr, "/ready");
+    let mut gw = Workload::start(
+        "xin-gateway",
+        "wired-gateway",
+        &gateway_env(&ns, &o).unwrap(),
+    );
+    gw.wait_ready(&gw_addr, "/ready");
+
+    // Telegram, with the webhook key the operator generated.
+    let key = secret_value(&ns, "tg-webhook", "current").expect("webhook key");
+    let update = json!({"update_id": 1, "message": {"message_id": 1, "date": 1, "chat": {"id": 77, "type": "private"}, "text": "returns?"}});
+    let r = http(
+        &gw_addr,
+        "POST",
+        "/webhooks/tg",
+        &[("X-Telegram-Bot-Api-Secret-Token", key.as_str())],
+        update.to_string().as_bytes(),
+    )
+    .expect("gateway reachable");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let wrong = http(
+        &gw_addr,
+        "POST",
+        "/webhooks/tg",
+        &[("X-Telegram-Bot-Api-Secret-Token", "nope")],
+        b"{}",
+    )
+    .unwrap();
+    assert_eq!(wrong.status, 403);
+    let sent = telegram.wait_for("sendMessage", Duration::from_secs(30), |r| !r.is_empty());
+    assert_eq!(sent[0].path, "/bot42:wired-bot-token/sendMessage");
+    assert_eq!(
+        sent[0].json(),
+        json!({"chat_id": 77, "text": "Returns: 30 days."})
+    );
+    let models: Vec<String> = llm
+        .requests()
+        .iter()
+        .map(|r| r.json()["model"].as_str().unwrap_or_default().to_string())
+        .collect();
+    assert_eq!(
+        models,
+        ["primary", "backup"],
+        "the rendered model, then the rendered fallback"
+    );
+    let auth = llm.requests()[0]
+        .header("authorization")
+        .map(str::to_string);
+    assert_eq!(
+        auth, None,
+        "no API key Secret was referenced, so none is sent"
+    );
+
+    // The widget, with the identity secret from the referenced Secret.
+    let token = {
+        use hmac::{Hmac, KeyInit, Mac};
+        let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"wired-site-secret").unwrap();
+        m.update(b"u1");
+        hex::encode(m.finalize().into_bytes())
+    };
+    let s = http(
+        &gw_addr,
+        "POST",
+        "/widget/web/session",
+        &[("Origin", "https://shop.example")],
+        json!({"user_id": "u1", "identity_token": token})
+            .to_string()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert_eq!(s.status, 200, "{}", s.body);
+    let bearer = format!("Bearer {}", s.json()["session_token"].as_str().unwrap());
+    let m = http(
+        &gw_addr,
+        "POST",
+        "/widget/web/messages",
+        &[("Authorization", bearer.as_str())],
+        br#"{"text":"returns?"}"#,
+    )
+    .unwrap();
+    assert_eq!(m.status, 202, "{}", m.body);
+    let got = http(
+        &gw_addr,
+        "GET",
+        "/widget/web/messages?wait=20",
+        &[("Authorization", bearer.as_str())],
+        b"",
+    )
+    .unwrap();
+    assert_eq!(
+        got.json()["messages"][0]["answer"],
+        "Returns: 30 days.",
+        "{}",
+        got.body
+    );
+    assert!(gw.terminate() && orch.terminate());
+}

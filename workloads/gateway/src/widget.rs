@@ -1,0 +1,438 @@
+//! The web widget's endpoints. The site that embeds the widget signs each end user's id with
+//! the channel's identity secret (`identity_token = hex(HMAC-SHA256(secret, user_id))`,
+//! computed on the site's server); the gateway exchanges a valid one for a short-lived
+//! session token, which authorises sending messages and reading the answers. Browsers may
+//! call only from the channel's allowed origins (CORS).
+//!
+//! - `POST /widget/{channel}/session` `{"user_id","identity_token"}` → `{"session_token","expires_at"}`
+//! - `POST /widget/{channel}/messages` (Bearer session) `{"text","client_message_id"?}` → 202 `{"message_id"}`
+//! - `GET /widget/{channel}/messages?after=<id>&wait=<s>` (Bearer session) → the user's
+//!   messages after `after` with their answers, waiting up to `wait` s (≤ 25) for one.
+
+use std::time::{Duration, SystemTime};
+
+use axum::body::{Body, to_bytes};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use serde_json::json;
+use sha2::Sha256;
+use xin_api::routes::ChannelRoute;
+use xin_runtime::{ApiError, CorrelationId};
+
+use crate::providers::Inbound;
+use crate::{Gateway, accept, not_found};
+
+fn hmac(key: &[u8]) -> Hmac<Sha256> {
+    Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
+}
+
+/// The identity token the embedding site computes for `user_id`.
+pub fn identity_token(secret: &str, user_id: &str) -> String {
+    let mut m = hmac(secret.as_bytes());
+    m.update(user_id.as_bytes());
+    hex::encode(m.finalize().into_bytes())
+}
+
+fn session_mac(key: &[u8], payload: &str) -> Hmac<Sha256> {
+    let mut m = hmac(key);
+    // Domain separation: this key also signs service-to-service calls.
+    m.update(b"xin-widget-session\n");
+    m.update(payload.as_bytes());
+    m
+}
+
+/// A session token `<base64url(payload)>.<hex mac>` for `user` on `channel`.
+pub fn issue_session(key: &[u8], channel: &str, user: &str, expires: i64) -> String {
+    let payload =
+        URL_SAFE_NO_PAD.encode(json!({"c": channel, "u": user, "exp": expires}).to_string());
+    let tag = hex::encode(session_mac(key, &payload).finalize().into_bytes());
+    format!("{payload}.{tag}")
+}
+
+/// The user of a valid, unexpired session token for `channel`.
+pub fn check_session(key: &[u8], channel: &str, token: &str, now: i64) -> Option<String> {
+    let (payload, tag) = token.split_once('.')?;
+    let tag = hex::decode(tag).ok()?;
+    session_mac(key, payload).verify_slice(&tag).ok()?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
+    (v["c"] == channel && v["exp"].as_i64()? > now).then(|| v["u"].as_str().map(str::to_string))?
+}
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+/// The CORS origin to echo, or a refusal when the request comes from a page on another
+/// origin. Requests without `Origin` (not from a browser) are let through: they still need an
+/// identity or session token.
+fn allowed_origin(
+    route: &ChannelRoute,
+    headers: &HeaderMap,
+    id: &CorrelationId,
+) -> Result<Option<HeaderValue>, ApiError> {
+    match headers.get(header::ORIGIN) {
+        None => Ok(None),
+        Some(o)
+            if route
+                .allowed_origins
+                .iter()
+                .any(|a| a.as_bytes() == o.as_bytes()) =>
+        {
+            Ok(Some(o.clone()))
+        }
+        Some(_) => Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "origin_not_allowed",
+            "this origin may not use the widget of this channel",
+            id,
+        )),
+    }
+}
+
+fn with_cors(origin: Option<HeaderValue>, r: Result<Response, ApiError>) -> Response {
+    let mut resp = r.unwrap_or_else(IntoResponse::into_response);
+    let h = resp.headers_mut();
+    h.insert(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(o) = origin {
+        h.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, o);
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("x-request-id, retry-after"),
+        );
+    }
+    resp
+}
+
+fn web_route(gw: &Gateway, channel: &str, id: &CorrelationId) -> Result<ChannelRoute, ApiError> {
+    gw.routes
+        .channel(channel)
+        .filter(|r| r.type_ == "web")
+        .ok_or_else(|| not_found(channel, id))
+}
+
+/// Resolves the route and the CORS origin, answering a refused origin itself.
+fn prelude(
+    gw: &Gateway,
+    channel: &str,
+    headers: &HeaderMap,
+    id: &CorrelationId,
+) -> Result<(ChannelRoute, Option<HeaderValue>), Box<Response>> {
+    let route = web_route(gw, channel, id).map_err(|e| Box::new(e.into_response()))?;
+    let origin =
+        allowed_origin(&route, headers, id).map_err(|e| Box::new(with_cors(None, Err(e))))?;
+    Ok((route, origin))
+}
+
+/// CORS preflight.
+pub async fn preflight(
+    State(gw): State<Gateway>,
+    Path(channel): Path<String>,
+    Extension(id): Extension<CorrelationId>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, origin) = match prelude(&gw, &channel, &headers, &id) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let mut resp = with_cors(origin, Ok(StatusCode::NO_CONTENT.into_response()));
+    let h = resp.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, x-request-id"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    resp
+}
+
+async fn json_body<T: serde::de::DeserializeOwned>(
+    route: &ChannelRoute,
+    body: Body,
+    id: &CorrelationId,
+) -> Result<T, ApiError> {
+    let limit = route.max_body_bytes.max(0) as usize;
+    let bytes = to_bytes(body, limit).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body exceeds this channel's limit of {limit} bytes"),
+            id,
+        )
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+            format!("invalid request body: {e}"),
+            id,
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct SessionRequest {
+    user_id: String,
+    identity_token: String,
+}
+
+fn valid_user(u: &str) -> bool {
+    !u.is_empty() && u.len() <= 128 && u.chars().all(|c| !c.is_control())
+}
+
+/// Exchanges an identity token for a session token.
+pub async fn session(
+    State(gw): State<Gateway>,
+    Path(channel): Path<String>,
+    Extension(id): Extension<CorrelationId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (route, origin) = match prelude(&gw, &channel, &headers, &id) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let result = async {
+        gw.limit(&channel, &route, &id)?;
+        let req: SessionRequest = json_body(&route, body, &id).await?;
+        if !valid_user(&req.user_id) {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_user_id",
+                "user_id must be 1–128 printable characters",
+                &id,
+            ));
+        }
+        let secret = route
+            .credentials
+            .identity_secret
+            .as_deref()
+            .unwrap_or_default();
+        let given = hex::decode(req.identity_token.trim()).unwrap_or_default();
+        let mut m = hmac(secret.as_bytes());
+        m.update(req.user_id.as_bytes());
+        if secret.is_empty() || m.verify_slice(&given).is_err() {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "invalid_identity_token",
+                "identity_token does not match user_id",
+                &id,
+            ));
+        }
+        let expires = now() + gw.widget_session_ttl.as_secs() as i64;
+        let token = issue_session(&gw.session_key, &channel, &req.user_id, expires);
+        Ok((
+            StatusCode::OK,
+            axum::Json(
+                json!({"session_token": token, "expires_in": gw.widget_session_ttl.as_secs()}),
+            ),
+        )
+            .into_response())
+    }
+    .await;
+    with_cors(origin, result)
+}
+
+fn session_user(
+    gw: &Gateway,
+    channel: &str,
+    headers: &HeaderMap,
+    id: &CorrelationId,
+) -> Result<String, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "missing_session",
+                "Authorization: Bearer <session_token> is required",
+                id,
+            )
+        })?;
+    check_session(&gw.session_key, channel, token.trim(), now()).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_session",
+            "the session token is invalid or expired; start a new session",
+            id,
+        )
+    })
+}
+
+#[derive(Deserialize)]
+struct MessageRequest {
+    text: String,
+    client_message_id: Option<String>,
+}
+
+/// A message from the widget: stored in the inbox like a webhook's, answered by the worker.
+pub async fn post_message(
+    State(gw): State<Gateway>,
+    Path(channel): Path<String>,
+    Extension(id): Extension<CorrelationId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let (route, origin) = match prelude(&gw, &channel, &headers, &id) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let result = async {
+        let user = session_user(&gw, &channel, &headers, &id)?;
+        gw.limit(&channel, &route, &id)?;
+        let req: MessageRequest = json_body(&route, body, &id).await?;
+        let len = req.text.chars().count();
+        if req.text.trim().is_empty() || len > 4096 {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_text",
+                "text must be 1–4096 characters",
+                &id,
+            ));
+        }
+        let client_id = match req.client_message_id {
+            Some(c) if valid_user(&c) => c,
+            Some(_) => {
+                return Err(ApiError::new(
+                    StatusCode::BAD_REQUEST,
+                    "invalid_client_message_id",
+                    "client_message_id must be 1–128 printable characters",
+                    &id,
+                ));
+            }
+            None => format!("{:032x}", rand::random::<u128>()),
+        };
+        let msg = Inbound {
+            provider_message_id: format!("web:{user}:{client_id}"),
+            sender: user,
+            text: req.text,
+        };
+        accept(&gw, &channel, std::slice::from_ref(&msg), &id)
+            .await
+            .map_err(|e| {
+                tracing::error!(error = %e, "inbox write failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "inbox_unavailable",
+                    "the message could not be stored; retry later",
+                    &id,
+                )
+            })?;
+        let mid: i64 = sqlx::query_scalar(
+            "SELECT id FROM gateway_inbox WHERE channel = $1 AND provider_message_id = $2",
+        )
+        .bind(&channel)
+        .bind(&msg.provider_message_id)
+        .fetch_one(&gw.pool)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "inbox_unavailable",
+                "the message could not be read back; retry later",
+                &id,
+            )
+        })?;
+        Ok((StatusCode::ACCEPTED, axum::Json(json!({"message_id": mid}))).into_response())
+    }
+    .await;
+    with_cors(origin, result)
+}
+
+#[derive(Deserialize)]
+pub struct AfterQuery {
+    after: Option<i64>,
+    wait: Option<u64>,
+}
+
+#[derive(sqlx::FromRow, serde::Serialize)]
+struct Exchange {
+    id: i64,
+    text: String,
+    answer: Option<String>,
+}
+
+/// The user's messages after `after`, with answers; waits up to `wait` seconds for a new
+/// answer when none is there yet.
+pub async fn get_messages(
+    State(gw): State<Gateway>,
+    Path(channel): Path<String>,
+    Query(q): Query<AfterQuery>,
+    Extension(id): Extension<CorrelationId>,
+    headers: HeaderMap,
+) -> Response {
+    let (_, origin) = match prelude(&gw, &channel, &headers, &id) {
+        Ok(x) => x,
+        Err(r) => return *r,
+    };
+    let result = async {
+        let user = session_user(&gw, &channel, &headers, &id)?;
+        let after = q.after.unwrap_or(0);
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(25));
+        loop {
+            let rows: Vec<Exchange> = sqlx::query_as(
+                "SELECT id, text, answer FROM gateway_inbox
+                 WHERE channel = $1 AND sender = $2 AND id > $3 ORDER BY id LIMIT 100",
+            )
+            .bind(&channel)
+            .bind(&user)
+            .bind(after)
+            .fetch_all(&gw.pool)
+            .await
+            .map_err(|_| {
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "inbox_unavailable",
+                    "messages cannot be read now; retry later",
+                    &id,
+                )
+            })?;
+            let answered = rows.iter().any(|r| r.answer.is_some());
+            if answered || tokio::time::Instant::now() >= deadline {
+                return Ok(axum::Json(json!({"messages": rows})).into_response());
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    .await;
+    with_cors(origin, result)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_are_bound_to_key_channel_and_time() {
+        let t = issue_session(b"k", "web", "user-1", 100);
+        assert_eq!(check_session(b"k", "web", &t, 99), Some("user-1".into()));
+        assert_eq!(check_session(b"k", "web", &t, 100), None);
+        assert_eq!(check_session(b"other", "web", &t, 99), None);
+        assert_eq!(check_session(b"k", "web2", &t, 99), None);
+        let (p, tag) = t.split_once('.').unwrap();
+        let forged = URL_SAFE_NO_PAD.encode(r#"{"c":"web","u":"admin","exp":999}"#);
+        assert_eq!(
+            check_session(b"k", "web", &format!("{forged}.{tag}"), 99),
+            None
+        );
+        assert_eq!(check_session(b"k", "web", p, 99), None);
+        assert_eq!(identity_token("s", "u").len(), 64);
+    }
+}

@@ -1,0 +1,134 @@
+//! `xin-orchestrator`: the conversation service of one tenant (one Deployment per Tenant).
+//! A signed JSON API for the gateway stores conversations and messages in PostgreSQL (scoped
+//! to the tenant by row-level security), retrieves from the tenant's knowledge (hybrid
+//! lexical + vector, bounded), answers through an OpenAI-compatible LLM with a timeout and a
+//! fallback model — or extractively — and writes outbox events for the automation worker in
+//! the same transaction as each change. See `docs/orchestrator.md`.
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod db;
+pub mod llm;
+pub mod metrics;
+pub mod retrieval;
+
+use std::ops::Deref;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::{get, post};
+use sqlx::PgPool;
+use xin_runtime::HttpMetrics;
+
+pub use config::Config;
+use llm::Llm;
+use metrics::OrchestratorMetrics;
+use retrieval::Retriever;
+
+/// The service's state, shared by every request.
+#[derive(Clone)]
+pub struct Orchestrator(Arc<Inner>);
+
+pub struct Inner {
+    pub config: Config,
+    pub pool: PgPool,
+    pub retriever: Retriever,
+    pub llm: Llm,
+    pub metrics: OrchestratorMetrics,
+}
+
+impl Deref for Orchestrator {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
+
+impl Orchestrator {
+    /// Builds the service on a tenant-scoped `pool` (`xin_store::connect`), registers its
+    /// metrics into `http`'s registry, and — when embeddings are configured — loads the
+    /// embedding index and keeps it fresh in the background. A failed first load is logged
+    /// and retried by the refresher; retrieval is lexical only until it succeeds.
+    pub async fn new(config: Config, pool: PgPool, http: &HttpMetrics) -> Result<Self, String> {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let client = reqwest::Client::builder()
+            // Redirects could lead a tenant-supplied endpoint anywhere; none are followed.
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(5))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let metrics = OrchestratorMetrics::register(http);
+        let retriever = Retriever::new(
+            config.retrieval.clone(),
+            config.embedding.as_ref(),
+            client.clone(),
+        );
+        if let (Some(index), Some(e)) = (retriever.index(), &config.embedding) {
+            match index.refresh(&pool).await {
+                Ok(n) => tracing::info!(chunks = n, dim = index.dim(), "embedding index loaded"),
+                Err(err) => {
+                    tracing::warn!(error = %err, "embedding index not loaded yet; retrieval is lexical until it is")
+                }
+            }
+            index.spawn_refresher(pool.clone(), e.refresh);
+        }
+        match retriever.refresh_term_stats(&pool).await {
+            Ok(n) => tracing::info!(words = n, "word statistics loaded"),
+            Err(e) => {
+                tracing::warn!(error = %e, "word statistics not loaded yet; every word counts as rare until they are")
+            }
+        }
+        retriever.spawn_term_stats_refresher(pool.clone(), retrieval::TERM_STATS_REFRESH);
+        match retrieval::fulltext_index_usable(&pool).await {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                "full-text search cannot use its index under row-level security (ts_match_vq is \
+                 not LEAKPROOF): lexical retrieval scans every chunk of the tenant; a superuser \
+                 should run ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF \
+                 in this database (docs/orchestrator.md, \"Retrieval\")"
+            ),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check whether full-text search can use its index")
+            }
+        }
+        let llm = Llm::new(config.llm.clone(), client, metrics.clone());
+        Ok(Orchestrator(Arc::new(Inner {
+            config,
+            pool,
+            retriever,
+            llm,
+            metrics,
+        })))
+    }
+}
+
+/// The API (`/v1/...`, signed) and the probes, with correlation ids and HTTP metrics.
+pub fn app(o: Orchestrator, metrics: HttpMetrics) -> Router {
+    let v1 = Router::new()
+        .route("/v1/conversations", post(api::create_conversation))
+        .route("/v1/conversations/{id}", get(api::get_conversation))
+        .route("/v1/conversations/{id}/messages", post(api::post_message))
+        .route(
+            "/v1/conversations/{id}/close",
+            post(api::close_conversation),
+        )
+        .route("/v1/conversations/{id}/handoff", post(api::request_handoff))
+        .route_layer(axum::middleware::from_fn_with_state(
+            o.clone(),
+            api::authenticate,
+        ));
+    Router::new()
+        .merge(v1)
+        .route("/health", get(|| async { "ok" }))
+        .route("/ready", get(api::ready))
+        .fallback(api::no_route)
+        .method_not_allowed_fallback(api::wrong_method)
+        .with_state(o)
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            xin_runtime::observe,
+        ))
+}
