@@ -42,6 +42,7 @@ impl Workload {
     pub fn start(bin: &str, name: &str, env: &[(String, String)]) -> Self {
         let logs = repo_root().join("target/e2e-logs");
         std::fs::create_dir_all(&logs).unwrap();
+        let logs = logs.canonicalize().unwrap_or(logs);
         let log = logs.join(format!("{name}-{}-{}.log", std::process::id(), free_port()));
         let out = std::fs::File::create(&log).unwrap();
         let mut cmd = Command::new(binary(bin));

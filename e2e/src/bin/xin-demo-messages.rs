@@ -28,7 +28,8 @@ fn words(s: &str) -> Vec<String> {
         .collect()
 }
 
-/// The demo's LLM: the sentence of the system prompt sharing most words with the question.
+/// The demo's LLM: answers with the body of the context chunk (the orchestrator's prompt lists
+/// them after `Context:`, separated by blank lines) sharing most words with the question.
 fn llm_answer(r: &Recorded) -> Answer {
     let v = r.json();
     let msgs = v["messages"].as_array().cloned().unwrap_or_default();
@@ -39,24 +40,39 @@ fn llm_answer(r: &Recorded) -> Answer {
         .and_then(|m| m["content"].as_str())
         .unwrap_or_default()
         .to_string();
-    let context: String = msgs
+    let system = msgs
         .iter()
-        .filter(|m| m["role"] == "system")
-        .filter_map(|m| m["content"].as_str())
-        .collect::<Vec<_>>()
-        .join("\n");
+        .find(|m| m["role"] == "system")
+        .and_then(|m| m["content"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    let context = system
+        .split_once("Context:")
+        .map(|x| x.1)
+        .unwrap_or_default();
     let q = words(&question);
     let best = context
-        .split(['.', '\n'])
-        .map(str::trim)
-        .filter(|s| s.len() > 20)
-        .max_by_key(|s| words(s).iter().filter(|w| q.contains(w)).count())
-        .unwrap_or("I could not find that in our documents");
+        .split("\n\n")
+        .filter(|c| !c.trim().is_empty() && c.trim() != "(none)")
+        .max_by_key(|c| {
+            let w = words(c);
+            q.iter().filter(|x| w.contains(x)).count()
+        })
+        .map(|c| {
+            c.lines()
+                .filter(|l| !l.starts_with('[') && !l.starts_with('#'))
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .filter(|b| !b.trim().is_empty())
+        .unwrap_or_else(|| {
+            "I could not find that in our documents; a person will follow up.".into()
+        });
     Answer::json(
         200,
         json!({"id": "demo", "object": "chat.completion", "model": v["model"],
                "choices": [{"index": 0, "finish_reason": "stop",
-                            "message": {"role": "assistant", "content": format!("{best}.")}}]}),
+                            "message": {"role": "assistant", "content": best.split_whitespace().collect::<Vec<_>>().join(" ")}}]}),
     )
 }
 

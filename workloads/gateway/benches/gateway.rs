@@ -206,6 +206,7 @@ async fn measure(name: &str, addr: &str, secs: u64) -> Figures {
 }
 
 fn main() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let secs: u64 = std::env::var("XIN_BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())

@@ -9,7 +9,6 @@
 //! twice (at-least-once); nothing is ever dropped. Failures back off exponentially; after
 //! `max_attempts` the row is marked failed (a dead letter, with `last_error`).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +35,8 @@ pub struct Forwarder {
     pub apis: ProviderApis,
     /// Woken by the webhook handlers after an accept, so forwarding starts at once.
     pub wake: Arc<Notify>,
+    /// Notified after an answer is stored (widget long polls wait on it).
+    pub answered: Arc<Notify>,
     pub lease: Duration,
     pub max_attempts: i32,
     pub outcomes: Family<OutcomeLabels, Counter>,
@@ -78,23 +79,8 @@ impl Forwarder {
                     tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
                 continue;
             }
-            // One end user's messages in order; different users in parallel.
-            let mut by_user: BTreeMap<(String, String), Vec<Row>> = BTreeMap::new();
-            for r in batch {
-                by_user
-                    .entry((r.channel.clone(), r.sender.clone()))
-                    .or_default()
-                    .push(r);
-            }
-            futures::future::join_all(by_user.into_values().map(|rows| {
-                let me = self.clone();
-                async move {
-                    for r in rows {
-                        me.handle(r).await;
-                    }
-                }
-            }))
-            .await;
+            // At most one message per end user (the lease query's NOT EXISTS): all in parallel.
+            futures::future::join_all(batch.into_iter().map(|r| self.handle(r))).await;
         }
     }
 
@@ -102,9 +88,14 @@ impl Forwarder {
         sqlx::query_as::<_, Row>(
             "UPDATE gateway_inbox SET locked_until = now() + make_interval(secs => $2)
              WHERE id IN (
-               SELECT id FROM gateway_inbox
+               SELECT id FROM gateway_inbox i
                WHERE replied_at IS NULL AND failed_at IS NULL
                  AND (locked_until IS NULL OR locked_until < now())
+                 -- one end user's messages strictly in order, across retries and replicas
+                 AND NOT EXISTS (
+                   SELECT 1 FROM gateway_inbox o
+                   WHERE o.channel = i.channel AND o.sender = i.sender AND o.id < i.id
+                     AND o.replied_at IS NULL AND o.failed_at IS NULL)
                ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING id, channel, provider_message_id, sender, text, correlation_id,
                        trace_context, attempts, answer",
@@ -130,7 +121,25 @@ impl Forwarder {
         }
         let id = row.id;
         let attempts = row.attempts;
+        // Keep the lease while working on the row (the orchestrator may wait on a slow LLM);
+        // only a worker that died lets it lapse.
+        let heartbeat = {
+            let (pool, lease) = (self.pool.clone(), self.lease);
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    let _ = sqlx::query(
+                        "UPDATE gateway_inbox SET locked_until = now() + make_interval(secs => $2) WHERE id = $1",
+                    )
+                    .bind(id)
+                    .bind(lease.as_secs_f64())
+                    .execute(&pool)
+                    .await;
+                }
+            })
+        };
         let result = self.deliver(row).instrument(span.clone()).await;
+        heartbeat.abort();
         let _enter = span.enter();
         let outcome = match result {
             Ok(()) => "replied",
@@ -190,6 +199,7 @@ impl Forwarder {
                 .execute(&self.pool)
                 .await
                 .map_err(|e| retry(format!("cannot store the answer: {e}")))?;
+                self.answered.notify_waiters();
                 answer
             }
         };
@@ -274,9 +284,12 @@ impl Forwarder {
         let text = resp.text().await.unwrap_or_default();
         if !status.is_success() {
             let detail: String = text.chars().take(300).collect();
-            return Err(retry(format!(
-                "orchestrator answered {status} on {path}: {detail}"
-            )));
+            // A message the orchestrator refuses as invalid will be refused again; anything
+            // else (auth during a key change, a closed conversation, overload) may pass later.
+            return Err(reply::SendError {
+                message: format!("orchestrator answered {status} on {path}: {detail}"),
+                retry: !matches!(status.as_u16(), 400 | 413 | 422),
+            });
         }
         serde_json::from_str(&text)
             .map_err(|e| retry(format!("orchestrator answer is not JSON: {e}")))

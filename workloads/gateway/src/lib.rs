@@ -28,6 +28,9 @@ use crate::providers::Inbound;
 use crate::routes::RouteTable;
 use crate::verify::Refusal;
 
+/// Widget long polls one gateway holds open at once; more get a 429.
+pub const MAX_POLLS: usize = 256;
+
 #[derive(Clone)]
 pub struct Gateway {
     pub tenant: String,
@@ -38,6 +41,10 @@ pub struct Gateway {
     pub widget_session_ttl: std::time::Duration,
     /// Wakes the forwarding worker after an accept.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Wakes widget long polls when the worker stores an answer.
+    pub answered: Arc<tokio::sync::Notify>,
+    /// Widget long polls in progress (at most [`MAX_POLLS`]).
+    pub polls: Arc<tokio::sync::Semaphore>,
     limiter: Arc<Mutex<HashMap<String, Bucket>>>,
 }
 
@@ -50,6 +57,8 @@ impl Gateway {
             session_key: Arc::new(session_key),
             widget_session_ttl: std::time::Duration::from_secs(900),
             wake: Arc::default(),
+            answered: Arc::default(),
+            polls: Arc::new(tokio::sync::Semaphore::new(MAX_POLLS)),
             limiter: Arc::default(),
         }
     }
@@ -123,7 +132,7 @@ pub fn app(gw: Gateway, metrics: HttpMetrics) -> Router {
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
             metrics,
-            xin_runtime::observe,
+            xin_runtime::observe_edge,
         ))
 }
 

@@ -74,7 +74,12 @@ struct Args {
     /// Attempts to answer and reply to a message before it is set aside as failed.
     #[arg(long, env = "GATEWAY_MAX_ATTEMPTS", default_value_t = 12, value_parser = clap::value_parser!(i32).range(1..=100))]
     max_attempts: i32,
-    /// How long a worker holds a message it is forwarding before another may take it, in seconds.
+    /// How long to wait for the orchestrator's answer, in seconds: above its worst case (two
+    /// LLM timeouts and retrieval), or a slow answer would be asked for twice.
+    #[arg(long, env = "GATEWAY_ORCHESTRATOR_TIMEOUT_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=3600))]
+    orchestrator_timeout_seconds: u64,
+    /// How long a worker holds a message it is forwarding before another may take it, in
+    /// seconds; renewed every third of it while the worker is busy with the message.
     #[arg(long, env = "GATEWAY_FORWARD_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
     forward_lease_seconds: u64,
 }
@@ -162,7 +167,7 @@ async fn run(args: Args) -> Result<(), String> {
     let forwarder = Forwarder {
         pool,
         routes: table,
-        client: xin_runtime::http_client(Duration::from_secs(60)),
+        client: xin_runtime::http_client(Duration::from_secs(args.orchestrator_timeout_seconds)),
         orchestrator: args.orchestrator_url,
         signing_key: Arc::new(args.signing_key.into_bytes()),
         apis: ProviderApis {
@@ -170,6 +175,7 @@ async fn run(args: Args) -> Result<(), String> {
             meta: args.meta_graph_api_base,
         },
         wake: gw.wake.clone(),
+        answered: gw.answered.clone(),
         lease: Duration::from_secs(args.forward_lease_seconds),
         max_attempts: args.max_attempts,
         outcomes,

@@ -16,6 +16,16 @@ pub struct Inbound {
 #[derive(Debug, PartialEq)]
 pub struct Malformed(pub String);
 
+/// PostgreSQL text cannot hold NUL: a `\u0000` in a payload must not make the whole batch
+/// fail to store, so it becomes U+FFFD.
+fn clean(s: &str) -> String {
+    if s.contains('\0') {
+        s.replace('\0', "\u{fffd}")
+    } else {
+        s.to_string()
+    }
+}
+
 /// A Telegram Update: text messages become one message; any other kind none.
 pub fn telegram(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
     let v: Value =
@@ -36,7 +46,7 @@ pub fn telegram(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
     Ok(vec![Inbound {
         provider_message_id: format!("tg:{update_id}"),
         sender: chat.to_string(),
-        text: text.to_string(),
+        text: clean(text),
     }])
 }
 
@@ -69,9 +79,9 @@ pub fn whatsapp(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
             };
             if let Some(text) = m.pointer("/text/body").and_then(Value::as_str) {
                 out.push(Inbound {
-                    provider_message_id: format!("wa:{id}"),
-                    sender: from.into(),
-                    text: text.into(),
+                    provider_message_id: clean(&format!("wa:{id}")),
+                    sender: clean(from),
+                    text: clean(text),
                 });
             }
         }
@@ -108,9 +118,9 @@ pub fn instagram(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
             continue;
         };
         out.push(Inbound {
-            provider_message_id: format!("ig:{mid}"),
-            sender: from.into(),
-            text: text.into(),
+            provider_message_id: clean(&format!("ig:{mid}")),
+            sender: clean(from),
+            text: clean(text),
         });
     }
     Ok(out)
@@ -137,6 +147,8 @@ mod tests {
         let photo = br#"{"update_id":10002,"message":{"message_id":2,"date":1,"chat":{"id":1,"type":"private"},"photo":[]}}"#;
         assert_eq!(telegram(photo).unwrap(), vec![]);
         assert!(telegram(b"{not json").is_err());
+        let nul = br#"{"update_id":1,"message":{"chat":{"id":1},"text":"a\u0000b"}}"#;
+        assert_eq!(telegram(nul).unwrap()[0].text, "a\u{fffd}b");
         assert!(telegram(br#"{"message":{}}"#).is_err());
     }
 

@@ -33,15 +33,30 @@ fn fail(message: impl Into<String>, retry: bool) -> SendError {
 
 /// Cuts `text` to at most `max` characters (providers refuse longer messages).
 pub fn fit(text: &str, max: usize) -> String {
-    match text.char_indices().nth(max) {
-        None => text.to_string(),
-        Some((i, _)) => {
-            let mut s = text[..i].to_string();
-            s.pop();
-            s.push('…');
-            s
-        }
+    fit_by(text, max, |_| 1)
+}
+
+/// Cuts `text` to at most `max` UTF-16 code units: Telegram counts message length so.
+pub fn fit_utf16(text: &str, max: usize) -> String {
+    fit_by(text, max, char::len_utf16)
+}
+
+fn fit_by(text: &str, max: usize, units: impl Fn(char) -> usize) -> String {
+    if text.chars().map(&units).sum::<usize>() <= max {
+        return text.to_string();
     }
+    // Room for the ellipsis (one unit in both counts).
+    let mut used = 1;
+    let mut out = String::new();
+    for c in text.chars() {
+        used += units(c);
+        if used > max {
+            break;
+        }
+        out.push(c);
+    }
+    out.push('…');
+    out
 }
 
 /// Sends `text` to `recipient` on the channel's provider. Web channels have no provider:
@@ -73,7 +88,7 @@ pub async fn send(
                     apis.telegram.trim_end_matches('/')
                 ),
                 None,
-                json!({"chat_id": chat, "text": fit(text, 4096)}),
+                json!({"chat_id": chat, "text": fit_utf16(text, 4096)}),
             )
         }
         "whatsapp" => {
@@ -142,5 +157,11 @@ mod tests {
         assert_eq!(fit("سلام", 10), "سلام");
         assert_eq!(fit("سلام دنیا", 4), "سلا…");
         assert_eq!(fit("abcdef", 5).chars().count(), 5);
+        // An emoji is two UTF-16 units.
+        let long = "😀".repeat(3000);
+        let cut = fit_utf16(&long, 4096);
+        assert!(cut.encode_utf16().count() <= 4096);
+        assert_eq!(cut.chars().count(), 2048);
+        assert_eq!(fit_utf16("short", 4096), "short");
     }
 }

@@ -71,6 +71,17 @@ fn now() -> i64 {
         .unwrap_or(0)
 }
 
+/// The inbox key of a widget message: a digest of the user and the client's id (each up to
+/// 128 characters, so the key has a fixed length and no two pairs can collide).
+pub fn widget_message_id(user: &str, client_id: &str) -> String {
+    use sha2::Digest;
+    let mut h = Sha256::new();
+    h.update((user.len() as u64).to_be_bytes());
+    h.update(user.as_bytes());
+    h.update(client_id.as_bytes());
+    format!("web:{}", hex::encode(h.finalize()))
+}
+
 /// The CORS origin to echo, or a refusal when the request comes from a page on another
 /// origin. Requests without `Origin` (not from a browser) are let through: they still need an
 /// identity or session token.
@@ -207,7 +218,6 @@ pub async fn session(
         Err(r) => return *r,
     };
     let result = async {
-        gw.limit(&channel, &route, &id)?;
         let req: SessionRequest = json_body(&route, body, &id).await?;
         if !valid_user(&req.user_id) {
             return Err(ApiError::new(
@@ -233,6 +243,8 @@ pub async fn session(
                 &id,
             ));
         }
+        // Counted only once verified, so a flood of bad tokens cannot use up real users' rate.
+        gw.limit(&channel, &route, &id)?;
         let expires = now() + gw.widget_session_ttl.as_secs() as i64;
         let token = issue_session(&gw.session_key, &channel, &req.user_id, expires);
         Ok((
@@ -298,11 +310,11 @@ pub async fn post_message(
         gw.limit(&channel, &route, &id)?;
         let req: MessageRequest = json_body(&route, body, &id).await?;
         let len = req.text.chars().count();
-        if req.text.trim().is_empty() || len > 4096 {
+        if req.text.trim().is_empty() || len > 4096 || req.text.contains('\0') {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
                 "invalid_text",
-                "text must be 1–4096 characters",
+                "text must be 1–4096 characters, without NUL",
                 &id,
             ));
         }
@@ -319,7 +331,7 @@ pub async fn post_message(
             None => format!("{:032x}", rand::random::<u128>()),
         };
         let msg = Inbound {
-            provider_message_id: format!("web:{user}:{client_id}"),
+            provider_message_id: widget_message_id(&user, &client_id),
             sender: user,
             text: req.text,
         };
@@ -383,6 +395,17 @@ pub async fn get_messages(
     };
     let result = async {
         let user = session_user(&gw, &channel, &headers, &id)?;
+        // Long polls hold a request open: bounded per gateway so they cannot starve webhooks.
+        let _slot = gw.polls.clone().try_acquire_owned().map_err(|_| {
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_polls",
+                "too many widget polls at once; retry shortly",
+                &id,
+            );
+            e.retry_after = Some(1);
+            e
+        })?;
         let after = q.after.unwrap_or(0);
         let deadline =
             tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(25));
@@ -408,7 +431,8 @@ pub async fn get_messages(
             if answered || tokio::time::Instant::now() >= deadline {
                 return Ok(axum::Json(json!({"messages": rows})).into_response());
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            // Woken early when this gateway stores an answer; else every 500 ms.
+            let _ = tokio::time::timeout(Duration::from_millis(500), gw.answered.notified()).await;
         }
     }
     .await;

@@ -84,6 +84,8 @@ fn route(name: &str, type_: &str) -> ChannelRoute {
 
 struct Harness {
     addr: String,
+    /// The database URL the gateway uses (an ordinary role).
+    url: String,
     pool: PgPool,
     routes_file: std::path::PathBuf,
     metrics: HttpMetrics,
@@ -127,6 +129,7 @@ async fn start(channels: Vec<ChannelRoute>) -> Harness {
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     Harness {
         addr,
+        url,
         pool,
         routes_file,
         metrics,
@@ -635,7 +638,10 @@ async fn widget_cors_identity_and_session_tokens() {
     );
     assert_eq!(
         h.inbox("web").await,
-        vec![("web:user-7:c1".to_string(), "سلام، ساعت کاری؟".to_string())]
+        vec![(
+            xin_gateway::widget::widget_message_id("user-7", "c1"),
+            "سلام، ساعت کاری؟".to_string()
+        )]
     );
     let empty = serde_json::to_vec(&json!({"text": "  "})).unwrap();
     assert_json_error(
@@ -690,11 +696,7 @@ async fn another_tenants_session_cannot_see_the_inbox() {
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
     assert_eq!(h.inbox("tg").await.len(), 1);
-    let url: String = sqlx::query_scalar("SELECT 'postgres://xin_app@127.0.0.1:' || current_setting('port') || '/' || current_database()")
-        .fetch_one(&h.pool)
-        .await
-        .unwrap();
-    let other = xin_store::connect(&url, "globex", 1).await.unwrap();
+    let other = xin_store::connect(&h.url, "globex", 1).await.unwrap();
     let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM gateway_inbox")
         .fetch_one(&other)
         .await
@@ -706,4 +708,56 @@ async fn another_tenants_session_cannot_see_the_inbox() {
     .execute(&other)
     .await;
     assert!(write.is_err(), "globex cannot write acme's rows");
+}
+
+#[tokio::test]
+async fn nul_bytes_and_long_widget_ids_are_stored_not_refused_with_a_5xx() {
+    let mut web = web_route("web");
+    web.max_body_bytes = 1 << 16;
+    let h = start(vec![route("wa", "whatsapp"), web]).await;
+    // A NUL in one message of a batch: stored (as U+FFFD) with the rest, never a 5xx.
+    let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messages":[
+      {"from":"1","id":"wamid.N","type":"text","text":{"body":"a\u0000b"}},
+      {"from":"2","id":"wamid.M","type":"text","text":{"body":"fine"}}]}}]}]}"#;
+    let sig = format!("sha256={}", meta_sign("app-secret", body));
+    let r = h
+        .post("/webhooks/wa", &[("X-Hub-Signature-256", &sig)], body)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let stored = h.inbox("wa").await;
+    assert_eq!(stored.len(), 2);
+    assert_eq!(stored[0].1, "a\u{fffd}b");
+
+    // The widget refuses NUL in text with a 400; the longest user and client ids still give
+    // a fixed-length inbox key, and ids with ':' cannot collide.
+    let user = "u:".repeat(64);
+    let token = xin_gateway::widget::identity_token("site-identity-secret", &user);
+    let s = h
+        .post(
+            "/widget/web/session",
+            &[],
+            &serde_json::to_vec(&json!({"user_id": user, "identity_token": token})).unwrap(),
+        )
+        .await;
+    assert_eq!(s.status, 200, "{}", s.body);
+    let bearer = format!("Bearer {}", s.json()["session_token"].as_str().unwrap());
+    let auth = ("Authorization", bearer.as_str());
+    let nul = serde_json::to_vec(&json!({"text": "a\u{0}b"})).unwrap();
+    assert_json_error(
+        &h.post("/widget/web/messages", &[auth], &nul).await,
+        400,
+        "invalid_text",
+    );
+    let long =
+        serde_json::to_vec(&json!({"text": "hi", "client_message_id": "c".repeat(128)})).unwrap();
+    assert_eq!(
+        h.post("/widget/web/messages", &[auth], &long).await.status,
+        202
+    );
+    let key = &h.inbox("web").await[0].0;
+    assert_eq!(key.len(), 4 + 64, "{key}");
+    assert_ne!(
+        xin_gateway::widget::widget_message_id("a", "b:c"),
+        xin_gateway::widget::widget_message_id("a:b", "c")
+    );
 }

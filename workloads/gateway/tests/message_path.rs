@@ -45,12 +45,15 @@ fn route(name: &str, type_: &str) -> ChannelRoute {
     }
 }
 
-/// An OpenAI-compatible stand-in: answers [`ANSWER`] when the prompt holds the returns
-/// policy, else "no context".
+/// An OpenAI-compatible stand-in: answers [`ANSWER`] when the system prompt's context holds
+/// the returns policy, else "no context" (the history is not looked at).
 fn llm() -> StandIn {
     StandIn::start(|r: &Recorded| {
-        let prompt = String::from_utf8_lossy(&r.body);
-        let content = if prompt.contains("30 days") {
+        let system = r.json()["messages"][0]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let content = if system.contains("30 days") {
             ANSWER
         } else {
             "no context"
@@ -407,30 +410,30 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
             })
         });
 
-    // SIGTERM finishes the request in flight (a long poll) before exiting.
-    let waiting = {
-        let (addr, bearer) = (s.gw_addr.clone(), bearer.clone());
-        tokio::task::spawn_blocking(move || {
-            http(
-                &addr,
-                "GET",
-                "/widget/web/messages?after=999999&wait=2",
-                &[("Authorization", &bearer)],
-                b"",
-            )
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // SIGTERM finishes the request in flight (a long poll) before exiting: the request is
+    // sent, and seen by the gateway, before the signal.
+    use std::io::{Read, Write};
+    let mut conn = std::net::TcpStream::connect(&s.gw_addr).unwrap();
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    write!(
+        conn,
+        "GET /widget/web/messages?after=999999&wait=3 HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    // Connected and written: the gateway accepts at once; give it a moment to read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
         gw.terminate(),
         "the gateway exits 0 on SIGTERM:\n{}",
         gw.logs()
     );
-    let finished = waiting
-        .await
-        .unwrap()
-        .expect("the in-flight request got its answer");
-    assert_eq!(finished.status, 200);
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(
+        answer.starts_with("HTTP/1.1 200"),
+        "the in-flight request got its answer: {answer}"
+    );
     assert!(orch.terminate(), "the orchestrator exits 0 on SIGTERM");
 }
 
@@ -444,6 +447,15 @@ async fn a_gateway_killed_after_accepting_still_replies_after_restart() {
             "/webhooks/tg",
             h(&[("X-Telegram-Bot-Api-Secret-Token", "tg-key")]),
             tg_update(77, -1001234567890, "return window in days?"),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A second message of the same chat waits behind the first, across retries.
+    let r = s
+        .post(
+            "/webhooks/tg",
+            h(&[("X-Telegram-Bot-Api-Secret-Token", "tg-key")]),
+            tg_update(78, -1001234567890, "and hello again"),
         )
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -472,15 +484,29 @@ async fn a_gateway_killed_after_accepting_still_replies_after_restart() {
     let _gw = s.gateway();
     let sent = s
         .telegram
-        .wait_for("the reply after restart", Duration::from_secs(60), |r| {
-            !r.is_empty()
+        .wait_for("both replies after restart", Duration::from_secs(60), |r| {
+            r.len() >= 2
         });
     assert_eq!(
-        sent[0].json(),
-        json!({"chat_id": -1001234567890i64, "text": ANSWER})
+        sent.iter().map(Recorded::json).collect::<Vec<_>>(),
+        [
+            json!({"chat_id": -1001234567890i64, "text": ANSWER}),
+            json!({"chat_id": -1001234567890i64, "text": "no context"})
+        ],
+        "in the order the chat wrote them"
     );
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(s.telegram.requests().len(), 1, "replied once");
+    assert_eq!(s.telegram.requests().len(), 2, "each replied once");
+    let untried: i32 = sqlx::query_scalar(
+        "SELECT attempts FROM gateway_inbox WHERE provider_message_id = 'tg:78'",
+    )
+    .fetch_one(&s.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        untried, 0,
+        "the second message was never tried before the first"
+    );
     let (replied, error): (bool, Option<String>) = sqlx::query_as(
         "SELECT replied_at IS NOT NULL, last_error FROM gateway_inbox WHERE provider_message_id = 'tg:77'",
     )

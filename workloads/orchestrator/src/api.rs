@@ -185,6 +185,13 @@ fn check_len(name: &str, value: &str, max: usize, id: &CorrelationId) -> Result<
     if value.trim().is_empty() {
         return Err(invalid(format!("{name} must not be empty"), id));
     }
+    // PostgreSQL text cannot hold NUL: refused here rather than failing the insert (a 5xx).
+    if value.contains('\0') {
+        return Err(invalid(
+            format!("{name} must not contain NUL characters"),
+            id,
+        ));
+    }
     if value.chars().count() > max {
         return Err(invalid(
             format!("{name} is longer than {max} characters"),

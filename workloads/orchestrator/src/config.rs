@@ -45,7 +45,7 @@ pub struct Args {
     pub database_max_connections: u32,
     /// The tenant's signing key: every /v1 request must be signed with it (HMAC-SHA256).
     #[arg(long, env = "TENANT_SIGNING_KEY", hide_env_values = true,
-          value_parser = non_empty("TENANT_SIGNING_KEY"))]
+          value_parser = signing_key)]
     pub signing_key: String,
     /// Weight of vector similarity against the lexical score (0 = lexical only, 1 = vector only).
     #[arg(long, env = "RETRIEVAL_HYBRID_WEIGHT", default_value_t = 0.5,
@@ -242,6 +242,14 @@ pub fn parse_keywords(s: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The tenant signing key: at least 16 bytes, as the gateway requires too.
+fn signing_key(s: &str) -> Result<String, String> {
+    if s.len() < 16 {
+        return Err("TENANT_SIGNING_KEY must be at least 16 bytes".into());
+    }
+    Ok(s.to_string())
+}
+
 fn non_empty(var: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
     move |s| {
         if s.trim().is_empty() {
@@ -329,7 +337,7 @@ mod tests {
             "--database-url",
             "postgres://x@h/db",
             "--signing-key",
-            "k",
+            "a-test-signing-key",
         ];
         argv.extend_from_slice(extra);
         Args::try_parse_from(argv).map_err(|e| e.to_string())
@@ -345,7 +353,7 @@ mod tests {
         assert_eq!(c.retrieval.visibility, vec!["public"]);
         assert!(c.llm.is_none() && c.embedding.is_none());
         assert_eq!(c.handoff_keywords.len(), 3);
-        assert_eq!(c.signing_key, b"k");
+        assert_eq!(c.signing_key, b"a-test-signing-key");
     }
 
     #[test]

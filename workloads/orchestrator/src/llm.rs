@@ -157,7 +157,7 @@ impl Llm {
         model: &str,
         messages: &[Value],
     ) -> Result<String, Failure> {
-        let body = json!({"model": model, "messages": messages, "temperature": 0.2});
+        let body = json!({"model": model, "messages": messages, "temperature": 0.2, "max_tokens": MAX_ANSWER_TOKENS});
         let mut req = self.http.post(&self.url).timeout(cfg.timeout).json(&body);
         if let Some(k) = &cfg.api_key {
             req = req.bearer_auth(k);
@@ -239,7 +239,13 @@ pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<V
     Ok(out)
 }
 
-/// `choices[0].message.content`, non-empty.
+/// Asked of the LLM for one answer (`max_tokens`).
+pub const MAX_ANSWER_TOKENS: u32 = 1024;
+/// An answer is cut to this many characters whatever the LLM sends: it is stored, sent back
+/// as history, and must fit the channels' limits.
+pub const MAX_ANSWER_CHARS: usize = 4000;
+
+/// `choices[0].message.content`, non-empty, at most [`MAX_ANSWER_CHARS`] characters.
 pub fn parse_completion(body: &[u8]) -> Result<String, String> {
     let v: Value = serde_json::from_slice(body).map_err(|e| format!("not JSON: {e}"))?;
     let text = v
@@ -250,7 +256,10 @@ pub fn parse_completion(body: &[u8]) -> Result<String, String> {
     if text.is_empty() {
         return Err("empty content".into());
     }
-    Ok(text.to_string())
+    Ok(match text.char_indices().nth(MAX_ANSWER_CHARS) {
+        Some((cut, _)) => text[..cut].to_string(),
+        None => text.to_string(),
+    })
 }
 
 /// The chat messages: a system prompt holding the retrieved chunks as numbered context, the

@@ -190,18 +190,14 @@ async fn a_slow_model_falls_back_and_when_both_fail_the_answer_is_extractive() {
     seed_faq(&h).await;
     let id = h.conversation("bob").await;
 
-    let started = std::time::Instant::now();
+    // The primary answers after its delay, beyond the timeout: a "fallback" path proves the
+    // timeout applied (without it the primary's answer would be used, path "llm").
     let r = h
         .say(&id, json!({"text": "How do I reset my password?"}))
         .await;
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["answer"]["path"], "fallback");
     assert_eq!(r.json()["answer"]["text"], "the backup model's answer");
-    assert!(
-        started.elapsed() < Duration::from_millis(1400),
-        "the timeout was not applied: {:?}",
-        started.elapsed()
-    );
     assert_eq!(
         (llm.requests_for("primary"), llm.requests_for("backup")),
         (1, 1)

@@ -499,6 +499,8 @@ async fn malformed_input_is_a_400_and_never_a_5xx() {
         json!({"text": "x".repeat(4097)}),
         json!({"text": "hi", "client_message_id": ""}),
         json!({"text": "hi", "client_message_id": "c".repeat(129)}),
+        json!({"text": "a\u{0}b"}),
+        json!({"text": "hi", "client_message_id": "c\u{0}"}),
         json!({"text": "hi", "tags": (0..17).map(|i| i.to_string()).collect::<Vec<_>>()}),
     ] {
         let r = send(msg.clone(), body.to_string().into_bytes()).await;
@@ -513,6 +515,7 @@ async fn malformed_input_is_a_400_and_never_a_5xx() {
     assert_eq!(r.status, 200, "{}", r.body);
     for body in [
         json!({"channel": "", "external_user": "x"}),
+        json!({"channel": "web", "external_user": "x\u{0}"}),
         json!({"channel": "web", "external_user": "u".repeat(257)}),
     ] {
         let r = send("/v1/conversations".into(), body.to_string().into_bytes()).await;

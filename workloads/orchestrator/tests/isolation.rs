@@ -226,6 +226,7 @@ async fn the_binary_refuses_bad_configuration_naming_the_variable() {
         ("LLM_ENDPOINT", "llm.example"),
         ("RETRIEVAL_VISIBILITY", "everyone"),
         ("TENANT_SIGNING_KEY", ""),
+        ("TENANT_SIGNING_KEY", "too-short"),
     ] {
         let mut c = binary();
         rendered_env(

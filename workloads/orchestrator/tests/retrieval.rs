@@ -437,7 +437,14 @@ async fn message_tags_and_embeddings_apply_through_the_api() {
     let mut s = Seed::new("gift-cards", "Gift cards", "Gift cards never expire.");
     s.embedding = Some(vec![0.0, 0.0, 2.0]);
     seed(&pool, s).await;
-    tokio::time::sleep(Duration::from_millis(700)).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while h.orchestrator.retriever.index().unwrap().len() < 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refresher did not pick up the new chunk"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(h.orchestrator.retriever.index().unwrap().len(), 3);
 }
 

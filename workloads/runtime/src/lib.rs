@@ -125,8 +125,28 @@ fn valid_id(v: &HeaderValue) -> Option<String> {
         .then(|| s.to_string())
 }
 
-/// Middleware: correlation id in, span around the request, metrics, id echoed out.
-pub async fn observe(State(metrics): State<HttpMetrics>, mut req: Request, next: Next) -> Response {
+/// Middleware for internal services: correlation id in, span around the request (continuing
+/// the caller's `traceparent`), metrics, id echoed out.
+pub async fn observe(State(metrics): State<HttpMetrics>, req: Request, next: Next) -> Response {
+    observe_request(metrics, req, next, true).await
+}
+
+/// [`observe`] for endpoints the public internet calls (provider webhooks, the widget): a
+/// client's `traceparent` is not trusted, every request starts its own trace.
+pub async fn observe_edge(
+    State(metrics): State<HttpMetrics>,
+    req: Request,
+    next: Next,
+) -> Response {
+    observe_request(metrics, req, next, false).await
+}
+
+async fn observe_request(
+    metrics: HttpMetrics,
+    mut req: Request,
+    next: Next,
+    continue_caller: bool,
+) -> Response {
     let start = Instant::now();
     let id = req
         .headers()
@@ -147,7 +167,9 @@ pub async fn observe(State(metrics): State<HttpMetrics>, mut req: Request, next:
         route = %route,
         method = %method
     );
-    continue_trace(&span, req.headers());
+    if continue_caller {
+        continue_trace(&span, req.headers());
+    }
     let mut resp = next.run(req).instrument(span.clone()).await;
     let status = resp.status().as_u16();
     metrics

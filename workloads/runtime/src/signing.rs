@@ -90,7 +90,7 @@ pub fn verify(
         .and_then(|h| hex::decode(h).ok())
         .filter(|b| b.len() == 32)
         .ok_or(SignatureError::Malformed)?;
-    if (now - ts).abs() > MAX_SKEW_SECONDS {
+    if ts.abs_diff(now) > MAX_SKEW_SECONDS as u64 {
         return Err(SignatureError::Expired);
     }
     mac(key, ts, method, path_and_query, body)
@@ -144,6 +144,18 @@ mod tests {
         assert_eq!(
             ok(k, "1000", "POST", "/v1/conversations", b"{ }", 1000),
             Err(SignatureError::Mismatch)
+        );
+        // Extreme timestamps are refused, never an overflow.
+        assert_eq!(
+            ok(
+                k,
+                &i64::MIN.to_string(),
+                "POST",
+                "/v1/conversations",
+                b"{}",
+                i64::MAX
+            ),
+            Err(SignatureError::Expired)
         );
         assert_eq!(
             ok(k, "1000", "POST", "/v1/conversations", b"{}", 1301),

@@ -52,6 +52,14 @@ CREATE INDEX knowledge_chunks_tags ON knowledge_chunks USING GIN (tags);
 CREATE INDEX knowledge_chunks_embedded ON knowledge_chunks (tenant, id) WHERE embedding IS NOT NULL;
 -- The orchestrator's in-memory vector index refreshes from what changed since its last look.
 CREATE INDEX knowledge_chunks_updated ON knowledge_chunks (tenant, updated_at, id);
+-- Any update (a re-embedding included) moves updated_at, which that refresh relies on.
+CREATE FUNCTION xin_touch_updated_at() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    NEW.updated_at := now();
+    RETURN NEW;
+END $$;
+CREATE TRIGGER knowledge_chunks_touch BEFORE UPDATE ON knowledge_chunks
+    FOR EACH ROW EXECUTE FUNCTION xin_touch_updated_at();
 
 -- Conversation events for the automation worker (transactional outbox).
 CREATE TABLE outbox_events (
