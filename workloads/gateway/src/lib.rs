@@ -320,8 +320,8 @@ fn too_large(limit: usize, id: &CorrelationId) -> ApiError {
     )
 }
 
-/// Writes the messages to the inbox in one transaction; a message already there (a provider
-/// retry) is skipped. Returns how many were new.
+/// Writes the messages to the inbox in one statement (all or none); a message already there
+/// (a provider retry) is skipped. Returns how many were new.
 pub async fn accept(
     gw: &Gateway,
     channel: &str,
@@ -337,25 +337,30 @@ pub async fn accept(
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    let mut tx = gw.pool.begin().await?;
-    let mut new = 0;
-    for m in messages {
-        new += sqlx::query(
-            "INSERT INTO gateway_inbox (tenant, channel, provider_message_id, sender, text, correlation_id, trace_context)
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (tenant, channel, provider_message_id) DO NOTHING",
-        )
-        .bind(&gw.tenant)
-        .bind(channel)
-        .bind(&m.provider_message_id)
-        .bind(&m.sender)
-        .bind(&m.text)
-        .bind(&id.0)
-        .bind(&traceparent)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-    }
-    tx.commit().await?;
+    // One statement, so one round trip and atomic without an explicit transaction.
+    let ids: Vec<&str> = messages
+        .iter()
+        .map(|m| m.provider_message_id.as_str())
+        .collect();
+    let senders: Vec<&str> = messages.iter().map(|m| m.sender.as_str()).collect();
+    let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
+    let new = sqlx::query(
+        "INSERT INTO gateway_inbox (tenant, channel, provider_message_id, sender, text, correlation_id, trace_context)
+         SELECT $1, $2, m.id, m.sender, m.text, $6, $7
+         FROM UNNEST($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS m(id, sender, text, n)
+         ORDER BY m.n
+         ON CONFLICT (tenant, channel, provider_message_id) DO NOTHING",
+    )
+    .bind(&gw.tenant)
+    .bind(channel)
+    .bind(&ids)
+    .bind(&senders)
+    .bind(&texts)
+    .bind(&id.0)
+    .bind(&traceparent)
+    .execute(&gw.pool)
+    .await?
+    .rows_affected();
     if new > 0 {
         gw.wake.notify_one();
     }

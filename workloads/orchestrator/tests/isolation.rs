@@ -185,6 +185,18 @@ fn rendered_env(c: &mut Command, db: &str, http: u16, metrics: u16) {
         .env("LLM_API_KEY", "sk-never-printed");
 }
 
+/// Kills the process when a failed assertion unwinds before the test stops it itself.
+struct KillOnDrop(Option<std::process::Child>);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if let Some(c) = self.0.as_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 fn output_within(mut child: std::process::Child, limit: Duration) -> std::process::Output {
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {
@@ -284,7 +296,7 @@ async fn the_binary_serves_the_rendered_environment_and_stops_on_sigterm() {
     let (http, metrics) = (free_port(), free_port());
     let mut c = binary();
     rendered_env(&mut c, &db, http, metrics);
-    let child = c.spawn().unwrap();
+    let mut guard = KillOnDrop(Some(c.spawn().unwrap()));
     let client = reqwest::Client::new();
     let start = Instant::now();
     loop {
@@ -346,6 +358,7 @@ async fn the_binary_serves_the_rendered_environment_and_stops_on_sigterm() {
     );
     assert!(m.contains("http_requests_total{route=\"/v1/conversations/{id}/messages\",method=\"POST\",status_code=\"200\"} 1"), "{m}");
 
+    let child = guard.0.take().unwrap();
     let pid = child.id().to_string();
     assert!(
         Command::new("kill")

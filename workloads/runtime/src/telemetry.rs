@@ -6,8 +6,10 @@
 //! `OTEL_EXPORTER_ENDPOINT` or `OTEL_EXPORTER_OTLP_ENDPOINT` (a base URL; `/v1/traces` is
 //! appended). Headers: `OTEL_EXPORTER_HEADERS`, else `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, else
 //! `OTEL_EXPORTER_OTLP_HEADERS`, as comma-separated `key=value` (values may be
-//! percent-encoded). `tracing initialised` is logged once on success; a bad configuration
-//! is one clear error and the binary carries on without traces.
+//! percent-encoded). The exporter itself also reads the standard `OTEL_EXPORTER_OTLP_HEADERS`
+//! and `OTEL_EXPORTER_OTLP_TRACES_HEADERS` and adds them on top, winning for a header name set
+//! in both. `tracing initialised` is logged once on success; a bad configuration is one clear
+//! error and the binary carries on without traces.
 
 use std::collections::HashMap;
 
@@ -99,9 +101,14 @@ pub fn otlp_config(env: &dyn Fn(&str) -> Option<String>) -> Result<Option<OtlpCo
             {
                 return Err(format!("{var}: entry {} has an invalid header name", i + 1));
             }
-            let v = percent_decode(v.trim()).ok_or_else(|| {
-                format!("{var}: entry {} ({k}) has a bad percent-encoding", i + 1)
-            })?;
+            let v = percent_decode(v.trim())
+                .filter(|v| http::HeaderValue::from_str(v).is_ok())
+                .ok_or_else(|| {
+                    format!(
+                        "{var}: entry {} ({k}) has a bad percent-encoding or is not a valid header value",
+                        i + 1
+                    )
+                })?;
             headers.insert(k.to_string(), v);
         }
     }
@@ -295,11 +302,13 @@ mod tests {
         ])
         .unwrap_err();
         assert_eq!(e, "OTEL_EXPORTER_HEADERS: entry 2 is not key=value");
-        let e = cfg(&[
-            ("OTEL_EXPORTER_ENDPOINT", "http://c"),
-            ("OTEL_EXPORTER_HEADERS", "k=s3cret%zz"),
-        ])
-        .unwrap_err();
-        assert!(!e.contains("s3cret"), "{e}");
+        for bad in ["k=s3cret%zz", "k=s3cret%0Aline"] {
+            let e = cfg(&[
+                ("OTEL_EXPORTER_ENDPOINT", "http://c"),
+                ("OTEL_EXPORTER_HEADERS", bad),
+            ])
+            .unwrap_err();
+            assert!(e.contains("entry 1 (k)") && !e.contains("s3cret"), "{e}");
+        }
     }
 }
