@@ -22,8 +22,8 @@ as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 
 url() { echo "postgres://postgres@127.0.0.1:$PORT/postgres"; }
 
-# The one superuser step of the platform database (docs/orchestrator.md, "Full-text search
-# under row-level security"), in template1 so every database created afterwards has it.
+# The one superuser step of the platform database (docs/orchestrator.md, "Retrieval": the
+# full-text index under row-level security), in template1 so every later database has it.
 platform_setup() {
   "$(bin)/psql" -q -X -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$PORT/template1" \
     -c 'ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF' >/dev/null

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Value, json};
+use serde_json::json;
 use sqlx::PgPool;
 use xin_api::routes::{ChannelRoute, Credentials, Routes, WebhookKey};
 use xin_e2e::workload::{Answer, Recorded, StandIn, Workload, free_port};
@@ -628,5 +628,4 @@ async fn misconfiguration_is_one_clear_error() {
         "{logs}"
     );
     drop(taken);
-    let _: Value = Value::Null;
 }

@@ -304,6 +304,13 @@ async fn run() {
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     // As PostgreSQL ships, row-level security keeps `@@` off the GIN index: fewer questions.
+    set_leakproof(&url, false).await;
+    let pool = xin_store::connect(&url, "bench", 4).await.unwrap();
+    assert!(
+        !xin_orchestrator::retrieval::fulltext_index_usable(&pool)
+            .await
+            .unwrap()
+    );
     let shipped = measure(&lexical, &pool, &qs[..QUERIES / 5]).await;
     println!(
         "{}",
@@ -451,14 +458,22 @@ async fn run() {
 
 /// The superuser step docs/orchestrator.md recommends, in the benchmark's own database.
 async fn make_leakproof(db_url: &str) {
+    set_leakproof(db_url, true).await
+}
+
+/// As a superuser, in the bench's database only (`e2e/postgres.sh` marks it LEAKPROOF in
+/// template1, so "as PostgreSQL ships" has to be restored explicitly).
+async fn set_leakproof(db_url: &str, on: bool) {
     let admin = std::env::var("XIN_TEST_DATABASE_URL").unwrap();
     let db = db_url.rsplit('/').next().unwrap();
     let admin_db = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
     let p = PgPool::connect(&admin_db).await.unwrap();
-    sqlx::query("ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF")
-        .execute(&p)
-        .await
-        .unwrap();
+    let sql = if on {
+        "ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF"
+    } else {
+        "ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) NOT LEAKPROOF"
+    };
+    sqlx::query(sql).execute(&p).await.unwrap();
     p.close().await;
 }
 
