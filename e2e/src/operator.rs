@@ -2,7 +2,7 @@
 //! demo does: out of cluster, through the admin kubeconfig.
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -37,13 +37,7 @@ pub fn install_crds() {
     }
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::workload::free_port;
 
 /// One operator process. Its stdin is a pipe held by this test process: when the test
 /// process exits, the operator exits too (`XIN_EXIT_ON_STDIN_CLOSE`).

@@ -9,13 +9,22 @@ use std::time::{Duration, Instant};
 
 use crate::operator::repo_root;
 
-/// A free TCP port on loopback (bound then released).
+/// A free TCP port on loopback for a process the test starts. Ports come from 20000–29999,
+/// below Linux's ephemeral range (32768–60999), so a socket bound to port 0 meanwhile (a
+/// stand-in, a client) cannot take one between this check and the process's own bind; and
+/// one test process never hands out the same port twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(7919);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(n < 10_000, "no free port left in 20000–29999");
+        let port = 20_000 + (start.wrapping_add(n) % 10_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Path of a workspace binary built by `cargo test --workspace` / `cargo build --workspace`.
@@ -80,7 +89,11 @@ impl Workload {
                     self.logs()
                 );
             }
-            if crate::http_get(addr, path).is_some_and(|(s, _)| s == 200) {
+            // 200 from this process: it logs the address it serves on (a process that lost
+            // its port exits, and something else may be answering there).
+            if crate::http_get(addr, path).is_some_and(|(s, _)| s == 200)
+                && self.logs().contains(&format!("\"addr\":\"{addr}\""))
+            {
                 return;
             }
             assert!(
