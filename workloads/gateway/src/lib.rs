@@ -294,21 +294,32 @@ async fn receive(
     };
     let messages = parsed
         .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "malformed_payload", m.0, &id))?;
-    let accepted = accept(&gw, &channel, &messages, &id).await.map_err(|e| {
-        tracing::error!(error = %e, "inbox write failed");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "inbox_unavailable",
-            "the message could not be stored; retry later",
-            &id,
-        )
-    })?;
+    let accepted = accept(&gw, &channel, &messages, &id)
+        .await
+        .map_err(|e| store_failed(&e, &id))?;
     tracing::info!(channel = %channel, received = messages.len(), new = accepted, "webhook accepted");
     Ok((
         StatusCode::OK,
         Json(serde_json::json!({"received": messages.len(), "new": accepted})),
     )
         .into_response())
+}
+
+/// 503 `inbox_unavailable`: the inbox could not be read or written (the database is down);
+/// the caller, a provider or the widget, retries.
+pub(crate) fn inbox_unavailable(message: &str, id: &CorrelationId) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "inbox_unavailable",
+        message,
+        id,
+    )
+}
+
+/// [`inbox_unavailable`] for a failed [`accept`], logged.
+pub(crate) fn store_failed(e: &sqlx::Error, id: &CorrelationId) -> ApiError {
+    tracing::error!(error = %e, "inbox write failed");
+    inbox_unavailable("the message could not be stored; retry later", id)
 }
 
 fn too_large(limit: usize, id: &CorrelationId) -> ApiError {

@@ -50,21 +50,30 @@ pub fn telegram(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
     }])
 }
 
+/// The `key` items (`changes` for WhatsApp, `messaging` for Instagram) of every `entry` of a
+/// Meta notification, in order.
+fn meta_items(body: &[u8], key: &str) -> Result<Vec<Value>, Malformed> {
+    let mut v: Value =
+        serde_json::from_slice(body).map_err(|e| Malformed(format!("invalid JSON: {e}")))?;
+    let entries = match v.get_mut("entry").map(Value::take) {
+        Some(Value::Array(entries)) => entries,
+        _ => return Err(Malformed("a notification needs an entry array".into())),
+    };
+    Ok(entries
+        .into_iter()
+        .filter_map(|mut e| match e.get_mut(key).map(Value::take) {
+            Some(Value::Array(items)) => Some(items),
+            _ => None,
+        })
+        .flatten()
+        .collect())
+}
+
 /// A WhatsApp Cloud API notification: every text message of every entry and change;
 /// statuses (sent, delivered, read) are ignored.
 pub fn whatsapp(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| Malformed(format!("invalid JSON: {e}")))?;
-    let entries = v
-        .get("entry")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Malformed("a notification needs an entry array".into()))?;
     let mut out = Vec::new();
-    for change in entries
-        .iter()
-        .filter_map(|e| e.get("changes")?.as_array())
-        .flatten()
-    {
+    for change in meta_items(body, "changes")? {
         for m in change
             .pointer("/value/messages")
             .and_then(Value::as_array)
@@ -92,18 +101,8 @@ pub fn whatsapp(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
 /// An Instagram Messaging notification: text messages from users; echoes of the business's
 /// own replies are ignored (answering them would loop).
 pub fn instagram(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| Malformed(format!("invalid JSON: {e}")))?;
-    let entries = v
-        .get("entry")
-        .and_then(Value::as_array)
-        .ok_or_else(|| Malformed("a notification needs an entry array".into()))?;
     let mut out = Vec::new();
-    for ev in entries
-        .iter()
-        .filter_map(|e| e.get("messaging")?.as_array())
-        .flatten()
-    {
+    for ev in meta_items(body, "messaging")? {
         let Some(msg) = ev.get("message") else {
             continue;
         };

@@ -60,20 +60,11 @@ pub fn meta_sign(key: &str, body: &[u8]) -> String {
     let mut mac =
         Hmac::<Sha256>::new_from_slice(key.as_bytes()).expect("HMAC takes any key length");
     mac.update(body);
-    mac.finalize()
-        .into_bytes()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(mac.finalize().into_bytes())
 }
 
 fn decode_hex(h: &[u8]) -> Option<Vec<u8>> {
-    if h.len() != 64 {
-        return None;
-    }
-    h.chunks(2)
-        .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
-        .collect()
+    hex::decode(h).ok().filter(|b| b.len() == 32)
 }
 
 #[cfg(test)]

@@ -9,7 +9,7 @@
 //! - `GET /widget/{channel}/messages?after=<id>&wait=<s>` (Bearer session) → the user's
 //!   messages after `after` with their answers, waiting up to `wait` s (≤ 25) for one.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{Extension, Path, Query, State};
@@ -25,7 +25,7 @@ use xin_api::routes::ChannelRoute;
 use xin_runtime::{ApiError, CorrelationId};
 
 use crate::providers::Inbound;
-use crate::{Gateway, accept, not_found};
+use crate::{Gateway, accept, inbox_unavailable, not_found, store_failed};
 
 fn hmac(key: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
@@ -64,12 +64,7 @@ pub fn check_session(key: &[u8], channel: &str, token: &str, now: i64) -> Option
     (v["c"] == channel && v["exp"].as_i64()? > now).then(|| v["u"].as_str().map(str::to_string))?
 }
 
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use xin_runtime::signing::now;
 
 /// The inbox key of a widget message: a digest of the user and the client's id (each up to
 /// 128 characters, so the key has a fixed length and no two pairs can collide).
@@ -337,15 +332,7 @@ pub async fn post_message(
         };
         accept(&gw, &channel, std::slice::from_ref(&msg), &id)
             .await
-            .map_err(|e| {
-                tracing::error!(error = %e, "inbox write failed");
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "inbox_unavailable",
-                    "the message could not be stored; retry later",
-                    &id,
-                )
-            })?;
+            .map_err(|e| store_failed(&e, &id))?;
         let mid: i64 = sqlx::query_scalar(
             "SELECT id FROM gateway_inbox WHERE channel = $1 AND provider_message_id = $2",
         )
@@ -353,14 +340,7 @@ pub async fn post_message(
         .bind(&msg.provider_message_id)
         .fetch_one(&gw.pool)
         .await
-        .map_err(|_| {
-            ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "inbox_unavailable",
-                "the message could not be read back; retry later",
-                &id,
-            )
-        })?;
+        .map_err(|_| inbox_unavailable("the message could not be read back; retry later", &id))?;
         Ok((StatusCode::ACCEPTED, axum::Json(json!({"message_id": mid}))).into_response())
     }
     .await;
@@ -419,14 +399,7 @@ pub async fn get_messages(
             .bind(after)
             .fetch_all(&gw.pool)
             .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    "inbox_unavailable",
-                    "messages cannot be read now; retry later",
-                    &id,
-                )
-            })?;
+            .map_err(|_| inbox_unavailable("messages cannot be read now; retry later", &id))?;
             let answered = rows.iter().any(|r| r.answer.is_some());
             if answered || tokio::time::Instant::now() >= deadline {
                 return Ok(axum::Json(json!({"messages": rows})).into_response());
