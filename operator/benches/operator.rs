@@ -27,13 +27,12 @@ use serde_json::{Value, json};
 use xin_api::channel::Channel;
 use xin_api::routes::{ChannelRoute, Credentials, Routes, WebhookKey};
 use xin_api::tenant::Tenant;
-use xin_operator::builders::automation::build_automation_deployment;
-use xin_operator::builders::gateway::{
-    build_gateway_deployment, build_routes_secret, webhook_path,
-};
+use xin_operator::builders::gateway::webhook_path;
 use xin_operator::builders::ingestion::build_ingestion_job;
-use xin_operator::builders::tenant::*;
 use xin_operator::config::Config;
+use xin_operator::controllers::tenant::children::{TenantChildren, build_tenant_children};
+use xin_operator::controllers::tenant::resolve::WorkloadInputs;
+use xin_operator::controllers::tenant::validate::ValidatedTenant;
 
 const CONCURRENCY: usize = 16;
 
@@ -96,7 +95,6 @@ fn children(tenant_name: &str, ns: &str, cfg: &Config) -> Vec<Value> {
             })
             .collect(),
     };
-    let db = &t.spec.database.url_secret_ref;
     let webhook_secret = |c: &Channel| Secret {
         metadata: kube::core::ObjectMeta {
             name: Some(format!("{}-webhook", c.name_any())),
@@ -109,59 +107,53 @@ fn children(tenant_name: &str, ns: &str, cfg: &Config) -> Vec<Value> {
         )])),
         ..Secret::default()
     };
+    // Exactly the children the operator builds, from its own pure builder.
+    let validated = ValidatedTenant {
+        tenant: t.clone(),
+        namespace: ns.into(),
+        channels: channels.len() as i32,
+        rules: 1,
+        workloads: Ok(WorkloadInputs {
+            db_url: b"postgres://x:y@db:5432/x".to_vec(),
+            llm_key: vec![],
+            signing_key: b"signing-key".to_vec(),
+            routes,
+            live_channels: channels.to_vec(),
+            gateway_waits: false,
+        }),
+    };
+    let TenantChildren {
+        namespace: _,
+        guard_rails,
+        workloads,
+    } = build_tenant_children(&validated, cfg).unwrap();
     let mut objs: Vec<Value> = Vec::new();
-    macro_rules! push { ($($e:expr),* $(,)?) => { $( objs.push(serde_json::to_value(&$e).unwrap()); )* } }
-    push!(
-        build_resource_quota(&t, ns),
-        build_limit_range(&t, ns),
-        build_default_deny(&t, ns),
-        build_allow_policy(&t, ns, cfg),
-        build_signing_secret(&t, ns, b"signing-key"),
-        webhook_secret(&channels[0]),
-        webhook_secret(&channels[1]),
-        build_routes_secret(&t, ns, &routes).unwrap(),
-    );
-    for c in [ORCHESTRATOR, GATEWAY, AUTOMATION, INGEST] {
-        push!(build_service_account(&t, ns, c));
+    let mut push = |v: Value| objs.push(v);
+    push(serde_json::to_value(&guard_rails.quota).unwrap());
+    push(serde_json::to_value(&guard_rails.limits).unwrap());
+    let lists = [
+        serde_json::to_value(&guard_rails.network_policies).unwrap(),
+        serde_json::to_value(&guard_rails.service_accounts).unwrap(),
+        serde_json::to_value(&guard_rails.roles).unwrap(),
+        serde_json::to_value(&guard_rails.role_bindings).unwrap(),
+    ];
+    let w = workloads.expect("inputs given");
+    let more = [
+        serde_json::to_value(&w.secrets).unwrap(),
+        serde_json::to_value(&w.deployments).unwrap(),
+        serde_json::to_value(&w.services).unwrap(),
+        serde_json::to_value(&w.pdbs).unwrap(),
+        serde_json::to_value(&w.hpas).unwrap(),
+        serde_json::to_value(&w.ingresses).unwrap(),
+    ];
+    for l in lists.into_iter().chain(more) {
+        for o in l.as_array().unwrap() {
+            push(o.clone());
+        }
     }
-    for c in [AUTOMATION, INGEST] {
-        push!(build_role(&t, ns, c), build_role_binding(&t, ns, c));
-    }
-    let orch = build_workload_deployment(
-        &t,
-        ns,
-        cfg,
-        WorkloadParts {
-            component: ORCHESTRATOR,
-            image: cfg.orchestrator_image.clone(),
-            env: orchestrator_env(&t, ns, cfg),
-            ports: vec![("http".into(), HTTP_PORT), ("metrics".into(), 9101)],
-            resources: None,
-            config_hash: "h".into(),
-            volumes: vec![],
-            mounts: vec![],
-            replicas: None,
-            probe_path: Some("/ready"),
-        },
-    );
-    push!(
-        orch,
-        build_service(
-            &t,
-            ns,
-            ORCHESTRATOR,
-            &[("http", HTTP_PORT), ("metrics", 9101)]
-        ),
-        build_pdb(&t, ns, ORCHESTRATOR),
-        build_hpa(&t, ns, ORCHESTRATOR, 1, 3),
-        build_gateway_deployment(&t, ns, cfg, db, "h".into()),
-        build_service(&t, ns, GATEWAY, &[("http", HTTP_PORT), ("metrics", 9102)]),
-        build_pdb(&t, ns, GATEWAY),
-        build_hpa(&t, ns, GATEWAY, 1, 5),
-        build_automation_deployment(&t, ns, cfg, "h".into()),
-        build_hpa(&t, ns, AUTOMATION, 1, 3),
-        build_ingestion_job(&ij, &t, cfg).unwrap(),
-    );
+    push(serde_json::to_value(webhook_secret(&channels[0])).unwrap());
+    push(serde_json::to_value(webhook_secret(&channels[1])).unwrap());
+    push(serde_json::to_value(build_ingestion_job(&ij, &t, cfg).unwrap()).unwrap());
     for o in &mut objs {
         if let Some(m) = o["metadata"].as_object_mut() {
             m.remove("ownerReferences");

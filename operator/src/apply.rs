@@ -1,7 +1,7 @@
 //! Server-side apply without needless writes, and pruning of children by label and owner UID.
 //!
-//! Before applying, the live object is read and compared with the desired one: when every
-//! field the operator sets already has the desired value, nothing is sent. Fields others set
+//! Before applying, the live object (as the watch holds it) is compared with the desired one:
+//! when every field the operator sets already has the desired value, nothing is sent. Fields others set
 //! (defaults, the HPA's `replicas`, other managers' labels) are not compared, so they never
 //! cause a write, while an edit or removal of one of our fields does and is reverted. The
 //! desired object also carries a digest of itself (`xin.dev/applied`): a field the operator
@@ -9,14 +9,17 @@
 
 use std::fmt::Debug;
 
-use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
+use std::sync::Arc;
+
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions, PropagationPolicy};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::builders::{MANAGED_BY, MANAGER};
-use crate::error::{Error, Result};
+use crate::error::ApplyError;
 
 /// Whether `live` already contains everything `desired` sets.
 pub fn contains(live: &Value, desired: &Value) -> bool {
@@ -83,62 +86,141 @@ fn is_empty(v: &Value) -> bool {
     }
 }
 
-/// Server-side apply `desired` through `api` unless the live object already matches.
-/// Returns whether a write was made.
-pub async fn apply<K>(api: &Api<K>, desired: &K) -> Result<bool>
-where
-    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
-{
-    let name = desired.meta().name.clone().unwrap_or_default();
+/// The digest of `desired` as applied, recorded in [`APPLIED_ANNOTATION`].
+fn with_digest<K: Resource + Serialize + Clone>(desired: &K) -> Result<K, ApplyError> {
     let mut desired = desired.clone();
-    let digest = {
-        let bytes =
-            serde_json::to_vec(&desired).map_err(|e| Error::Serialize("a child object", e))?;
-        crate::builders::hash_parts([bytes.as_slice()])[..16].to_string()
-    };
+    let bytes = serde_json::to_vec(&desired).map_err(|e| ApplyError::Serialize {
+        kind: kind_of(&desired),
+        source: e,
+    })?;
+    let digest = crate::builders::hash_parts([bytes.as_slice()])[..16].to_string();
     desired
         .meta_mut()
         .annotations
         .get_or_insert_with(Default::default)
         .insert(APPLIED_ANNOTATION.into(), digest);
-    let desired = &desired;
-    let want = serde_json::to_value(desired).map_err(|e| Error::Serialize("a child object", e))?;
-    if let Some(live) = api.get_opt(&name).await? {
-        let have =
-            serde_json::to_value(&live).map_err(|e| Error::Serialize("a child object", e))?;
-        if contains(&have, &want) {
+    Ok(desired)
+}
+
+fn kind_of<K: Resource>(_: &K) -> &'static str {
+    std::any::type_name::<K>()
+        .rsplit("::")
+        .next()
+        .unwrap_or("object")
+}
+
+fn matches<K: Serialize>(live: &K, want: &Value) -> bool {
+    serde_json::to_value(live).is_ok_and(|have| contains(&have, want))
+}
+
+/// Server-side applies `desired` unless the live object already has every field the operator
+/// sets. `cached` is the object as the watch last saw it: when it matches, no request is made
+/// at all. When it does not, the object is read fresh first (the watch may lag behind the
+/// operator's own last write), so a write is sent only for a real difference.
+/// Returns whether a write was made.
+pub async fn apply<K>(api: &Api<K>, cached: Option<&K>, desired: &K) -> Result<bool, ApplyError>
+where
+    K: Resource + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let name = desired.meta().name.clone().unwrap_or_default();
+    let kind = kind_of(desired);
+    let desired = with_digest(desired)?;
+    let want =
+        serde_json::to_value(&desired).map_err(|e| ApplyError::Serialize { kind, source: e })?;
+    let kube = |verb: &'static str, name: &str| {
+        let name = name.to_string();
+        move |source| ApplyError::Kube {
+            verb,
+            kind,
+            name,
+            source,
+        }
+    };
+    if let Some(c) = cached {
+        if matches(c, &want) {
+            return Ok(false);
+        }
+        if let Some(live) = api.get_opt(&name).await.map_err(kube("read", &name))?
+            && matches(&live, &want)
+        {
             return Ok(false);
         }
     }
     api.patch(
         &name,
         &PatchParams::apply(MANAGER).force(),
-        &Patch::Apply(desired),
+        &Patch::Apply(&desired),
     )
-    .await?;
+    .await
+    .map_err(kube("apply", &name))?;
     Ok(true)
 }
 
-/// Deletes `name` if it exists, carries our managed-by label and is owned by `owner_uid`.
-/// Never deletes an object the operator does not own. Returns whether a delete was sent.
-pub async fn prune<K>(api: &Api<K>, name: &str, owner_uid: &str) -> Result<bool>
+/// Applies every object of `desired` (concurrently), then deletes the objects of the same kind
+/// in `namespace` that `owner_uid` owns, that carry our label and that are no longer desired.
+/// `cached` is the watch's store of the kind. Never deletes an object the operator does not
+/// own: the delete is conditional on the uid it saw.
+pub async fn sync<K>(
+    api: Api<K>,
+    cached: &Store<K>,
+    namespace: &str,
+    owner_uid: &str,
+    desired: Vec<K>,
+) -> Result<usize, ApplyError>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let lookup = |name: &str| cached.get(&ObjectRef::new(name).within(namespace));
+    let applied = futures::future::try_join_all(desired.iter().map(|d| {
+        let live = lookup(&d.name_any());
+        let api = &api;
+        async move { apply(api, live.as_deref(), d).await }
+    }))
+    .await?;
+    let mut writes = applied.into_iter().filter(|w| *w).count();
+    let wanted: Vec<String> = desired.iter().map(|d| d.name_any()).collect();
+    let stale: Vec<Arc<K>> = cached
+        .state()
+        .into_iter()
+        .filter(|o| o.namespace().as_deref() == Some(namespace))
+        .filter(|o| owned_by(o.as_ref(), owner_uid) && !wanted.contains(&o.name_any()))
+        .collect();
+    for o in stale {
+        if delete(&api, o.as_ref()).await? {
+            writes += 1;
+        }
+    }
+    Ok(writes)
+}
+
+/// Deletes `obj` (as the watch saw it) unless it is already going, on the condition that the
+/// live object is still the one with its uid. Returns whether a delete was sent.
+pub async fn delete<K>(api: &Api<K>, obj: &K) -> Result<bool, ApplyError>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
-    let Some(live) = api.get_opt(name).await? else {
-        return Ok(false);
-    };
-    if !owned_by(&live, owner_uid) || live.meta().deletion_timestamp.is_some() {
+    if obj.meta().deletion_timestamp.is_some() {
         return Ok(false);
     }
+    let name = obj.name_any();
     let dp = DeleteParams {
         propagation_policy: Some(PropagationPolicy::Background),
+        preconditions: obj.uid().map(|uid| Preconditions {
+            uid: Some(uid),
+            resource_version: None,
+        }),
         ..DeleteParams::default()
     };
-    match api.delete(name, &dp).await {
+    match api.delete(&name, &dp).await {
         Ok(_) => Ok(true),
-        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
-        Err(e) => Err(e.into()),
+        // Gone already, or replaced by another object of the same name: not ours to delete.
+        Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => Ok(false),
+        Err(source) => Err(ApplyError::Kube {
+            verb: "delete",
+            kind: kind_of(obj),
+            name,
+            source,
+        }),
     }
 }
 

@@ -23,6 +23,52 @@ pub mod reason {
     pub const DECOMMISSIONING: &str = "Decommissioning";
     pub const DECOMMISSION_FAILED: &str = "DecommissionFailed";
     pub const API_ERROR: &str = "ApiError";
+    pub const INVALID_SPEC: &str = "InvalidSpec";
+    pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
+    pub const CONFIG_MAP_KEY_MISSING: &str = "ConfigMapKeyMissing";
+    pub const JOB_MISSING: &str = "JobMissing";
+    pub const RESOLVED: &str = "Resolved";
+    pub const ACTIVE: &str = "Active";
+    pub const JOB_CREATED: &str = "JobCreated";
+    pub const WEBHOOK_KEY_ROTATED: &str = "WebhookKeyRotated";
+
+    /// Every reason above.
+    pub const ALL: &[&str] = &[
+        RECONCILED,
+        PROGRESSING,
+        SUSPENDED,
+        SECRET_NOT_FOUND,
+        SECRET_KEY_MISSING,
+        CONFIG_MAP_NOT_FOUND,
+        TENANT_NOT_FOUND,
+        TENANT_NOT_READY,
+        TENANT_DELETING,
+        INVALID_TIME_ZONE,
+        INVALID_SCHEDULE,
+        JOB_RUNNING,
+        JOB_SUCCEEDED,
+        JOB_FAILED,
+        DECOMMISSIONING,
+        DECOMMISSION_FAILED,
+        API_ERROR,
+        INVALID_SPEC,
+        NAMESPACE_CONFLICT,
+        CONFIG_MAP_KEY_MISSING,
+        JOB_MISSING,
+        RESOLVED,
+        ACTIVE,
+        JOB_CREATED,
+        WEBHOOK_KEY_ROTATED,
+    ];
+}
+
+/// Kind-specific condition types.
+pub mod types {
+    pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
+    pub const SUSPENDED: &str = "Suspended";
+    pub const COMPLETE: &str = "Complete";
+    pub const FAILED: &str = "Failed";
+    pub const DECOMMISSIONING: &str = "Decommissioning";
 }
 
 /// The outcome of one reconcile, turned into Ready / Reconciling / Stalled.
@@ -51,6 +97,7 @@ fn cond(
     reason: &str,
     message: &str,
     generation: Option<i64>,
+    now: &Time,
 ) -> Condition {
     Condition {
         type_: type_.into(),
@@ -58,26 +105,27 @@ fn cond(
         reason: reason.into(),
         message: message.chars().take(32 * 1024).collect(),
         observed_generation: generation,
-        last_transition_time: Time(k8s_openapi::jiff::Timestamp::now()),
+        last_transition_time: now.clone(),
     }
 }
 
 impl Health {
     /// The three kstatus conditions for this outcome.
-    pub fn conditions(&self, generation: Option<i64>) -> Vec<Condition> {
+    pub fn conditions(&self, generation: Option<i64>, now: &Time) -> Vec<Condition> {
         let (ready, reconciling, stalled, reason, message) = match self {
             Health::Ready { reason, message } => (true, false, false, *reason, message),
             Health::Progressing { reason, message } => (false, true, false, *reason, message),
             Health::Stalled { reason, message } => (false, false, true, *reason, message),
         };
         vec![
-            cond(READY, ready, reason, message, generation),
+            cond(READY, ready, reason, message, generation, now),
             cond(
                 RECONCILING,
                 reconciling,
                 reason,
                 if reconciling { message } else { "" },
                 generation,
+                now,
             ),
             cond(
                 STALLED,
@@ -85,6 +133,7 @@ impl Health {
                 reason,
                 if stalled { message } else { "" },
                 generation,
+                now,
             ),
         ]
     }
@@ -117,32 +166,32 @@ pub fn extra(
     reason: &str,
     message: &str,
     generation: Option<i64>,
+    now: &Time,
 ) -> Condition {
-    cond(type_, status, reason, message, generation)
+    cond(type_, status, reason, message, generation, now)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn at(s: &str) -> Time {
+        Time(s.parse().unwrap())
+    }
+
+    fn ok() -> Health {
+        Health::Ready {
+            reason: reason::RECONCILED,
+            message: "ok".into(),
+        }
+    }
+
     #[test]
     fn unchanged_status_keeps_the_transition_time() {
-        let first = merge(
-            &[],
-            Health::Ready {
-                reason: reason::RECONCILED,
-                message: "ok".into(),
-            }
-            .conditions(Some(1)),
-        );
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        let first = merge(&[], ok().conditions(Some(1), &at("2026-01-01T00:00:00Z")));
         let second = merge(
             &first,
-            Health::Ready {
-                reason: reason::RECONCILED,
-                message: "ok".into(),
-            }
-            .conditions(Some(1)),
+            ok().conditions(Some(1), &at("2026-01-01T00:05:00Z")),
         );
         assert_eq!(
             first, second,
@@ -152,34 +201,41 @@ mod tests {
 
     #[test]
     fn changed_status_gets_a_new_transition_time_and_other_types_survive() {
-        let mut first = merge(
-            &[],
-            Health::Ready {
-                reason: reason::RECONCILED,
-                message: "ok".into(),
-            }
-            .conditions(Some(1)),
-        );
-        first.push(extra("CredentialsResolved", true, "Resolved", "", Some(1)));
-        std::thread::sleep(std::time::Duration::from_millis(5));
+        let t0 = at("2026-01-01T00:00:00Z");
+        let t1 = at("2026-01-01T00:05:00Z");
+        let mut first = merge(&[], ok().conditions(Some(1), &t0));
+        first.push(extra(
+            types::CREDENTIALS_RESOLVED,
+            true,
+            reason::RESOLVED,
+            "",
+            Some(1),
+            &t0,
+        ));
         let second = merge(
             &first,
             Health::Stalled {
                 reason: reason::SECRET_NOT_FOUND,
                 message: "Secret x not found".into(),
             }
-            .conditions(Some(2)),
+            .conditions(Some(2), &t1),
         );
         let ready = second.iter().find(|c| c.type_ == READY).unwrap();
-        let old_ready = first.iter().find(|c| c.type_ == READY).unwrap();
         assert_eq!(ready.status, "False");
         assert_eq!(ready.reason, "SecretNotFound");
-        assert_ne!(ready.last_transition_time, old_ready.last_transition_time);
-        assert!(second.iter().any(|c| c.type_ == "CredentialsResolved"));
+        assert_eq!(ready.last_transition_time, t1);
+        assert!(
+            second
+                .iter()
+                .any(|c| c.type_ == types::CREDENTIALS_RESOLVED)
+        );
         let stalled = second.iter().find(|c| c.type_ == STALLED).unwrap();
         assert_eq!(
             (stalled.status.as_str(), stalled.message.as_str()),
             ("True", "Secret x not found")
         );
+        // Reconciling stayed False: its transition time is the first one.
+        let reconciling = second.iter().find(|c| c.type_ == RECONCILING).unwrap();
+        assert_eq!(reconciling.last_transition_time, t0);
     }
 }

@@ -1,37 +1,381 @@
-//! The operator's errors. Each has a metric label, and none carries a secret's value.
+//! The operator's errors: one enum per pipeline step (resolve → validate → build → apply →
+//! status, plus the finalizer), wrapped with the object they happened on. What each error
+//! means for the user — its condition reason, its metric label, whether only the user can fix
+//! it, whether it is worth an immediate retry — is decided in one place, [`Error`]'s methods.
+//! No message ever carries a secret's value.
 
 use thiserror::Error;
 
-#[derive(Error, Debug)]
-pub enum Error {
-    #[error("Kubernetes API request failed: {0}")]
-    Kube(#[from] kube::Error),
+use crate::conditions::reason;
 
-    #[error("serialising {0} failed: {1}")]
-    Serialize(&'static str, serde_json::Error),
+/// A failure of one reconcile step on one object.
+#[derive(Error, Debug)]
+#[error("{object}: {step}: {source}")]
+pub struct Error {
+    /// `Kind namespace/name` (or `Kind name` when cluster-scoped).
+    pub object: String,
+    pub step: Step,
+    #[source]
+    pub source: Box<Cause>,
+}
+
+/// The step of the pipeline an error comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Resolve,
+    Validate,
+    Build,
+    Apply,
+    Status,
+    Finalize,
+}
+
+/// Reading what the spec refers to.
+#[derive(Error, Debug)]
+pub enum ResolveError {
+    #[error("Secret {namespace}/{name} not found")]
+    SecretNotFound { namespace: String, name: String },
+    #[error("Secret {namespace}/{name} has no key {key:?}")]
+    SecretKeyMissing {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("Secret {namespace}/{name} key {key:?} is not UTF-8 text")]
+    SecretKeyNotText {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error("webhook Secret {namespace}/{name} holds no key")]
+    WebhookKeyMissing { namespace: String, name: String },
+    #[error("ConfigMap {namespace}/{name} not found")]
+    ConfigMapNotFound { namespace: String, name: String },
+    #[error("ConfigMap {namespace}/{name} has no key {key:?}")]
+    ConfigMapKeyMissing {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error(
+        "namespace {namespace} belongs to no Tenant (tenant namespaces are named xin-<tenant>)"
+    )]
+    NotATenantNamespace { namespace: String },
+    #[error("namespace {namespace} belongs to no Tenant: Tenant {tenant} not found")]
+    TenantNotFound { namespace: String, tenant: String },
+    #[error("Tenant {tenant} has not set up namespace {namespace} yet")]
+    TenantNotReady { namespace: String, tenant: String },
+    #[error("Tenant {tenant} is being deleted")]
+    TenantDeleting { tenant: String },
+    #[error("namespace {namespace} belongs to another Tenant (uid {owner})")]
+    NamespaceTaken { namespace: String, owner: String },
+    #[error("the watch of {what} has not listed yet")]
+    NotSynced { what: &'static str },
+    #[error("reading {what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+}
+
+/// Checking the spec beyond what the API server's schema could.
+#[derive(Error, Debug)]
+pub enum ValidateError {
+    #[error("{field} {value:?} is not an IANA time zone (for example Europe/Berlin)")]
+    InvalidTimeZone { field: &'static str, value: String },
+    #[error("{0}")]
+    InvalidSchedule(String),
+    #[error("spec.{section} is required for this channel type")]
+    MissingSection { section: &'static str },
+    #[error(
+        "namespace {namespace} is the Xin operator's own namespace; choose another Tenant name"
+    )]
+    ReservedNamespace { namespace: String },
+}
+
+/// Turning the validated input into objects.
+#[derive(Error, Debug)]
+pub enum BuildError {
+    #[error("serialising {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+}
+
+/// Writing the children.
+#[derive(Error, Debug)]
+pub enum ApplyError {
+    #[error("{verb} {kind} {name}: {source}")]
+    Kube {
+        verb: &'static str,
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error(
+        "Job {name} was deleted before its result was recorded; create a new IngestionJob to ingest again"
+    )]
+    JobMissing { name: String },
+    #[error("serialising a {kind}: {source}")]
+    Serialize {
+        kind: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("the watch of {what} has not listed yet")]
+    NotSynced { what: &'static str },
+}
+
+/// Writing the status.
+#[derive(Error, Debug)]
+pub enum StatusError {
+    #[error("patching the status: {0}")]
+    Kube(#[source] kube::Error),
+    #[error("serialising the status: {0}")]
+    Serialize(#[source] serde_json::Error),
+}
+
+/// Adding or removing the finalizer, and the cleanup it guards.
+#[derive(Error, Debug)]
+pub enum FinalizeError {
+    #[error("{what}: {source}")]
+    Kube {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("{0}")]
+    Step(String),
+}
+
+/// The cause of an [`Error`], by step.
+#[derive(Error, Debug)]
+pub enum Cause {
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
+    #[error(transparent)]
+    Validate(#[from] ValidateError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error(transparent)]
+    Apply(#[from] ApplyError),
+    #[error(transparent)]
+    Status(#[from] StatusError),
+    #[error(transparent)]
+    Finalize(#[from] FinalizeError),
 }
 
 impl Error {
-    /// Low-cardinality label for `xin_operator_reconcile_failures_total{error=...}`.
-    pub fn metric_label(&self) -> &'static str {
-        match self {
-            Error::Kube(kube::Error::Api(s)) if s.code == 409 => "conflict",
-            Error::Kube(kube::Error::Api(s)) if s.code == 403 => "forbidden",
-            Error::Kube(kube::Error::Api(s)) if s.code == 422 => "invalid_child",
-            Error::Kube(kube::Error::Api(s)) if s.code == 429 => "throttled",
-            Error::Kube(kube::Error::Api(_)) => "api_error",
-            Error::Kube(_) => "api_unreachable",
-            Error::Serialize(..) => "serialize",
+    pub fn new(object: impl Into<String>, source: impl Into<Cause>) -> Self {
+        let source = source.into();
+        let step = match &source {
+            Cause::Resolve(_) => Step::Resolve,
+            Cause::Validate(_) => Step::Validate,
+            Cause::Build(_) => Step::Build,
+            Cause::Apply(_) => Step::Apply,
+            Cause::Status(_) => Step::Status,
+            Cause::Finalize(_) => Step::Finalize,
+        };
+        Error {
+            object: object.into(),
+            step,
+            source: Box::new(source),
         }
     }
-}
 
-impl Error {
-    /// The API server asked us to slow down: retry soon, without growing the object's
-    /// backoff. (A 5xx can be persistent, such as a full Service IP range: it backs off.)
+    /// The Kubernetes API error underneath, if any.
+    fn kube(&self) -> Option<&kube::Error> {
+        match self.source.as_ref() {
+            Cause::Resolve(ResolveError::Kube { source, .. })
+            | Cause::Apply(ApplyError::Kube { source, .. })
+            | Cause::Status(StatusError::Kube(source))
+            | Cause::Finalize(FinalizeError::Kube { source, .. }) => Some(source),
+            _ => None,
+        }
+    }
+
+    /// Only a change by the user can fix it: the object is `Stalled` with [`Error::reason`]
+    /// and a Warning Event, and is retried with backoff.
+    pub fn user_fixable(&self) -> bool {
+        match self.source.as_ref() {
+            Cause::Resolve(e) => !matches!(
+                e,
+                ResolveError::Kube { .. } | ResolveError::NotSynced { .. }
+            ),
+            Cause::Validate(_) => true,
+            Cause::Apply(e) => matches!(e, ApplyError::JobMissing { .. }),
+            Cause::Build(_) | Cause::Status(_) | Cause::Finalize(_) => false,
+        }
+    }
+
+    /// The condition reason this error is shown with.
+    pub fn reason(&self) -> &'static str {
+        match self.source.as_ref() {
+            Cause::Resolve(e) => match e {
+                ResolveError::SecretNotFound { .. } => reason::SECRET_NOT_FOUND,
+                ResolveError::SecretKeyMissing { .. }
+                | ResolveError::SecretKeyNotText { .. }
+                | ResolveError::WebhookKeyMissing { .. } => reason::SECRET_KEY_MISSING,
+                ResolveError::ConfigMapNotFound { .. } => reason::CONFIG_MAP_NOT_FOUND,
+                ResolveError::ConfigMapKeyMissing { .. } => reason::CONFIG_MAP_KEY_MISSING,
+                ResolveError::NotATenantNamespace { .. } | ResolveError::TenantNotFound { .. } => {
+                    reason::TENANT_NOT_FOUND
+                }
+                ResolveError::TenantNotReady { .. } => reason::TENANT_NOT_READY,
+                ResolveError::TenantDeleting { .. } => reason::TENANT_DELETING,
+                ResolveError::NamespaceTaken { .. } => reason::NAMESPACE_CONFLICT,
+                ResolveError::NotSynced { .. } | ResolveError::Kube { .. } => reason::API_ERROR,
+            },
+            Cause::Validate(e) => match e {
+                ValidateError::InvalidTimeZone { .. } => reason::INVALID_TIME_ZONE,
+                ValidateError::InvalidSchedule(_) => reason::INVALID_SCHEDULE,
+                ValidateError::MissingSection { .. } => reason::INVALID_SPEC,
+                ValidateError::ReservedNamespace { .. } => reason::NAMESPACE_CONFLICT,
+            },
+            Cause::Apply(ApplyError::JobMissing { .. }) => reason::JOB_MISSING,
+            Cause::Finalize(_) => reason::DECOMMISSION_FAILED,
+            Cause::Apply(
+                ApplyError::Kube { .. }
+                | ApplyError::Serialize { .. }
+                | ApplyError::NotSynced { .. },
+            )
+            | Cause::Build(_)
+            | Cause::Status(_) => reason::API_ERROR,
+        }
+    }
+
+    /// Low-cardinality label for `xin_operator_reconcile_failures_total{error=...}`.
+    pub fn metric_label(&self) -> &'static str {
+        if let Some(e) = self.kube() {
+            return match e {
+                kube::Error::Api(s) if s.code == 409 => "conflict",
+                kube::Error::Api(s) if s.code == 403 => "forbidden",
+                kube::Error::Api(s) if s.code == 422 => "invalid_child",
+                kube::Error::Api(s) if s.code == 429 => "throttled",
+                kube::Error::Api(_) => "api_error",
+                _ => "api_unreachable",
+            };
+        }
+        match self.source.as_ref() {
+            Cause::Resolve(ResolveError::NotSynced { .. })
+            | Cause::Apply(ApplyError::NotSynced { .. }) => "not_synced",
+            Cause::Build(_)
+            | Cause::Apply(ApplyError::Serialize { .. })
+            | Cause::Status(StatusError::Serialize(_)) => "serialize",
+            _ if self.user_fixable() => "user_fixable",
+            _ => "other",
+        }
+    }
+
+    /// The API server asked us to slow down, or a watch has not listed yet: retry soon,
+    /// without growing the object's backoff. (A 5xx can be persistent, such as a full Service
+    /// IP range: it backs off.)
     pub fn is_transient(&self) -> bool {
-        matches!(self, Error::Kube(kube::Error::Api(s)) if s.code == 429)
+        matches!(self.kube(), Some(kube::Error::Api(s)) if s.code == 429)
+            || matches!(
+                self.source.as_ref(),
+                Cause::Resolve(ResolveError::NotSynced { .. })
+                    | Cause::Apply(ApplyError::NotSynced { .. })
+            )
+    }
+
+    /// The message shown in a condition or an Event: the cause, without the object (which the
+    /// condition is on already).
+    pub fn message(&self) -> String {
+        self.source.to_string()
     }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A step's result with the object attached: `step_result.on(&obj)?`.
+pub trait OnObject<T> {
+    fn on(self, object: &str) -> Result<T>;
+}
+
+impl<T, E: Into<Cause>> OnObject<T> for std::result::Result<T, E> {
+    fn on(self, object: &str) -> Result<T> {
+        self.map_err(|e| Error::new(object, e))
+    }
+}
+
+/// Names an object for messages: `Kind namespace/name` or `Kind name`.
+pub fn object_name<K: kube::Resource<DynamicType = ()>>(obj: &K) -> String {
+    let kind = K::kind(&());
+    let name = obj.meta().name.as_deref().unwrap_or_default();
+    match obj.meta().namespace.as_deref() {
+        Some(ns) => format!("{kind} {ns}/{name}"),
+        None => format!("{kind} {name}"),
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Step::Resolve => "resolve",
+            Step::Validate => "validate",
+            Step::Build => "build",
+            Step::Apply => "apply",
+            Step::Status => "status",
+            Step::Finalize => "finalize",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api(code: u16) -> kube::Error {
+        kube::Error::Api(
+            kube::core::Status::failure("x", "y")
+                .with_code(code)
+                .boxed(),
+        )
+    }
+
+    #[test]
+    fn one_place_says_reason_label_and_fixability() {
+        let e = Error::new(
+            "Tenant acme",
+            ResolveError::SecretNotFound {
+                namespace: "xin-acme".into(),
+                name: "db".into(),
+            },
+        );
+        assert_eq!(e.step, Step::Resolve);
+        assert!(e.user_fixable());
+        assert!(!e.is_transient());
+        assert_eq!(e.reason(), reason::SECRET_NOT_FOUND);
+        assert_eq!(e.metric_label(), "user_fixable");
+        assert_eq!(e.message(), "Secret xin-acme/db not found");
+        assert_eq!(
+            e.to_string(),
+            "Tenant acme: resolve: Secret xin-acme/db not found"
+        );
+
+        let throttled = Error::new(
+            "Tenant acme",
+            ApplyError::Kube {
+                verb: "apply",
+                kind: "Deployment",
+                name: "xin-gateway".into(),
+                source: api(429),
+            },
+        );
+        assert!(throttled.is_transient() && !throttled.user_fixable());
+        assert_eq!(throttled.metric_label(), "throttled");
+        assert_eq!(throttled.reason(), reason::API_ERROR);
+        let conflict = Error::new("Tenant acme", StatusError::Kube(api(409)));
+        assert_eq!(
+            (conflict.metric_label(), conflict.step),
+            ("conflict", Step::Status)
+        );
+        let not_synced = Error::new("Tenant acme", ResolveError::NotSynced { what: "Secrets" });
+        assert!(not_synced.is_transient() && !not_synced.user_fixable());
+    }
+}

@@ -11,7 +11,7 @@ use kube::Api;
 use kube::client::ClientBuilder;
 use tracing::{error, info, warn};
 use xin_operator::config::Config;
-use xin_operator::controllers::{self, Context};
+use xin_operator::controllers;
 use xin_operator::metrics::{CountWritesLayer, Metrics};
 use xin_operator::server::{ServerState, router};
 
@@ -111,12 +111,13 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
         leadership = Some((rx, task));
     }
 
-    let ctx = Arc::new(Context::new(client, config, metrics));
+    let wiring = xin_operator::stores::wire(&client);
+    let controllers = controllers::run(client, config, metrics, wiring);
     match leadership {
-        None => controllers::run(ctx).await,
+        None => controllers.await,
         Some((mut rx, _task)) => {
             tokio::select! {
-                _ = controllers::run(ctx) => {}
+                _ = controllers => {}
                 // Losing the lease means another replica may write: stop at once.
                 _ = async { while rx.changed().await.is_ok() && *rx.borrow() {} } => {
                     return Err("lost the leader lease".into());

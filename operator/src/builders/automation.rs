@@ -5,8 +5,9 @@ use k8s_openapi::api::apps::v1::Deployment;
 use kube::ResourceExt;
 use xin_api::tenant::Tenant;
 
-use super::tenant::{AUTOMATION, HTTP_PORT, WorkloadParts, build_workload_deployment};
+use super::workload::{WorkloadParts, build_workload_deployment};
 use super::*;
+use crate::component::{Component, HTTP_PORT};
 
 pub fn build_automation_deployment(
     tenant: &Tenant,
@@ -21,7 +22,10 @@ pub fn build_automation_deployment(
         env("TENANT_TIME_ZONE", s.time_zone.clone()),
         env("AUTOMATION_HTTP_PORT", HTTP_PORT.to_string()),
         env("AUTOMATION_METRICS_HOST", "0.0.0.0"),
-        env("AUTOMATION_METRICS_PORT", "9104"),
+        env(
+            "AUTOMATION_METRICS_PORT",
+            Component::Automation.metrics_port().to_string(),
+        ),
         env_secret(
             "DATABASE_URL",
             &s.database.url_secret_ref.name,
@@ -34,10 +38,9 @@ pub fn build_automation_deployment(
         ns,
         config,
         WorkloadParts {
-            component: AUTOMATION,
+            component: Component::Automation,
             image: config.automation_image.clone(),
             env,
-            ports: vec![("http".into(), HTTP_PORT), ("metrics".into(), 9104)],
             resources: None,
             config_hash,
             volumes: vec![],

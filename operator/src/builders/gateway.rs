@@ -15,11 +15,10 @@ use xin_api::channel::Channel;
 use xin_api::routes::{ROUTES_DIR, ROUTES_KEY, ROUTES_SECRET, Routes};
 use xin_api::tenant::Tenant;
 
-use super::tenant::{
-    GATEWAY, HTTP_PORT, ORCHESTRATOR, SIGNING_KEY, SIGNING_SECRET, WorkloadParts,
-    build_workload_deployment, workload_name,
-};
+use super::tenant::{SIGNING_KEY, SIGNING_SECRET};
+use super::workload::{WorkloadParts, build_workload_deployment};
 use super::*;
+use crate::component::{Component, HTTP_PORT};
 
 /// Path of a channel's webhook on its tenant's gateway.
 pub fn webhook_path(channel_name: &str) -> String {
@@ -37,7 +36,13 @@ pub fn build_routes_secret(
     routes.channels.sort_by(|a, b| a.name.cmp(&b.name));
     let body = serde_json::to_vec_pretty(&routes)?;
     Ok(Secret {
-        metadata: meta(tenant, ROUTES_SECRET, ns, &tenant.name_any(), GATEWAY),
+        metadata: meta(
+            tenant,
+            ROUTES_SECRET,
+            ns,
+            &tenant.name_any(),
+            Component::Gateway.as_str(),
+        ),
         type_: Some("Opaque".into()),
         data: Some(BTreeMap::from([(ROUTES_KEY.into(), ByteString(body))])),
         ..Secret::default()
@@ -56,12 +61,15 @@ pub fn build_gateway_deployment(
         env("GATEWAY_HTTP_PORT", HTTP_PORT.to_string()),
         env("GATEWAY_ROUTES_FILE", format!("{ROUTES_DIR}/{ROUTES_KEY}")),
         env("GATEWAY_METRICS_HOST", "0.0.0.0"),
-        env("GATEWAY_METRICS_PORT", "9102"),
+        env(
+            "GATEWAY_METRICS_PORT",
+            Component::Gateway.metrics_port().to_string(),
+        ),
         env(
             "ORCHESTRATOR_URL",
             format!(
                 "http://{}.{ns}.svc:{HTTP_PORT}",
-                workload_name(ORCHESTRATOR)
+                Component::Orchestrator.workload_name()
             ),
         ),
         env_secret("DATABASE_URL", &db.name, &db.key),
@@ -73,10 +81,9 @@ pub fn build_gateway_deployment(
         ns,
         config,
         WorkloadParts {
-            component: GATEWAY,
+            component: Component::Gateway,
             image: config.gateway_image.clone(),
             env,
-            ports: vec![("http".into(), HTTP_PORT), ("metrics".into(), 9102)],
             resources: None,
             config_hash,
             volumes: vec![Volume {
@@ -123,7 +130,7 @@ pub fn build_gateway_ingress(tenant: &Tenant, ns: &str, channels: &[&Channel]) -
             path_type: "Exact".into(),
             backend: IngressBackend {
                 service: Some(IngressServiceBackend {
-                    name: workload_name(GATEWAY),
+                    name: Component::Gateway.workload_name(),
                     port: Some(ServiceBackendPort {
                         name: Some("http".into()),
                         ..ServiceBackendPort::default()
@@ -168,10 +175,10 @@ pub fn build_gateway_ingress(tenant: &Tenant, ns: &str, channels: &[&Channel]) -
     }
     let mut metadata = meta(
         tenant,
-        &workload_name(GATEWAY),
+        &Component::Gateway.workload_name(),
         ns,
         &tenant.name_any(),
-        GATEWAY,
+        Component::Gateway.as_str(),
     );
     if !annotations.is_empty() {
         metadata.annotations = Some(annotations);

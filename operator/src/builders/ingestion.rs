@@ -10,8 +10,9 @@ use kube::ResourceExt;
 use xin_api::ingestion::IngestionJob;
 use xin_api::tenant::Tenant;
 
-use super::tenant::{INGEST, restricted_security, workload_name};
+use super::workload::restricted_security;
 use super::*;
+use crate::component::Component;
 
 /// Name of the Job of an IngestionJob: `ingest-<name>`, shortened with a hash when that would
 /// exceed 63 characters (Job names become pod label values).
@@ -38,18 +39,25 @@ pub fn build_ingestion_job(
         env("INGEST_JOB_NAME", ij.name_any()),
         env("INGEST_SPEC", serde_json::to_string(&ij.spec)?),
         env("INGEST_METRICS_HOST", "0.0.0.0"),
-        env("INGEST_METRICS_PORT", "9103"),
+        env(
+            "INGEST_METRICS_PORT",
+            Component::Ingestion.metrics_port().to_string(),
+        ),
         env_secret("DATABASE_URL", &db.name, &db.key),
     ];
     env.extend(otel_env(config));
     let (pod_sec, container_sec) = restricted_security();
-    let mut pod_labels = labels(&t, INGEST);
+    let c = Component::Ingestion;
+    // Like every workload's pod template, the Job's carries a digest of its configuration.
+    let env_json = serde_json::to_vec(&env)?;
+    let config_hash = hash_parts([env_json.as_slice()]);
+    let mut pod_labels = c.labels(&t);
     // Label values are at most 63 characters: the shortened Job name, not the object's name.
     pod_labels.insert("xin.dev/ingestion-job".into(), job_name(&ij.name_any()));
     Ok(Job {
         metadata: ObjectMeta {
             labels: Some(pod_labels.clone()),
-            ..meta(ij, &job_name(&ij.name_any()), &ns, &t, INGEST)
+            ..meta(ij, &job_name(&ij.name_any()), &ns, &t, c.as_str())
         },
         spec: Some(JobSpec {
             backoff_limit: Some(ij.spec.backoff_limit),
@@ -57,15 +65,18 @@ pub fn build_ingestion_job(
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::new()),
+                    annotations: Some(BTreeMap::from([(
+                        CONFIG_HASH_ANNOTATION.into(),
+                        config_hash,
+                    )])),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
                     restart_policy: Some("Never".into()),
-                    service_account_name: Some(workload_name(INGEST)),
+                    service_account_name: Some(c.workload_name()),
                     security_context: Some(pod_sec),
                     containers: vec![Container {
-                        name: INGEST.into(),
+                        name: c.as_str().into(),
                         image: Some(config.ingest_image.clone()),
                         image_pull_policy: Some(config.image_pull_policy.clone()),
                         env: Some(env),

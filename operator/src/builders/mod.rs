@@ -5,6 +5,7 @@ pub mod automation;
 pub mod gateway;
 pub mod ingestion;
 pub mod tenant;
+pub mod workload;
 
 use std::collections::BTreeMap;
 

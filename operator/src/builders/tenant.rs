@@ -4,46 +4,28 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
-use k8s_openapi::api::apps::v1::{
-    Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
-};
-use k8s_openapi::api::autoscaling::v2::{
-    CrossVersionObjectReference, HorizontalPodAutoscaler, HorizontalPodAutoscalerSpec, MetricSpec,
-    MetricTarget, ResourceMetricSource,
-};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, HTTPGetAction, LimitRange, LimitRangeItem,
-    LimitRangeSpec, Namespace, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceQuota,
-    ResourceQuotaSpec, ResourceRequirements, SeccompProfile, Secret, SecurityContext, Service,
-    ServiceAccount, ServicePort, ServiceSpec,
+    LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
+    Secret, ServiceAccount,
 };
 use k8s_openapi::api::networking::v1::{
     IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
     NetworkPolicyPort, NetworkPolicySpec,
 };
-use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
-use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 use xin_api::tenant::{Plan, Tenant};
 
+pub use super::workload::*;
 use super::*;
+use crate::component::{Component, HTTP_PORT};
 
-pub const ORCHESTRATOR: &str = "orchestrator";
-pub const GATEWAY: &str = "gateway";
-pub const AUTOMATION: &str = "automation";
-pub const INGEST: &str = "ingest";
 pub const SIGNING_SECRET: &str = "xin-tenant-signing";
 pub const SIGNING_KEY: &str = "key";
-pub const HTTP_PORT: i32 = 8080;
 pub const TENANT_UID_ANNOTATION: &str = "xin.dev/tenant-uid";
-
-/// Name of a workload's objects (`xin-orchestrator`, `xin-gateway`, ...).
-pub fn workload_name(component: &str) -> String {
-    format!("xin-{component}")
-}
 
 /// The tenant's namespace. Not owned by the Tenant (its deletion policy decides its fate).
 pub fn build_namespace(tenant: &Tenant, ns: &str) -> Namespace {
@@ -203,7 +185,12 @@ pub fn build_allow_policy(tenant: &Tenant, ns: &str, config: &Config) -> Network
                 },
                 NetworkPolicyIngressRule {
                     from: Some(vec![ns_peer(&config.operator_namespace)]),
-                    ports: Some(vec![tcp(9101), tcp(9102), tcp(9103), tcp(9104)]),
+                    ports: Some(
+                        Component::ALL
+                            .iter()
+                            .map(|c| tcp(c.metrics_port()))
+                            .collect(),
+                    ),
                 },
             ]),
             egress: Some(egress),
@@ -211,57 +198,43 @@ pub fn build_allow_policy(tenant: &Tenant, ns: &str, config: &Config) -> Network
     }
 }
 
-pub fn build_service_account(tenant: &Tenant, ns: &str, component: &str) -> ServiceAccount {
+pub fn build_service_account(tenant: &Tenant, ns: &str, component: Component) -> ServiceAccount {
     ServiceAccount {
         metadata: meta(
             tenant,
-            &workload_name(component),
+            &component.workload_name(),
             ns,
             &tenant.name_any(),
-            component,
+            component.as_str(),
         ),
         // Only the workers that talk to the API server mount a token.
-        automount_service_account_token: Some(matches!(component, AUTOMATION | INGEST)),
+        automount_service_account_token: Some(component.talks_to_api()),
         ..ServiceAccount::default()
     }
 }
 
-/// Least privilege: the automation worker reads rules and patches their status; the ingestion
-/// worker reads IngestionJobs and the ConfigMaps they name, and patches IngestionJob status.
-pub fn build_role(tenant: &Tenant, ns: &str, component: &str) -> Role {
-    let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
-        api_groups: Some(vec![group.into()]),
-        resources: Some(resources.iter().map(|s| s.to_string()).collect()),
-        verbs: verbs.iter().map(|s| s.to_string()).collect(),
-        ..PolicyRule::default()
-    };
-    let rules = match component {
-        AUTOMATION => vec![
-            rule("xin.dev", &["automationrules"], &["get", "list", "watch"]),
-            rule("xin.dev", &["automationrules/status"], &["patch"]),
-        ],
-        _ => vec![
-            rule("xin.dev", &["ingestionjobs"], &["get", "list", "watch"]),
-            rule("xin.dev", &["ingestionjobs/status"], &["patch"]),
-            rule("", &["configmaps"], &["get"]),
-        ],
-    };
-    Role {
+/// Least privilege: the component's rights ([`Component::role_rules`]); `None` for a component
+/// that never talks to the API server.
+pub fn build_role(tenant: &Tenant, ns: &str, component: Component) -> Option<Role> {
+    let rules = component.role_rules();
+    (!rules.is_empty()).then(|| Role {
         metadata: meta(
             tenant,
-            &workload_name(component),
+            &component.workload_name(),
             ns,
             &tenant.name_any(),
-            component,
+            component.as_str(),
         ),
         rules: Some(rules),
-    }
+    })
 }
 
-pub fn build_role_binding(tenant: &Tenant, ns: &str, component: &str) -> RoleBinding {
-    let name = workload_name(component);
-    RoleBinding {
-        metadata: meta(tenant, &name, ns, &tenant.name_any(), component),
+/// Binds the component's Role to its ServiceAccount; `None` when it has no Role.
+pub fn build_role_binding(tenant: &Tenant, ns: &str, component: Component) -> Option<RoleBinding> {
+    build_role(tenant, ns, component)?;
+    let name = component.workload_name();
+    Some(RoleBinding {
+        metadata: meta(tenant, &name, ns, &tenant.name_any(), component.as_str()),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "Role".into(),
@@ -273,7 +246,7 @@ pub fn build_role_binding(tenant: &Tenant, ns: &str, component: &str) -> RoleBin
             namespace: Some(ns.into()),
             ..Subject::default()
         }]),
-    }
+    })
 }
 
 /// The tenant signing Secret; `key` is the existing value when there is one (never rotated
@@ -303,210 +276,6 @@ pub fn build_otel_secret(tenant: &Tenant, ns: &str, headers: &str) -> Secret {
     }
 }
 
-/// Restricted-profile security settings for every workload container.
-pub fn restricted_security() -> (PodSecurityContext, SecurityContext) {
-    (
-        PodSecurityContext {
-            run_as_non_root: Some(true),
-            run_as_user: Some(65532),
-            seccomp_profile: Some(SeccompProfile {
-                type_: "RuntimeDefault".into(),
-                ..SeccompProfile::default()
-            }),
-            ..PodSecurityContext::default()
-        },
-        SecurityContext {
-            allow_privilege_escalation: Some(false),
-            read_only_root_filesystem: Some(true),
-            capabilities: Some(Capabilities {
-                drop: Some(vec!["ALL".into()]),
-                ..Capabilities::default()
-            }),
-            ..SecurityContext::default()
-        },
-    )
-}
-
-/// Parts shared by the workload Deployments.
-pub struct WorkloadParts {
-    pub component: &'static str,
-    pub image: String,
-    pub env: Vec<k8s_openapi::api::core::v1::EnvVar>,
-    pub ports: Vec<(String, i32)>,
-    pub resources: Option<ResourceRequirements>,
-    pub config_hash: String,
-    pub volumes: Vec<k8s_openapi::api::core::v1::Volume>,
-    pub mounts: Vec<k8s_openapi::api::core::v1::VolumeMount>,
-    /// `Some(0)` when suspended; `None` leaves `replicas` to the HPA.
-    pub replicas: Option<i32>,
-    pub probe_path: Option<&'static str>,
-}
-
-pub fn build_workload_deployment(
-    tenant: &Tenant,
-    ns: &str,
-    config: &Config,
-    parts: WorkloadParts,
-) -> Deployment {
-    let t = tenant.name_any();
-    let name = workload_name(parts.component);
-    let (pod_sec, container_sec) = restricted_security();
-    let probe = parts.probe_path.map(|path| Probe {
-        http_get: Some(HTTPGetAction {
-            path: Some(path.into()),
-            port: IntOrString::String("http".into()),
-            ..HTTPGetAction::default()
-        }),
-        period_seconds: Some(10),
-        ..Probe::default()
-    });
-    let mut pod_labels = labels(&t, parts.component);
-    pod_labels.extend(selector(&t, parts.component));
-    Deployment {
-        metadata: meta(tenant, &name, ns, &t, parts.component),
-        spec: DeploymentSpec {
-            replicas: parts.replicas,
-            selector: LabelSelector {
-                match_labels: Some(selector(&t, parts.component)),
-                ..LabelSelector::default()
-            },
-            strategy: Some(DeploymentStrategy {
-                type_: Some("RollingUpdate".into()),
-                rolling_update: Some(RollingUpdateDeployment {
-                    max_unavailable: Some(IntOrString::Int(0)),
-                    max_surge: Some(IntOrString::Int(1)),
-                }),
-            }),
-            template: PodTemplateSpec {
-                metadata: Some(ObjectMeta {
-                    labels: Some(pod_labels),
-                    annotations: Some(BTreeMap::from([(
-                        CONFIG_HASH_ANNOTATION.into(),
-                        parts.config_hash,
-                    )])),
-                    ..ObjectMeta::default()
-                }),
-                spec: Some(PodSpec {
-                    service_account_name: Some(name.clone()),
-                    automount_service_account_token: Some(matches!(
-                        parts.component,
-                        AUTOMATION | INGEST
-                    )),
-                    security_context: Some(pod_sec),
-                    containers: vec![Container {
-                        name: parts.component.into(),
-                        image: Some(parts.image),
-                        image_pull_policy: Some(config.image_pull_policy.clone()),
-                        env: Some(parts.env),
-                        ports: Some(
-                            parts
-                                .ports
-                                .iter()
-                                .map(|(n, p)| ContainerPort {
-                                    name: Some(n.clone()),
-                                    container_port: *p,
-                                    protocol: Some("TCP".into()),
-                                    ..ContainerPort::default()
-                                })
-                                .collect(),
-                        ),
-                        resources: parts.resources,
-                        readiness_probe: probe.clone(),
-                        liveness_probe: probe.map(|mut p| {
-                            p.http_get.as_mut().expect("built above").path = Some("/health".into());
-                            p
-                        }),
-                        security_context: Some(container_sec),
-                        volume_mounts: (!parts.mounts.is_empty()).then_some(parts.mounts),
-                        ..Container::default()
-                    }],
-                    volumes: (!parts.volumes.is_empty()).then_some(parts.volumes),
-                    ..PodSpec::default()
-                }),
-            },
-            ..DeploymentSpec::default()
-        },
-        ..Deployment::default()
-    }
-}
-
-pub fn build_service(tenant: &Tenant, ns: &str, component: &str, ports: &[(&str, i32)]) -> Service {
-    let t = tenant.name_any();
-    Service {
-        metadata: meta(tenant, &workload_name(component), ns, &t, component),
-        spec: Some(ServiceSpec {
-            selector: Some(selector(&t, component)),
-            ports: Some(
-                ports
-                    .iter()
-                    .map(|(n, p)| ServicePort {
-                        name: Some((*n).into()),
-                        port: *p,
-                        target_port: Some(IntOrString::String((*n).into())),
-                        protocol: Some("TCP".into()),
-                        ..ServicePort::default()
-                    })
-                    .collect(),
-            ),
-            type_: Some("ClusterIP".into()),
-            ..ServiceSpec::default()
-        }),
-        ..Service::default()
-    }
-}
-
-pub fn build_hpa(
-    tenant: &Tenant,
-    ns: &str,
-    component: &str,
-    min: i32,
-    max: i32,
-) -> HorizontalPodAutoscaler {
-    let name = workload_name(component);
-    HorizontalPodAutoscaler {
-        metadata: meta(tenant, &name, ns, &tenant.name_any(), component),
-        spec: HorizontalPodAutoscalerSpec {
-            scale_target_ref: CrossVersionObjectReference {
-                api_version: Some("apps/v1".into()),
-                kind: "Deployment".into(),
-                name,
-            },
-            min_replicas: Some(min),
-            max_replicas: max.max(min),
-            metrics: Some(vec![MetricSpec {
-                type_: "Resource".into(),
-                resource: Some(ResourceMetricSource {
-                    name: "cpu".into(),
-                    target: MetricTarget {
-                        type_: "Utilization".into(),
-                        average_utilization: Some(70),
-                        ..MetricTarget::default()
-                    },
-                }),
-                ..MetricSpec::default()
-            }]),
-            ..HorizontalPodAutoscalerSpec::default()
-        },
-        ..HorizontalPodAutoscaler::default()
-    }
-}
-
-pub fn build_pdb(tenant: &Tenant, ns: &str, component: &str) -> PodDisruptionBudget {
-    let t = tenant.name_any();
-    PodDisruptionBudget {
-        metadata: meta(tenant, &workload_name(component), ns, &t, component),
-        spec: Some(PodDisruptionBudgetSpec {
-            max_unavailable: Some(IntOrString::Int(1)),
-            selector: Some(LabelSelector {
-                match_labels: Some(selector(&t, component)),
-                ..LabelSelector::default()
-            }),
-            ..PodDisruptionBudgetSpec::default()
-        }),
-        ..PodDisruptionBudget::default()
-    }
-}
-
 /// The orchestrator's environment (names as in docs/operator.md).
 pub fn orchestrator_env(
     tenant: &Tenant,
@@ -520,7 +289,10 @@ pub fn orchestrator_env(
         env("TENANT_TIME_ZONE", s.time_zone.clone()),
         env("ORCHESTRATOR_HTTP_PORT", HTTP_PORT.to_string()),
         env("ORCHESTRATOR_METRICS_HOST", "0.0.0.0"),
-        env("ORCHESTRATOR_METRICS_PORT", "9101"),
+        env(
+            "ORCHESTRATOR_METRICS_PORT",
+            Component::Orchestrator.metrics_port().to_string(),
+        ),
         env_secret(
             "DATABASE_URL",
             &s.database.url_secret_ref.name,
@@ -642,22 +414,29 @@ pub(crate) mod tests {
     #[test]
     fn only_workers_get_api_access() {
         let t = tenant("acme");
-        let auto = build_role(&t, "xin-acme", AUTOMATION).rules.unwrap();
+        let auto = build_role(&t, "xin-acme", Component::Automation)
+            .unwrap()
+            .rules
+            .unwrap();
         assert!(auto.iter().any(
             |r| r.resources.as_ref().unwrap() == &["automationrules/status"]
                 && r.verbs == ["patch"]
         ));
+        assert!(build_role(&t, "xin-acme", Component::Gateway).is_none());
+        assert!(build_role_binding(&t, "xin-acme", Component::Orchestrator).is_none());
         assert!(auto.iter().all(|r| {
             !r.verbs
                 .iter()
                 .any(|v| v == "delete" || v == "create" || v == "update")
         }));
         assert_eq!(
-            build_service_account(&t, "xin-acme", ORCHESTRATOR).automount_service_account_token,
+            build_service_account(&t, "xin-acme", Component::Orchestrator)
+                .automount_service_account_token,
             Some(false)
         );
         assert_eq!(
-            build_service_account(&t, "xin-acme", AUTOMATION).automount_service_account_token,
+            build_service_account(&t, "xin-acme", Component::Automation)
+                .automount_service_account_token,
             Some(true)
         );
     }
@@ -730,10 +509,9 @@ pub(crate) mod tests {
     fn suspended_deployment_has_zero_replicas_and_active_one_leaves_replicas_to_the_hpa() {
         let t = tenant("acme");
         let parts = |replicas| WorkloadParts {
-            component: ORCHESTRATOR,
+            component: Component::Orchestrator,
             image: "img".into(),
             env: vec![],
-            ports: vec![("http".into(), HTTP_PORT)],
             resources: None,
             config_hash: "h".into(),
             volumes: vec![],

@@ -1,116 +1,100 @@
-//! Reading what a spec refers to (the "dereference" step): Secrets, keys, the owning Tenant,
-//! and a Channel's webhook keys. A problem the user must fix is a [`Problem`] (it becomes a
-//! `Stalled` condition and an Event), not an error. Secret values never leave this module in a
-//! message.
+//! Reading what a spec refers to (the resolve step shared by the controllers): Secrets and
+//! their keys, the owning Tenant, a Channel's webhook keys and credentials — all from the
+//! watches' stores, never a request. A problem the user must fix is a [`ResolveError`] that
+//! the runner shows as `Stalled`. Secret values never leave this module in a message.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff;
-use kube::{Api, Client, ResourceExt};
+use kube::ResourceExt;
+use kube::runtime::reflector::{ObjectRef, Store};
 use xin_api::SecretKeyRef;
 use xin_api::channel::{Channel, ChannelType};
 use xin_api::routes::{ChannelRoute, Credentials, WebhookKey};
 use xin_api::tenant::{Tenant, tenant_of_namespace};
 
 use crate::builders::gateway::webhook_path;
-use crate::conditions::reason;
-use crate::error::Result;
+use crate::error::{ResolveError, ValidateError};
 
-/// Something only the user can fix.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Problem {
-    pub reason: &'static str,
-    pub message: String,
+/// Reads a Secret of `ns` from the namespace's watch.
+pub fn secret(secrets: &Store<Secret>, ns: &str, name: &str) -> Option<std::sync::Arc<Secret>> {
+    secrets.get(&ObjectRef::new(name).within(ns))
 }
 
-impl Problem {
-    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
-        Problem {
-            reason,
-            message: message.into(),
-        }
+/// One key of a Secret, as bytes.
+pub fn secret_key(
+    secrets: &Store<Secret>,
+    ns: &str,
+    r: &SecretKeyRef,
+) -> Result<Vec<u8>, ResolveError> {
+    let s = secret(secrets, ns, &r.name).ok_or_else(|| ResolveError::SecretNotFound {
+        namespace: ns.into(),
+        name: r.name.clone(),
+    })?;
+    match s.data.as_ref().and_then(|d| d.get(&r.key)) {
+        Some(ByteString(v)) => Ok(v.clone()),
+        None => Err(ResolveError::SecretKeyMissing {
+            namespace: ns.into(),
+            name: r.name.clone(),
+            key: r.key.clone(),
+        }),
     }
 }
 
-pub type Resolved<T> = std::result::Result<T, Problem>;
-
-/// Reads a Secret; `Ok(None)` when it does not exist.
-pub async fn secret(client: &Client, ns: &str, name: &str) -> Result<Option<Secret>> {
-    Ok(Api::<Secret>::namespaced(client.clone(), ns)
-        .get_opt(name)
-        .await?)
-}
-
-/// Reads one key of a Secret, as bytes.
-pub async fn secret_key(client: &Client, ns: &str, r: &SecretKeyRef) -> Result<Resolved<Vec<u8>>> {
-    let Some(s) = secret(client, ns, &r.name).await? else {
-        return Ok(Err(Problem::new(
-            reason::SECRET_NOT_FOUND,
-            format!("Secret {ns}/{} not found", r.name),
-        )));
-    };
-    Ok(match s.data.as_ref().and_then(|d| d.get(&r.key)) {
-        Some(ByteString(v)) => Ok(v.clone()),
-        None => Err(Problem::new(
-            reason::SECRET_KEY_MISSING,
-            format!("Secret {ns}/{} has no key {:?}", r.name, r.key),
-        )),
-    })
-}
-
 /// Checks a whole Secret exists.
-pub async fn secret_exists(client: &Client, ns: &str, name: &str) -> Result<Resolved<()>> {
-    Ok(match secret(client, ns, name).await? {
-        Some(_) => Ok(()),
-        None => Err(Problem::new(
-            reason::SECRET_NOT_FOUND,
-            format!("Secret {ns}/{name} not found"),
-        )),
-    })
+pub fn secret_exists(secrets: &Store<Secret>, ns: &str, name: &str) -> Result<(), ResolveError> {
+    secret(secrets, ns, name)
+        .map(|_| ())
+        .ok_or_else(|| ResolveError::SecretNotFound {
+            namespace: ns.into(),
+            name: name.into(),
+        })
 }
 
-async fn secret_string(client: &Client, ns: &str, r: &SecretKeyRef) -> Result<Resolved<String>> {
-    Ok(secret_key(client, ns, r).await?.and_then(|v| {
-        String::from_utf8(v).map_err(|_| {
-            Problem::new(
-                reason::SECRET_KEY_MISSING,
-                format!("Secret {ns}/{} key {:?} is not UTF-8 text", r.name, r.key),
-            )
-        })
-    }))
+/// One key of a Secret, as text.
+pub fn secret_string(
+    secrets: &Store<Secret>,
+    ns: &str,
+    r: &SecretKeyRef,
+) -> Result<String, ResolveError> {
+    String::from_utf8(secret_key(secrets, ns, r)?).map_err(|_| ResolveError::SecretKeyNotText {
+        namespace: ns.into(),
+        name: r.name.clone(),
+        key: r.key.clone(),
+    })
 }
 
 /// The Tenant that owns namespace `ns`: the namespace name says which one, and the Tenant must
 /// exist and record `ns` as its namespace. Labels prove nothing.
-pub async fn owning_tenant(client: &Client, ns: &str) -> Result<Resolved<Tenant>> {
-    let Some(name) = tenant_of_namespace(ns) else {
-        return Ok(Err(Problem::new(
-            reason::TENANT_NOT_FOUND,
-            format!(
-                "namespace {ns} belongs to no Tenant (tenant namespaces are named xin-<tenant>)"
-            ),
-        )));
-    };
-    let tenant = Api::<Tenant>::all(client.clone()).get_opt(name).await?;
-    Ok(match tenant {
+pub fn owning_tenant(
+    tenants: &Store<Tenant>,
+    ns: &str,
+) -> Result<std::sync::Arc<Tenant>, ResolveError> {
+    let name = tenant_of_namespace(ns).ok_or_else(|| ResolveError::NotATenantNamespace {
+        namespace: ns.into(),
+    })?;
+    let t = tenants
+        .get(&ObjectRef::new(name))
+        .ok_or_else(|| ResolveError::TenantNotFound {
+            namespace: ns.into(),
+            tenant: name.into(),
+        })?;
+    if t.metadata.deletion_timestamp.is_some() {
         // A Tenant being decommissioned has had its secrets deleted on purpose: nothing may
         // recreate them.
-        Some(t) if t.metadata.deletion_timestamp.is_some() => Err(Problem::new(
-            reason::TENANT_DELETING,
-            format!("Tenant {name} is being deleted"),
-        )),
-        Some(t) if t.status.as_ref().and_then(|s| s.namespace.as_deref()) == Some(ns) => Ok(t),
-        Some(_) => Err(Problem::new(
-            reason::TENANT_NOT_READY,
-            format!("Tenant {name} has not set up namespace {ns} yet"),
-        )),
-        None => Err(Problem::new(
-            reason::TENANT_NOT_FOUND,
-            format!("namespace {ns} belongs to no Tenant: Tenant {name} not found"),
-        )),
-    })
+        return Err(ResolveError::TenantDeleting {
+            tenant: name.into(),
+        });
+    }
+    if t.status.as_ref().and_then(|s| s.namespace.as_deref()) != Some(ns) {
+        return Err(ResolveError::TenantNotReady {
+            namespace: ns.into(),
+            tenant: name.into(),
+        });
+    }
+    Ok(t)
 }
 
 /// Keys in a generated webhook Secret.
@@ -128,31 +112,31 @@ pub fn webhook_secret_name(channel: &str) -> String {
 
 /// The webhook keys a channel accepts now: the current key, and the previous one while its
 /// grace period lasts. Reads the referenced Secret or the generated one.
-pub async fn webhook_keys(
-    client: &Client,
+pub fn webhook_keys(
+    secrets: &Store<Secret>,
     ch: &Channel,
     now: jiff::Timestamp,
-) -> Result<Resolved<Vec<WebhookKey>>> {
+) -> Result<Vec<WebhookKey>, ResolveError> {
     let ns = ch.namespace().unwrap_or_default();
     if let Some(r) = &ch.spec.webhook.secret_ref {
-        return Ok(secret_string(client, &ns, r).await?.map(|key| {
-            vec![WebhookKey {
-                key,
-                expires_at: None,
-            }]
-        }));
+        return Ok(vec![WebhookKey {
+            key: secret_string(secrets, &ns, r)?,
+            expires_at: None,
+        }]);
     }
     let name = webhook_secret_name(&ch.name_any());
-    let Some(s) = secret(client, &ns, &name).await? else {
-        return Ok(Err(Problem::new(
-            reason::SECRET_NOT_FOUND,
-            format!("webhook Secret {ns}/{name} not created yet"),
-        )));
-    };
-    Ok(Ok(keys_from_data(
-        s.data.as_ref().unwrap_or(&BTreeMap::new()),
-        now,
-    )))
+    let s = secret(secrets, &ns, &name).ok_or_else(|| ResolveError::SecretNotFound {
+        namespace: ns.clone(),
+        name: name.clone(),
+    })?;
+    let keys = keys_from_data(s.data.as_ref().unwrap_or(&BTreeMap::new()), now);
+    if keys.is_empty() {
+        return Err(ResolveError::WebhookKeyMissing {
+            namespace: ns,
+            name,
+        });
+    }
+    Ok(keys)
 }
 
 /// The accepted keys in a generated webhook Secret's data at `now`.
@@ -184,74 +168,51 @@ pub fn keys_from_data(
     out
 }
 
-/// Reads every credential a channel's type needs.
-pub async fn credentials(client: &Client, ch: &Channel) -> Result<Resolved<Credentials>> {
+/// A spec section the channel type needs (the API server refuses a Channel without it; this
+/// guards objects written before that rule).
+fn section<'a, T>(s: &'a Option<T>, section: &'static str) -> Result<&'a T, ValidateError> {
+    s.as_ref().ok_or(ValidateError::MissingSection { section })
+}
+
+/// The credentials a channel's type needs, read from the namespace's Secrets.
+pub fn credentials(
+    secrets: &Store<Secret>,
+    ch: &Channel,
+) -> Result<Credentials, crate::error::Cause> {
     let ns = ch.namespace().unwrap_or_default();
+    let read = |r: &SecretKeyRef| secret_string(secrets, &ns, r).map(Some);
     let mut c = Credentials::default();
-    macro_rules! read {
-        ($r:expr) => {
-            match secret_string(client, &ns, $r).await? {
-                Ok(v) => Some(v),
-                Err(p) => return Ok(Err(p)),
-            }
-        };
-    }
     match ch.spec.type_ {
         ChannelType::Telegram => {
-            let Some(t) = &ch.spec.telegram else {
-                return Ok(Err(missing_section("telegram")));
-            };
-            c.bot_token = read!(&t.bot_token_secret_ref);
+            let t = section(&ch.spec.telegram, "telegram")?;
+            c.bot_token = read(&t.bot_token_secret_ref)?;
         }
         ChannelType::Whatsapp | ChannelType::Instagram => {
-            let Some(m) = &ch.spec.meta else {
-                return Ok(Err(missing_section("meta")));
-            };
-            c.app_secret = read!(&m.app_secret_ref);
-            c.access_token = read!(&m.access_token_secret_ref);
+            let m = section(&ch.spec.meta, "meta")?;
+            c.app_secret = read(&m.app_secret_ref)?;
+            c.access_token = read(&m.access_token_secret_ref)?;
             if let Some(v) = &m.verify_token_secret_ref {
-                c.verify_token = read!(v);
+                c.verify_token = read(v)?;
             }
         }
         ChannelType::Web => {
-            let Some(w) = &ch.spec.web else {
-                return Ok(Err(missing_section("web")));
-            };
-            c.identity_secret = read!(&w.identity_secret_ref);
+            let w = section(&ch.spec.web, "web")?;
+            c.identity_secret = read(&w.identity_secret_ref)?;
         }
     }
-    Ok(Ok(c))
+    Ok(c)
 }
 
-fn missing_section(s: &str) -> Problem {
-    Problem::new(
-        "InvalidSpec",
-        format!("spec.{s} is required for this channel type"),
-    )
-}
-
-/// Everything the gateway needs to serve a channel, or why it cannot yet.
-pub async fn channel_route(
-    client: &Client,
+/// Everything the gateway needs to serve a channel, or why it cannot.
+pub fn channel_route(
+    secrets: &Store<Secret>,
     ch: &Channel,
     now: jiff::Timestamp,
-) -> Result<Resolved<ChannelRoute>> {
-    let creds = match credentials(client, ch).await? {
-        Ok(c) => c,
-        Err(p) => return Ok(Err(p)),
-    };
-    let keys = match webhook_keys(client, ch, now).await? {
-        Ok(k) if !k.is_empty() => k,
-        Ok(_) => {
-            return Ok(Err(Problem::new(
-                reason::SECRET_KEY_MISSING,
-                "the webhook Secret holds no key",
-            )));
-        }
-        Err(p) => return Ok(Err(p)),
-    };
+) -> Result<ChannelRoute, crate::error::Cause> {
+    let credentials = credentials(secrets, ch)?;
+    let keys = webhook_keys(secrets, ch, now)?;
     let s = &ch.spec;
-    Ok(Ok(ChannelRoute {
+    Ok(ChannelRoute {
         name: ch.name_any(),
         type_: s.type_.as_str().into(),
         path: webhook_path(&ch.name_any()),
@@ -260,7 +221,7 @@ pub async fn channel_route(
         requests_per_second: s.rate_limit.requests_per_second,
         burst: s.rate_limit.burst,
         keys,
-        credentials: creds,
+        credentials,
         allowed_origins: s
             .web
             .as_ref()
@@ -268,7 +229,7 @@ pub async fn channel_route(
             .unwrap_or_default(),
         phone_number_id: s.meta.as_ref().and_then(|m| m.phone_number_id.clone()),
         page_id: s.meta.as_ref().and_then(|m| m.page_id.clone()),
-    }))
+    })
 }
 
 #[cfg(test)]

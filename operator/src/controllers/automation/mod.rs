@@ -1,0 +1,198 @@
+//! AutomationRule → conditions. The Tenant controller runs the automation worker while rules
+//! exist; the worker reports runs in the rule's status under its own field manager, so this
+//! controller writes only `observedGeneration` and `conditions`.
+//!
+//! One pass: [`resolve`] (the Tenant, the Secrets the action names) → [`validate`] (the
+//! schedule and its time zone) → status. A rule has no children.
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::ResourceExt;
+use kube::runtime::reflector::Store;
+use xin_api::automation::{AutomationRule, AutomationRuleStatus};
+use xin_api::tenant::Tenant;
+
+use super::Context;
+use super::resolve::{owning_tenant, secret_exists, secret_key};
+use super::runner::{Extra, Pass, Reconcile};
+use crate::conditions::{Health, reason, types};
+use crate::error::{OnObject, ResolveError, Result, ValidateError, object_name};
+
+/// Parses a standard 5-field crontab expression (minute hour day-of-month month day-of-week,
+/// Sunday = 0 or 7), refusing the 6- and 7-field forms some libraries accept.
+pub fn parse_cron(expr: &str) -> std::result::Result<croner::Cron, String> {
+    let fields = expr.split_whitespace().count();
+    if fields != 5 {
+        return Err(format!(
+            "cron {expr:?} has {fields} fields; use standard 5-field crontab syntax (minute hour day-of-month month day-of-week)"
+        ));
+    }
+    expr.parse::<croner::Cron>()
+        .map_err(|e| format!("cron {expr:?} is invalid: {e}"))
+}
+
+/// The Secrets a rule's action names: `(keys, whole Secrets)`.
+fn secret_refs(rule: &AutomationRule) -> (Vec<xin_api::SecretKeyRef>, Vec<String>) {
+    let a = &rule.spec.action;
+    let (mut keys, mut whole) = (Vec::new(), Vec::new());
+    if let Some(w) = &a.webhook {
+        whole.extend(w.headers_secret_ref.iter().map(|r| r.name.clone()));
+        keys.extend(w.signing_secret_ref.iter().cloned());
+    }
+    if let Some(c) = &a.crm {
+        keys.push(c.auth_secret_ref.clone());
+    }
+    if let Some(e) = &a.email {
+        whole.push(e.smtp_secret_ref.name.clone());
+    }
+    (keys, whole)
+}
+
+/// Whether `rule` names Secret `name` (so a change of it concerns the rule).
+pub fn references_secret(rule: &AutomationRule, name: &str) -> bool {
+    let (keys, whole) = secret_refs(rule);
+    keys.iter().any(|k| k.name == name) || whole.iter().any(|w| w == name)
+}
+
+/// The owning Tenant, and every Secret the action names.
+async fn resolve(
+    rule: &AutomationRule,
+    ctx: &Context,
+) -> std::result::Result<Arc<Tenant>, ResolveError> {
+    let ns = rule.namespace().unwrap_or_default();
+    let tenant = owning_tenant(&ctx.stores.tenants, &ns)?;
+    let (keys, whole) = secret_refs(rule);
+    if keys.is_empty() && whole.is_empty() {
+        return Ok(tenant);
+    }
+    let secrets = ctx.stores.secrets.store(&ns).await?;
+    for r in &keys {
+        secret_key(&secrets, &ns, r)?;
+    }
+    for n in &whole {
+        secret_exists(&secrets, &ns, n)?;
+    }
+    Ok(tenant)
+}
+
+/// The schedule parses as a 5-field crontab, in a time zone the tz database knows.
+pub fn validate(rule: &AutomationRule, tenant: &Tenant) -> std::result::Result<(), ValidateError> {
+    let Some(s) = &rule.spec.trigger.schedule else {
+        return Ok(());
+    };
+    parse_cron(&s.cron).map_err(ValidateError::InvalidSchedule)?;
+    let tz = s.time_zone.clone().unwrap_or(tenant.spec.time_zone.clone());
+    if tz.parse::<chrono_tz::Tz>().is_err() {
+        let field = if s.time_zone.is_some() {
+            "spec.trigger.schedule.timeZone"
+        } else {
+            "the Tenant's spec.timeZone"
+        };
+        return Err(ValidateError::InvalidTimeZone { field, value: tz });
+    }
+    Ok(())
+}
+
+/// The pass of a rule whose references resolve and whose schedule is valid.
+pub fn status(rule: &AutomationRule) -> Pass<AutomationRuleStatus> {
+    let health = if rule.spec.suspend {
+        Health::Ready {
+            reason: reason::SUSPENDED,
+            message: "paused: no schedule fires and no event is acted on".into(),
+        }
+    } else {
+        Health::Ready {
+            reason: reason::RECONCILED,
+            message: "run by the tenant's automation worker".into(),
+        }
+    };
+    Pass::new(rule.current_status(), health)
+}
+
+/// Shown on every pass, whatever the health.
+fn suspended(rule: &AutomationRule) -> Extra {
+    let on = rule.spec.suspend;
+    Extra {
+        type_: types::SUSPENDED,
+        status: on,
+        reason: if on {
+            reason::SUSPENDED
+        } else {
+            reason::ACTIVE
+        },
+        message: String::new(),
+    }
+}
+
+impl Reconcile for AutomationRule {
+    type Status = AutomationRuleStatus;
+
+    /// Only `observedGeneration` and `conditions`: the worker owns the rest.
+    fn owned_status(&self) -> AutomationRuleStatus {
+        let s = self.status.clone().unwrap_or_default();
+        AutomationRuleStatus {
+            observed_generation: s.observed_generation,
+            conditions: s.conditions,
+            ..AutomationRuleStatus::default()
+        }
+    }
+    fn conditions(s: &AutomationRuleStatus) -> &[Condition] {
+        &s.conditions
+    }
+    fn conditions_mut(s: &mut AutomationRuleStatus) -> &mut Vec<Condition> {
+        &mut s.conditions
+    }
+    fn observed_generation_mut(s: &mut AutomationRuleStatus) -> &mut Option<i64> {
+        &mut s.observed_generation
+    }
+    fn api(client: kube::Client, namespace: &str) -> kube::Api<Self> {
+        kube::Api::namespaced(client, namespace)
+    }
+    fn store(ctx: &Context) -> Store<AutomationRule> {
+        ctx.stores.rules.clone()
+    }
+
+    async fn reconcile(
+        rule: Arc<AutomationRule>,
+        ctx: Arc<Context>,
+    ) -> Result<Pass<AutomationRuleStatus>> {
+        let object = object_name(rule.as_ref());
+        let checked = match resolve(&rule, &ctx).await.on(&object) {
+            Ok(tenant) => validate(&rule, &tenant).on(&object),
+            Err(e) => Err(e),
+        };
+        let pass = match checked {
+            Ok(()) => status(&rule),
+            Err(e) if e.user_fixable() => Pass::stalled(rule.current_status(), &e),
+            Err(e) => return Err(e),
+        };
+        Ok(pass.with_extra(suspended(&rule)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn standard_crontab_is_accepted_and_other_forms_refused() {
+        assert!(parse_cron("0 9 * * 1-5").is_ok());
+        assert!(parse_cron("*/15 * * * *").is_ok());
+        let six = parse_cron("0 0 9 * * 1-5").unwrap_err();
+        assert!(six.contains("6 fields"), "{six}");
+        assert!(parse_cron("61 * * * *").is_err());
+    }
+
+    #[test]
+    fn weekday_numbers_follow_crontab_not_the_cron_crate() {
+        // `0 9 * * 1` is Monday 09:00 in crontab; the `cron` crate would read 1 as Sunday.
+        use chrono::TimeZone;
+        let cron = parse_cron("0 9 * * 1").unwrap();
+        let sunday = chrono_tz::Europe::Berlin
+            .with_ymd_and_hms(2026, 3, 29, 0, 0, 0)
+            .unwrap();
+        let next = cron.find_next_occurrence(&sunday, false).unwrap();
+        assert_eq!(next.format("%A %H:%M").to_string(), "Monday 09:00");
+    }
+}

@@ -1,0 +1,100 @@
+//! Channel → its webhook Secret (generated and rotated, or referenced) and its status, which
+//! says whether the channel is routable: `Ready=True` at the current generation means its
+//! credentials and webhook key resolve, and the Tenant controller renders it into the
+//! gateway's routes (the Tenant only collects that verdict).
+//!
+//! One pass, top to bottom: [`resolve`] (the owning Tenant, the namespace's Secrets, the
+//! webhook Secret as it is) → [`validate`](resolve::validate) (credentials for the channel's
+//! type) → [`children`] (the webhook Secret's next data, pure) → apply → [`status`](children::status).
+
+pub mod children;
+pub mod keys;
+pub mod resolve;
+
+use std::sync::Arc;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::reflector::Store;
+use kube::{Api, ResourceExt};
+use xin_api::channel::{Channel, ChannelStatus};
+
+use super::Context;
+use super::runner::{Pass, Reconcile};
+use crate::error::{OnObject, Result, object_name};
+
+pub use keys::new_key;
+
+/// On a generated webhook Secret: the value of the rotation annotation last acted on.
+pub const HANDLED_ROTATION_ANNOTATION: &str = "xin.dev/handled-rotation-request";
+
+/// Whether `ch` names Secret `name` (so a change of it concerns the channel).
+pub fn references_secret(ch: &Channel, name: &str) -> bool {
+    let s = &ch.spec;
+    let mut names = vec![];
+    names.extend(s.telegram.iter().map(|t| &t.bot_token_secret_ref.name));
+    if let Some(m) = &s.meta {
+        names.push(&m.app_secret_ref.name);
+        names.push(&m.access_token_secret_ref.name);
+        names.extend(m.verify_token_secret_ref.iter().map(|r| &r.name));
+    }
+    names.extend(s.web.iter().map(|w| &w.identity_secret_ref.name));
+    names.extend(s.webhook.secret_ref.iter().map(|r| &r.name));
+    names.iter().any(|n| *n == name) || keys_secret_is(ch, name)
+}
+
+fn keys_secret_is(ch: &Channel, name: &str) -> bool {
+    ch.spec.webhook.secret_ref.is_none()
+        && super::resolve::webhook_secret_name(&ch.name_any()) == name
+}
+
+impl Reconcile for Channel {
+    type Status = ChannelStatus;
+
+    fn owned_status(&self) -> ChannelStatus {
+        self.status.clone().unwrap_or_default()
+    }
+    fn conditions(s: &ChannelStatus) -> &[Condition] {
+        &s.conditions
+    }
+    fn conditions_mut(s: &mut ChannelStatus) -> &mut Vec<Condition> {
+        &mut s.conditions
+    }
+    fn observed_generation_mut(s: &mut ChannelStatus) -> &mut Option<i64> {
+        &mut s.observed_generation
+    }
+    fn api(client: kube::Client, namespace: &str) -> kube::Api<Self> {
+        Api::namespaced(client, namespace)
+    }
+    fn store(ctx: &Context) -> Store<Channel> {
+        ctx.stores.channels.clone()
+    }
+
+    async fn reconcile(ch: Arc<Channel>, ctx: Arc<Context>) -> Result<Pass<ChannelStatus>> {
+        let object = object_name(ch.as_ref());
+        let now = ctx.now();
+        let resolved = match resolve::resolve(&ch, &ctx).await {
+            Ok(r) => r,
+            Err(e) => {
+                let e = crate::error::Error::new(&object, e);
+                if !e.user_fixable() {
+                    return Err(e);
+                }
+                return Ok(Pass::stalled(children::base_status(&ch), &e));
+            }
+        };
+        let validated = resolve::validate(&ch, resolved, &object);
+        let built = children::build_channel_children(&ch, &validated, &now.0, new_key);
+        let children::ChannelChildren { webhook_secret } = &built;
+        if let Some(secret) = webhook_secret {
+            let ns = ch.namespace().unwrap_or_default();
+            crate::apply::apply(
+                &Api::namespaced(ctx.client.clone(), &ns),
+                validated.webhook_secret.as_ref(),
+                secret,
+            )
+            .await
+            .on(&object)?;
+        }
+        Ok(children::status(&ch, &validated, &built, &now.0))
+    }
+}

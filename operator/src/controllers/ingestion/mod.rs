@@ -1,0 +1,209 @@
+//! IngestionJob → one `batch/v1` Job; the status follows the Job. The Job is created once and
+//! never changed; a finished IngestionJob whose Job was cleaned up (TTL) is not run again, and
+//! one whose Job was deleted before its result was recorded is not run twice.
+//!
+//! One pass: [`resolve`] (the Tenant, the sources' ConfigMap and Secret, the Job as it is) →
+//! [`decide`] (pure: create the Job, wait, follow it, or stop) → create → [`status`].
+
+pub mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, ResourceExt};
+use xin_api::ingestion::{IngestionJob, IngestionJobStatus, Phase};
+
+use super::Context;
+use super::resolve::{owning_tenant, secret_exists};
+use super::runner::{Note, Pass, Reconcile, Requeue};
+use crate::builders::MANAGER;
+use crate::builders::ingestion::{build_ingestion_job, job_name};
+use crate::conditions::reason;
+use crate::error::{ApplyError, Error, OnObject, ResolveError, Result, object_name};
+
+/// What to do with an IngestionJob, decided from its status and its Job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    /// Finished, and its Job was cleaned up after (TTL): nothing to do, ever.
+    Done,
+    /// Its Job was deleted before the result was recorded: running it again could ingest
+    /// twice, so it fails and the user decides.
+    JobMissing,
+    /// No Job yet: create it.
+    Create,
+    /// Follow the Job's status.
+    Follow(Box<Job>),
+}
+
+pub fn decide(ij: &IngestionJob, job: Option<&Job>) -> Decision {
+    let current = ij.status.clone().unwrap_or_default();
+    let finished = matches!(current.phase, Some(Phase::Succeeded | Phase::Failed));
+    match job {
+        Some(j) => Decision::Follow(Box::new(j.clone())),
+        None if finished => Decision::Done,
+        None if current.job_name.is_some() => Decision::JobMissing,
+        None => Decision::Create,
+    }
+}
+
+/// What the sources refer to exists.
+async fn resolve_sources(
+    ij: &IngestionJob,
+    ctx: &Context,
+) -> std::result::Result<(), ResolveError> {
+    let ns = ij.namespace().unwrap_or_default();
+    let src = &ij.spec.source;
+    if let Some(cm) = &src.config_map {
+        // Read once, when the Job is about to be created: no watch of every ConfigMap.
+        let found = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
+            .get_opt(&cm.name)
+            .await
+            .map_err(|source| ResolveError::Kube {
+                what: format!("ConfigMap {ns}/{}", cm.name),
+                source,
+            })?
+            .ok_or_else(|| ResolveError::ConfigMapNotFound {
+                namespace: ns.clone(),
+                name: cm.name.clone(),
+            })?;
+        let have = |k: &String| {
+            found.data.as_ref().is_some_and(|d| d.contains_key(k))
+                || found
+                    .binary_data
+                    .as_ref()
+                    .is_some_and(|d| d.contains_key(k))
+        };
+        if let Some(missing) = cm.keys.iter().find(|k| !have(k)) {
+            return Err(ResolveError::ConfigMapKeyMissing {
+                namespace: ns.clone(),
+                name: cm.name.clone(),
+                key: missing.clone(),
+            });
+        }
+    }
+    let secret = src
+        .url
+        .as_ref()
+        .and_then(|u| u.headers_secret_ref.as_ref())
+        .or(src.s3.as_ref().map(|s| &s.credentials_secret_ref));
+    if let Some(r) = secret {
+        secret_exists(&ctx.stores.secrets.store(&ns).await?, &ns, &r.name)?;
+    }
+    Ok(())
+}
+
+impl Reconcile for IngestionJob {
+    type Status = IngestionJobStatus;
+
+    /// The fields the operator writes: phase, Job name, times, conditions (the worker owns
+    /// the counts and failures).
+    fn owned_status(&self) -> IngestionJobStatus {
+        let s = self.status.clone().unwrap_or_default();
+        IngestionJobStatus {
+            observed_generation: s.observed_generation,
+            conditions: s.conditions,
+            phase: s.phase,
+            job_name: s.job_name,
+            start_time: s.start_time,
+            completion_time: s.completion_time,
+            duration_seconds: s.duration_seconds,
+            ..IngestionJobStatus::default()
+        }
+    }
+    fn conditions(s: &IngestionJobStatus) -> &[Condition] {
+        &s.conditions
+    }
+    fn conditions_mut(s: &mut IngestionJobStatus) -> &mut Vec<Condition> {
+        &mut s.conditions
+    }
+    fn observed_generation_mut(s: &mut IngestionJobStatus) -> &mut Option<i64> {
+        &mut s.observed_generation
+    }
+    fn api(client: kube::Client, namespace: &str) -> kube::Api<Self> {
+        Api::namespaced(client, namespace)
+    }
+    fn store(ctx: &Context) -> Store<IngestionJob> {
+        ctx.stores.ingestion_jobs.clone()
+    }
+
+    async fn reconcile(
+        ij: Arc<IngestionJob>,
+        ctx: Arc<Context>,
+    ) -> Result<Pass<IngestionJobStatus>> {
+        let object = object_name(ij.as_ref());
+        let ns = ij.namespace().unwrap_or_default();
+        let name = job_name(&ij.name_any());
+        let cached = ctx.stores.jobs.get(&ObjectRef::new(&name).within(&ns));
+        let job = match decide(&ij, cached.as_deref()) {
+            Decision::Done => return Ok(Pass::gone()),
+            Decision::JobMissing => {
+                let e = Error::new(&object, ApplyError::JobMissing { name: name.clone() });
+                return Ok(status::job_missing(&ij, &name, &e));
+            }
+            Decision::Follow(job) => *job,
+            Decision::Create => {
+                let pending = |e: &Error| Pass::stalled(status::pending(&ij), e);
+                let tenant = match owning_tenant(&ctx.stores.tenants, &ns).on(&object) {
+                    Ok(t) => t,
+                    Err(e) if e.user_fixable() => return Ok(pending(&e)),
+                    Err(e) => return Err(e),
+                };
+                match resolve_sources(&ij, &ctx).await.on(&object) {
+                    Err(e) if e.user_fixable() => return Ok(pending(&e)),
+                    other => other?,
+                }
+                let desired = build_ingestion_job(&ij, &tenant, &ctx.config)
+                    .map_err(|source| crate::error::BuildError::Serialize {
+                        what: "the ingestion Job",
+                        source,
+                    })
+                    .on(&object)?;
+                let created = create(&ctx, &ns, &desired).await.on(&object)?;
+                let note = Note {
+                    warning: false,
+                    reason: reason::JOB_CREATED,
+                    message: format!("created Job {name}"),
+                    action: "Create",
+                };
+                match created {
+                    Some(job) => return Ok(status::follow(&ij, &name, &job).event(note)),
+                    // Someone else created it meanwhile: its watch event brings it.
+                    None => {
+                        return Ok(Pass::new(status::pending(&ij), status::waiting())
+                            .requeue(Requeue::After(Duration::from_secs(5))));
+                    }
+                }
+            }
+        };
+        Ok(status::follow(&ij, &name, &job))
+    }
+}
+
+/// Creates the Job, never updates it: its template is immutable. `None` when it exists.
+async fn create(
+    ctx: &Context,
+    ns: &str,
+    job: &Job,
+) -> std::result::Result<Option<Job>, ApplyError> {
+    let pp = kube::api::PostParams {
+        field_manager: Some(MANAGER.into()),
+        ..Default::default()
+    };
+    match Api::<Job>::namespaced(ctx.client.clone(), ns)
+        .create(&pp, job)
+        .await
+    {
+        Ok(j) => Ok(Some(j)),
+        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
+        Err(source) => Err(ApplyError::Kube {
+            verb: "create",
+            kind: "Job",
+            name: job.name_any(),
+            source,
+        }),
+    }
+}

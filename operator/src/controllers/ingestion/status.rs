@@ -1,0 +1,125 @@
+//! An IngestionJob's status from its Job, as pure functions.
+
+use k8s_openapi::api::batch::v1::Job;
+use xin_api::ingestion::{IngestionJob, IngestionJobStatus, Phase};
+
+use crate::conditions::{Health, reason, types};
+use crate::controllers::runner::{Extra, Pass, Requeue};
+use crate::error::Error;
+
+/// The operator's fields before a Job exists.
+pub fn pending(ij: &IngestionJob) -> IngestionJobStatus {
+    IngestionJobStatus {
+        observed_generation: ij.metadata.generation,
+        phase: Some(Phase::Pending),
+        ..IngestionJobStatus::default()
+    }
+}
+
+pub fn waiting() -> Health {
+    Health::Progressing {
+        reason: reason::PROGRESSING,
+        message: "waiting for the ingestion Job to start".into(),
+    }
+}
+
+/// Phase and health from the Job's status.
+pub fn from_job(job: &Job) -> (Phase, Health) {
+    let st = job.status.clone().unwrap_or_default();
+    let cond = |t: &str| {
+        st.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == t && c.status == "True")
+            .cloned()
+    };
+    if cond("Complete").is_some() {
+        let h = Health::Ready {
+            reason: reason::JOB_SUCCEEDED,
+            message: "ingestion finished".into(),
+        };
+        (Phase::Succeeded, h)
+    } else if let Some(f) = cond("Failed") {
+        let message = format!(
+            "ingestion Job failed: {}",
+            f.message.unwrap_or(f.reason.unwrap_or_default())
+        );
+        let h = Health::Stalled {
+            reason: reason::JOB_FAILED,
+            message,
+        };
+        (Phase::Failed, h)
+    } else if st.active.unwrap_or(0) > 0 {
+        let h = Health::Progressing {
+            reason: reason::JOB_RUNNING,
+            message: "ingestion Job is running".into(),
+        };
+        (Phase::Running, h)
+    } else {
+        (Phase::Pending, waiting())
+    }
+}
+
+fn outcome(phase: Phase) -> [Extra; 2] {
+    let flag = |type_, on: bool, reason_on| Extra {
+        type_,
+        status: on,
+        reason: if on { reason_on } else { reason::PROGRESSING },
+        message: String::new(),
+    };
+    [
+        flag(
+            types::COMPLETE,
+            phase == Phase::Succeeded,
+            reason::JOB_SUCCEEDED,
+        ),
+        flag(types::FAILED, phase == Phase::Failed, reason::JOB_FAILED),
+    ]
+}
+
+/// The pass of an IngestionJob whose Job exists.
+pub fn follow(ij: &IngestionJob, job_name: &str, job: &Job) -> Pass<IngestionJobStatus> {
+    let (phase, health) = from_job(job);
+    let st = job.status.clone().unwrap_or_default();
+    let duration = match (&st.start_time, &st.completion_time) {
+        (Some(s), Some(c)) => Some(c.0.as_second() - s.0.as_second()),
+        _ => None,
+    };
+    let status = IngestionJobStatus {
+        observed_generation: ij.metadata.generation,
+        phase: Some(phase),
+        job_name: Some(job_name.into()),
+        start_time: st.start_time,
+        completion_time: st.completion_time,
+        duration_seconds: duration,
+        ..IngestionJobStatus::default()
+    };
+    let requeue = match phase {
+        Phase::Succeeded | Phase::Failed => Requeue::AwaitChange,
+        _ => Requeue::Resync,
+    };
+    let [complete, failed] = outcome(phase);
+    // A finished Job is final: no retries with backoff.
+    Pass::new(status, health)
+        .with_extra(complete)
+        .with_extra(failed)
+        .requeue(requeue)
+}
+
+/// The pass of an IngestionJob whose Job was deleted before its result was recorded.
+pub fn job_missing(ij: &IngestionJob, job_name: &str, e: &Error) -> Pass<IngestionJobStatus> {
+    let status = IngestionJobStatus {
+        observed_generation: ij.metadata.generation,
+        phase: Some(Phase::Failed),
+        job_name: Some(job_name.into()),
+        ..IngestionJobStatus::default()
+    };
+    Pass::stalled(status, e)
+        .with_extra(Extra {
+            type_: types::FAILED,
+            status: true,
+            reason: e.reason(),
+            message: String::new(),
+        })
+        .requeue(Requeue::AwaitChange)
+}

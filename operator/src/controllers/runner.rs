@@ -1,0 +1,354 @@
+//! One controller runner for the four kinds: wiring, the reconcile's span and timing, the
+//! status step, stall reporting and the requeue policy are written once here, so every kind
+//! behaves the same way.
+//!
+//! A kind implements [`Reconcile`]: its pipeline (resolve → validate → build → apply) returns
+//! a [`Pass`] — the status fields it owns, its health and when to look again — or an
+//! [`Error`]. The runner then
+//! - turns a user-fixable error into a `Stalled` pass (reason from the error), with one Warning
+//!   Event per distinct problem and a retry with backoff;
+//! - shows any other error as `Reconciling` with reason `ApiError` and retries (soon when the
+//!   API server throttled, with backoff otherwise);
+//! - merges the conditions (keeping `lastTransitionTime` when nothing changed), compares the
+//!   typed status with the current one and patches only on a difference;
+//! - records the reconcile's duration after the status patch, and counts failures by kind and
+//!   error label.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use futures::channel::mpsc::UnboundedReceiver;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::{Action, Controller};
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::{Instrument, debug, info_span, warn};
+
+use super::{Context, key};
+use crate::builders::MANAGER;
+use crate::conditions::{Health, extra, merge, reason};
+use crate::error::{Error, Result, StatusError, object_name};
+
+/// When to reconcile an object again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Requeue {
+    /// At the periodic re-check (`XIN_RESYNC_SECONDS`).
+    Resync,
+    /// After this long.
+    After(Duration),
+    /// Only when something it watches changes.
+    AwaitChange,
+}
+
+/// A kind-specific condition of a pass (for example `CredentialsResolved`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Extra {
+    pub type_: &'static str,
+    pub status: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+/// An Event a pass publishes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+    pub action: &'static str,
+}
+
+/// What one pass over an object concluded.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pass<S> {
+    /// The status fields this operator owns (conditions are filled in by the runner); `None`
+    /// when the object is gone and nothing is left to report.
+    pub status: Option<S>,
+    pub health: Health,
+    pub extra: Vec<Extra>,
+    pub requeue: Requeue,
+    pub events: Vec<Note>,
+}
+
+impl<S> Pass<S> {
+    pub fn new(status: S, health: Health) -> Self {
+        Pass {
+            status: Some(status),
+            health,
+            extra: vec![],
+            requeue: Requeue::Resync,
+            events: vec![],
+        }
+    }
+
+    /// The pass of an object stalled on a problem only the user can fix.
+    pub fn stalled(status: S, e: &Error) -> Self {
+        Pass::new(
+            status,
+            Health::Stalled {
+                reason: e.reason(),
+                message: e.message(),
+            },
+        )
+    }
+
+    /// The object is gone: no status, no requeue.
+    pub fn gone() -> Self {
+        Pass {
+            status: None,
+            health: Health::Progressing {
+                reason: reason::PROGRESSING,
+                message: String::new(),
+            },
+            extra: vec![],
+            requeue: Requeue::AwaitChange,
+            events: vec![],
+        }
+    }
+
+    pub fn with_extra(mut self, e: Extra) -> Self {
+        self.extra.push(e);
+        self
+    }
+
+    pub fn requeue(mut self, r: Requeue) -> Self {
+        self.requeue = r;
+        self
+    }
+
+    pub fn event(mut self, n: Note) -> Self {
+        self.events.push(n);
+        self
+    }
+}
+
+/// A kind the operator reconciles.
+pub trait Reconcile:
+    Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    /// Its typed status, holding only the fields this operator writes (others, such as a
+    /// worker's counters, stay `None` and are left to their own field manager).
+    type Status: Serialize + Clone + PartialEq + Debug + Send + Sync + 'static;
+
+    /// The part of the current status this operator owns.
+    fn owned_status(&self) -> Self::Status;
+    fn conditions(status: &Self::Status) -> &[Condition];
+    fn conditions_mut(status: &mut Self::Status) -> &mut Vec<Condition>;
+    fn observed_generation_mut(status: &mut Self::Status) -> &mut Option<i64>;
+
+    /// The owned status as it is, observed at the current generation: what a pass that
+    /// learned nothing new reports.
+    fn current_status(&self) -> Self::Status {
+        let mut s = self.owned_status();
+        *Self::observed_generation_mut(&mut s) = self.meta().generation;
+        s
+    }
+    /// The store of this kind (for the controller's lookups).
+    fn store(ctx: &Context) -> Store<Self>;
+    /// The API of this kind for an object in `namespace` (ignored when cluster-scoped).
+    fn api(client: kube::Client, namespace: &str) -> Api<Self>;
+
+    /// One pass of the pipeline.
+    fn reconcile(
+        obj: Arc<Self>,
+        ctx: Arc<Context>,
+    ) -> impl Future<Output = Result<Pass<Self::Status>>> + Send;
+
+    /// The pass shown when the reconcile failed with an error that is not the user's: the
+    /// current status, `Reconciling` with reason `ApiError`.
+    fn error_pass(&self, e: &Error) -> Pass<Self::Status> {
+        Pass::new(
+            self.current_status(),
+            Health::Progressing {
+                reason: reason::API_ERROR,
+                message: format!(
+                    "retrying after an error ({}): {}",
+                    e.metric_label(),
+                    e.message()
+                ),
+            },
+        )
+    }
+}
+
+/// The status to write after `pass`, or `None` when the current one already says it.
+pub fn desired_status<K: Reconcile>(
+    obj: &K,
+    pass: &Pass<K::Status>,
+    now: &Time,
+) -> Option<K::Status> {
+    let mut desired = pass.status.clone()?;
+    let current = obj.owned_status();
+    let generation = obj.meta().generation;
+    let mut conds = pass.health.conditions(generation, now);
+    conds.extend(
+        pass.extra
+            .iter()
+            .map(|e| extra(e.type_, e.status, e.reason, &e.message, generation, now)),
+    );
+    *K::conditions_mut(&mut desired) = merge(K::conditions(&current), conds);
+    (desired != current).then_some(desired)
+}
+
+/// Server-side applies `status` as this operator's field manager. Fields the operator no
+/// longer sets (absent from the typed status) are removed by the apply.
+pub async fn patch_status<K: Reconcile>(
+    api: &Api<K>,
+    obj: &K,
+    status: &K::Status,
+) -> Result<(), StatusError> {
+    let status = serde_json::to_value(status).map_err(StatusError::Serialize)?;
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(MANAGER).force(),
+        &Patch::Apply(&body),
+    )
+    .await
+    .map_err(StatusError::Kube)?;
+    Ok(())
+}
+
+fn api_for<K: Reconcile>(ctx: &Context, obj: &K) -> Api<K> {
+    K::api(ctx.client.clone(), &obj.namespace().unwrap_or_default())
+}
+
+/// The status step: the conditions, the Events, the status patch, and the action.
+async fn finish<K: Reconcile>(obj: &K, ctx: &Context, pass: Pass<K::Status>) -> Result<Action> {
+    let k = key(obj);
+    let now = ctx.now();
+    // One Warning Event per distinct problem: compared with what `Ready` already shows.
+    if let Health::Stalled { reason, message } = &pass.health {
+        let current = obj.owned_status();
+        let shown = K::conditions(&current)
+            .iter()
+            .find(|c| c.type_ == xin_api::common::condition::READY);
+        if !shown.is_some_and(|c| c.reason == *reason && c.message == *message) {
+            ctx.event(
+                obj.object_ref(&()),
+                EventType::Warning,
+                reason,
+                message.clone(),
+                "Reconcile",
+            )
+            .await;
+        }
+    }
+    for n in &pass.events {
+        let t = if n.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        ctx.event(
+            obj.object_ref(&()),
+            t,
+            n.reason,
+            n.message.clone(),
+            n.action,
+        )
+        .await;
+    }
+    if let Some(status) = desired_status(obj, &pass, &now) {
+        patch_status(&api_for(ctx, obj), obj, &status)
+            .await
+            .map_err(|e| Error::new(object_name(obj), e))?;
+    }
+    Ok(match (&pass.health, pass.requeue) {
+        // Final (a failed Job): nothing to retry.
+        (_, Requeue::AwaitChange) => Action::await_change(),
+        (Health::Stalled { reason, .. }, _) => Action::requeue(ctx.retry_after(reason, &k)),
+        (_, r) => {
+            ctx.reset_backoff(&k);
+            match r {
+                Requeue::Resync => Action::requeue(Duration::from_secs(ctx.config.resync_seconds)),
+                Requeue::After(d) => Action::requeue(d),
+                Requeue::AwaitChange => Action::await_change(),
+            }
+        }
+    })
+}
+
+/// One reconcile of `obj`, as the controller runs it.
+async fn reconcile<K: Reconcile>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
+    let start = Instant::now();
+    let res = match K::reconcile(obj.clone(), ctx.clone()).await {
+        Ok(pass) => finish(obj.as_ref(), &ctx, pass).await,
+        Err(e) if e.user_fixable() => {
+            finish(obj.as_ref(), &ctx, Pass::stalled(obj.current_status(), &e)).await
+        }
+        Err(e) => {
+            if !e.is_transient() {
+                // Visible where users look, not only in the operator's logs.
+                if let Err(se) = finish(obj.as_ref(), &ctx, obj.error_pass(&e)).await {
+                    debug!(error = %se, "could not show the error in the status");
+                }
+            }
+            Err(e)
+        }
+    };
+    ctx.metrics
+        .reconciled(K::kind(&()).as_ref(), start.elapsed());
+    res
+}
+
+/// The error policy of every controller: count the failure by kind and error, log it, and
+/// retry — soon when the API server only asked us to slow down, with backoff otherwise.
+fn error_policy<K: Reconcile>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Action {
+    let kind = K::kind(&()).to_string();
+    ctx.metrics.failed(&kind, err.metric_label());
+    let delay = if err.is_transient() {
+        Duration::from_millis(500 + u64::from(rand::random::<u16>() % 1500))
+    } else {
+        ctx.backoff(&key(obj.as_ref()))
+    };
+    warn!(kind, name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
+    Action::requeue(delay)
+}
+
+/// Runs the controller of `K` until shutdown: reconciles what `triggers` names (every watch
+/// event that concerns a `K`, see `stores`), at most `XIN_CONCURRENCY` at once.
+pub async fn run<K: Reconcile>(ctx: Arc<Context>, triggers: UnboundedReceiver<ObjectRef<K>>) {
+    let kind = K::kind(&()).to_string();
+    Controller::for_stream(futures::stream::pending(), K::store(&ctx))
+        .reconcile_on(triggers)
+        .with_config(
+            kube::runtime::controller::Config::default().concurrency(ctx.config.concurrency),
+        )
+        .shutdown_on_signal()
+        .run(
+            |obj: Arc<K>, ctx: Arc<Context>| {
+                let span = info_span!(
+                    "reconcile",
+                    kind = K::kind(&()).as_ref(),
+                    name = %obj.name_any(),
+                    namespace = obj.namespace().unwrap_or_default(),
+                );
+                reconcile(obj, ctx).instrument(span)
+            },
+            error_policy,
+            ctx,
+        )
+        .for_each(|res| {
+            use kube::runtime::controller::Error as CErr;
+            match res {
+                // A trigger for an object that is gone: nothing to do.
+                Err(CErr::ObjectNotFound(r)) => debug!(kind, object = %r, "object already gone"),
+                Err(e) => warn!(kind, error = %e, "controller event failed"),
+                Ok(_) => {}
+            }
+            std::future::ready(())
+        })
+        .await;
+}

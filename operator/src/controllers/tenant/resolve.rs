@@ -1,0 +1,207 @@
+//! What a Tenant's spec and namespace hold, read from the watches' stores: the namespace's
+//! owner, the Channels the Channel controller marked routable (with their keys and
+//! credentials), the AutomationRules, and the Secret values the workloads' configuration
+//! digests cover.
+
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::jiff;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Api, ResourceExt};
+use xin_api::channel::Channel;
+use xin_api::common::condition::READY;
+use xin_api::routes::Routes;
+use xin_api::tenant::Tenant;
+
+use crate::builders::tenant::{SIGNING_KEY, SIGNING_SECRET, TENANT_UID_ANNOTATION};
+use crate::component::Component;
+use crate::controllers::Context;
+use crate::controllers::resolve::secret_key;
+use crate::error::{Error, ResolveError};
+
+/// What the Tenant's pass works from.
+#[derive(Debug)]
+pub struct Resolved {
+    pub namespace: String,
+    pub channels: i32,
+    pub rules: i32,
+    /// What the workloads need, or the user-fixable reason it cannot be read.
+    pub workloads: Result<WorkloadInputs, Error>,
+}
+
+/// Everything the workloads' objects are built from besides the spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct WorkloadInputs {
+    /// The database URL and LLM key, only to digest them into the pod templates' hash (a
+    /// changed Secret rolls the pods); never rendered.
+    pub db_url: Vec<u8>,
+    pub llm_key: Vec<u8>,
+    /// The tenant signing key: the existing one, or a fresh one when there is none yet.
+    pub signing_key: Vec<u8>,
+    /// The routes of the channels the Channel controller marked routable.
+    pub routes: Routes,
+    /// Channels that are not being deleted (their Ingress hosts).
+    pub live_channels: Vec<Channel>,
+    /// No channel is routable yet and no gateway exists: the first gateway waits for its
+    /// first route rather than being rolled again moments later.
+    pub gateway_waits: bool,
+}
+
+/// Whether the Channel controller found `ch` servable at its current generation (its
+/// credentials and webhook key resolve).
+pub fn routable(ch: &Channel) -> bool {
+    let Some(s) = &ch.status else { return false };
+    s.observed_generation == ch.metadata.generation
+        && s.conditions
+            .iter()
+            .any(|c| c.type_ == READY && c.status == "True")
+}
+
+/// The namespace is free or already this Tenant's: never take over another Tenant's.
+fn check_owner(namespaces: &Store<Namespace>, ns: &str, uid: &str) -> Result<(), ResolveError> {
+    let existing = namespaces.get(&ObjectRef::new(ns));
+    match existing
+        .as_ref()
+        .and_then(|n| n.annotations().get(TENANT_UID_ANNOTATION))
+    {
+        Some(owner) if !owner.is_empty() && owner != uid => Err(ResolveError::NamespaceTaken {
+            namespace: ns.into(),
+            owner: owner.clone(),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Reads everything a pass needs. Errors only the user can fix are returned inside
+/// [`Resolved::workloads`] (the namespace is set up regardless); others end the pass.
+pub async fn resolve(
+    tenant: &Tenant,
+    namespace: String,
+    ctx: &Context,
+) -> Result<Resolved, ResolveError> {
+    let stores = &ctx.stores;
+    let uid = tenant.uid().unwrap_or_default();
+    check_owner(&stores.namespaces, &namespace, &uid)?;
+    let in_ns = |o: &Option<String>| o.as_deref() == Some(namespace.as_str());
+    let channels: Vec<Channel> = stores
+        .channels
+        .state()
+        .iter()
+        .filter(|c| in_ns(&c.namespace()))
+        .map(|c| c.as_ref().clone())
+        .collect();
+    let rules = stores
+        .rules
+        .state()
+        .iter()
+        .filter(|r| in_ns(&r.namespace()))
+        .count() as i32;
+    let secrets = stores.secrets.store(&namespace).await?;
+    let object = crate::error::object_name(tenant);
+    let workloads = workload_inputs(tenant, &namespace, &channels, &secrets, ctx)
+        .await
+        .map_err(|e| Error::new(&object, e));
+    let workloads = match workloads {
+        Err(e) if !e.user_fixable() => {
+            return Err(match *e.source {
+                crate::error::Cause::Resolve(r) => r,
+                other => ResolveError::NotSynced {
+                    what: if matches!(other, crate::error::Cause::Validate(_)) {
+                        "a channel"
+                    } else {
+                        "the tenant's inputs"
+                    },
+                },
+            });
+        }
+        w => w,
+    };
+    Ok(Resolved {
+        namespace,
+        channels: channels.len() as i32,
+        rules,
+        workloads,
+    })
+}
+
+async fn workload_inputs(
+    tenant: &Tenant,
+    ns: &str,
+    channels: &[Channel],
+    secrets: &Store<Secret>,
+    ctx: &Context,
+) -> Result<WorkloadInputs, ResolveError> {
+    let db_url = secret_key(secrets, ns, &tenant.spec.database.url_secret_ref)?;
+    let llm_key = match tenant
+        .spec
+        .llm
+        .as_ref()
+        .and_then(|l| l.api_key_secret_ref.as_ref())
+    {
+        Some(r) => secret_key(secrets, ns, r)?,
+        None => Vec::new(),
+    };
+    let signing_key = signing_key(secrets, ns, ctx).await?;
+
+    let now = jiff::Timestamp::now();
+    let live_channels: Vec<Channel> = channels
+        .iter()
+        .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .cloned()
+        .collect();
+    let mut routes = Routes {
+        tenant: tenant.name_any(),
+        channels: vec![],
+    };
+    for ch in live_channels.iter().filter(|c| routable(c)) {
+        // The Channel controller found it servable; a Secret that changed since is seen by
+        // the Channel's next pass, which then marks it not routable.
+        if let Ok(r) = crate::controllers::resolve::channel_route(secrets, ch, now) {
+            routes.channels.push(r);
+        }
+    }
+    let gateway_exists = ctx
+        .stores
+        .deployments
+        .get(&ObjectRef::new(&Component::Gateway.workload_name()).within(ns))
+        .is_some();
+    let gateway_waits = !channels.is_empty() && routes.channels.is_empty() && !gateway_exists;
+    Ok(WorkloadInputs {
+        db_url,
+        llm_key,
+        signing_key,
+        routes,
+        live_channels,
+        gateway_waits,
+    })
+}
+
+/// The signing key is generated once and then only read back. It reaches the workloads as an
+/// environment variable, so it is text (URL-safe base64 of 32 random bytes); a key that is not
+/// text (written by an earlier version) could not be used and is replaced. Before a new key is
+/// made, the Secret is read fresh: the watch may not show a key written moments ago.
+async fn signing_key(
+    secrets: &Store<Secret>,
+    ns: &str,
+    ctx: &Context,
+) -> Result<Vec<u8>, ResolveError> {
+    let usable = |s: Option<&Secret>| match s.and_then(|s| s.data.as_ref()?.get(SIGNING_KEY)) {
+        Some(ByteString(k)) if !k.is_empty() && std::str::from_utf8(k).is_ok() => Some(k.clone()),
+        _ => None,
+    };
+    let cached = crate::controllers::resolve::secret(secrets, ns, SIGNING_SECRET);
+    if let Some(k) = usable(cached.as_deref()) {
+        return Ok(k);
+    }
+    let live = Api::<Secret>::namespaced(ctx.client.clone(), ns)
+        .get_opt(SIGNING_SECRET)
+        .await
+        .map_err(|source| ResolveError::Kube {
+            what: format!("Secret {ns}/{SIGNING_SECRET}"),
+            source,
+        })?;
+    Ok(
+        usable(live.as_ref())
+            .unwrap_or_else(|| crate::controllers::channel::new_key().into_bytes()),
+    )
+}
