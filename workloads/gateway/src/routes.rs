@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
 use xin_api::routes::{ChannelRoute, Routes};
+use xin_runtime::HttpMetrics;
 
 /// The current routes, swapped whole on reload.
 #[derive(Clone, Default)]
@@ -34,14 +36,29 @@ pub fn load(path: &PathBuf) -> Result<(Routes, Vec<u8>), String> {
     Ok((routes, bytes))
 }
 
+/// Name of the counter of rejected reloads (`…_total` once exposed).
+pub const RELOAD_FAILURES: &str = "gateway_routes_reload_failures";
+
 /// Re-reads the file every `every`; a changed file that parses replaces the table, one that
-/// does not is reported and the last good routes stay in use.
+/// does not is logged, counted in `metrics` as [`RELOAD_FAILURES`] (at every re-read while it
+/// stays so) and the last good routes stay in use.
 pub fn watch(
     path: PathBuf,
     table: RouteTable,
     mut last: Vec<u8>,
     every: Duration,
+    metrics: &HttpMetrics,
 ) -> tokio::task::JoinHandle<()> {
+    let failures = Counter::<u64>::default();
+    metrics
+        .registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .register(
+            RELOAD_FAILURES,
+            "Re-reads of a changed routes file that was not valid and not loaded (the last good routes stay in use)",
+            failures.clone(),
+        );
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
@@ -58,6 +75,7 @@ pub fn watch(
                     last = bytes;
                 }
                 Err(e) => {
+                    failures.inc();
                     tracing::error!(error = %e, file = %path.display(), "routes file changed but is not valid; keeping the previous routes")
                 }
             }

@@ -113,13 +113,14 @@ async fn start(channels: Vec<ChannelRoute>) -> Harness {
     let (initial, bytes) = routes::load(&routes_file).unwrap();
     let table = RouteTable::default();
     table.set(initial);
+    let metrics = HttpMetrics::default();
     routes::watch(
         routes_file.clone(),
         table.clone(),
         bytes,
         Duration::from_millis(200),
+        &metrics,
     );
-    let metrics = HttpMetrics::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let router = app(
@@ -480,9 +481,28 @@ async fn body_and_rate_limits_answer_413_and_429_with_retry_after() {
     assert!((1..=2).contains(&wait), "Retry-After {wait}");
 }
 
+/// Replaces the routes file in one step (as the kubelet swaps a Secret volume), so the
+/// watcher never reads it half written.
+fn replace_routes_file(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The value of an unlabelled counter in the gateway's metrics (0 before its first increment).
+fn counter(h: &Harness, name: &str) -> u64 {
+    let m = h.metrics.encode();
+    let line = m
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in the metrics:\n{m}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 #[tokio::test]
 async fn a_new_channel_in_the_routes_file_is_served_without_a_restart() {
     let h = start(vec![route("tg", ChannelType::Telegram)]).await;
+    let failures = format!("{}_total", routes::RELOAD_FAILURES);
     assert_json_error(
         &h.post("/webhooks/tg2", &[], b"{}").await,
         404,
@@ -495,7 +515,7 @@ async fn a_new_channel_in_the_routes_file_is_served_without_a_restart() {
             route("tg2", ChannelType::Telegram),
         ],
     };
-    std::fs::write(&h.routes_file, serde_json::to_vec(&r).unwrap()).unwrap();
+    replace_routes_file(&h.routes_file, &serde_json::to_vec(&r).unwrap());
     let mut status = 0;
     for _ in 0..50 {
         status = h
@@ -512,9 +532,20 @@ async fn a_new_channel_in_the_routes_file_is_served_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200);
-    // A broken file keeps the last good routes.
-    std::fs::write(&h.routes_file, b"{broken").unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counter(&h, &failures), 0, "a good file is no failure");
+
+    // A broken file keeps the last good routes: wait until the watcher has read and rejected
+    // it, then the new channel must still be served.
+    replace_routes_file(&h.routes_file, b"{broken");
+    let mut rejected = 0;
+    for _ in 0..100 {
+        rejected = counter(&h, &failures);
+        if rejected > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rejected > 0, "the broken routes file was never rejected");
     assert_eq!(
         h.post(
             "/webhooks/tg2",
@@ -523,7 +554,8 @@ async fn a_new_channel_in_the_routes_file_is_served_without_a_restart() {
         )
         .await
         .status,
-        200
+        200,
+        "the last good routes stay in use"
     );
 }
 
