@@ -81,7 +81,7 @@ fn children(tenant_name: &str, ns: &str, cfg: &Config) -> Vec<Value> {
             .iter()
             .map(|c| ChannelRoute {
                 name: c.name_any(),
-                type_: c.spec.type_.as_str().into(),
+                type_: c.spec.type_,
                 path: webhook_path(&c.name_any()),
                 suspended: false,
                 max_body_bytes: c.spec.max_body_bytes,

@@ -64,7 +64,8 @@ pub struct ChannelSpec {
     /// The webhook key and its rotation.
     #[serde(default)]
     pub webhook: WebhookSpec,
-    /// Per-channel rate limit at the gateway.
+    /// Per-channel rate limit, counted by each gateway replica on its own: the gateway scales
+    /// to at most 5 replicas, so a channel may be served up to 5 times this rate in total.
     #[serde(default)]
     pub rate_limit: RateLimitSpec,
     /// Largest request body the gateway accepts (413 above it).
@@ -177,16 +178,16 @@ impl Default for WebhookSpec {
     }
 }
 
-/// Token-bucket rate limit.
+/// Token-bucket rate limit of one gateway replica.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.burst >= self.requestsPerSecond").message("rateLimit.burst must be at least rateLimit.requestsPerSecond"))]
 pub struct RateLimitSpec {
-    /// Sustained requests per second.
+    /// Sustained requests per second, per gateway replica.
     #[serde(default = "default_rps")]
     #[schemars(range(min = 1, max = 100000))]
     pub requests_per_second: i32,
-    /// Requests allowed in a burst.
+    /// Requests allowed in a burst, per gateway replica.
     #[serde(default = "default_burst")]
     #[schemars(range(min = 1, max = 1000000))]
     pub burst: i32,

@@ -204,7 +204,7 @@ mod tests {
     fn route(name: &str) -> ChannelRoute {
         ChannelRoute {
             name: name.into(),
-            type_: "telegram".into(),
+            type_: xin_api::ChannelType::Telegram,
             path: webhook_path(name),
             suspended: false,
             max_body_bytes: 1 << 20,

@@ -162,7 +162,7 @@ pub fn keys_from_data(
     {
         out.push(WebhookKey {
             key,
-            expires_at: Some(exp),
+            expires_at: exp.parse().ok().map(xin_api::routes::Time),
         });
     }
     out
@@ -214,7 +214,7 @@ pub fn channel_route(
     let s = &ch.spec;
     Ok(ChannelRoute {
         name: ch.name_any(),
-        type_: s.type_.as_str().into(),
+        type_: s.type_,
         path: webhook_path(&ch.name_any()),
         suspended: s.suspend,
         max_body_bytes: s.max_body_bytes,
@@ -258,7 +258,10 @@ mod tests {
             keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
             ["new", "old"]
         );
-        assert_eq!(keys[1].expires_at.as_deref(), Some("2026-01-01T00:10:00Z"));
+        assert_eq!(
+            keys[1].expires_at.as_ref().map(|t| t.0),
+            Some("2026-01-01T00:10:00Z".parse().unwrap())
+        );
         data.insert(
             webhook_keys::PREVIOUS_EXPIRES_AT.into(),
             ByteString(b"2025-12-31T23:59:59Z".to_vec()),

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+use xin_api::channel::ChannelType;
 use xin_api::routes::{ChannelRoute, Credentials, Routes, WebhookKey};
 use xin_gateway::routes::RouteTable;
 use xin_gateway::verify::meta_sign;
@@ -72,7 +73,7 @@ async fn serve_gateway() -> String {
         tenant: "acme".into(),
         channels: vec![ChannelRoute {
             name: "wa".into(),
-            type_: "whatsapp".into(),
+            type_: ChannelType::Whatsapp,
             path: "/webhooks/wa".into(),
             suspended: false,
             max_body_bytes: 1 << 20,

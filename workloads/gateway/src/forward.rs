@@ -145,8 +145,7 @@ impl Forwarder {
             Ok(()) => "replied",
             Err(e) => {
                 let give_up = !e.retry || attempts + 1 >= self.max_attempts;
-                // 1, 2, 4 … seconds, at most 5 minutes.
-                let backoff = 2f64.powi(attempts.min(8)).min(300.0);
+                let backoff = backoff_seconds(attempts);
                 let res = sqlx::query(
                     "UPDATE gateway_inbox SET attempts = attempts + 1, last_error = $2,
                        locked_until = CASE WHEN $3 THEN NULL ELSE now() + make_interval(secs => $4) END,
@@ -300,5 +299,26 @@ fn retry(message: String) -> reply::SendError {
     reply::SendError {
         message,
         retry: true,
+    }
+}
+
+/// How long a message waits before its next attempt after `attempts` earlier failures:
+/// 1, 2, 4 … seconds, doubling up to 256 s (2⁸) and staying there.
+fn backoff_seconds(attempts: i32) -> f64 {
+    2f64.powi(attempts.clamp(0, 8))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_256_seconds() {
+        let waits: Vec<f64> = (0..12).map(backoff_seconds).collect();
+        assert_eq!(
+            waits,
+            [1., 2., 4., 8., 16., 32., 64., 128., 256., 256., 256., 256.]
+        );
+        assert_eq!(backoff_seconds(i32::MAX), 256.);
     }
 }

@@ -22,6 +22,7 @@ use axum::routing::{get, options};
 use axum::{Json, Router};
 use serde::Deserialize;
 use sqlx::PgPool;
+use xin_api::channel::ChannelType;
 use xin_runtime::{ApiError, CorrelationId, HttpMetrics};
 
 use crate::providers::Inbound;
@@ -165,13 +166,16 @@ async fn handshake(
         .routes
         .channel(&channel)
         .ok_or_else(|| not_found(&channel, &id))?;
-    if !matches!(route.type_.as_str(), "whatsapp" | "instagram") {
-        return Err(ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "only WhatsApp and Instagram channels have a GET handshake",
-            &id,
-        ));
+    match route.type_ {
+        ChannelType::Whatsapp | ChannelType::Instagram => {}
+        ChannelType::Telegram | ChannelType::Web => {
+            return Err(ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "only WhatsApp and Instagram channels have a GET handshake",
+                &id,
+            ));
+        }
     }
     let expected: Vec<&str> = match &route.credentials.verify_token {
         Some(t) => vec![t.as_str()],
@@ -262,8 +266,13 @@ async fn receive(
         .map_err(|_| too_large(limit, &id))?;
 
     let header = |n: &str| headers.get(n).map(|v| v.as_bytes());
-    let parsed = match route.type_.as_str() {
-        "telegram" => {
+    let meta_signed = || {
+        let secret = route.credentials.app_secret.as_deref().unwrap_or_default();
+        verify::meta_signature(header("x-hub-signature-256"), &bytes, &[secret])
+            .map_err(|r| refused(r, &id))
+    };
+    let parsed = match route.type_ {
+        ChannelType::Telegram => {
             verify::telegram_token(
                 header("x-telegram-bot-api-secret-token"),
                 &routes::accepted_keys(&route, SystemTime::now()),
@@ -271,22 +280,20 @@ async fn receive(
             .map_err(|r| refused(r, &id))?;
             providers::telegram(&bytes)
         }
-        "whatsapp" | "instagram" => {
-            let secret = route.credentials.app_secret.clone().unwrap_or_default();
-            verify::meta_signature(header("x-hub-signature-256"), &bytes, &[secret.as_str()])
-                .map_err(|r| refused(r, &id))?;
-            if route.type_ == "whatsapp" {
-                providers::whatsapp(&bytes)
-            } else {
-                providers::instagram(&bytes)
-            }
+        ChannelType::Whatsapp => {
+            meta_signed()?;
+            providers::whatsapp(&bytes)
         }
-        other => {
+        ChannelType::Instagram => {
+            meta_signed()?;
+            providers::instagram(&bytes)
+        }
+        ChannelType::Web => {
             return Err(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "not_a_webhook_channel",
                 format!(
-                    "{other} channels are not served by webhook POST; the widget uses /widget/{channel}/…"
+                    "web channels are not served by webhook POST; the widget uses /widget/{channel}/…"
                 ),
                 &id,
             ));

@@ -115,11 +115,13 @@ async fn run(args: Args) -> Result<(), String> {
     let (initial, bytes) = routes::load(&args.routes_file)?;
     let table = RouteTable::default();
     table.set(initial);
+    let metrics = HttpMetrics::default();
     routes::watch(
         args.routes_file.clone(),
         table.clone(),
         bytes,
         Duration::from_secs(1),
+        &metrics,
     );
     let pool = xin_store::connect(&args.database_url, &args.tenant, 16).await?;
     if xin_store::bypasses_row_security(&pool)
@@ -131,7 +133,6 @@ async fn run(args: Args) -> Result<(), String> {
     xin_store::migrate(&pool)
         .await
         .map_err(|e| format!("database migration failed: {e}"))?;
-    let metrics = HttpMetrics::default();
     let outcomes = Family::<OutcomeLabels, Counter>::default();
     metrics
         .registry

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use xin_api::channel::ChannelType;
 use xin_api::routes::ChannelRoute;
 
 /// Where the provider APIs live.
@@ -70,9 +71,15 @@ pub async fn send(
     headers: reqwest::header::HeaderMap,
 ) -> Result<(), SendError> {
     let creds = &route.credentials;
-    let (url, bearer, body) = match route.type_.as_str() {
-        "web" => return Ok(()),
-        "telegram" => {
+    let access_token = || {
+        creds
+            .access_token
+            .as_deref()
+            .ok_or_else(|| fail("the channel has no access token", false))
+    };
+    let (url, bearer, body) = match route.type_ {
+        ChannelType::Web => return Ok(()),
+        ChannelType::Telegram => {
             let token = creds
                 .bot_token
                 .as_deref()
@@ -91,31 +98,27 @@ pub async fn send(
                 json!({"chat_id": chat, "text": fit_utf16(text, 4096)}),
             )
         }
-        "whatsapp" => {
+        ChannelType::Whatsapp => {
             let phone = route
                 .phone_number_id
                 .as_deref()
                 .ok_or_else(|| fail("the channel has no phoneNumberId", false))?;
             (
                 format!("{}/{phone}/messages", apis.meta.trim_end_matches('/')),
-                creds.access_token.as_deref(),
+                Some(access_token()?),
                 json!({"messaging_product": "whatsapp", "recipient_type": "individual", "to": recipient,
                        "type": "text", "text": {"preview_url": false, "body": fit(text, 4096)}}),
             )
         }
-        "instagram" => {
+        ChannelType::Instagram => {
             let page = route.page_id.as_deref().unwrap_or("me");
             (
                 format!("{}/{page}/messages", apis.meta.trim_end_matches('/')),
-                creds.access_token.as_deref(),
+                Some(access_token()?),
                 json!({"recipient": {"id": recipient}, "message": {"text": fit(text, 1000)}}),
             )
         }
-        other => return Err(fail(format!("no reply API for {other} channels"), false)),
     };
-    if matches!(route.type_.as_str(), "whatsapp" | "instagram") && bearer.is_none() {
-        return Err(fail("the channel has no access token", false));
-    }
     let mut req = client
         .post(&url)
         .headers(headers)
@@ -126,7 +129,11 @@ pub async fn send(
     }
     let resp = req.send().await.map_err(|e| {
         fail(
-            format!("{} API unreachable: {}", route.type_, e.without_url()),
+            format!(
+                "{} API unreachable: {}",
+                route.type_.as_str(),
+                e.without_url()
+            ),
             true,
         )
     })?;
@@ -143,7 +150,7 @@ pub async fn send(
         .collect();
     let retry = status.is_server_error() || status.as_u16() == 429 || status.as_u16() == 408;
     Err(fail(
-        format!("{} API answered {status}: {detail}", route.type_),
+        format!("{} API answered {status}: {detail}", route.type_.as_str()),
         retry,
     ))
 }

@@ -3,9 +3,11 @@
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
+use prometheus_client::metrics::counter::Counter;
 use xin_api::routes::{ChannelRoute, Routes};
+use xin_runtime::HttpMetrics;
 
 /// The current routes, swapped whole on reload.
 #[derive(Clone, Default)]
@@ -34,14 +36,29 @@ pub fn load(path: &PathBuf) -> Result<(Routes, Vec<u8>), String> {
     Ok((routes, bytes))
 }
 
+/// Name of the counter of rejected reloads (`…_total` once exposed).
+pub const RELOAD_FAILURES: &str = "gateway_routes_reload_failures";
+
 /// Re-reads the file every `every`; a changed file that parses replaces the table, one that
-/// does not is reported and the last good routes stay in use.
+/// does not is logged, counted in `metrics` as [`RELOAD_FAILURES`] (at every re-read while it
+/// stays so) and the last good routes stay in use.
 pub fn watch(
     path: PathBuf,
     table: RouteTable,
     mut last: Vec<u8>,
     every: Duration,
+    metrics: &HttpMetrics,
 ) -> tokio::task::JoinHandle<()> {
+    let failures = Counter::<u64>::default();
+    metrics
+        .registry
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .register(
+            RELOAD_FAILURES,
+            "Re-reads of a changed routes file that was not valid and not loaded (the last good routes stay in use)",
+            failures.clone(),
+        );
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(every).await;
@@ -58,6 +75,7 @@ pub fn watch(
                     last = bytes;
                 }
                 Err(e) => {
+                    failures.inc();
                     tracing::error!(error = %e, file = %path.display(), "routes file changed but is not valid; keeping the previous routes")
                 }
             }
@@ -65,59 +83,59 @@ pub fn watch(
     })
 }
 
-/// The keys a channel accepts now: expired previous keys are dropped even before the
+/// The keys a channel accepts at `now`: expired previous keys are dropped even before the
 /// operator rewrites the file.
-pub fn accepted_keys(route: &ChannelRoute, now: std::time::SystemTime) -> Vec<&str> {
-    let now_s = now
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
+pub fn accepted_keys(route: &ChannelRoute, now: SystemTime) -> Vec<&str> {
     route
         .keys
         .iter()
         .filter(|k| match &k.expires_at {
             None => true,
-            Some(t) => parse_rfc3339_seconds(t).is_some_and(|exp| exp > now_s),
+            Some(t) => SystemTime::from(t.0) > now,
         })
         .map(|k| k.key.as_str())
         .collect()
 }
 
-/// Seconds since the epoch of an RFC 3339 UTC timestamp (`2026-11-23T10:00:00Z`, optional
-/// fraction), as the operator writes them.
-fn parse_rfc3339_seconds(s: &str) -> Option<i64> {
-    let s = s.strip_suffix('Z')?;
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.split('-').map(|x| x.parse::<i64>());
-    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
-    let time = time.split('.').next()?;
-    let mut t = time.split(':').map(|x| x.parse::<i64>());
-    let (hh, mm, ss) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let doy = (153 * (m + if m > 2 { -3 } else { 9 }) + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    Some(days * 86400 + hh * 3600 + mm * 60 + ss)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use xin_api::channel::ChannelType;
+    use xin_api::routes::{Credentials, Time, WebhookKey};
 
     #[test]
-    fn rfc3339_parses_like_the_operator_writes_it() {
-        assert_eq!(parse_rfc3339_seconds("1970-01-01T00:00:00Z"), Some(0));
+    fn a_previous_key_is_accepted_until_its_expiry() {
+        let key = |key: &str, exp: Option<&str>| WebhookKey {
+            key: key.into(),
+            expires_at: exp.map(|e| Time(e.parse().unwrap())),
+        };
+        let route = ChannelRoute {
+            name: "tg".into(),
+            type_: ChannelType::Telegram,
+            path: "/webhooks/tg".into(),
+            suspended: false,
+            max_body_bytes: 1024,
+            requests_per_second: 1,
+            burst: 1,
+            keys: vec![
+                key("current", None),
+                key("previous", Some("2026-11-23T10:00:00Z")),
+            ],
+            credentials: Credentials::default(),
+            allowed_origins: vec![],
+            phone_number_id: None,
+            page_id: None,
+        };
+        // 2026-11-23T10:00:00Z
+        let expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_428_000);
         assert_eq!(
-            parse_rfc3339_seconds("2026-11-23T10:00:00Z"),
-            Some(1_795_428_000)
+            accepted_keys(&route, expiry - Duration::from_millis(1)),
+            ["current", "previous"]
         );
+        assert_eq!(accepted_keys(&route, expiry), ["current"]);
         assert_eq!(
-            parse_rfc3339_seconds("2026-11-23T10:00:00.123456Z"),
-            Some(1_795_428_000)
+            accepted_keys(&route, expiry + Duration::from_secs(3600)),
+            ["current"]
         );
-        assert_eq!(parse_rfc3339_seconds("yesterday"), None);
     }
 }

@@ -21,6 +21,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::json;
 use sha2::Sha256;
+use xin_api::channel::ChannelType;
 use xin_api::routes::ChannelRoute;
 use xin_runtime::{ApiError, CorrelationId};
 
@@ -121,7 +122,10 @@ fn with_cors(origin: Option<HeaderValue>, r: Result<Response, ApiError>) -> Resp
 fn web_route(gw: &Gateway, channel: &str, id: &CorrelationId) -> Result<ChannelRoute, ApiError> {
     gw.routes
         .channel(channel)
-        .filter(|r| r.type_ == "web")
+        .filter(|r| match r.type_ {
+            ChannelType::Web => true,
+            ChannelType::Telegram | ChannelType::Whatsapp | ChannelType::Instagram => false,
+        })
         .ok_or_else(|| not_found(channel, id))
 }
 

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::PgPool;
-use xin_api::routes::{ChannelRoute, Credentials, Routes, WebhookKey};
+use xin_api::channel::ChannelType;
+use xin_api::routes::{ChannelRoute, Credentials, Routes, Time, WebhookKey};
 use xin_gateway::routes::{self, RouteTable};
 use xin_gateway::verify::meta_sign;
 use xin_gateway::{Gateway, app};
@@ -56,10 +57,20 @@ fn http(addr: &str, method: &str, path: &str, headers: &[(&str, &str)], body: &[
     }
 }
 
-fn route(name: &str, type_: &str) -> ChannelRoute {
+fn route(name: &str, type_: ChannelType) -> ChannelRoute {
+    let mut credentials = Credentials::default();
+    match type_ {
+        ChannelType::Telegram => credentials.bot_token = Some("1:bot".into()),
+        ChannelType::Whatsapp => {
+            credentials.app_secret = Some("app-secret".into());
+            credentials.verify_token = Some("verify-me".into());
+        }
+        ChannelType::Instagram => credentials.app_secret = Some("app-secret".into()),
+        ChannelType::Web => {}
+    }
     ChannelRoute {
         name: name.into(),
-        type_: type_.into(),
+        type_,
         path: format!("/webhooks/{name}"),
         suspended: false,
         max_body_bytes: 4096,
@@ -69,13 +80,7 @@ fn route(name: &str, type_: &str) -> ChannelRoute {
             key: format!("{name}-key"),
             expires_at: None,
         }],
-        credentials: Credentials {
-            bot_token: (type_ == "telegram").then(|| "1:bot".into()),
-            app_secret: matches!(type_, "whatsapp" | "instagram").then(|| "app-secret".into()),
-            access_token: None,
-            verify_token: (type_ == "whatsapp").then(|| "verify-me".into()),
-            identity_secret: None,
-        },
+        credentials,
         allowed_origins: vec![],
         phone_number_id: None,
         page_id: None,
@@ -108,13 +113,14 @@ async fn start(channels: Vec<ChannelRoute>) -> Harness {
     let (initial, bytes) = routes::load(&routes_file).unwrap();
     let table = RouteTable::default();
     table.set(initial);
+    let metrics = HttpMetrics::default();
     routes::watch(
         routes_file.clone(),
         table.clone(),
         bytes,
         Duration::from_millis(200),
+        &metrics,
     );
-    let metrics = HttpMetrics::default();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let router = app(
@@ -189,7 +195,7 @@ const TG_TEXT: &str = r#"{"update_id":42,"message":{"message_id":7,"date":170000
 
 #[tokio::test]
 async fn telegram_updates_are_verified_stored_once_and_other_kinds_ignored() {
-    let h = start(vec![route("tg", "telegram")]).await;
+    let h = start(vec![route("tg", ChannelType::Telegram)]).await;
     let ok = h
         .post(
             "/webhooks/tg",
@@ -275,7 +281,7 @@ async fn telegram_updates_are_verified_stored_once_and_other_kinds_ignored() {
 
 #[tokio::test]
 async fn during_a_rotation_both_keys_are_accepted_until_the_old_one_expires() {
-    let mut r = route("tg", "telegram");
+    let mut r = route("tg", ChannelType::Telegram);
     r.keys = vec![
         WebhookKey {
             key: "new".into(),
@@ -283,11 +289,11 @@ async fn during_a_rotation_both_keys_are_accepted_until_the_old_one_expires() {
         },
         WebhookKey {
             key: "old".into(),
-            expires_at: Some("2999-01-01T00:00:00Z".into()),
+            expires_at: Some(Time("2999-01-01T00:00:00Z".parse().unwrap())),
         },
         WebhookKey {
             key: "older".into(),
-            expires_at: Some("2001-01-01T00:00:00Z".into()),
+            expires_at: Some(Time("2001-01-01T00:00:00Z".parse().unwrap())),
         },
     ];
     let h = start(vec![r]).await;
@@ -331,7 +337,7 @@ async fn during_a_rotation_both_keys_are_accepted_until_the_old_one_expires() {
 
 #[tokio::test]
 async fn whatsapp_handshake_signature_and_batches() {
-    let h = start(vec![route("wa", "whatsapp")]).await;
+    let h = start(vec![route("wa", ChannelType::Whatsapp)]).await;
     let ok = h
         .get("/webhooks/wa?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge=1158201444")
         .await;
@@ -417,7 +423,7 @@ async fn whatsapp_handshake_signature_and_batches() {
 
 #[tokio::test]
 async fn instagram_echoes_are_ignored() {
-    let h = start(vec![route("ig", "instagram")]).await;
+    let h = start(vec![route("ig", ChannelType::Instagram)]).await;
     let body = br#"{"object":"instagram","entry":[{"id":"1","time":1,"messaging":[{"sender":{"id":"U1"},"recipient":{"id":"P"},"timestamp":1,"message":{"mid":"m1","text":"hello"}},{"sender":{"id":"P"},"recipient":{"id":"U1"},"timestamp":2,"message":{"mid":"m2","text":"echo","is_echo":true}}]}]}"#;
     let sig = format!("sha256={}", meta_sign("app-secret", body));
     let r = h
@@ -432,7 +438,7 @@ async fn instagram_echoes_are_ignored() {
 
 #[tokio::test]
 async fn body_and_rate_limits_answer_413_and_429_with_retry_after() {
-    let mut r = route("tg", "telegram");
+    let mut r = route("tg", ChannelType::Telegram);
     r.max_body_bytes = 1024;
     r.requests_per_second = 1;
     r.burst = 2;
@@ -475,9 +481,28 @@ async fn body_and_rate_limits_answer_413_and_429_with_retry_after() {
     assert!((1..=2).contains(&wait), "Retry-After {wait}");
 }
 
+/// Replaces the routes file in one step (as the kubelet swaps a Secret volume), so the
+/// watcher never reads it half written.
+fn replace_routes_file(path: &std::path::Path, bytes: &[u8]) {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// The value of an unlabelled counter in the gateway's metrics (0 before its first increment).
+fn counter(h: &Harness, name: &str) -> u64 {
+    let m = h.metrics.encode();
+    let line = m
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .unwrap_or_else(|| panic!("no {name} in the metrics:\n{m}"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
 #[tokio::test]
 async fn a_new_channel_in_the_routes_file_is_served_without_a_restart() {
-    let h = start(vec![route("tg", "telegram")]).await;
+    let h = start(vec![route("tg", ChannelType::Telegram)]).await;
+    let failures = format!("{}_total", routes::RELOAD_FAILURES);
     assert_json_error(
         &h.post("/webhooks/tg2", &[], b"{}").await,
         404,
@@ -485,9 +510,12 @@ async fn a_new_channel_in_the_routes_file_is_served_without_a_restart() {
     );
     let r = Routes {
         tenant: "acme".into(),
-        channels: vec![route("tg", "telegram"), route("tg2", "telegram")],
+        channels: vec![
+            route("tg", ChannelType::Telegram),
+            route("tg2", ChannelType::Telegram),
+        ],
     };
-    std::fs::write(&h.routes_file, serde_json::to_vec(&r).unwrap()).unwrap();
+    replace_routes_file(&h.routes_file, &serde_json::to_vec(&r).unwrap());
     let mut status = 0;
     for _ in 0..50 {
         status = h
@@ -504,9 +532,20 @@ async fn a_new_channel_in_the_routes_file_is_served_without_a_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(status, 200);
-    // A broken file keeps the last good routes.
-    std::fs::write(&h.routes_file, b"{broken").unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(counter(&h, &failures), 0, "a good file is no failure");
+
+    // A broken file keeps the last good routes: wait until the watcher has read and rejected
+    // it, then the new channel must still be served.
+    replace_routes_file(&h.routes_file, b"{broken");
+    let mut rejected = 0;
+    for _ in 0..100 {
+        rejected = counter(&h, &failures);
+        if rejected > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(rejected > 0, "the broken routes file was never rejected");
     assert_eq!(
         h.post(
             "/webhooks/tg2",
@@ -515,13 +554,14 @@ async fn a_new_channel_in_the_routes_file_is_served_without_a_restart() {
         )
         .await
         .status,
-        200
+        200,
+        "the last good routes stay in use"
     );
 }
 
 #[tokio::test]
 async fn http_metrics_count_by_route_method_and_status() {
-    let h = start(vec![route("tg", "telegram")]).await;
+    let h = start(vec![route("tg", ChannelType::Telegram)]).await;
     h.post(
         "/webhooks/tg",
         &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
@@ -546,7 +586,7 @@ async fn http_metrics_count_by_route_method_and_status() {
 }
 
 fn web_route(name: &str) -> ChannelRoute {
-    let mut r = route(name, "web");
+    let mut r = route(name, ChannelType::Web);
     r.allowed_origins = vec!["https://shop.example".into()];
     r.credentials.identity_secret = Some("site-identity-secret".into());
     r
@@ -686,7 +726,7 @@ async fn widget_cors_identity_and_session_tokens() {
 
 #[tokio::test]
 async fn another_tenants_session_cannot_see_the_inbox() {
-    let h = start(vec![route("tg", "telegram")]).await;
+    let h = start(vec![route("tg", ChannelType::Telegram)]).await;
     let ok = h
         .post(
             "/webhooks/tg",
@@ -714,7 +754,7 @@ async fn another_tenants_session_cannot_see_the_inbox() {
 async fn nul_bytes_and_long_widget_ids_are_stored_not_refused_with_a_5xx() {
     let mut web = web_route("web");
     web.max_body_bytes = 1 << 16;
-    let h = start(vec![route("wa", "whatsapp"), web]).await;
+    let h = start(vec![route("wa", ChannelType::Whatsapp), web]).await;
     // A NUL in one message of a batch: stored (as U+FFFD) with the rest, never a 5xx.
     let body = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messages":[
       {"from":"1","id":"wamid.N","type":"text","text":{"body":"a\u0000b"}},

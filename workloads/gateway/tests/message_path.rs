@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use sqlx::PgPool;
+use xin_api::channel::ChannelType;
 use xin_api::routes::{ChannelRoute, Credentials, Routes, WebhookKey};
 use xin_e2e::workload::{Answer, Recorded, StandIn, Workload, free_port};
 use xin_e2e::{HttpReply, http};
@@ -14,10 +15,10 @@ use xin_gateway::verify::meta_sign;
 const KEY: &str = "acme-signing-key-0123456789abcdef";
 const ANSWER: &str = "You can return any item within 30 days of delivery.";
 
-fn route(name: &str, type_: &str) -> ChannelRoute {
-    ChannelRoute {
+fn route(name: &str, type_: ChannelType) -> ChannelRoute {
+    let mut r = ChannelRoute {
         name: name.into(),
-        type_: type_.into(),
+        type_,
         path: format!("/webhooks/{name}"),
         suspended: false,
         max_body_bytes: 1 << 20,
@@ -27,22 +28,29 @@ fn route(name: &str, type_: &str) -> ChannelRoute {
             key: format!("{name}-key"),
             expires_at: None,
         }],
-        credentials: Credentials {
-            bot_token: (type_ == "telegram").then(|| "123:bot-token".into()),
-            app_secret: matches!(type_, "whatsapp" | "instagram").then(|| "app-secret".into()),
-            access_token: matches!(type_, "whatsapp" | "instagram")
-                .then(|| "meta-access-token".into()),
-            verify_token: None,
-            identity_secret: (type_ == "web").then(|| "site-secret".into()),
-        },
-        allowed_origins: if type_ == "web" {
-            vec!["https://shop.example".into()]
-        } else {
-            vec![]
-        },
-        phone_number_id: (type_ == "whatsapp").then(|| "106540352242922".into()),
-        page_id: (type_ == "instagram").then(|| "17841400000000000".into()),
+        credentials: Credentials::default(),
+        allowed_origins: vec![],
+        phone_number_id: None,
+        page_id: None,
+    };
+    let c = &mut r.credentials;
+    match type_ {
+        ChannelType::Telegram => c.bot_token = Some("123:bot-token".into()),
+        ChannelType::Whatsapp | ChannelType::Instagram => {
+            c.app_secret = Some("app-secret".into());
+            c.access_token = Some("meta-access-token".into());
+        }
+        ChannelType::Web => {
+            c.identity_secret = Some("site-secret".into());
+            r.allowed_origins = vec!["https://shop.example".into()];
+        }
     }
+    match type_ {
+        ChannelType::Whatsapp => r.phone_number_id = Some("106540352242922".into()),
+        ChannelType::Instagram => r.page_id = Some("17841400000000000".into()),
+        ChannelType::Telegram | ChannelType::Web => {}
+    }
+    r
 }
 
 /// An OpenAI-compatible stand-in: answers [`ANSWER`] when the system prompt's context holds
@@ -101,10 +109,10 @@ impl Stack {
         let routes = Routes {
             tenant: "acme".into(),
             channels: vec![
-                route("tg", "telegram"),
-                route("wa", "whatsapp"),
-                route("ig", "instagram"),
-                route("web", "web"),
+                route("tg", ChannelType::Telegram),
+                route("wa", ChannelType::Whatsapp),
+                route("ig", ChannelType::Instagram),
+                route("web", ChannelType::Web),
             ],
         };
         std::fs::write(&routes_file, serde_json::to_vec(&routes).unwrap()).unwrap();

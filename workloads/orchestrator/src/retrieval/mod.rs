@@ -2,8 +2,10 @@
 //! tenant; input is still never trusted): hybrid of PostgreSQL full text and cosine similarity
 //! over an in-memory index of the tenant's embeddings.
 //!
-//! Lexical, bounded before ranking (FIELD-NOTES "Retrieval": ranking tens of thousands of hits
-//! takes seconds):
+//! Lexical, bounded before ranking: `ts_rank` reads the `tsvector` of every row it ranks, so
+//! its cost grows with the number of matches, and a common word matches a large share of the
+//! tenant's chunks (PostgreSQL's documentation on ranking says as much:
+//! <https://www.postgresql.org/docs/current/textsearch-controls.html#TEXTSEARCH-RANKING>):
 //! 1. the question's words, sanitised to letters, digits and combining marks (Unicode aware,
 //!    so Persian works), at most [`MAX_TERMS`];
 //! 2. candidates: for each word in at most [`COMMON_DF`] chunks, at most
