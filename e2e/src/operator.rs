@@ -123,6 +123,19 @@ impl OperatorProcess {
         ) as u64
     }
 
+    /// Requests sent to the API server other than watches, leader-election Lease renewals and
+    /// Events (they are not part of a reconcile's reads and writes).
+    pub fn requests(&self) -> u64 {
+        self.metric_sum(
+            "xin_operator_api_requests_total",
+            &[
+                "verb=\"WATCH\"",
+                "resource=\"leases\"",
+                "resource=\"events\"",
+            ],
+        ) as u64
+    }
+
     /// SIGKILL: no chance to finish anything in flight.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -19,6 +19,8 @@ pub mod config;
 pub mod controllers;
 pub mod crdgen;
 pub mod error;
+#[cfg(test)]
+pub mod golden;
 pub mod metrics;
 pub mod server;
 pub mod stores;

@@ -36,6 +36,7 @@ pub struct Metrics {
     pub failures: Family<FailureLabels, Counter>,
     pub duration: Family<KindLabels, Histogram>,
     pub writes: Family<WriteLabels, Counter>,
+    pub requests: Family<WriteLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,6 +50,7 @@ impl Default for Metrics {
             ])
         });
         let writes = Family::<WriteLabels, Counter>::default();
+        let requests = Family::<WriteLabels, Counter>::default();
         registry.register(
             "reconciles",
             "Reconciliations run, by kind",
@@ -69,8 +71,14 @@ impl Default for Metrics {
             "Write requests (POST, PUT, PATCH, DELETE) sent to the API server, by verb and resource",
             writes.clone(),
         );
+        registry.register(
+            "api_requests",
+            "Every request sent to the API server, by verb (GET, LIST, WATCH, POST, PATCH, PUT, DELETE) and resource",
+            requests.clone(),
+        );
         Metrics {
             registry: Arc::new(registry),
+            requests,
             reconciles,
             failures,
             duration,
@@ -138,7 +146,39 @@ pub fn resource_of_path(path: &str) -> String {
     }
 }
 
-/// Tower layer that counts write requests in [`Metrics::writes`].
+/// The verb of a request as Kubernetes names it: a GET of a collection is a LIST, with
+/// `watch=true` a WATCH.
+pub fn verb_of(method: &http::Method, uri: &http::Uri) -> &'static str {
+    let query = uri.query().unwrap_or_default();
+    let watch = query
+        .split('&')
+        .any(|kv| kv == "watch=true" || kv == "watch=1");
+    match *method {
+        http::Method::GET if watch => "WATCH",
+        http::Method::GET => {
+            let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
+            let rest = match segs.first() {
+                Some(&"api") => segs.get(2..),
+                Some(&"apis") => segs.get(3..),
+                _ => None,
+            }
+            .unwrap_or(&[]);
+            let rest = match rest {
+                ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
+                other => other,
+            };
+            if rest.len() == 1 { "LIST" } else { "GET" }
+        }
+        http::Method::POST => "POST",
+        http::Method::PATCH => "PATCH",
+        http::Method::PUT => "PUT",
+        http::Method::DELETE => "DELETE",
+        _ => "OTHER",
+    }
+}
+
+/// Tower layer that counts every request in [`Metrics::requests`] and the write requests in
+/// [`Metrics::writes`].
 #[derive(Clone)]
 pub struct CountWritesLayer(pub Metrics);
 
@@ -172,6 +212,13 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let m = req.method();
+        self.metrics
+            .requests
+            .get_or_create(&WriteLabels {
+                verb: verb_of(m, req.uri()).into(),
+                resource: resource_of_path(req.uri().path()),
+            })
+            .inc();
         if m != http::Method::GET && m != http::Method::HEAD && m != http::Method::OPTIONS {
             self.metrics
                 .writes
@@ -211,6 +258,35 @@ mod tests {
             "leases"
         );
         assert_eq!(resource_of_path("/healthz"), "unknown");
+    }
+
+    #[test]
+    fn verbs_name_lists_gets_and_watches() {
+        let v = |m: http::Method, u: &str| verb_of(&m, &u.parse().unwrap());
+        assert_eq!(v(http::Method::GET, "/api/v1/namespaces/a/secrets"), "LIST");
+        assert_eq!(
+            v(http::Method::GET, "/api/v1/secrets?labelSelector=x"),
+            "LIST"
+        );
+        assert_eq!(
+            v(http::Method::GET, "/api/v1/namespaces/a/secrets/x"),
+            "GET"
+        );
+        assert_eq!(v(http::Method::GET, "/api/v1/namespaces/a"), "GET");
+        assert_eq!(
+            v(
+                http::Method::GET,
+                "/apis/apps/v1/deployments?watch=true&resourceVersion=1"
+            ),
+            "WATCH"
+        );
+        assert_eq!(
+            v(
+                http::Method::PATCH,
+                "/apis/xin.dev/v1alpha1/tenants/a/status"
+            ),
+            "PATCH"
+        );
     }
 
     #[test]

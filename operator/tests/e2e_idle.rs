@@ -1,6 +1,7 @@
-//! An idle operator makes no write requests: every periodic re-check of unchanged objects
-//! finds nothing to do. Measured by the operator's own write counter (the client layer counts
-//! every POST/PUT/PATCH/DELETE it sends), with a short resync so several pass in the window.
+//! An idle operator makes no write requests, and (at most) a handful of reads per Tenant: every
+//! periodic re-check of unchanged objects reads the watches' stores and finds nothing to do.
+//! Measured by the operator's own request counters (the client layer counts every request it
+//! sends, by verb), with a short resync so several pass in the window.
 
 mod common;
 
@@ -36,15 +37,28 @@ fn an_idle_operator_makes_zero_writes_over_several_resyncs() {
         }
     });
 
+    let tenant_reconciles = || op.metric_sum("xin_operator_reconciles_total{kind=\"Tenant\"}", &[]);
     let writes_before = op.writes();
+    let requests_before = op.requests();
     let reconciles_before = op.metric_sum("xin_operator_reconciles_total", &[]);
+    let tenants_before = tenant_reconciles();
     std::thread::sleep(Duration::from_secs(20));
     let writes = op.writes() - writes_before;
+    let requests = op.requests() - requests_before;
     let reconciles = op.metric_sum("xin_operator_reconciles_total", &[]) - reconciles_before;
-    println!("idle window 20 s: {reconciles} reconciles, {writes} writes");
+    let tenants = tenant_reconciles() - tenants_before;
+    println!(
+        "idle window 20 s: {reconciles} reconciles ({tenants} of Tenants), {writes} writes, {requests} requests (watches, Lease and Events excluded): {:.2} requests per Tenant reconcile",
+        requests as f64 / tenants.max(1.0)
+    );
     assert!(
-        reconciles >= 3.0,
-        "the resync did not run ({reconciles} reconciles): the window proves nothing"
+        reconciles >= 3.0 && tenants >= 3.0,
+        "the resync did not run ({reconciles} reconciles, {tenants} of Tenants): the window proves nothing"
+    );
+    assert!(
+        requests as f64 <= 5.0 * tenants,
+        "an idle resync of one Tenant should make at most 5 requests: {requests} requests over {tenants} Tenant reconciles; see {}",
+        op.log.display()
     );
     assert_eq!(
         writes,

@@ -37,7 +37,7 @@ use crate::conditions::{Health, extra, merge, reason};
 use crate::error::{Error, Result, StatusError, object_name};
 
 /// When to reconcile an object again.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub enum Requeue {
     /// At the periodic re-check (`XIN_RESYNC_SECONDS`).
     Resync,
@@ -48,7 +48,7 @@ pub enum Requeue {
 }
 
 /// A kind-specific condition of a pass (for example `CredentialsResolved`).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Extra {
     pub type_: &'static str,
     pub status: bool,
@@ -57,7 +57,7 @@ pub struct Extra {
 }
 
 /// An Event a pass publishes.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Note {
     pub warning: bool,
     pub reason: &'static str,
@@ -175,6 +175,28 @@ pub trait Reconcile:
                 ),
             },
         )
+    }
+}
+
+/// What a pass ends in, for the tests' golden files: the status written (if any), when the
+/// object is looked at again, and the Events published.
+#[derive(Serialize)]
+pub struct Outcome<S> {
+    pub status: Option<S>,
+    pub requeue: Requeue,
+    pub stalled: bool,
+    pub events: Vec<Note>,
+}
+
+impl<S: Clone> Pass<S> {
+    /// The outcome of this pass over `obj` at `now`.
+    pub fn outcome<K: Reconcile<Status = S>>(&self, obj: &K, now: &Time) -> Outcome<S> {
+        Outcome {
+            status: desired_status(obj, self, now),
+            requeue: self.requeue,
+            stalled: matches!(self.health, Health::Stalled { .. }),
+            events: self.events.clone(),
+        }
     }
 }
 

@@ -196,3 +196,74 @@ mod tests {
         assert_eq!(next.format("%A %H:%M").to_string(), "Monday 09:00");
     }
 }
+
+#[cfg(test)]
+mod pipeline_tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::error::Error;
+    use crate::golden;
+
+    fn rule(spec: serde_json::Value) -> AutomationRule {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "xin.dev/v1alpha1", "kind": "AutomationRule",
+            "metadata": {"name": "digest", "namespace": "xin-acme", "uid": "uid-r", "generation": 4},
+            "spec": spec,
+            // Fields the worker owns: never part of what the operator writes.
+            "status": {"succeeded": 7, "lastError": "timeout"},
+        }))
+        .unwrap()
+    }
+
+    fn now() -> Time {
+        Time("2026-11-30T12:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn schedules_are_checked_and_only_the_operators_fields_are_written() {
+        let t = crate::builders::tenant::tests::tenant("acme");
+        let webhook = serde_json::json!({"webhook": {"url": "https://h.example"}});
+        let cases = [
+            (
+                "valid",
+                serde_json::json!({"trigger": {"schedule": {"cron": "0 9 * * 1-5"}}, "action": webhook}),
+            ),
+            (
+                "suspended",
+                serde_json::json!({"trigger": {"schedule": {"cron": "0 9 * * 1-5"}}, "action": webhook, "suspend": true}),
+            ),
+            (
+                "six-fields",
+                serde_json::json!({"trigger": {"schedule": {"cron": "0 0 9 * * 1-5"}}, "action": webhook}),
+            ),
+            (
+                "bad-time-zone",
+                serde_json::json!({"trigger": {"schedule": {"cron": "0 9 * * *", "timeZone": "Mars/Olympus"}}, "action": webhook}),
+            ),
+        ];
+        for (name, spec) in cases {
+            let r = rule(spec);
+            let pass = match validate(&r, &t) {
+                Ok(()) => status(&r),
+                Err(e) => Pass::stalled(
+                    r.current_status(),
+                    &Error::new("AutomationRule xin-acme/digest", e),
+                ),
+            }
+            .with_extra(suspended(&r));
+            let out = pass.outcome(&r, &now());
+            golden::check(&format!("automation/{name}.status"), &out);
+            let s = out.status.unwrap();
+            assert!(
+                s.succeeded.is_none() && s.last_error.is_none(),
+                "{name}: the worker's fields are not the operator's"
+            );
+            assert_eq!(
+                out.stalled,
+                name == "six-fields" || name == "bad-time-zone",
+                "{name}"
+            );
+        }
+    }
+}

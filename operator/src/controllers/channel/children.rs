@@ -165,3 +165,156 @@ pub fn status(
     pass.events = events;
     pass
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use k8s_openapi::ByteString;
+    use xin_api::routes::Credentials;
+
+    use super::super::resolve::ErrorInfo;
+    use super::*;
+    use crate::controllers::runner::Outcome;
+    use crate::golden;
+
+    fn now() -> jiff::Timestamp {
+        "2026-11-30T12:00:00Z".parse().unwrap()
+    }
+
+    fn channel(spec_extra: serde_json::Value) -> Channel {
+        let mut spec = serde_json::json!({"type": "telegram", "displayName": "bot",
+            "telegram": {"botTokenSecretRef": {"name": "tg", "key": "token"}}});
+        spec.as_object_mut()
+            .unwrap()
+            .extend(spec_extra.as_object().unwrap().clone());
+        let mut c: Channel = serde_json::from_value(serde_json::json!({
+            "apiVersion": "xin.dev/v1alpha1", "kind": "Channel",
+            "metadata": {"name": "bot", "namespace": "xin-acme", "uid": "uid-bot", "generation": 2},
+            "spec": spec,
+        }))
+        .unwrap();
+        c.metadata.annotations = None;
+        c
+    }
+
+    fn resolved(secret: Option<Secret>, rotate: Option<&str>) -> ResolvedChannel {
+        ResolvedChannel {
+            tenant: "acme".into(),
+            credentials: Ok(Credentials::default()),
+            referenced_key: None,
+            webhook_secret: secret,
+            rotate: rotate.is_some() && true,
+            requested_rotation: rotate.map(String::from),
+        }
+    }
+
+    fn existing(handled: Option<&str>) -> Secret {
+        let b = |s: &str| ByteString(s.as_bytes().to_vec());
+        let mut s = Secret {
+            data: Some(BTreeMap::from([
+                (wk::CURRENT.to_string(), b("k-old")),
+                (
+                    wk::CURRENT_CREATED_AT.to_string(),
+                    b("2026-11-01T00:00:00Z"),
+                ),
+            ])),
+            ..Secret::default()
+        };
+        if let Some(h) = handled {
+            s.metadata.annotations = Some(BTreeMap::from([(
+                HANDLED_ROTATION_ANNOTATION.to_string(),
+                h.to_string(),
+            )]));
+        }
+        s
+    }
+
+    /// Builds the children and the pass and checks both against `channel/<name>`.
+    fn case(name: &str, ch: &Channel, r: &ResolvedChannel) -> Outcome<ChannelStatus> {
+        let built = build_channel_children(ch, r, &now(), || "k-new".into());
+        golden::check(&format!("channel/{name}.children"), &built);
+        let out = status(ch, r, &built, &now()).outcome(ch, &Time(now()));
+        golden::check(&format!("channel/{name}.status"), &out);
+        out
+    }
+
+    #[test]
+    fn a_first_key_is_generated_and_the_channel_is_routable() {
+        let ch = channel(serde_json::json!({"ingress": {"host": "bot.acme.example"}}));
+        let out = case("first-key", &ch, &resolved(None, None));
+        let s = out.status.unwrap();
+        assert_eq!(
+            s.webhook_url.as_deref(),
+            Some("https://bot.acme.example/webhooks/bot")
+        );
+        assert!(
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        );
+    }
+
+    #[test]
+    fn a_rotation_request_makes_a_new_key_keeps_the_old_one_and_says_so() {
+        let mut ch = channel(serde_json::json!({}));
+        ch.metadata.annotations = Some(BTreeMap::from([(
+            xin_api::channel::ROTATE_ANNOTATION.to_string(),
+            "2".to_string(),
+        )]));
+        let out = case(
+            "rotation",
+            &ch,
+            &resolved(Some(existing(Some("1"))), Some("2")),
+        );
+        assert_eq!(out.events.len(), 1);
+        assert_eq!(out.events[0].reason, reason::WEBHOOK_KEY_ROTATED);
+        // The previous key's expiry wakes the channel to drop it.
+        assert_eq!(out.requeue, Requeue::After(Duration::from_secs(901)));
+    }
+
+    #[test]
+    fn a_referenced_key_owns_nothing() {
+        let ch =
+            channel(serde_json::json!({"webhook": {"secretRef": {"name": "mine", "key": "k"}}}));
+        let out = case("referenced-key", &ch, &resolved(None, None));
+        assert_eq!(
+            out.status.unwrap().webhook_secret_name.as_deref(),
+            Some("mine")
+        );
+    }
+
+    #[test]
+    fn missing_credentials_stall_the_channel_but_its_key_is_made() {
+        let ch = channel(serde_json::json!({}));
+        let mut r = resolved(None, None);
+        r.credentials = Err(ErrorInfo {
+            reason: reason::SECRET_NOT_FOUND,
+            message: "Secret xin-acme/tg not found".into(),
+        });
+        let out = case("missing-credentials", &ch, &r);
+        assert!(out.stalled);
+        let s = out.status.unwrap();
+        let cred = s
+            .conditions
+            .iter()
+            .find(|c| c.type_ == types::CREDENTIALS_RESOLVED)
+            .unwrap();
+        assert_eq!(
+            (cred.status.as_str(), cred.reason.as_str()),
+            ("False", reason::SECRET_NOT_FOUND)
+        );
+    }
+
+    #[test]
+    fn a_suspended_channel_stays_routable_and_says_so() {
+        let ch = channel(serde_json::json!({"suspend": true}));
+        let out = case("suspended", &ch, &resolved(Some(existing(None)), None));
+        let s = out.status.unwrap();
+        let ready = s.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", reason::SUSPENDED)
+        );
+    }
+}

@@ -21,7 +21,8 @@ pub fn new_key() -> String {
 }
 
 /// The generated webhook Secret's next data: unchanged unless a rotation was requested or the
-/// previous key expired. Returns the data and whether a rotation happened.
+/// previous key expired. Returns the data and whether a rotation happened. Times are written
+/// in whole seconds, as the routes file and the status carry them.
 pub fn next_webhook_data(
     current: Option<&BTreeMap<String, ByteString>>,
     rotate: bool,
@@ -29,6 +30,7 @@ pub fn next_webhook_data(
     now: jiff::Timestamp,
     fresh_key: impl FnOnce() -> String,
 ) -> (BTreeMap<String, ByteString>, bool) {
+    let now = jiff::Timestamp::from_second(now.as_second()).unwrap_or(now);
     let text = |k: &str| {
         current
             .and_then(|d| d.get(k))
@@ -119,6 +121,15 @@ mod tests {
         assert_eq!(rotated[wk::CURRENT].0, b"new");
         assert_eq!(rotated[wk::PREVIOUS].0, b"old");
         assert_eq!(rotated[wk::PREVIOUS_EXPIRES_AT].0, b"2026-01-01T00:15:00Z");
+        // Sub-second clocks are written in whole seconds (the routes file's format).
+        let (r2, _) = next_webhook_data(
+            Some(&first),
+            true,
+            Duration::from_secs(900),
+            at("2026-01-01T00:00:00.75Z"),
+            || "new".into(),
+        );
+        assert_eq!(r2[wk::PREVIOUS_EXPIRES_AT].0, b"2026-01-01T00:15:00Z");
         let (later, _) = next_webhook_data(
             Some(&rotated),
             false,

@@ -123,3 +123,113 @@ pub fn job_missing(ij: &IngestionJob, job_name: &str, e: &Error) -> Pass<Ingesti
         })
         .requeue(Requeue::AwaitChange)
 }
+
+#[cfg(test)]
+mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::super::{Decision, decide};
+    use super::*;
+    use crate::error::ApplyError;
+    use crate::golden;
+
+    fn ij(status: serde_json::Value) -> IngestionJob {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "xin.dev/v1alpha1", "kind": "IngestionJob",
+            "metadata": {"name": "faq", "namespace": "xin-acme", "uid": "uid-faq", "generation": 1},
+            "spec": {"source": {"configMap": {"name": "faq"}}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn job(status: serde_json::Value) -> Job {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": "ingest-faq", "namespace": "xin-acme"},
+            "spec": {"template": {"spec": {"containers": []}}},
+            "status": status,
+        }))
+        .unwrap()
+    }
+
+    fn now() -> Time {
+        Time("2026-11-30T12:00:00Z".parse().unwrap())
+    }
+
+    #[test]
+    fn the_status_follows_the_job() {
+        let cases = [
+            ("pending", serde_json::json!({})),
+            (
+                "running",
+                serde_json::json!({"active": 1, "startTime": "2026-11-30T11:00:00Z"}),
+            ),
+            (
+                "succeeded",
+                serde_json::json!({"startTime": "2026-11-30T11:00:00Z", "completionTime": "2026-11-30T11:02:05Z",
+                    "conditions": [{"type": "Complete", "status": "True"}]}),
+            ),
+            (
+                "failed",
+                serde_json::json!({"startTime": "2026-11-30T11:00:00Z",
+                    "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}),
+            ),
+        ];
+        for (name, st) in cases {
+            let obj = ij(serde_json::json!({}));
+            let out = follow(&obj, "ingest-faq", &job(st)).outcome(&obj, &now());
+            golden::check(&format!("ingestion/{name}.status"), &out);
+        }
+    }
+
+    #[test]
+    fn a_finished_job_stops_and_a_deleted_one_is_not_run_twice() {
+        let done = ij(serde_json::json!({"phase": "Succeeded", "jobName": "ingest-faq"}));
+        assert_eq!(decide(&done, None), Decision::Done);
+        let started = ij(serde_json::json!({"phase": "Running", "jobName": "ingest-faq"}));
+        assert_eq!(decide(&started, None), Decision::JobMissing);
+        let new = ij(serde_json::json!({}));
+        assert_eq!(decide(&new, None), Decision::Create);
+        let j = job(serde_json::json!({}));
+        assert_eq!(
+            decide(&new, Some(&j)),
+            Decision::Follow(Box::new(j.clone()))
+        );
+
+        let e = Error::new(
+            "IngestionJob xin-acme/faq",
+            ApplyError::JobMissing {
+                name: "ingest-faq".into(),
+            },
+        );
+        let out = job_missing(&started, "ingest-faq", &e).outcome(&started, &now());
+        golden::check("ingestion/job-missing.status", &out);
+        assert!(out.stalled);
+        assert_eq!(out.requeue, Requeue::AwaitChange);
+    }
+
+    #[test]
+    fn the_job_runs_the_worker_with_its_configuration_digest() {
+        let t = crate::builders::tenant::tests::tenant("acme");
+        let job = crate::builders::ingestion::build_ingestion_job(
+            &ij(serde_json::json!({})),
+            &t,
+            &crate::config::Config::for_tests(),
+        )
+        .unwrap();
+        golden::check("ingestion/job.children", &job);
+        let annotations = job
+            .spec
+            .unwrap()
+            .template
+            .metadata
+            .unwrap()
+            .annotations
+            .unwrap();
+        assert_eq!(
+            annotations[crate::builders::CONFIG_HASH_ANNOTATION].len(),
+            64
+        );
+    }
+}

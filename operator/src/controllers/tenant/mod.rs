@@ -18,6 +18,9 @@ pub mod resolve;
 pub mod status;
 pub mod validate;
 
+#[cfg(test)]
+mod tests;
+
 use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;

@@ -1,0 +1,307 @@
+//! Table tests of the Tenant's pure pipeline: a validated input in, the built children and the
+//! status out, each compared with a committed golden file (`operator/tests/golden/tenant/`).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use xin_api::channel::Channel;
+use xin_api::routes::{ChannelRoute, Credentials, Routes, Time as RouteTime, WebhookKey};
+use xin_api::tenant::Tenant;
+
+use super::children::build_tenant_children;
+use super::resolve::WorkloadInputs;
+use super::status::{Availability, pass, wanted};
+use super::validate::{ErrorInfo, ValidatedTenant};
+use crate::builders::gateway::webhook_path;
+use crate::conditions::reason;
+use crate::config::Config;
+use crate::controllers::runner::Requeue;
+use crate::golden;
+
+fn at(s: &str) -> Time {
+    Time(s.parse().unwrap())
+}
+
+fn tenant() -> Tenant {
+    let mut t = crate::builders::tenant::tests::tenant("acme");
+    t.metadata.generation = Some(3);
+    t
+}
+
+fn channel(name: &str, host: Option<&str>) -> Channel {
+    let mut c: Channel = serde_json::from_value(serde_json::json!({
+        "apiVersion": "xin.dev/v1alpha1", "kind": "Channel",
+        "metadata": {"name": name, "namespace": "xin-acme", "uid": format!("uid-{name}")},
+        "spec": {"type": "telegram", "displayName": name,
+                 "telegram": {"botTokenSecretRef": {"name": "tg", "key": "token"}}},
+    }))
+    .unwrap();
+    if let Some(h) = host {
+        c.spec.ingress = serde_json::from_value(serde_json::json!({"host": h})).unwrap();
+    }
+    c
+}
+
+fn route(name: &str, keys: Vec<WebhookKey>) -> ChannelRoute {
+    ChannelRoute {
+        name: name.into(),
+        type_: xin_api::ChannelType::Telegram,
+        path: webhook_path(name),
+        suspended: false,
+        max_body_bytes: 1 << 20,
+        requests_per_second: 20,
+        burst: 40,
+        keys,
+        credentials: Credentials {
+            bot_token: Some("1:abc".into()),
+            ..Credentials::default()
+        },
+        allowed_origins: vec![],
+        phone_number_id: None,
+        page_id: None,
+    }
+}
+
+fn key(k: &str) -> WebhookKey {
+    WebhookKey {
+        key: k.into(),
+        expires_at: None,
+    }
+}
+
+fn inputs(routes: Vec<ChannelRoute>, channels: Vec<Channel>) -> WorkloadInputs {
+    WorkloadInputs {
+        db_url: b"postgres://acme@db/acme".to_vec(),
+        llm_key: vec![],
+        signing_key: b"signing-key-of-acme".to_vec(),
+        routes: Routes {
+            tenant: "acme".into(),
+            channels: routes,
+        },
+        live_channels: channels,
+        gateway_waits: false,
+    }
+}
+
+fn validated(
+    t: Tenant,
+    channels: i32,
+    rules: i32,
+    w: Result<WorkloadInputs, ErrorInfo>,
+) -> ValidatedTenant {
+    ValidatedTenant {
+        tenant: t,
+        namespace: "xin-acme".into(),
+        channels,
+        rules,
+        workloads: w,
+    }
+}
+
+fn all_up(v: &ValidatedTenant) -> Availability {
+    wanted(v).into_iter().map(|c| (c, true)).collect()
+}
+
+/// Builds the children and the status of `v` and checks both against `tenant/<case>`.
+fn case(
+    name: &str,
+    v: &ValidatedTenant,
+    config: &Config,
+    available: &Availability,
+) -> runner::Outcome<xin_api::TenantStatus> {
+    let children = build_tenant_children(v, config).unwrap();
+    golden::check(&format!("tenant/{name}.children"), &children);
+    let outcome = pass(v, available).outcome(&v.tenant, &at("2026-11-30T12:00:00Z"));
+    golden::check(&format!("tenant/{name}.status"), &outcome);
+    outcome
+}
+
+use crate::controllers::runner;
+
+#[test]
+fn a_tenant_without_channels_or_rules_runs_only_the_orchestrator() {
+    let v = validated(tenant(), 0, 0, Ok(inputs(vec![], vec![])));
+    let out = case("orchestrator-only", &v, &Config::for_tests(), &all_up(&v));
+    let c = build_tenant_children(&v, &Config::for_tests()).unwrap();
+    let w = c.workloads.unwrap();
+    assert_eq!(w.deployments.len(), 1);
+    assert!(w.ingresses.is_empty());
+    assert_eq!(out.requeue, Requeue::Resync);
+    assert!(!out.stalled);
+}
+
+#[test]
+fn channels_and_rules_add_the_gateway_its_ingress_and_the_automation_worker() {
+    let chans = vec![
+        channel("bot", Some("bot.acme.example")),
+        channel("web", None),
+    ];
+    let v = validated(
+        tenant(),
+        2,
+        1,
+        Ok(inputs(
+            vec![
+                route("bot", vec![key("k-bot")]),
+                route("web", vec![key("k-web")]),
+            ],
+            chans,
+        )),
+    );
+    case(
+        "gateway-and-automation",
+        &v,
+        &Config::for_tests(),
+        &all_up(&v),
+    );
+}
+
+#[test]
+fn the_first_gateway_waits_for_its_first_routable_channel() {
+    let mut i = inputs(vec![], vec![channel("bot", None)]);
+    i.gateway_waits = true;
+    let v = validated(tenant(), 1, 0, Ok(i));
+    let mut up = all_up(&v);
+    up.insert(crate::component::Component::Gateway, false);
+    let out = case("gateway-waits", &v, &Config::for_tests(), &up);
+    assert_eq!(
+        out.requeue,
+        Requeue::After(std::time::Duration::from_secs(10))
+    );
+}
+
+#[test]
+fn a_rotation_renders_both_keys_until_the_previous_expires() {
+    let previous = WebhookKey {
+        key: "k-old".into(),
+        expires_at: Some(RouteTime("2026-11-30T12:15:00Z".parse().unwrap())),
+    };
+    let v = validated(
+        tenant(),
+        1,
+        0,
+        Ok(inputs(
+            vec![route("bot", vec![key("k-new"), previous])],
+            vec![channel("bot", None)],
+        )),
+    );
+    case("rotation", &v, &Config::for_tests(), &all_up(&v));
+}
+
+#[test]
+fn suspend_scales_to_zero_without_hpas_and_resume_wakes_the_deployments() {
+    let mut t = tenant();
+    t.spec.suspend = true;
+    let v = validated(
+        t,
+        1,
+        1,
+        Ok(inputs(
+            vec![route("bot", vec![key("k")])],
+            vec![channel("bot", None)],
+        )),
+    );
+    let out = case("suspended", &v, &Config::for_tests(), &Availability::new());
+    let w = build_tenant_children(&v, &Config::for_tests())
+        .unwrap()
+        .workloads
+        .unwrap();
+    assert!(w.hpas.is_empty() && w.wake.is_empty());
+    assert!(w.deployments.iter().all(|d| d.spec.replicas == Some(0)));
+    let ready = &out.status.unwrap().conditions;
+    assert!(
+        ready
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.reason == reason::SUSPENDED)
+    );
+
+    let mut resumed = v.clone();
+    resumed.tenant.spec.suspend = false;
+    let w = build_tenant_children(&resumed, &Config::for_tests())
+        .unwrap()
+        .workloads
+        .unwrap();
+    assert_eq!(w.hpas.len(), 3);
+    assert!(w.deployments.iter().all(|d| d.spec.replicas.is_none()));
+    assert_eq!(
+        w.wake,
+        [
+            ("xin-orchestrator".to_string(), 1),
+            ("xin-gateway".to_string(), 1),
+            ("xin-automation".to_string(), 1)
+        ]
+    );
+}
+
+#[test]
+fn a_missing_secret_builds_the_guard_rails_only_and_stalls() {
+    let problem = ErrorInfo {
+        reason: reason::SECRET_NOT_FOUND,
+        message: "Secret xin-acme/db not found".into(),
+    };
+    let v = validated(tenant(), 1, 0, Err(problem));
+    let out = case(
+        "missing-secret",
+        &v,
+        &Config::for_tests(),
+        &Availability::new(),
+    );
+    assert!(
+        build_tenant_children(&v, &Config::for_tests())
+            .unwrap()
+            .workloads
+            .is_none()
+    );
+    assert!(out.stalled);
+    let status = out.status.unwrap();
+    assert_eq!(status.channels, 1);
+    assert!(status.conditions.iter().any(|c| c.type_ == "Stalled"
+        && c.status == "True"
+        && c.reason == reason::SECRET_NOT_FOUND));
+}
+
+#[test]
+fn workloads_not_yet_available_are_progressing() {
+    let v = validated(tenant(), 0, 1, Ok(inputs(vec![], vec![])));
+    let mut up = all_up(&v);
+    up.insert(crate::component::Component::Automation, false);
+    let out = pass(&v, &up).outcome(&v.tenant, &at("2026-11-30T12:00:00Z"));
+    let status = out.status.unwrap();
+    let ready = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Ready")
+        .unwrap();
+    assert_eq!(
+        (ready.status.as_str(), ready.reason.as_str()),
+        ("False", reason::PROGRESSING)
+    );
+    assert_eq!(
+        ready.message,
+        "waiting for xin-automation to become available"
+    );
+}
+
+#[test]
+fn otel_headers_reach_the_workloads_through_a_secret() {
+    let mut cfg = Config::for_tests();
+    cfg.otel_exporter_endpoint = Some("http://otel.example:4318".into());
+    cfg.otel_exporter_headers = Some("x-api-key=s3cret".into());
+    let v = validated(tenant(), 0, 0, Ok(inputs(vec![], vec![])));
+    case("otel", &v, &cfg, &all_up(&v));
+}
+
+#[test]
+fn an_unchanged_tenant_writes_no_status() {
+    let v = validated(tenant(), 0, 0, Ok(inputs(vec![], vec![])));
+    let first = pass(&v, &all_up(&v)).outcome(&v.tenant, &at("2026-11-30T12:00:00Z"));
+    let mut t = v.tenant.clone();
+    t.status = first.status;
+    let v2 = ValidatedTenant {
+        tenant: t.clone(),
+        ..v
+    };
+    let again = pass(&v2, &all_up(&v2)).outcome(&t, &at("2026-11-30T12:05:00Z"));
+    assert!(
+        again.status.is_none(),
+        "an identical status must not be patched"
+    );
+}
