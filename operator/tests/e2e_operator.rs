@@ -289,20 +289,51 @@ fn rotating_a_webhook_key_keeps_the_old_key_until_it_expires_and_rolls_the_gatew
             .any(|(r, _)| r == "WebhookKeyRotated")
     );
 
-    // The same annotation again is not a new request.
+    // A request already acted on is not a new one: reconciled again with the same annotation
+    // (here because the spec changed), the Channel keeps its key. Re-applying the same value
+    // alone would change nothing, so the API server would send no event and the operator would
+    // never look. Wait for the reconcile of the edited generation to show in the status (the
+    // evidence that the operator has seen the annotation again), and only then check the key.
+    let before = get_json(&["channel", "bot", "-n", &t.ns]).unwrap();
+    let generation = before["metadata"]["generation"].as_i64().unwrap();
     kubectl_ok(&[
-        "annotate",
-        "--overwrite",
+        "patch",
         "channel",
         "bot",
         "-n",
         &t.ns,
-        "xin.dev/rotate-webhook-key=2026-11-23T10:00",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"xin.dev/rotate-webhook-key":"2026-11-23T10:00"}},"spec":{"displayName":"bot, renamed"}}"#,
     ]);
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    let ch = wait_until("the edited generation to be reconciled", MINUTE, || {
+        let c = get_json(&["channel", "bot", "-n", &t.ns]).ok_or("gone")?;
+        let g = c["metadata"]["generation"].as_i64().unwrap_or_default();
+        let seen = c["status"]["observedGeneration"]
+            .as_i64()
+            .unwrap_or_default();
+        if g > generation && seen == g && condition_status(&c, "Ready") == Some("True") {
+            Ok(c)
+        } else {
+            Err(format!("generation {g}, observed {seen}"))
+        }
+    });
+    assert_eq!(
+        str_at(&ch, "/status/lastRotationRequest"),
+        "2026-11-23T10:00"
+    );
+    assert_eq!(
+        str_at(&ch, "/status/keyCreatedAt"),
+        str_at(&before, "/status/keyCreatedAt"),
+        "the key was not recreated"
+    );
     assert_eq!(
         secret_value(&t.ns, "bot-webhook", "current").as_deref(),
         Some(new.as_str())
+    );
+    assert_eq!(
+        secret_value(&t.ns, "bot-webhook", "previous").as_deref(),
+        Some(old.as_str())
     );
 }
 
