@@ -1,9 +1,21 @@
-//! The Argo CD health check (charts/xin/argocd/health.lua) run against objects as the
-//! operator writes them, in a real Lua interpreter.
+//! The Argo CD health check (charts/xin/argocd/health.lua), run in a real Lua interpreter on
+//! objects as the operator wrote them: a Tenant and a Channel are driven through Progressing,
+//! Degraded, Healthy and Suspended on the local control plane, read back with kubectl, and
+//! each is given to the script exactly as Argo CD would see it.
 
+mod common;
+
+use std::sync::OnceLock;
+
+use common::*;
 use mlua::{Lua, LuaSerdeExt};
-use serde_json::{Value, json};
 
+fn operator() -> &'static OperatorProcess {
+    static OP: OnceLock<OperatorProcess> = OnceLock::new();
+    OP.get_or_init(|| OperatorProcess::start(OPERATOR, &[]))
+}
+
+/// `(status, message)` the health check gives `obj`.
 fn health(obj: &Value) -> (String, String) {
     let script = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -21,93 +33,136 @@ fn health(obj: &Value) -> (String, String) {
     (hs.get("status").unwrap(), hs.get("message").unwrap())
 }
 
-fn obj(generation: i64, observed: Option<i64>, conds: &[(&str, &str, &str, &str)]) -> Value {
-    let conditions: Vec<Value> = conds
-        .iter()
-        .map(|(t, s, r, m)| json!({"type": t, "status": s, "reason": r, "message": m}))
-        .collect();
-    let mut status = json!({"conditions": conditions});
-    if let Some(o) = observed {
-        status["observedGeneration"] = json!(o);
+/// The message of condition `type_`.
+fn condition_message(obj: &Value, type_: &str) -> String {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Waits until `kind/name` has reconciled its current generation and its `Ready` condition
+/// has `reason`; returns the object.
+fn settled(kind: &str, name: &str, ns: &str, reason: &str) -> Value {
+    let mut args = vec![kind, name];
+    if !ns.is_empty() {
+        args.extend(["-n", ns]);
     }
-    json!({"metadata": {"generation": generation}, "status": status})
+    wait_until(
+        &format!("{kind} {ns}/{name} Ready reason {reason}"),
+        2 * MINUTE,
+        || {
+            let o = get_json(&args).ok_or("not found")?;
+            let generation = o.pointer("/metadata/generation").and_then(Value::as_i64);
+            let seen = o
+                .pointer("/status/observedGeneration")
+                .and_then(Value::as_i64);
+            if generation.is_some() && seen == generation && condition_reason(&o, "Ready") == reason
+            {
+                Ok(o)
+            } else {
+                Err(format!(
+                    "generation {generation:?}, observed {seen:?}, conditions {}",
+                    o.pointer("/status/conditions").unwrap_or(&Value::Null)
+                ))
+            }
+        },
+    )
 }
 
 #[test]
-fn ready_is_healthy() {
-    let o = obj(
-        2,
-        Some(2),
-        &[
-            ("Ready", "True", "Reconciled", "2 channel(s) served"),
-            ("Stalled", "False", "Reconciled", ""),
-            ("Reconciling", "False", "Reconciled", ""),
-        ],
-    );
-    assert_eq!(health(&o), ("Healthy".into(), "2 channel(s) served".into()));
-}
+fn the_health_check_reads_the_objects_the_operator_writes() {
+    operator();
+    // A ResourceQuota of zero pods keeps the orchestrator from ever becoming available, so the
+    // Tenant stays Reconciling until the quota is removed.
+    let t = TestTenant::create_with_objects("health", "", |ns| {
+        format!(
+            "apiVersion: v1\nkind: ResourceQuota\nmetadata: {{name: no-pods, namespace: {ns}}}\nspec: {{hard: {{pods: '0'}}}}\n---\n"
+        )
+    });
 
-#[test]
-fn stalled_is_degraded_with_the_reason() {
-    let o = obj(
-        1,
-        Some(1),
-        &[
-            ("Ready", "False", "SecretNotFound", "Secret x/y not found"),
-            ("Stalled", "True", "SecretNotFound", "Secret x/y not found"),
-        ],
+    let progressing = wait_until(
+        "the Tenant to wait for its orchestrator",
+        2 * MINUTE,
+        || {
+            let o = get_json(&["tenant", &t.name]).ok_or("not found")?;
+            let waiting = condition_status(&o, "Reconciling") == Some("True")
+                && condition_message(&o, "Reconciling").contains("xin-orchestrator");
+            if waiting {
+                Ok(o)
+            } else {
+                Err(format!(
+                    "conditions {}",
+                    o.pointer("/status/conditions").unwrap_or(&Value::Null)
+                ))
+            }
+        },
     );
     assert_eq!(
-        health(&o),
+        health(&progressing),
         (
-            "Degraded".into(),
-            "SecretNotFound: Secret x/y not found".into()
+            "Progressing".into(),
+            condition_message(&progressing, "Reconciling")
+        ),
+        "{progressing}"
+    );
+
+    kubectl_ok(&["delete", "resourcequota", "no-pods", "-n", &t.ns]);
+    let healthy = settled("tenant", &t.name, "", "Reconciled");
+    let (status, message) = health(&healthy);
+    assert_eq!(status, "Healthy", "{healthy}");
+    assert_eq!(message, condition_message(&healthy, "Ready"));
+    assert!(message.contains("served"), "{message}");
+
+    // The same object just edited, before the operator has looked at the new generation, and
+    // before it has written any status at all.
+    let mut edited = healthy.clone();
+    let generation = healthy["metadata"]["generation"].as_i64().unwrap();
+    edited["metadata"]["generation"] = (generation + 1).into();
+    assert_eq!(
+        health(&edited),
+        (
+            "Progressing".into(),
+            format!(
+                "Waiting for the Xin operator to observe generation {}",
+                generation + 1
+            )
         )
     );
-}
+    let mut fresh = healthy.clone();
+    fresh.as_object_mut().unwrap().remove("status");
+    assert_eq!(health(&fresh).0, "Progressing");
 
-#[test]
-fn reconciling_is_progressing() {
-    let o = obj(
-        1,
-        Some(1),
-        &[
-            ("Ready", "False", "Progressing", "waiting"),
-            (
-                "Reconciling",
-                "True",
-                "Progressing",
-                "waiting for xin-gateway",
-            ),
-        ],
-    );
+    // A Channel whose bot-token Secret is missing is stalled: Degraded, with reason and message.
+    apply(&t.channel("bot", "tg"));
+    let stalled = wait_condition("channel", "bot", &t.ns, "Stalled", "True", MINUTE);
+    let (status, message) = health(&stalled);
+    assert_eq!(status, "Degraded", "{stalled}");
     assert_eq!(
-        health(&o),
-        ("Progressing".into(), "waiting for xin-gateway".into())
+        message,
+        format!("SecretNotFound: {}", condition_message(&stalled, "Stalled"))
     );
-}
+    assert!(message.contains("tg"), "names the Secret: {message}");
 
-#[test]
-fn an_unobserved_generation_is_progressing_even_if_ready() {
-    let o = obj(3, Some(2), &[("Ready", "True", "Reconciled", "")]);
-    assert_eq!(health(&o).0, "Progressing");
+    // Once the Secret exists, Healthy.
+    apply(&t.telegram_secret("tg"));
+    let ready_channel = settled("channel", "bot", &t.ns, "Reconciled");
     assert_eq!(
-        health(&json!({"metadata": {"generation": 1}})).0,
-        "Progressing"
+        health(&ready_channel),
+        ("Healthy".into(), condition_message(&ready_channel, "Ready"))
     );
-}
 
-#[test]
-fn suspended_is_suspended() {
-    let o = obj(
-        1,
-        Some(1),
-        &[(
-            "Ready",
-            "True",
-            "Suspended",
-            "suspended: workloads are scaled to zero",
-        )],
-    );
-    assert_eq!(health(&o).0, "Suspended");
+    // A suspended Tenant is Suspended, not Healthy.
+    kubectl_ok(&[
+        "patch",
+        "tenant",
+        &t.name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"suspend":true}}"#,
+    ]);
+    let suspended = settled("tenant", &t.name, "", "Suspended");
+    assert_eq!(health(&suspended).0, "Suspended", "{suspended}");
 }

@@ -289,20 +289,51 @@ fn rotating_a_webhook_key_keeps_the_old_key_until_it_expires_and_rolls_the_gatew
             .any(|(r, _)| r == "WebhookKeyRotated")
     );
 
-    // The same annotation again is not a new request.
+    // A request already acted on is not a new one: reconciled again with the same annotation
+    // (here because the spec changed), the Channel keeps its key. Re-applying the same value
+    // alone would change nothing, so the API server would send no event and the operator would
+    // never look. Wait for the reconcile of the edited generation to show in the status (the
+    // evidence that the operator has seen the annotation again), and only then check the key.
+    let before = get_json(&["channel", "bot", "-n", &t.ns]).unwrap();
+    let generation = before["metadata"]["generation"].as_i64().unwrap();
     kubectl_ok(&[
-        "annotate",
-        "--overwrite",
+        "patch",
         "channel",
         "bot",
         "-n",
         &t.ns,
-        "xin.dev/rotate-webhook-key=2026-11-23T10:00",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"xin.dev/rotate-webhook-key":"2026-11-23T10:00"}},"spec":{"displayName":"bot, renamed"}}"#,
     ]);
-    std::thread::sleep(std::time::Duration::from_secs(3));
+    let ch = wait_until("the edited generation to be reconciled", MINUTE, || {
+        let c = get_json(&["channel", "bot", "-n", &t.ns]).ok_or("gone")?;
+        let g = c["metadata"]["generation"].as_i64().unwrap_or_default();
+        let seen = c["status"]["observedGeneration"]
+            .as_i64()
+            .unwrap_or_default();
+        if g > generation && seen == g && condition_status(&c, "Ready") == Some("True") {
+            Ok(c)
+        } else {
+            Err(format!("generation {g}, observed {seen}"))
+        }
+    });
+    assert_eq!(
+        str_at(&ch, "/status/lastRotationRequest"),
+        "2026-11-23T10:00"
+    );
+    assert_eq!(
+        str_at(&ch, "/status/keyCreatedAt"),
+        str_at(&before, "/status/keyCreatedAt"),
+        "the key was not recreated"
+    );
     assert_eq!(
         secret_value(&t.ns, "bot-webhook", "current").as_deref(),
         Some(new.as_str())
+    );
+    assert_eq!(
+        secret_value(&t.ns, "bot-webhook", "previous").as_deref(),
+        Some(old.as_str())
     );
 }
 
@@ -595,6 +626,189 @@ fn invalid_manifests_are_refused_by_the_api_server_with_their_messages() {
         "{}",
         run.stderr
     );
+}
+
+/// Each rule added so that a manifest the operator could only half build is refused up front:
+/// the refusal names the field, and says what is wrong with it. Valid values of the same fields
+/// (integer and string quantities among them) are accepted, so no rule refuses too much.
+#[test]
+fn hostile_manifests_are_refused_naming_the_field() {
+    install_crds_once();
+    let ns = TestNamespace::create("hostile");
+    let n = &ns.name;
+    let tenant = |name: &str, extra: &str| {
+        format!(
+            "apiVersion: xin.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  displayName: x\n  database: {{urlSecretRef: {{name: db, key: url}}}}\n{extra}"
+        )
+    };
+    let resources = |r: &str| tenant("res", &format!("  orchestrator: {{resources: {r}}}\n"));
+    let channel = |name: &str, spec: &str| {
+        format!(
+            "apiVersion: xin.dev/v1alpha1\nkind: Channel\nmetadata: {{name: {name}, namespace: {n}}}\nspec:\n  displayName: x\n{spec}"
+        )
+    };
+    let telegram = "  type: telegram\n  telegram: {botTokenSecretRef: {name: tg, key: token}}\n";
+    let ingress = |i: &str| {
+        channel(
+            "c",
+            &format!("{telegram}  ingress: {{host: hooks.example, {i}}}\n"),
+        )
+    };
+    let ij = |source: &str| {
+        format!(
+            "apiVersion: xin.dev/v1alpha1\nkind: IngestionJob\nmetadata: {{name: j, namespace: {n}}}\nspec:\n  source: {source}\n"
+        )
+    };
+    // (manifest, the field the refusal names, what it says)
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            tenant("has.a-dot", ""),
+            "metadata.name",
+            "must be a DNS-1123 label",
+        ),
+        (
+            resources("{limits: {cpu: lots}}"),
+            "spec.orchestrator.resources.limits[cpu]",
+            "must be a quantity such as 500m, 2 or 1Gi",
+        ),
+        (
+            resources("{requests: {memory: 1 Gi}}"),
+            "spec.orchestrator.resources.requests[memory]",
+            "must be a quantity",
+        ),
+        (
+            resources("{requests: {memory: '-512Mi'}}"),
+            "spec.orchestrator.resources.requests[memory]",
+            "a request must not be negative",
+        ),
+        (
+            resources("{requests: {cpu: -1}}"),
+            "spec.orchestrator.resources.requests[cpu]",
+            "a request must not be negative",
+        ),
+        (
+            resources("{limits: {memory: '0Mi'}}"),
+            "spec.orchestrator.resources.limits[memory]",
+            "a limit must be greater than zero",
+        ),
+        (
+            resources("{limits: {cpu: 0}}"),
+            "spec.orchestrator.resources.limits[cpu]",
+            "a limit must be greater than zero",
+        ),
+        (
+            resources("{requests: {cpu: '2'}, limits: {cpu: 500m}}"),
+            "spec.orchestrator.resources.requests",
+            "a request must not exceed the limit of the same resource",
+        ),
+        (
+            resources("{requests: {memory: 2}, limits: {memory: 1}}"),
+            "spec.orchestrator.resources.requests",
+            "a request must not exceed the limit of the same resource",
+        ),
+        // A fractional number is neither an integer nor a string: write '1.5' or 1500m.
+        (
+            resources("{limits: {cpu: 1.5}}"),
+            "spec.orchestrator.resources.limits.cpu",
+            "must be of type integer,string",
+        ),
+        (
+            resources("{limits: {memroy: 1Gi}}"),
+            "spec.orchestrator.resources.limits",
+            "resource names are cpu, memory, ephemeral-storage",
+        ),
+        (
+            resources("{claims: [{name: gpu}]}"),
+            "spec.orchestrator.resources.claims",
+            "resource claims are not supported",
+        ),
+        (
+            tenant(
+                "bad-ref",
+                "  llm: {endpoint: 'https://l.example', model: m, apiKeySecretRef: {name: LLM_Key, key: k}}\n",
+            ),
+            "spec.llm.apiKeySecretRef.name",
+            "should match",
+        ),
+        (
+            channel(
+                "c",
+                "  type: telegram\n  telegram: {botTokenSecretRef: {name: tg, key: 'bot token'}}\n",
+            ),
+            "spec.telegram.botTokenSecretRef.key",
+            "should match",
+        ),
+        (
+            channel(&"c".repeat(246), telegram),
+            "metadata.name",
+            "a Channel's name must be at most 245 characters",
+        ),
+        (
+            ingress("className: Public_Nginx"),
+            "spec.ingress.className",
+            "should match",
+        ),
+        (
+            ingress("tlsSecretName: 'hooks tls'"),
+            "spec.ingress.tlsSecretName",
+            "should match",
+        ),
+        (
+            ingress("annotations: {'cert manager/issuer': x}"),
+            "spec.ingress.annotations",
+            "annotation keys must be Kubernetes qualified names",
+        ),
+        (
+            ij("{configMap: {name: FAQ}}"),
+            "spec.source.configMap.name",
+            "should match",
+        ),
+        (
+            ij("{configMap: {name: faq, keys: ['a/b']}}"),
+            "spec.source.configMap.keys[0]",
+            "should match",
+        ),
+        (
+            ij(
+                "{s3: {endpoint: 'https://s3.example', bucket: docs, credentialsSecretRef: {name: 's3 creds'}}}",
+            ),
+            "spec.source.s3.credentialsSecretRef.name",
+            "should match",
+        ),
+    ];
+    for (manifest, field, message) in &cases {
+        let run = kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(manifest));
+        assert!(!run.ok, "accepted but should be refused:\n{manifest}");
+        assert!(
+            run.stderr.contains(&format!("{field}:")) && run.stderr.contains(message),
+            "refusal should name {field} and say {message:?}: {}\n{manifest}",
+            run.stderr
+        );
+    }
+
+    // What the rules must still accept.
+    let accepted = [
+        tenant("a-1", ""),
+        resources(
+            "{limits: {cpu: 2, memory: 1Gi, ephemeral-storage: '1G', example.com/gpu: 1}, requests: {cpu: 500m, memory: 1Gi, ephemeral-storage: 0}}",
+        ),
+        resources("{requests: {cpu: '0.5', memory: 134217728}}"),
+        resources("{limits: {hugepages-2Mi: 64Mi, cpu: '1.5'}}"),
+        resources("{claims: []}"),
+        channel(&"c".repeat(245), telegram),
+        ingress(
+            "className: public-nginx, tlsSecretName: hooks.tls, annotations: {cert-manager.io/cluster-issuer: x, nginx.ingress.kubernetes.io/proxy-body-size: 1m, simple: 'y'}",
+        ),
+        channel(
+            "c",
+            "  type: telegram\n  telegram: {botTokenSecretRef: {name: tg.bot-1, key: BOT_token.v2-1}}\n",
+        ),
+        ij("{configMap: {name: faq.v1, keys: [faq.md, Q_and-A.txt]}}"),
+    ];
+    for manifest in &accepted {
+        let run = kubectl_stdin(&["apply", "--dry-run=server", "-f", "-"], Some(manifest));
+        assert!(run.ok, "refused but valid: {}\n{manifest}", run.stderr);
+    }
 }
 
 fn install_crds_once() {

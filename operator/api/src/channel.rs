@@ -6,7 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{SecretKeyRef, impl_has_conditions};
+use crate::common::{DNS1123_SUBDOMAIN, SecretKeyRef, impl_has_conditions};
 
 /// Annotation that requests a new webhook key: set it to any new value (for example a
 /// timestamp). The previous key stays valid for `webhook.rotationGracePeriodSeconds`.
@@ -31,6 +31,7 @@ pub const ROTATE_ANNOTATION: &str = "xin.dev/rotate-webhook-key";
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("size(self.metadata.name) <= 245").message("metadata.name: a Channel's name must be at most 245 characters (its webhook Secret is <name>-webhook)"),
     validation = Rule::new("self.spec.type != 'telegram' || has(self.spec.telegram)").message("spec.telegram is required when spec.type is telegram"),
     validation = Rule::new("self.spec.type != 'web' || has(self.spec.web)").message("spec.web is required when spec.type is web"),
     validation = Rule::new("self.spec.type != 'whatsapp' || (has(self.spec.meta) && has(self.spec.meta.phoneNumberId))").message("spec.meta with phoneNumberId is required when spec.type is whatsapp"),
@@ -221,14 +222,16 @@ pub struct IngressSpec {
     pub host: String,
     /// IngressClass to use; the cluster default when absent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(DNS1123_SUBDOMAIN))]
     pub class_name: Option<String>,
     /// Secret with the TLS certificate (cert-manager fills it when its annotations are given).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(DNS1123_SUBDOMAIN))]
     pub tls_secret_name: Option<String>,
     /// Annotations copied onto the Ingress (for example `cert-manager.io/cluster-issuer`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 64))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^([a-z0-9]([-a-z0-9]*[a-z0-9])?([.][a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$'))").message("annotation keys must be Kubernetes qualified names, such as cert-manager.io/cluster-issuer"))]
     pub annotations: BTreeMap<String, String>,
 }
 

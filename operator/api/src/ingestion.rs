@@ -4,7 +4,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
-use crate::common::{SecretRef, impl_has_conditions};
+use crate::common::{DATA_KEY, DNS1123_SUBDOMAIN, SecretRef, impl_has_conditions};
 
 /// Loads documents from a ConfigMap, URLs or an S3-compatible bucket into the tenant's
 /// knowledge store, as a `batch/v1` Job running the ingestion worker. The spec is immutable:
@@ -86,11 +86,14 @@ pub struct Source {
 #[serde(rename_all = "camelCase")]
 pub struct ConfigMapSource {
     /// ConfigMap name.
-    #[schemars(length(min = 1, max = 253))]
+    #[schemars(length(min = 1, max = 253), pattern(DNS1123_SUBDOMAIN))]
     pub name: String,
     /// Keys to ingest; every key when empty.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    #[schemars(length(max = 256), inner(length(min = 1, max = 253)))]
+    #[schemars(
+        length(max = 256),
+        inner(length(min = 1, max = 253), pattern(DATA_KEY))
+    )]
     pub keys: Vec<String>,
 }
 

@@ -26,6 +26,7 @@ use crate::common::{SecretKeyRef, impl_has_conditions};
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    validation = Rule::new("self.metadata.name.matches('^[a-z0-9]([-a-z0-9]*[a-z0-9])?$')").message("metadata.name: a Tenant's name must be a DNS-1123 label (lowercase letters, digits and '-', starting and ending with a letter or digit): its namespace is xin-<name>"),
     validation = Rule::new("size(self.metadata.name) <= 50").message("a Tenant's name must be at most 50 characters (its namespace is xin-<name>)"),
     validation = Rule::new("self.metadata.name != 'system'").message("the Tenant name system is reserved: xin-system is the Xin operator's namespace")
 )]
@@ -189,8 +190,11 @@ pub struct OrchestratorSpec {
     #[serde(default = "default_max_replicas")]
     #[schemars(range(min = 1, max = 100))]
     pub max_replicas: i32,
-    /// Container resources; defaults come from the plan's LimitRange.
+    /// Container resources; defaults come from the plan's LimitRange. Every value is a quantity
+    /// (`500m`, `2`, `1Gi`); a limit is above zero, a request is not negative and not above the
+    /// limit of the same resource; resource claims are not supported.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::common::container_resources_schema")]
     pub resources: Option<ResourceRequirements>,
 }
 

@@ -23,10 +23,30 @@ impl TestTenant {
 
     /// Like [`TestTenant::create`], with `database_url` in the tenant's database Secret.
     pub fn create_with_database(prefix: &str, spec_extra: &str, database_url: &str) -> Self {
+        Self::create_full(prefix, spec_extra, database_url, |_| String::new())
+    }
+
+    /// Like [`TestTenant::create`], with the objects `objects(namespace)` returns (YAML
+    /// documents, each ending with `---`) created in the namespace before the Tenant.
+    pub fn create_with_objects(
+        prefix: &str,
+        spec_extra: &str,
+        objects: impl FnOnce(&str) -> String,
+    ) -> Self {
+        Self::create_full(prefix, spec_extra, "postgres://x:y@db:5432/x", objects)
+    }
+
+    fn create_full(
+        prefix: &str,
+        spec_extra: &str,
+        database_url: &str,
+        objects: impl FnOnce(&str) -> String,
+    ) -> Self {
         let name = unique_name(prefix);
         let ns = format!("xin-{name}");
+        let objects = objects(&ns);
         apply(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n\
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n{objects}\
              apiVersion: v1\nkind: Secret\nmetadata: {{name: db, namespace: {ns}}}\nstringData: {{url: '{database_url}'}}\n---\n\
              apiVersion: xin.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  displayName: {name}\n  \
              database: {{urlSecretRef: {{name: db, key: url}}}}\n  deletionPolicy: Delete\n{spec_extra}"
