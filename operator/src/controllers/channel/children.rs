@@ -204,7 +204,7 @@ mod tests {
             credentials: Ok(Credentials::default()),
             referenced_key: None,
             webhook_secret: secret,
-            rotate: rotate.is_some() && true,
+            rotate: rotate.is_some(),
             requested_rotation: rotate.map(String::from),
         }
     }
