@@ -50,9 +50,11 @@ impl Context {
         }
     }
 
-    /// The clock of every reconcile (conditions' transition times, key expiry).
+    /// The clock of every reconcile (conditions' transition times, key expiry), in whole
+    /// seconds as the API server stores times.
     pub fn now(&self) -> Time {
-        Time(k8s_openapi::jiff::Timestamp::now())
+        let now = k8s_openapi::jiff::Timestamp::now();
+        Time(k8s_openapi::jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
     }
 
     /// Exponential backoff per object (5 s, 10 s, ... up to 5 min) for an object that waits

@@ -102,10 +102,13 @@ pub fn status(
         (Some(r), _) => status.webhook_secret_name = Some(r.name.clone()),
         (None, Some(secret)) => {
             let data = secret.data.clone().unwrap_or_default();
+            // In whole seconds, as the API server stores a status time (a Secret written by
+            // an earlier version may hold fractions): otherwise the status never compares equal.
             let ts = |k: &str| {
                 data.get(k)
                     .and_then(|v| std::str::from_utf8(&v.0).ok())
                     .and_then(|s| s.parse::<jiff::Timestamp>().ok())
+                    .and_then(|t| jiff::Timestamp::from_second(t.as_second()).ok())
             };
             status.webhook_secret_name = secret.metadata.name.clone();
             status.last_rotation_request = r.requested_rotation.clone();
@@ -304,6 +307,28 @@ mod tests {
             (cred.status.as_str(), cred.reason.as_str()),
             ("False", reason::SECRET_NOT_FOUND)
         );
+    }
+
+    #[test]
+    fn a_key_time_with_fractions_compares_equal_to_the_stored_status() {
+        // Secrets written by earlier versions hold sub-second times; the API server stores
+        // status times in whole seconds. The second pass must find nothing to write.
+        let ch = channel(serde_json::json!({}));
+        let mut secret = existing(None);
+        secret.data.as_mut().unwrap().insert(
+            wk::CURRENT_CREATED_AT.into(),
+            ByteString(b"2026-11-01T00:00:00.123456Z".to_vec()),
+        );
+        let r = resolved(Some(secret), None);
+        let built = build_channel_children(&ch, &r, &now(), || "k-new".into());
+        let first = status(&ch, &r, &built, &now()).outcome(&ch, &Time(now()));
+        // What the API server gives back: the status as JSON, times in whole seconds.
+        let stored: ChannelStatus =
+            serde_json::from_value(serde_json::to_value(first.status.unwrap()).unwrap()).unwrap();
+        let mut ch2 = ch.clone();
+        ch2.status = Some(stored);
+        let again = status(&ch2, &r, &built, &now()).outcome(&ch2, &Time(now()));
+        assert!(again.status.is_none(), "{:?}", again.status);
     }
 
     #[test]
