@@ -5,7 +5,8 @@
 #      demo's) and a throwaway PostgreSQL: started here unless running
 #   3. cargo test --workspace: unit tests, the e2e suites against that cluster, and the
 #      workload tests against that PostgreSQL
-#   4. the cargo-fuzz targets, XIN_FUZZ_SECONDS each (default 15; `make fuzz` runs longer)
+#   4. the cargo-fuzz targets (dependencies from fuzz/Cargo.lock, --locked), XIN_FUZZ_SECONDS
+#      each (default 15; `make fuzz` runs longer)
 # Exits non-zero on any failure; stops the test cluster again if it started it.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
