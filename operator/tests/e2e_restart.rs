@@ -12,6 +12,8 @@ fn killed_mid_reconcile_and_restarted_converges_without_duplicates() {
         ("XIN_LEADER_ELECT", "true"),
         ("XIN_LEASE_NAME", lease.as_str()),
     ];
+    // Held by the operators: deleted once they are gone.
+    let _lease = DeleteOnDrop::new(&["lease", &lease, "-n", "xin-system"]);
     let mut first = OperatorProcess::start(OPERATOR, &env);
     // Declared before the Tenant so it is dropped after it (locals drop in reverse order): the
     // restarted operator must still run when the Tenant's drop deletes it, or nothing would

@@ -69,6 +69,26 @@ impl Drop for TestTenant {
     }
 }
 
+/// `kubectl delete <what> --ignore-not-found --wait=false` on drop, for objects a test makes
+/// that no finalizer holds (a leader-election Lease, cluster-scoped RBAC). Declare it before
+/// whatever uses the objects, so it is dropped after them.
+pub struct DeleteOnDrop(Vec<String>);
+
+impl DeleteOnDrop {
+    pub fn new(what: &[&str]) -> Self {
+        DeleteOnDrop(what.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let mut args = vec!["delete"];
+        args.extend(self.0.iter().map(String::as_str));
+        args.extend(["--ignore-not-found", "--wait=false"]);
+        let _ = kubectl(&args);
+    }
+}
+
 /// How long a deleted Tenant may take to go while an operator runs: the decommission sequence
 /// is a handful of API calls, then the finalizer is removed.
 pub const TENANT_GONE_WITHIN: Duration = Duration::from_secs(120);
