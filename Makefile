@@ -15,9 +15,11 @@ test:
 ## bench: every benchmark (figures beside a baseline measured in the same run; no pass/fail)
 bench: bench-operator bench-gateway bench-orchestrator
 
-## bench-operator: N tenants (XIN_BENCH_TENANTS, default 100) vs direct server-side apply
-bench-operator: cluster-up
-	@eval "$$($(CLUSTER) env)" && cargo bench -p xin-operator --bench operator
+## bench-operator: N tenants (XIN_BENCH_TENANTS, default 100) vs direct server-side apply, on
+## the test cluster (the demo's shows only examples/)
+bench-operator:
+	@export XIN_CLUSTER=test && $(CLUSTER) up && eval "$$($(CLUSTER) env)" && \
+		cargo bench -p xin-operator --bench operator
 
 ## bench-orchestrator: retrieval over 100k chunks (XIN_BENCH_CHUNKS), 250 concurrent conversations
 ## (XIN_BENCH_CONVERSATIONS) against a 300 ms LLM stand-in vs the stand-in alone
@@ -33,6 +35,8 @@ bench-gateway:
 fuzz:
 	@e2e/fuzz.sh
 
+## cluster-up, cluster-down, cluster-reset, cluster-status: the demo's cluster (.cluster/demo);
+## XIN_CLUSTER=test for the one `make test` uses (.cluster/test): make cluster-down XIN_CLUSTER=test
 cluster-build:
 	@$(CLUSTER) build
 

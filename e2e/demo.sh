@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: the main job, end to end on this machine.
-#   1. the local control plane (built and started if needed)
+#   1. the demo cluster (XIN_CLUSTER=demo: state .cluster/demo, its own ports; `make test`
+#      uses another), built and started if needed
 #   2. the operator, built from this checkout and run out of cluster (like a dev loop)
 #   3. the CRDs and examples/ applied with kubectl, as a platform team would
 #   4. wait for every object to be Ready, then show them, their children and the metrics
@@ -10,7 +11,8 @@
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=$REPO/e2e/controlplane/cluster.sh
-STATE=${XIN_CLUSTER_DIR:-$REPO/.cluster}
+export XIN_CLUSTER=demo
+STATE=$("$CLUSTER" dir)
 METRICS_ADDR=${XIN_DEMO_METRICS_ADDR:-127.0.0.1:18080}
 cd "$REPO"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -48,7 +50,7 @@ say "kubectl apply -R -f examples/"
 kubectl apply -R -f examples/
 
 say "waiting for every object to be Ready"
-# Only the examples' objects: a cluster left by the test suites may hold others.
+# The examples' objects by name: the demo cluster holds what you applied to it as well.
 kubectl wait --for=condition=Ready tenant/acme tenant/globex --timeout=180s
 kubectl wait --for=condition=Ready channel --all -n xin-acme --timeout=180s
 kubectl wait --for=condition=Ready automationrule --all -n xin-acme --timeout=180s

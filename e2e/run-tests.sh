@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # `make test`: every check and every suite, as CI runs it (.ci/run).
 #   1. static checks: versions agree, cargo fmt, cargo clippy -D warnings
-#   2. the local control plane and a throwaway PostgreSQL: started here unless running
-#   3. cargo test --workspace: unit tests, the e2e suites against that control plane, and the
+#   2. the test cluster (XIN_CLUSTER=test: state .cluster/test, its own ports; never the
+#      demo's) and a throwaway PostgreSQL: started here unless running
+#   3. cargo test --workspace: unit tests, the e2e suites against that cluster, and the
 #      workload tests against that PostgreSQL
-#   4. the cargo-fuzz targets, XIN_FUZZ_SECONDS each (default 15; `make fuzz` runs longer)
-# Exits non-zero on any failure; stops the control plane again if it started it.
+#   4. the cargo-fuzz targets (dependencies from fuzz/Cargo.lock, --locked), XIN_FUZZ_SECONDS
+#      each (default 15; `make fuzz` runs longer)
+# Exits non-zero on any failure; stops the test cluster again if it started it.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=$REPO/e2e/controlplane/cluster.sh
+export XIN_CLUSTER=test
 cd "$REPO"
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -20,6 +23,13 @@ say "checking pinned versions, formatting and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+# The demo has a cluster of its own, so no demo operator acts on the suites' objects; only
+# XIN_CLUSTER_DIR pointing both at one state directory could bring them together.
+demo_pid=$("$CLUSTER" dir)/pids/xin-operator.pid
+if [ -f "$demo_pid" ] && { tr '\0' ' ' <"/proc/$(cat "$demo_pid")/cmdline"; } 2>/dev/null | grep -q xin-operator; then
+  echo "error: a demo operator (pid $(cat "$demo_pid")) runs against the test cluster $("$CLUSTER" dir) and would act on the suites' objects; give 'make demo' and 'make test' different XIN_CLUSTER_DIR (or none)" >&2
+  exit 1
+fi
 started=0
 if ! "$CLUSTER" status >/dev/null 2>&1; then
   started=1
@@ -29,7 +39,7 @@ if ! psql "$("$REPO/e2e/postgres.sh" url)" -c 'select 1' >/dev/null 2>&1; then
   pg_started=1
 fi
 cleanup() {
-  if ((started)); then say "stopping the control plane this run started"; "$CLUSTER" down; fi
+  if ((started)); then say "stopping the test cluster this run started"; "$CLUSTER" down; fi
   if ((pg_started)); then "$REPO/e2e/postgres.sh" stop; fi
 }
 trap cleanup EXIT
@@ -38,12 +48,6 @@ XIN_TEST_DATABASE_URL=$("$REPO/e2e/postgres.sh" start)
 export XIN_TEST_DATABASE_URL
 "$CLUSTER" up
 eval "$("$CLUSTER" env)"
-# A demo operator would reconcile the suites' objects alongside the operators they start.
-demo_pid=${XIN_CLUSTER_DIR:-$REPO/.cluster}/pids/xin-operator.pid
-if [ -f "$demo_pid" ] && { tr '\0' ' ' <"/proc/$(cat "$demo_pid")/cmdline"; } 2>/dev/null | grep -q xin-operator; then
-  say "stopping the demo operator (pid $(cat "$demo_pid")) so it does not act on the tests' objects"
-  kill "$(cat "$demo_pid")"; rm -f "$demo_pid"
-fi
 export KUBECONFIG PATH
 
 say "cargo test --workspace (unit tests and e2e suites)"

@@ -9,12 +9,16 @@
 #   cluster.sh reset           down, then wipe the state directory (certificates, etcd data)
 #   cluster.sh status          say what runs; exit 1 when the cluster is not up
 #   cluster.sh env             print `export` lines for KUBECONFIG and PATH
+#   cluster.sh dir             print the state directory
 #   cluster.sh check-versions  fail when gomod/*/go.mod disagree with versions.env
 #
-# Settings (environment): XIN_CLUSTER_DIR (state, default <repo>/.cluster),
-# XDG_CACHE_HOME (binaries under $XDG_CACHE_HOME/xin, default ~/.cache/xin), and the ports
-# XIN_ETCD_PORT 16379, XIN_ETCD_PEER_PORT 16380, XIN_APISERVER_PORT 16443,
-# XIN_KCM_PORT 16257, XIN_SCHEDULER_PORT 16259, XIN_KWOK_PORT 16247.
+# Two clusters, each with its own state and ports, so the demo never shows what the test
+# suites create and both can run at once. XIN_CLUSTER picks one:
+#   demo (the default; `make demo`)  state <repo>/.cluster/demo, ports 17379 17380 17443 17257 17259 17247
+#   test (`make test`)               state <repo>/.cluster/test, ports 16379 16380 16443 16257 16259 16247
+# Overrides (environment): XIN_CLUSTER_DIR (state directory), the ports XIN_ETCD_PORT,
+# XIN_ETCD_PEER_PORT, XIN_APISERVER_PORT, XIN_KCM_PORT, XIN_SCHEDULER_PORT, XIN_KWOK_PORT, and
+# XDG_CACHE_HOME (binaries under $XDG_CACHE_HOME/xin, default ~/.cache/xin, shared by both).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -22,24 +26,34 @@ REPO=$(cd "$HERE/../.." && pwd)
 # shellcheck source=versions.env
 . "$HERE/versions.env"
 
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
 CACHE_ROOT=${XDG_CACHE_HOME:-$HOME/.cache}/xin
 KUBE_BIN=$CACHE_ROOT/kube-$KUBE_VERSION/bin
 ETCD_BIN=$CACHE_ROOT/etcd-$ETCD_VERSION/bin
 KWOK_BIN=$CACHE_ROOT/kwok-$KWOK_VERSION/bin
 HELM_BIN=$CACHE_ROOT/helm-$HELM_VERSION/bin
-STATE=${XIN_CLUSTER_DIR:-$REPO/.cluster}
 
-ETCD_PORT=${XIN_ETCD_PORT:-16379}
-ETCD_PEER_PORT=${XIN_ETCD_PEER_PORT:-16380}
-APISERVER_PORT=${XIN_APISERVER_PORT:-16443}
-KCM_PORT=${XIN_KCM_PORT:-16257}
-SCHEDULER_PORT=${XIN_SCHEDULER_PORT:-16259}
-KWOK_PORT=${XIN_KWOK_PORT:-16247}
+CLUSTER_NAME=${XIN_CLUSTER:-demo}
+case "$CLUSTER_NAME" in
+  demo) P=17 ;;
+  test) P=16 ;;
+  *) die "XIN_CLUSTER is 'demo' or 'test', not '$CLUSTER_NAME'" ;;
+esac
+STATE=${XIN_CLUSTER_DIR:-$REPO/.cluster/$CLUSTER_NAME}
+ETCD_PORT=${XIN_ETCD_PORT:-${P}379}
+ETCD_PEER_PORT=${XIN_ETCD_PEER_PORT:-${P}380}
+APISERVER_PORT=${XIN_APISERVER_PORT:-${P}443}
+KCM_PORT=${XIN_KCM_PORT:-${P}257}
+SCHEDULER_PORT=${XIN_SCHEDULER_PORT:-${P}259}
+KWOK_PORT=${XIN_KWOK_PORT:-${P}247}
+# What to put before `make cluster-…` to address this cluster again.
+SELECT=""
+[ "$CLUSTER_NAME" = demo ] || SELECT="XIN_CLUSTER=$CLUSTER_NAME "
+[ -z "${XIN_CLUSTER_DIR:-}" ] || SELECT="${SELECT}XIN_CLUSTER_DIR=$STATE "
 NODES=(xin-node-1 xin-node-2)
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
-
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 ensure_tools() {
   local missing=()
@@ -106,6 +120,17 @@ cmd_build() {
   ensure_tools
   go_env
   cmd_check_versions >/dev/null
+  # One build at a time per cache (the demo's and the test cluster may start together): a
+  # second caller waits, then finds the binaries cached. Released before anything is started,
+  # so the cluster's processes do not inherit the lock.
+  mkdir -p "$CACHE_ROOT"
+  if command -v flock >/dev/null; then
+    exec 9>"$CACHE_ROOT/.build.lock"
+    if ! flock -n 9; then
+      say "another cluster.sh is building the binaries; waiting for it to finish"
+      flock 9
+    fi
+  fi
   local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   local kube_ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
   say "[1/4] Kubernetes $KUBE_VERSION"
@@ -120,6 +145,7 @@ cmd_build() {
   go_build kwok "$KWOK_BIN" "-s -w" sigs.k8s.io/kwok/cmd/kwok kwok
   say "[4/4] helm $HELM_VERSION"
   go_build helm "$HELM_BIN" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm
+  exec 9>&-
 }
 
 pid_of() { cat "$STATE/pids/$1.pid" 2>/dev/null || true; }
@@ -209,13 +235,17 @@ apiserver_ready() {
     "https://127.0.0.1:$APISERVER_PORT/readyz"
 }
 
+# The API server a kubeconfig points at (the ports of a running cluster are the ones it was
+# started with, whatever the environment says now).
+server_of() { awk '$1 == "server:" { print $2; exit }' "$1" 2>/dev/null; }
+
 print_usage() {
   cat <<EOF
 
-The local control plane is up (Kubernetes $KUBE_VERSION on https://127.0.0.1:$APISERVER_PORT).
+The $CLUSTER_NAME cluster is up (Kubernetes $KUBE_VERSION on $(server_of "$STATE/kubeconfig"), state $STATE).
   export KUBECONFIG=$STATE/kubeconfig PATH=$KUBE_BIN:\$PATH
   kubectl get nodes,pods -A
-Logs: $STATE/logs/<component>.log   Stop: make cluster-down   Wipe: make cluster-reset
+Logs: $STATE/logs/<component>.log   Stop: ${SELECT}make cluster-down   Wipe: ${SELECT}make cluster-reset
 EOF
 }
 
@@ -224,16 +254,16 @@ cmd_up() {
     local up=() down=()
     for c in "${COMPONENTS[@]}"; do if alive "$c"; then up+=("$c"); else down+=("$c"); fi; done
     if ((${#down[@]} == 0)); then
-      say "the local control plane is already running (state $STATE); not starting a second one"
+      say "the $CLUSTER_NAME cluster is already running (state $STATE); not starting a second one"
       print_usage; return 0
     fi
     if ((${#up[@]})); then
-      die "a partial control plane is running (${up[*]} up, ${down[*]} down); run 'make cluster-down' first"
+      die "a partial $CLUSTER_NAME cluster is running (${up[*]} up, ${down[*]} down); run '${SELECT}make cluster-down' first"
     fi
     rm -f "$STATE"/pids/*.pid
   fi
   for p in "$ETCD_PORT" "$ETCD_PEER_PORT" "$APISERVER_PORT" "$KCM_PORT" "$SCHEDULER_PORT" "$KWOK_PORT"; do
-    port_busy "$p" && die "port 127.0.0.1:$p is already in use by another process; set the XIN_*_PORT variables (see docs/development.md)"
+    port_busy "$p" && die "port 127.0.0.1:$p (for the $CLUSTER_NAME cluster) is already in use by another process; set the XIN_*_PORT variables (see docs/development.md)"
   done
   cmd_build
   local t0; t0=$(date +%s)
@@ -303,7 +333,7 @@ EOF
   done
   wait_for "nodes Ready" 90 kwok "${kc[@]}" wait --for=condition=Ready node --all --timeout=1s
   wait_for "the default ServiceAccount" 60 kube-controller-manager "${kc[@]}" get serviceaccount default -n default
-  say "control plane ready in $(( $(date +%s) - t0 )) s"
+  say "$CLUSTER_NAME cluster ready in $(( $(date +%s) - t0 )) s"
   print_usage
 }
 
@@ -323,7 +353,7 @@ cmd_down() {
     fi
     rm -f "$STATE/pids/$c.pid"
   done
-  ((any)) || say "no local control plane process was running"
+  ((any)) || say "no process of the $CLUSTER_NAME cluster was running (state $STATE)"
 }
 
 cmd_reset() {
@@ -335,6 +365,7 @@ cmd_reset() {
 
 cmd_status() {
   local rc=0
+  say "$CLUSTER_NAME cluster, state $STATE"
   for c in "${COMPONENTS[@]}"; do
     if alive "$c"; then echo "$c: running (pid $(pid_of "$c"))"; else echo "$c: not running"; rc=1; fi
   done
@@ -353,6 +384,7 @@ case "${1:-}" in
   reset) cmd_reset ;;
   status) cmd_status ;;
   env) cmd_env ;;
+  dir) echo "$STATE" ;;
   check-versions) cmd_check_versions ;;
-  *) sed -n '2,18p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

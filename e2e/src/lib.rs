@@ -1,9 +1,10 @@
 //! Helpers for the end-to-end suites: drive the local control plane (`e2e/controlplane`) with
 //! `kubectl`, exactly as a user would, and wait for what a user would wait for.
 //!
-//! The suites find the cluster through `KUBECONFIG`; `make test` starts the control plane and
-//! sets it (and puts the matching `kubectl` first on `PATH`). Without a cluster every e2e
-//! test fails with a message saying how to start one: a skipped suite is a failed suite.
+//! The suites find the cluster through `KUBECONFIG`; `make test` starts the test cluster
+//! (`XIN_CLUSTER=test`, never the demo's) and sets it (and puts the matching `kubectl` first on
+//! `PATH`). Without a cluster every e2e test fails with a message saying how to start one: a
+//! skipped suite is a failed suite.
 
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
@@ -107,8 +108,9 @@ pub fn kubectl(args: &[&str]) -> Run {
 pub fn kubectl_stdin(args: &[&str], stdin: Option<&str>) -> Run {
     assert!(
         std::env::var_os("KUBECONFIG").is_some(),
-        "KUBECONFIG is not set: start the local control plane with `make cluster-up` and \
-         `eval \"$(e2e/controlplane/cluster.sh env)\"`, or run the suites with `make test`"
+        "KUBECONFIG is not set: start the test cluster with `make cluster-up XIN_CLUSTER=test` \
+         and `eval \"$(XIN_CLUSTER=test e2e/controlplane/cluster.sh env)\"`, or run the suites \
+         with `make test`"
     );
     let mut child = Command::new("kubectl")
         .args(args)

@@ -5,6 +5,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::{get_json, kubectl_ok, wait_until};
@@ -39,10 +40,21 @@ pub fn install_crds() {
 
 use crate::workload::free_port;
 
+static RUNNING: AtomicUsize = AtomicUsize::new(0);
+
+/// How many [`OperatorProcess`]es this test process has started and not yet killed or dropped.
+/// Objects with a finalizer of the operator use it on drop: with none running, nothing would
+/// ever remove the finalizer.
+pub fn operators_running() -> usize {
+    RUNNING.load(Ordering::SeqCst)
+}
+
 /// One operator process. Its stdin is a pipe held by this test process: when the test
 /// process exits, the operator exits too (`XIN_EXIT_ON_STDIN_CLOSE`).
 pub struct OperatorProcess {
     child: Child,
+    /// Counted in [`operators_running`] (until killed).
+    counted: bool,
     pub metrics_addr: String,
     pub log: PathBuf,
 }
@@ -68,8 +80,10 @@ impl OperatorProcess {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("start the operator binary");
+        RUNNING.fetch_add(1, Ordering::SeqCst);
         let op = OperatorProcess {
             child,
+            counted: true,
             metrics_addr,
             log,
         };
@@ -140,6 +154,9 @@ impl OperatorProcess {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::mem::take(&mut self.counted) {
+            RUNNING.fetch_sub(1, Ordering::SeqCst);
+        }
     }
 
     pub fn is_running(&mut self) -> bool {

@@ -84,6 +84,9 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
     install_crds();
     let release = unique_name("chart");
     let ns = TestNamespace::create("xin-chart");
+    // The chart's cluster-scoped RBAC, deleted after the operator that uses it has stopped.
+    let sa = format!("{release}-operator");
+    let _cluster_scoped = DeleteOnDrop::new(&["clusterrole,clusterrolebinding", &sa]);
     let (ok, manifest) = helm(&[
         "template",
         &release,
@@ -102,7 +105,6 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
         "installing the rendered chart failed: {}",
         run.stderr
     );
-    let sa = format!("{release}-operator");
     wait_until(
         "the operator Deployment to be available",
         2 * MINUTE,
@@ -175,12 +177,6 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
             Some(o) => Err(o["status"]["conditions"].to_string()),
         }
     });
-    kubectl_ok(&[
-        "delete",
-        "clusterrole,clusterrolebinding",
-        &sa,
-        "--ignore-not-found",
-    ]);
 }
 
 use xin_e2e::operator::install_crds;

@@ -12,7 +12,13 @@ fn killed_mid_reconcile_and_restarted_converges_without_duplicates() {
         ("XIN_LEADER_ELECT", "true"),
         ("XIN_LEASE_NAME", lease.as_str()),
     ];
+    // Held by the operators: deleted once they are gone.
+    let _lease = DeleteOnDrop::new(&["lease", &lease, "-n", "xin-system"]);
     let mut first = OperatorProcess::start(OPERATOR, &env);
+    // Declared before the Tenant so it is dropped after it (locals drop in reverse order): the
+    // restarted operator must still run when the Tenant's drop deletes it, or nothing would
+    // remove its finalizer.
+    let mut second_slot = None;
     let t = TestTenant::create("restart", "");
     apply(&t.telegram_secret("tg"));
     apply(&t.channel("bot", "tg"));
@@ -33,12 +39,12 @@ fn killed_mid_reconcile_and_restarted_converges_without_duplicates() {
     let signing_before = secret_value(&t.ns, "xin-tenant-signing", "key");
     let webhook_before = secret_value(&t.ns, "bot-webhook", "current");
 
-    let second = OperatorProcess::start(OPERATOR, &env);
+    let second: &OperatorProcess = second_slot.insert(OperatorProcess::start(OPERATOR, &env));
     // The killed leader never released the Lease: the new process takes it once it expires.
     let holder = wait_until("the new process to hold the Lease", MINUTE, || {
         let l = get_json(&["lease", &lease, "-n", "xin-system"]).ok_or("no lease")?;
         let h = str_at(&l, "/spec/holderIdentity").to_string();
-        if !h.is_empty() && h.ends_with(&format!("-{}", second_pid(&second))) {
+        if !h.is_empty() && h.ends_with(&format!("-{}", second_pid(second))) {
             Ok(h)
         } else {
             Err(h)

@@ -1,15 +1,21 @@
 //! Shared by the operator's e2e suites: tenants made for one test, and waiting on conditions.
 #![allow(dead_code)]
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-pub use xin_e2e::operator::OperatorProcess;
+pub use xin_e2e::operator::{OperatorProcess, operators_running};
 pub use xin_e2e::*;
 
 pub const MINUTE: Duration = Duration::from_secs(60);
 pub const OPERATOR: &str = env!("CARGO_BIN_EXE_xin-operator");
 
-/// A Tenant (and its namespace and database Secret) made for one test; deleted on drop.
+/// A Tenant (and its namespace and database Secret) made for one test. Dropping it deletes
+/// the Tenant and waits until the operator has run its decommission finalizer and the Tenant is
+/// gone, then deletes the namespace (see [`delete_tenant_and_wait`]).
+///
+/// Declare it *after* the [`OperatorProcess`] that reconciles it: locals are dropped in reverse
+/// order of declaration, and an operator dropped first leaves nothing to remove the finalizer.
+/// That mistake fails the test (after cleaning up).
 pub struct TestTenant {
     pub name: String,
     pub ns: String,
@@ -72,13 +78,116 @@ impl TestTenant {
 
 impl Drop for TestTenant {
     fn drop(&mut self) {
-        let _ = kubectl(&[
-            "delete",
-            "tenant",
-            &self.name,
-            "--wait=false",
-            "--ignore-not-found",
-        ]);
+        if let Err(e) = delete_tenant_and_wait(&self.name, &self.ns) {
+            // A second panic while a failed test unwinds would abort the whole test binary.
+            if std::thread::panicking() {
+                eprintln!("cleanup of Tenant {}: {e}", self.name);
+            } else {
+                panic!("cleanup of Tenant {}: {e}", self.name);
+            }
+        }
+    }
+}
+
+/// `kubectl delete <what> --ignore-not-found --wait=false` on drop, for objects a test makes
+/// that no finalizer holds (a leader-election Lease, cluster-scoped RBAC). Declare it before
+/// whatever uses the objects, so it is dropped after them.
+pub struct DeleteOnDrop(Vec<String>);
+
+impl DeleteOnDrop {
+    pub fn new(what: &[&str]) -> Self {
+        DeleteOnDrop(what.iter().map(|s| s.to_string()).collect())
+    }
+}
+
+impl Drop for DeleteOnDrop {
+    fn drop(&mut self) {
+        let mut args = vec!["delete"];
+        args.extend(self.0.iter().map(String::as_str));
+        args.extend(["--ignore-not-found", "--wait=false"]);
+        let _ = kubectl(&args);
+    }
+}
+
+/// How long a deleted Tenant may take to go while an operator runs: the decommission sequence
+/// is a handful of API calls, then the finalizer is removed.
+pub const TENANT_GONE_WITHIN: Duration = Duration::from_secs(120);
+
+/// Deletes Tenant `name`, waits until it is gone ([`wait_tenant_gone`]), then deletes namespace
+/// `ns` without waiting (with `deletionPolicy: Delete` the operator already did; with `Retain`
+/// it stays otherwise). Never panics: it runs in `drop`, possibly while a failed test unwinds.
+pub fn delete_tenant_and_wait(name: &str, ns: &str) -> Result<(), String> {
+    let deleted = kubectl(&[
+        "delete",
+        "tenant",
+        name,
+        "--wait=false",
+        "--ignore-not-found",
+    ]);
+    let gone = if deleted.ok {
+        wait_tenant_gone(name)
+    } else {
+        Err(format!("kubectl delete tenant failed: {}", deleted.stderr))
+    };
+    let _ = kubectl(&[
+        "delete",
+        "namespace",
+        ns,
+        "--wait=false",
+        "--ignore-not-found",
+    ]);
+    gone
+}
+
+/// After Tenant `name`'s deletion was requested: waits (at most [`TENANT_GONE_WITHIN`]) until an
+/// operator of this test process has run its finalizer and the Tenant is gone. Never panics.
+///
+/// When the Tenant cannot go — no [`OperatorProcess`] of this process runs any more, or it is
+/// still there after the wait — the finalizer is removed by hand so nothing is left in the
+/// cluster, and the error says why: the first is a test that drops its operator too early, the
+/// second an operator that does not finish a deletion.
+pub fn wait_tenant_gone(name: &str) -> Result<(), String> {
+    let exists = || {
+        let r = kubectl(&["get", "tenant", name, "--ignore-not-found", "-o", "name"]);
+        !(r.ok && r.stdout.trim().is_empty())
+    };
+    let problem = if operators_running() == 0 {
+        exists().then(|| {
+            "no OperatorProcess of this test runs any more, so nothing would run its \
+             decommission finalizer; declare the TestTenant after the OperatorProcess (locals \
+             drop in reverse order)"
+                .to_string()
+        })
+    } else {
+        let start = Instant::now();
+        loop {
+            if !exists() {
+                break None;
+            }
+            if start.elapsed() > TENANT_GONE_WITHIN {
+                let r = kubectl(&["get", "tenant", name, "-o", "jsonpath={.status.conditions}"]);
+                break Some(format!(
+                    "still there {TENANT_GONE_WITHIN:?} after its deletion with an operator \
+                     running; conditions {}",
+                    r.stdout
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    match problem {
+        None => Ok(()),
+        Some(why) => {
+            let _ = kubectl(&[
+                "patch",
+                "tenant",
+                name,
+                "--type=merge",
+                "-p",
+                r#"{"metadata":{"finalizers":null}}"#,
+            ]);
+            Err(format!("{why} (its finalizer was removed by hand)"))
+        }
     }
 }
 
