@@ -113,6 +113,20 @@ fn matches<K: Serialize>(live: &K, want: &Value) -> bool {
     serde_json::to_value(live).is_ok_and(|have| contains(&have, want))
 }
 
+/// Whether `cached` already has every field `desired` sets (as [`apply`] compares them).
+pub fn up_to_date<K>(cached: Option<&K>, desired: &K) -> bool
+where
+    K: Resource + Clone + Serialize,
+{
+    let Ok(desired) = with_digest(desired) else {
+        return false;
+    };
+    let Ok(want) = serde_json::to_value(&desired) else {
+        return false;
+    };
+    cached.is_some_and(|c| matches(c, &want))
+}
+
 /// Server-side applies `desired` unless the live object already has every field the operator
 /// sets. `cached` is the object as the watch last saw it: when it matches, no request is made
 /// at all. When it does not, the object is read fresh first (the watch may lag behind the
@@ -156,6 +170,25 @@ where
     Ok(true)
 }
 
+/// Applies every object of `desired` (concurrently), pruning nothing. Returns the writes made.
+pub async fn apply_set<K>(
+    api: &Api<K>,
+    cached: &Store<K>,
+    namespace: &str,
+    desired: &[K],
+) -> Result<usize, ApplyError>
+where
+    K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
+{
+    let lookup = |name: &str| cached.get(&ObjectRef::new(name).within(namespace));
+    let applied = futures::future::try_join_all(desired.iter().map(|d| {
+        let live = lookup(&d.name_any());
+        async move { apply(api, live.as_deref(), d).await }
+    }))
+    .await?;
+    Ok(applied.into_iter().filter(|w| *w).count())
+}
+
 /// Applies every object of `desired` (concurrently), then deletes the objects of the same kind
 /// in `namespace` that `owner_uid` owns, that carry our label and that are no longer desired.
 /// `cached` is the watch's store of the kind. Never deletes an object the operator does not
@@ -170,14 +203,7 @@ pub async fn sync<K>(
 where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
-    let lookup = |name: &str| cached.get(&ObjectRef::new(name).within(namespace));
-    let applied = futures::future::try_join_all(desired.iter().map(|d| {
-        let live = lookup(&d.name_any());
-        let api = &api;
-        async move { apply(api, live.as_deref(), d).await }
-    }))
-    .await?;
-    let mut writes = applied.into_iter().filter(|w| *w).count();
+    let mut writes = apply_set(&api, cached, namespace, &desired).await?;
     let wanted: Vec<String> = desired.iter().map(|d| d.name_any()).collect();
     let stale: Vec<Arc<K>> = cached
         .state()

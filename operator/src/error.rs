@@ -271,16 +271,11 @@ impl Error {
         }
     }
 
-    /// The API server asked us to slow down, or a watch has not listed yet: retry soon,
-    /// without growing the object's backoff. (A 5xx can be persistent, such as a full Service
-    /// IP range: it backs off.)
+    /// The API server asked us to slow down: retry soon, without growing the object's
+    /// backoff. (A 5xx can be persistent, such as a full Service IP range, and a watch that
+    /// does not list may lack rights: they back off and show in the status.)
     pub fn is_transient(&self) -> bool {
         matches!(self.kube(), Some(kube::Error::Api(s)) if s.code == 429)
-            || matches!(
-                self.source.as_ref(),
-                Cause::Resolve(ResolveError::NotSynced { .. })
-                    | Cause::Apply(ApplyError::NotSynced { .. })
-            )
     }
 
     /// The message shown in a condition or an Event: the cause, without the object (which the
@@ -291,6 +286,23 @@ impl Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A user-fixable problem as it is shown in a condition (reason and message), kept by a pass
+/// that goes on despite it (the Tenant's guard rails, a Channel's key).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Problem {
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl From<&Error> for Problem {
+    fn from(e: &Error) -> Self {
+        Problem {
+            reason: e.reason(),
+            message: e.message(),
+        }
+    }
+}
 
 /// A step's result with the object attached: `step_result.on(&obj)?`.
 pub trait OnObject<T> {
@@ -376,6 +388,7 @@ mod tests {
             ("conflict", Step::Status)
         );
         let not_synced = Error::new("Tenant acme", ResolveError::NotSynced { what: "Secrets" });
-        assert!(not_synced.is_transient() && !not_synced.user_fixable());
+        assert!(!not_synced.is_transient() && !not_synced.user_fixable());
+        assert_eq!(not_synced.metric_label(), "not_synced");
     }
 }

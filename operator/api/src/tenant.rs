@@ -56,8 +56,9 @@ pub struct TenantSpec {
     /// Scaling and resources of the orchestrator Deployment.
     #[serde(default)]
     pub orchestrator: OrchestratorSpec,
-    /// Network egress allowed to the tenant's workloads beyond DNS, the platform database and
-    /// in-namespace traffic.
+    /// Network egress allowed to the tenant's workloads beyond DNS and in-namespace traffic.
+    /// Nothing else is allowed, not even the database: list its address here (and the LLM,
+    /// CRM and webhook endpoints the workloads call).
     #[serde(default)]
     pub network: NetworkSpec,
     /// Scale the tenant's workloads to zero and stop schedules, keeping everything else.

@@ -129,6 +129,41 @@ impl<S> Pass<S> {
     }
 }
 
+/// The accessors of [`Reconcile`] every status type has in the same shape (all four kinds'
+/// statuses have `conditions` and `observed_generation`).
+macro_rules! status_fields {
+    ($status:ty) => {
+        fn conditions(s: &$status) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+            &s.conditions
+        }
+        fn conditions_mut(
+            s: &mut $status,
+        ) -> &mut Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition> {
+            &mut s.conditions
+        }
+        fn observed_generation_mut(s: &mut $status) -> &mut Option<i64> {
+            &mut s.observed_generation
+        }
+    };
+}
+pub(crate) use status_fields;
+
+/// The pass shown after an error that is not the user's: the current status, `Reconciling`
+/// with reason `ApiError` and the error's message.
+pub fn api_error_pass<K: Reconcile>(obj: &K, e: &Error) -> Pass<K::Status> {
+    Pass::new(
+        obj.current_status(),
+        Health::Progressing {
+            reason: reason::API_ERROR,
+            message: format!(
+                "retrying after an error ({}): {}",
+                e.metric_label(),
+                e.message()
+            ),
+        },
+    )
+}
+
 /// A kind the operator reconciles.
 pub trait Reconcile:
     Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug + Send + Sync + 'static
@@ -164,17 +199,7 @@ pub trait Reconcile:
     /// The pass shown when the reconcile failed with an error that is not the user's: the
     /// current status, `Reconciling` with reason `ApiError`.
     fn error_pass(&self, e: &Error) -> Pass<Self::Status> {
-        Pass::new(
-            self.current_status(),
-            Health::Progressing {
-                reason: reason::API_ERROR,
-                message: format!(
-                    "retrying after an error ({}): {}",
-                    e.metric_label(),
-                    e.message()
-                ),
-            },
-        )
+        api_error_pass(self, e)
     }
 }
 
@@ -247,7 +272,12 @@ fn api_for<K: Reconcile>(ctx: &Context, obj: &K) -> Api<K> {
 }
 
 /// The status step: the conditions, the Events, the status patch, and the action.
-async fn finish<K: Reconcile>(obj: &K, ctx: &Context, pass: Pass<K::Status>) -> Result<Action> {
+async fn finish<K: Reconcile>(
+    obj: &K,
+    ctx: &Context,
+    pass: Pass<K::Status>,
+    succeeded: bool,
+) -> Result<Action> {
     let k = key(obj);
     let now = ctx.now();
     // One Warning Event per distinct problem: compared with what `Ready` already shows.
@@ -287,18 +317,21 @@ async fn finish<K: Reconcile>(obj: &K, ctx: &Context, pass: Pass<K::Status>) -> 
             .await
             .map_err(|e| Error::new(object_name(obj), e))?;
     }
+    let stalled = matches!(pass.health, Health::Stalled { .. });
+    // The backoff grows while the object is stalled or failing, and starts over once a pass
+    // succeeds without a problem.
+    if succeeded && !stalled {
+        ctx.reset_backoff(&k);
+    }
     Ok(match (&pass.health, pass.requeue) {
         // Final (a failed Job): nothing to retry.
         (_, Requeue::AwaitChange) => Action::await_change(),
         (Health::Stalled { reason, .. }, _) => Action::requeue(ctx.retry_after(reason, &k)),
-        (_, r) => {
-            ctx.reset_backoff(&k);
-            match r {
-                Requeue::Resync => Action::requeue(Duration::from_secs(ctx.config.resync_seconds)),
-                Requeue::After(d) => Action::requeue(d),
-                Requeue::AwaitChange => Action::await_change(),
-            }
-        }
+        (_, r) => match r {
+            Requeue::Resync => Action::requeue(Duration::from_secs(ctx.config.resync_seconds)),
+            Requeue::After(d) => Action::requeue(d),
+            Requeue::AwaitChange => Action::await_change(),
+        },
     })
 }
 
@@ -306,14 +339,20 @@ async fn finish<K: Reconcile>(obj: &K, ctx: &Context, pass: Pass<K::Status>) -> 
 async fn reconcile<K: Reconcile>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action> {
     let start = Instant::now();
     let res = match K::reconcile(obj.clone(), ctx.clone()).await {
-        Ok(pass) => finish(obj.as_ref(), &ctx, pass).await,
+        Ok(pass) => finish(obj.as_ref(), &ctx, pass, true).await,
         Err(e) if e.user_fixable() => {
-            finish(obj.as_ref(), &ctx, Pass::stalled(obj.current_status(), &e)).await
+            finish(
+                obj.as_ref(),
+                &ctx,
+                Pass::stalled(obj.current_status(), &e),
+                true,
+            )
+            .await
         }
         Err(e) => {
             if !e.is_transient() {
                 // Visible where users look, not only in the operator's logs.
-                if let Err(se) = finish(obj.as_ref(), &ctx, obj.error_pass(&e)).await {
+                if let Err(se) = finish(obj.as_ref(), &ctx, obj.error_pass(&e), false).await {
                     debug!(error = %se, "could not show the error in the status");
                 }
             }

@@ -7,7 +7,6 @@
 
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
 use xin_api::automation::{AutomationRule, AutomationRuleStatus};
@@ -15,7 +14,7 @@ use xin_api::tenant::Tenant;
 
 use super::Context;
 use super::resolve::{owning_tenant, secret_exists, secret_key};
-use super::runner::{Extra, Pass, Reconcile};
+use super::runner::{Extra, Pass, Reconcile, status_fields};
 use crate::conditions::{Health, reason, types};
 use crate::error::{OnObject, ResolveError, Result, ValidateError, object_name};
 
@@ -137,15 +136,7 @@ impl Reconcile for AutomationRule {
             ..AutomationRuleStatus::default()
         }
     }
-    fn conditions(s: &AutomationRuleStatus) -> &[Condition] {
-        &s.conditions
-    }
-    fn conditions_mut(s: &mut AutomationRuleStatus) -> &mut Vec<Condition> {
-        &mut s.conditions
-    }
-    fn observed_generation_mut(s: &mut AutomationRuleStatus) -> &mut Option<i64> {
-        &mut s.observed_generation
-    }
+    status_fields!(AutomationRuleStatus);
     fn api(client: kube::Client, namespace: &str) -> kube::Api<Self> {
         kube::Api::namespaced(client, namespace)
     }

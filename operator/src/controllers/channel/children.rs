@@ -176,9 +176,9 @@ mod tests {
     use k8s_openapi::ByteString;
     use xin_api::routes::Credentials;
 
-    use super::super::resolve::ErrorInfo;
     use super::*;
     use crate::controllers::runner::Outcome;
+    use crate::error::Problem;
     use crate::golden;
 
     fn now() -> jiff::Timestamp {
@@ -208,6 +208,7 @@ mod tests {
             referenced_key: None,
             webhook_secret: secret,
             rotate: rotate.is_some(),
+            fresh: false,
             requested_rotation: rotate.map(String::from),
         }
     }
@@ -291,7 +292,7 @@ mod tests {
     fn missing_credentials_stall_the_channel_but_its_key_is_made() {
         let ch = channel(serde_json::json!({}));
         let mut r = resolved(None, None);
-        r.credentials = Err(ErrorInfo {
+        r.credentials = Err(Problem {
             reason: reason::SECRET_NOT_FOUND,
             message: "Secret xin-acme/tg not found".into(),
         });

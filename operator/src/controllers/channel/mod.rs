@@ -1,7 +1,7 @@
 //! Channel → its webhook Secret (generated and rotated, or referenced) and its status, which
-//! says whether the channel is routable: `Ready=True` at the current generation means its
-//! credentials and webhook key resolve, and the Tenant controller renders it into the
-//! gateway's routes (the Tenant only collects that verdict).
+//! says whether the channel can be served: a `Stalled` Channel (a credential or its key is
+//! missing, its Tenant is not ready) is left out of the gateway's routes by the Tenant
+//! controller, which only collects that verdict.
 //!
 //! One pass, top to bottom: [`resolve`] (the owning Tenant, the namespace's Secrets, the
 //! webhook Secret as it is) → [`validate`](resolve::validate) (credentials for the channel's
@@ -13,13 +13,12 @@ pub mod resolve;
 
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use xin_api::channel::{Channel, ChannelStatus};
 
 use super::Context;
-use super::runner::{Pass, Reconcile};
+use super::runner::{Pass, Reconcile, status_fields};
 use crate::error::{OnObject, Result, object_name};
 
 pub use keys::new_key;
@@ -53,15 +52,7 @@ impl Reconcile for Channel {
     fn owned_status(&self) -> ChannelStatus {
         self.status.clone().unwrap_or_default()
     }
-    fn conditions(s: &ChannelStatus) -> &[Condition] {
-        &s.conditions
-    }
-    fn conditions_mut(s: &mut ChannelStatus) -> &mut Vec<Condition> {
-        &mut s.conditions
-    }
-    fn observed_generation_mut(s: &mut ChannelStatus) -> &mut Option<i64> {
-        &mut s.observed_generation
-    }
+    status_fields!(ChannelStatus);
     fn api(client: kube::Client, namespace: &str) -> kube::Api<Self> {
         Api::namespaced(client, namespace)
     }
@@ -82,8 +73,17 @@ impl Reconcile for Channel {
                 return Ok(Pass::stalled(children::base_status(&ch), &e));
             }
         };
-        let validated = resolve::validate(&ch, resolved, &object);
-        let built = children::build_channel_children(&ch, &validated, &now.0, new_key);
+        let mut validated = resolve::validate(&ch, resolved, &object);
+        let mut built = children::build_channel_children(&ch, &validated, &now.0, new_key);
+        // About to write a Secret whose next data derives from its current data: derive it
+        // from the live Secret, not from the watch's possibly older view.
+        if let Some(secret) = &built.webhook_secret
+            && !validated.fresh
+            && !crate::apply::up_to_date(validated.webhook_secret.as_ref(), secret)
+        {
+            validated = resolve::refresh(&ch, validated, &ctx).await.on(&object)?;
+            built = children::build_channel_children(&ch, &validated, &now.0, new_key);
+        }
         let children::ChannelChildren { webhook_secret } = &built;
         if let Some(secret) = webhook_secret {
             let ns = ch.namespace().unwrap_or_default();

@@ -12,37 +12,23 @@ use xin_api::tenant::Tenant;
 use super::HANDLED_ROTATION_ANNOTATION;
 use crate::controllers::Context;
 use crate::controllers::resolve::{credentials, owning_tenant, secret_key, webhook_secret_name};
-use crate::error::{Error, ResolveError};
+use crate::error::{Error, Problem, ResolveError};
 
 /// What one pass of a Channel works from.
 #[derive(Clone, Debug)]
 pub struct ResolvedChannel {
     pub tenant: String,
     /// The credentials its type needs, or why they cannot be read.
-    pub credentials: Result<Credentials, ErrorInfo>,
+    pub credentials: Result<Credentials, Problem>,
     /// A referenced webhook key's problem (`None` when it resolves or is generated).
-    pub referenced_key: Option<ErrorInfo>,
+    pub referenced_key: Option<Problem>,
     /// The generated webhook Secret as it is now (`None` when referenced or not created yet).
     pub webhook_secret: Option<Secret>,
     /// The rotation requested by annotation that has not been handled yet.
     pub rotate: bool,
+    /// `webhook_secret` was read from the API server (not the watch) in this pass.
+    pub fresh: bool,
     pub requested_rotation: Option<String>,
-}
-
-/// A user-fixable problem, as it is shown (reason and message).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ErrorInfo {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl From<&Error> for ErrorInfo {
-    fn from(e: &Error) -> Self {
-        ErrorInfo {
-            reason: e.reason(),
-            message: e.message(),
-        }
-    }
 }
 
 pub async fn resolve(ch: &Channel, ctx: &Context) -> Result<ResolvedChannel, ResolveError> {
@@ -50,47 +36,66 @@ pub async fn resolve(ch: &Channel, ctx: &Context) -> Result<ResolvedChannel, Res
     let tenant: std::sync::Arc<Tenant> = owning_tenant(&ctx.stores.tenants, &ns)?;
     let secrets: Store<Secret> = ctx.stores.secrets.store(&ns).await?;
     let object = crate::error::object_name(ch);
-    let info = |e: crate::error::Cause| ErrorInfo::from(&Error::new(&object, e));
+    let info = |e: crate::error::Cause| Problem::from(&Error::new(&object, e));
     let creds = credentials(&secrets, ch).map_err(info);
 
     let requested = ch.annotations().get(ROTATE_ANNOTATION).cloned();
-    let (referenced_key, webhook_secret, rotate) = match &ch.spec.webhook.secret_ref {
-        Some(r) => (
-            secret_key(&secrets, &ns, r).err().map(|e| info(e.into())),
-            None,
-            false,
-        ),
+    let mut resolved = ResolvedChannel {
+        tenant: tenant.name_any(),
+        credentials: creds,
+        referenced_key: None,
+        webhook_secret: None,
+        rotate: false,
+        fresh: false,
+        requested_rotation: requested,
+    };
+    match &ch.spec.webhook.secret_ref {
+        Some(r) => {
+            resolved.referenced_key = secret_key(&secrets, &ns, r).err().map(|e| info(e.into()));
+        }
         None => {
             let name = webhook_secret_name(&ch.name_any());
             let cached = crate::controllers::resolve::secret(&secrets, &ns, &name);
-            let handled = |s: &Secret| s.annotations().get(HANDLED_ROTATION_ANNOTATION).cloned();
-            let pending = |s: Option<&Secret>| {
-                requested.is_some() && s.is_some() && requested != s.and_then(handled)
-            };
+            resolved.webhook_secret = cached.map(|s| s.as_ref().clone());
+            resolved.rotate = pending(&resolved);
             // The handled request is recorded on the Secret. When the watch shows no Secret or
             // an unhandled request, read it fresh: a stale view must not make a second key.
-            let current = match cached {
-                Some(s) if !pending(Some(&s)) => Some(s.as_ref().clone()),
-                _ => Api::<Secret>::namespaced(ctx.client.clone(), &ns)
-                    .get_opt(&name)
-                    .await
-                    .map_err(|source| ResolveError::Kube {
-                        what: format!("Secret {ns}/{name}"),
-                        source,
-                    })?,
-            };
-            let rotate = pending(current.as_ref());
-            (None, current, rotate)
+            if resolved.webhook_secret.is_none() || resolved.rotate {
+                resolved = refresh(ch, resolved, ctx).await?;
+            }
         }
-    };
-    Ok(ResolvedChannel {
-        tenant: tenant.name_any(),
-        credentials: creds,
-        referenced_key,
-        webhook_secret,
-        rotate,
-        requested_rotation: requested,
-    })
+    }
+    Ok(resolved)
+}
+
+/// A rotation was requested by annotation and the Secret has not handled it yet.
+fn pending(r: &ResolvedChannel) -> bool {
+    let handled = r
+        .webhook_secret
+        .as_ref()
+        .and_then(|s| s.annotations().get(HANDLED_ROTATION_ANNOTATION).cloned());
+    r.requested_rotation.is_some() && r.webhook_secret.is_some() && r.requested_rotation != handled
+}
+
+/// Reads the generated webhook Secret from the API server: its next data is derived from its
+/// current data (the key), so it is never derived from a view the watch has not caught up on.
+pub async fn refresh(
+    ch: &Channel,
+    mut r: ResolvedChannel,
+    ctx: &Context,
+) -> Result<ResolvedChannel, ResolveError> {
+    let ns = ch.namespace().unwrap_or_default();
+    let name = webhook_secret_name(&ch.name_any());
+    r.webhook_secret = Api::<Secret>::namespaced(ctx.client.clone(), &ns)
+        .get_opt(&name)
+        .await
+        .map_err(|source| ResolveError::Kube {
+            what: format!("Secret {ns}/{name}"),
+            source,
+        })?;
+    r.rotate = pending(&r);
+    r.fresh = true;
+    Ok(r)
 }
 
 /// Nothing to check beyond what resolving found (the API server checks the spec, and the

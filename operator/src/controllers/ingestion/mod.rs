@@ -12,14 +12,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::ConfigMap;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use xin_api::ingestion::{IngestionJob, IngestionJobStatus, Phase};
 
 use super::Context;
 use super::resolve::{owning_tenant, secret_exists};
-use super::runner::{Note, Pass, Reconcile, Requeue};
+use super::runner::{Note, Pass, Reconcile, Requeue, status_fields};
 use crate::builders::MANAGER;
 use crate::builders::ingestion::{build_ingestion_job, job_name};
 use crate::conditions::reason;
@@ -114,15 +113,7 @@ impl Reconcile for IngestionJob {
             ..IngestionJobStatus::default()
         }
     }
-    fn conditions(s: &IngestionJobStatus) -> &[Condition] {
-        &s.conditions
-    }
-    fn conditions_mut(s: &mut IngestionJobStatus) -> &mut Vec<Condition> {
-        &mut s.conditions
-    }
-    fn observed_generation_mut(s: &mut IngestionJobStatus) -> &mut Option<i64> {
-        &mut s.observed_generation
-    }
+    status_fields!(IngestionJobStatus);
     fn api(client: kube::Client, namespace: &str) -> kube::Api<Self> {
         Api::namespaced(client, namespace)
     }
@@ -137,8 +128,23 @@ impl Reconcile for IngestionJob {
         let object = object_name(ij.as_ref());
         let ns = ij.namespace().unwrap_or_default();
         let name = job_name(&ij.name_any());
+        let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
+        let read = || async {
+            jobs.get_opt(&name)
+                .await
+                .map_err(|source| ResolveError::Kube {
+                    what: format!("Job {ns}/{name}"),
+                    source,
+                })
+        };
         let cached = ctx.stores.jobs.get(&ObjectRef::new(&name).within(&ns));
-        let job = match decide(&ij, cached.as_deref()) {
+        let mut decision = decide(&ij, cached.as_deref());
+        // "No Job" is acted on only once the API server confirms it: the watch may not show a
+        // Job created moments ago, and a wrong answer would fail or run it twice.
+        if matches!(decision, Decision::JobMissing | Decision::Create) {
+            decision = decide(&ij, read().await.on(&object)?.as_ref());
+        }
+        let job = match decision {
             Decision::Done => return Ok(Pass::gone()),
             Decision::JobMissing => {
                 let e = Error::new(&object, ApplyError::JobMissing { name: name.clone() });
@@ -171,11 +177,14 @@ impl Reconcile for IngestionJob {
                 };
                 match created {
                     Some(job) => return Ok(status::follow(&ij, &name, &job).event(note)),
-                    // Someone else created it meanwhile: its watch event brings it.
-                    None => {
-                        return Ok(Pass::new(status::pending(&ij), status::waiting())
-                            .requeue(Requeue::After(Duration::from_secs(5))));
-                    }
+                    // It exists already (created meanwhile): follow it.
+                    None => match read().await.on(&object)? {
+                        Some(job) => job,
+                        None => {
+                            return Ok(Pass::new(status::pending(&ij), status::waiting())
+                                .requeue(Requeue::After(Duration::from_secs(5))));
+                        }
+                    },
                 }
             }
         };

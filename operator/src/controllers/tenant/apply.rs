@@ -10,7 +10,7 @@ use serde_json::json;
 use xin_api::tenant::Tenant;
 
 use super::children::{GuardRails, TenantChildren, Workloads};
-use crate::apply::{apply as apply_one, sync};
+use crate::apply::{apply as apply_one, apply_set, sync};
 use crate::controllers::Context;
 use crate::error::ApplyError;
 
@@ -38,48 +38,28 @@ pub async fn apply(
         roles,
         role_bindings,
     } = guard_rails;
-    // Independent of each other: applied concurrently.
+    // Independent of each other: applied concurrently. Their desired set never shrinks (the
+    // same objects for every Tenant), so they are applied, never pruned — which also keeps
+    // delete rights on them out of the operator's ClusterRole.
+    let (quotas, limit_ranges, policies, accounts, role_api, bindings) = (
+        Api::namespaced(c.clone(), &ns),
+        Api::namespaced(c.clone(), &ns),
+        Api::namespaced(c.clone(), &ns),
+        Api::namespaced(c.clone(), &ns),
+        Api::namespaced(c.clone(), &ns),
+        Api::namespaced(c.clone(), &ns),
+    );
+    let (quota, limits) = ([quota], [limits]);
     futures::try_join!(
-        sync(
-            Api::namespaced(c.clone(), &ns),
-            &s.quotas,
-            &ns,
-            &uid,
-            vec![quota]
-        ),
-        sync(
-            Api::namespaced(c.clone(), &ns),
-            &s.limit_ranges,
-            &ns,
-            &uid,
-            vec![limits]
-        ),
-        sync(
-            Api::namespaced(c.clone(), &ns),
-            &s.network_policies,
-            &ns,
-            &uid,
-            network_policies
-        ),
-        sync(
-            Api::namespaced(c.clone(), &ns),
-            &s.service_accounts,
-            &ns,
-            &uid,
-            service_accounts
-        ),
-        sync(Api::namespaced(c.clone(), &ns), &s.roles, &ns, &uid, roles),
+        apply_set(&quotas, &s.quotas, &ns, &quota),
+        apply_set(&limit_ranges, &s.limit_ranges, &ns, &limits),
+        apply_set(&policies, &s.network_policies, &ns, &network_policies),
+        apply_set(&accounts, &s.service_accounts, &ns, &service_accounts),
+        apply_set(&role_api, &s.roles, &ns, &roles),
     )?;
     // A RoleBinding is checked against its Role (the operator may only bind what it holds):
     // the Roles must exist first.
-    sync(
-        Api::namespaced(c.clone(), &ns),
-        &s.role_bindings,
-        &ns,
-        &uid,
-        role_bindings,
-    )
-    .await?;
+    apply_set(&bindings, &s.role_bindings, &ns, &role_bindings).await?;
 
     let Some(Workloads {
         secrets,

@@ -6,7 +6,6 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{DeleteParams, Patch, PatchParams};
-use kube::runtime::reflector::ObjectRef;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
@@ -20,7 +19,7 @@ use crate::component::Component;
 use crate::conditions::{Health, reason, types};
 use crate::controllers::Context;
 use crate::controllers::runner::{
-    Extra, Note, Pass, Reconcile, Requeue, desired_status, patch_status,
+    Extra, Note, Pass, Reconcile, Requeue, api_error_pass, desired_status, patch_status,
 };
 use crate::error::{ApplyError, Cause, Error, FinalizeError};
 
@@ -113,6 +112,17 @@ pub async fn decommission(
         return Ok(Pass::gone());
     }
     let (client, stores) = (&ctx.client, &ctx.stores);
+    // The watch may still show a Tenant whose decommission just finished: ask the API server
+    // before running it again.
+    let live = Api::<Tenant>::all(client.clone())
+        .get_opt(&tenant.name_any())
+        .await
+        .map_err(kube("reading the Tenant"))?;
+    if !live
+        .is_some_and(|t| t.uid() == tenant.uid() && t.finalizers().iter().any(|f| f == FINALIZER))
+    {
+        return Ok(Pass::gone());
+    }
     let uid = tenant.uid().unwrap_or_default();
     let ns = tenant_namespace(&tenant.name_any());
     info!(tenant = %tenant.name_any(), namespace = %ns, policy = ?tenant.spec.deletion_policy, "decommissioning tenant");
@@ -130,25 +140,26 @@ pub async fn decommission(
             .map_err(|e| FinalizeError::Step(e.to_string()))?;
     }
 
-    // 1. Stop automations: the worker goes first, so no scheduled action runs after this.
+    // 1. Stop automations: the worker goes first, so no scheduled action runs after this. Read
+    //    live: one created moments ago may not be in the watch yet.
     let auto = Component::Automation.workload_name();
-    let hpa = stores.hpas.get(&ObjectRef::new(&auto).within(&ns));
-    if let Some(h) = hpa.filter(|o| owned_by(o.as_ref(), &uid)) {
-        delete(
-            &Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns),
-            h.as_ref(),
-        )
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
+    if let Some(h) = hpas
+        .get_opt(&auto)
         .await
-        .map_err(from_apply)?;
+        .map_err(kube(format!("reading HPA {auto}")))?
+        && owned_by(&h, &uid)
+    {
+        delete(&hpas, &h).await.map_err(from_apply)?;
     }
-    let deployment = stores.deployments.get(&ObjectRef::new(&auto).within(&ns));
-    if let Some(d) = deployment.filter(|o| owned_by(o.as_ref(), &uid)) {
-        delete(
-            &Api::<Deployment>::namespaced(client.clone(), &ns),
-            d.as_ref(),
-        )
+    if let Some(d) = deployments
+        .get_opt(&auto)
         .await
-        .map_err(from_apply)?;
+        .map_err(kube(format!("reading Deployment {auto}")))?
+        && owned_by(&d, &uid)
+    {
+        delete(&deployments, &d).await.map_err(from_apply)?;
     }
 
     // 2. Invalidate tokens: generated webhook Secrets (owned by this tenant's Channels), the
@@ -262,17 +273,7 @@ fn reason_const(r: &str) -> &'static str {
 /// away, on the object and as an Event.
 pub fn error_pass(tenant: &Tenant, e: &Error) -> Pass<TenantStatus> {
     if !matches!(*e.source, Cause::Finalize(_)) || tenant.metadata.deletion_timestamp.is_none() {
-        return Pass::new(
-            tenant.current_status(),
-            Health::Progressing {
-                reason: reason::API_ERROR,
-                message: format!(
-                    "retrying after an error ({}): {}",
-                    e.metric_label(),
-                    e.message()
-                ),
-            },
-        );
+        return api_error_pass(tenant, e);
     }
     let message = format!(
         "decommission failed, the Tenant stays until it succeeds: {}",

@@ -23,12 +23,11 @@ mod tests;
 
 use std::sync::Arc;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::reflector::Store;
 use xin_api::tenant::{Tenant, TenantStatus};
 
 use super::Context;
-use super::runner::{Pass, Reconcile};
+use super::runner::{Pass, Reconcile, status_fields};
 use crate::error::{Error, OnObject, Result, object_name};
 
 pub use finalizer::FINALIZER;
@@ -39,15 +38,7 @@ impl Reconcile for Tenant {
     fn owned_status(&self) -> TenantStatus {
         self.status.clone().unwrap_or_default()
     }
-    fn conditions(s: &TenantStatus) -> &[Condition] {
-        &s.conditions
-    }
-    fn conditions_mut(s: &mut TenantStatus) -> &mut Vec<Condition> {
-        &mut s.conditions
-    }
-    fn observed_generation_mut(s: &mut TenantStatus) -> &mut Option<i64> {
-        &mut s.observed_generation
-    }
+    status_fields!(TenantStatus);
     fn api(client: kube::Client, _namespace: &str) -> kube::Api<Self> {
         kube::Api::all(client)
     }

@@ -9,7 +9,7 @@ use k8s_openapi::jiff;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use xin_api::channel::Channel;
-use xin_api::common::condition::READY;
+use xin_api::common::condition::STALLED;
 use xin_api::routes::Routes;
 use xin_api::tenant::Tenant;
 
@@ -38,7 +38,8 @@ pub struct WorkloadInputs {
     pub llm_key: Vec<u8>,
     /// The tenant signing key: the existing one, or a fresh one when there is none yet.
     pub signing_key: Vec<u8>,
-    /// The routes of the channels the Channel controller marked routable.
+    /// The routes of the channels that resolve and that the Channel controller has not marked
+    /// `Stalled`.
     pub routes: Routes,
     /// Channels that are not being deleted (their Ingress hosts).
     pub live_channels: Vec<Channel>,
@@ -47,14 +48,17 @@ pub struct WorkloadInputs {
     pub gateway_waits: bool,
 }
 
-/// Whether the Channel controller found `ch` servable at its current generation (its
-/// credentials and webhook key resolve).
+/// Whether the Channel controller has marked `ch` as not servable (`Stalled`: a credential or
+/// its key is missing, or its Tenant is not ready for it). A channel it has not judged yet, or
+/// whose status lags behind an edit, stays served as long as its route resolves: an edit
+/// (suspending it, a new rate limit) must not take it off the gateway for a moment.
 pub fn routable(ch: &Channel) -> bool {
-    let Some(s) = &ch.status else { return false };
-    s.observed_generation == ch.metadata.generation
-        && s.conditions
+    let stalled = ch.status.as_ref().is_some_and(|s| {
+        s.conditions
             .iter()
-            .any(|c| c.type_ == READY && c.status == "True")
+            .any(|c| c.type_ == STALLED && c.status == "True")
+    });
+    !stalled
 }
 
 /// The namespace is free or already this Tenant's: never take over another Tenant's.
@@ -154,8 +158,8 @@ async fn workload_inputs(
         channels: vec![],
     };
     for ch in live_channels.iter().filter(|c| routable(c)) {
-        // The Channel controller found it servable; a Secret that changed since is seen by
-        // the Channel's next pass, which then marks it not routable.
+        // A route that does not resolve (a Secret missing) is left out; the Channel's own pass
+        // says why in its status.
         if let Ok(r) = crate::controllers::resolve::channel_route(secrets, ch, now) {
             routes.channels.push(r);
         }
@@ -164,7 +168,9 @@ async fn workload_inputs(
         .stores
         .deployments
         .get(&ObjectRef::new(&Component::Gateway.workload_name()).within(ns))
-        .is_some();
+        .is_some()
+        || crate::controllers::resolve::secret(secrets, ns, xin_api::routes::ROUTES_SECRET)
+            .is_some();
     let gateway_waits = !channels.is_empty() && routes.channels.is_empty() && !gateway_exists;
     Ok(WorkloadInputs {
         db_url,

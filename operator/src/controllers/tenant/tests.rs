@@ -9,11 +9,12 @@ use xin_api::tenant::Tenant;
 use super::children::build_tenant_children;
 use super::resolve::WorkloadInputs;
 use super::status::{Availability, pass, wanted};
-use super::validate::{ErrorInfo, ValidatedTenant};
+use super::validate::ValidatedTenant;
 use crate::builders::gateway::webhook_path;
 use crate::conditions::reason;
 use crate::config::Config;
 use crate::controllers::runner::Requeue;
+use crate::error::Problem;
 use crate::golden;
 
 fn at(s: &str) -> Time {
@@ -85,7 +86,7 @@ fn validated(
     t: Tenant,
     channels: i32,
     rules: i32,
-    w: Result<WorkloadInputs, ErrorInfo>,
+    w: Result<WorkloadInputs, Problem>,
 ) -> ValidatedTenant {
     ValidatedTenant {
         tenant: t,
@@ -233,7 +234,7 @@ fn suspend_scales_to_zero_without_hpas_and_resume_wakes_the_deployments() {
 
 #[test]
 fn a_missing_secret_builds_the_guard_rails_only_and_stalls() {
-    let problem = ErrorInfo {
+    let problem = Problem {
         reason: reason::SECRET_NOT_FOUND,
         message: "Secret xin-acme/db not found".into(),
     };
@@ -304,4 +305,38 @@ fn an_unchanged_tenant_writes_no_status() {
         again.status.is_none(),
         "an identical status must not be patched"
     );
+}
+
+#[test]
+fn a_channel_is_served_unless_its_controller_marked_it_stalled() {
+    use super::resolve::routable;
+    let with = |conds: serde_json::Value, observed: i64| {
+        let mut c = channel("bot", None);
+        c.metadata.generation = Some(2);
+        c.status = serde_json::from_value(
+            serde_json::json!({"observedGeneration": observed, "conditions": conds}),
+        )
+        .unwrap();
+        c
+    };
+    let cond = |t: &str, s: &str| serde_json::json!({"type": t, "status": s, "reason": "R", "message": "", "lastTransitionTime": "2026-11-30T12:00:00Z"});
+    // Not judged yet, or judged before an edit (status behind the generation): still served.
+    assert!(routable(&channel("bot", None)));
+    assert!(routable(&with(
+        serde_json::json!([cond("Ready", "True"), cond("Stalled", "False")]),
+        1
+    )));
+    // A failed request on the Channel's side is not a verdict on the channel.
+    assert!(routable(&with(
+        serde_json::json!([
+            cond("Ready", "False"),
+            cond("Reconciling", "True"),
+            cond("Stalled", "False")
+        ]),
+        2
+    )));
+    assert!(!routable(&with(
+        serde_json::json!([cond("Ready", "False"), cond("Stalled", "True")]),
+        2
+    )));
 }

@@ -5,7 +5,7 @@ use xin_api::tenant::{Tenant, tenant_namespace};
 
 use super::resolve::Resolved;
 use crate::config::Config;
-use crate::error::{Error, ValidateError};
+use crate::error::{Error, Problem, ValidateError};
 use kube::ResourceExt;
 
 /// A Tenant ready to be built: what it owns, and what its workloads need — or why they cannot
@@ -18,23 +18,7 @@ pub struct ValidatedTenant {
     /// Channels in the namespace (served or not) and AutomationRules, for the status.
     pub channels: i32,
     pub rules: i32,
-    pub workloads: std::result::Result<super::resolve::WorkloadInputs, ErrorInfo>,
-}
-
-/// A user-fixable problem that keeps the workloads from being built (shown as `Stalled`).
-#[derive(Clone, Debug, PartialEq)]
-pub struct ErrorInfo {
-    pub reason: &'static str,
-    pub message: String,
-}
-
-impl From<&Error> for ErrorInfo {
-    fn from(e: &Error) -> Self {
-        ErrorInfo {
-            reason: e.reason(),
-            message: e.message(),
-        }
-    }
+    pub workloads: std::result::Result<super::resolve::WorkloadInputs, Problem>,
 }
 
 /// The Tenant's namespace, unless it is the operator's own. (The API refuses the name
@@ -52,7 +36,7 @@ pub fn namespace(tenant: &Tenant, config: &Config) -> Result<String, ValidateErr
 pub fn validate(tenant: &Tenant, resolved: Resolved, object: &str) -> ValidatedTenant {
     let tz = &tenant.spec.time_zone;
     let workloads = match resolved.workloads {
-        _ if tz.parse::<chrono_tz::Tz>().is_err() => Err(ErrorInfo::from(&Error::new(
+        _ if tz.parse::<chrono_tz::Tz>().is_err() => Err(Problem::from(&Error::new(
             object,
             ValidateError::InvalidTimeZone {
                 field: "spec.timeZone",
@@ -60,7 +44,7 @@ pub fn validate(tenant: &Tenant, resolved: Resolved, object: &str) -> ValidatedT
             },
         ))),
         Ok(w) => Ok(w),
-        Err(e) => Err(ErrorInfo::from(&e)),
+        Err(e) => Err(Problem::from(&e)),
     };
     ValidatedTenant {
         tenant: tenant.clone(),

@@ -16,7 +16,6 @@
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures::future::BoxFuture;
@@ -34,7 +33,7 @@ use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
-use tracing::{info, warn};
+use tracing::warn;
 use xin_api::automation::AutomationRule;
 use xin_api::channel::Channel;
 use xin_api::ingestion::IngestionJob;
@@ -42,10 +41,9 @@ use xin_api::tenant::{Tenant, tenant_namespace, tenant_of_namespace};
 
 use crate::builders::TENANT_LABEL;
 use crate::component::managed_by_selector;
-use crate::error::ResolveError;
 
-/// How long a reconcile waits for a new tenant namespace's Secrets to be listed.
-const SECRETS_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+mod secrets;
+pub use secrets::TenantSecrets;
 
 /// Every store the controllers read.
 #[derive(Clone)]
@@ -117,99 +115,10 @@ impl Triggers {
     }
 }
 
-/// The Secrets of the tenant namespaces, one watch per namespace.
-pub struct TenantSecrets {
-    client: Client,
-    watches: Mutex<HashMap<String, NamespaceWatch>>,
-    on_event: Arc<dyn Fn(&Secret) + Send + Sync>,
-}
-
-struct NamespaceWatch {
-    store: Store<Secret>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for NamespaceWatch {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl TenantSecrets {
-    /// The Secrets of namespace `ns`, once listed: starts watching it on first use.
-    pub async fn store(&self, ns: &str) -> Result<Store<Secret>, ResolveError> {
-        let store = {
-            let mut watches = self.watches.lock().unwrap_or_else(|e| e.into_inner());
-            match watches.get(ns) {
-                Some(w) if !w.task.is_finished() => w.store.clone(),
-                _ => {
-                    let (reader, writer) = reflector::store();
-                    let on_event = self.on_event.clone();
-                    let api = Api::<Secret>::namespaced(self.client.clone(), ns);
-                    let task = tokio::spawn(drive(
-                        api,
-                        watcher::Config::default(),
-                        writer,
-                        move |s: &Secret, _deleted| on_event(s),
-                    ));
-                    info!(namespace = ns, "watching the Secrets of a tenant namespace");
-                    watches.insert(
-                        ns.to_string(),
-                        NamespaceWatch {
-                            store: reader.clone(),
-                            task,
-                        },
-                    );
-                    reader
-                }
-            }
-        };
-        match tokio::time::timeout(SECRETS_SYNC_TIMEOUT, store.wait_until_ready()).await {
-            Ok(Ok(())) => Ok(store),
-            _ => Err(ResolveError::NotSynced {
-                what: "the tenant namespace's Secrets",
-            }),
-        }
-    }
-
-    /// One Secret of a tenant namespace, from the watch.
-    pub async fn get(&self, ns: &str, name: &str) -> Result<Option<Arc<Secret>>, ResolveError> {
-        Ok(self.store(ns).await?.get(&ObjectRef::new(name).within(ns)))
-    }
-
-    /// Stops watching `ns` (its Tenant is gone).
-    pub fn forget(&self, ns: &str) {
-        let removed = self
-            .watches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(ns);
-        if removed.is_some() {
-            info!(
-                namespace = ns,
-                "stopped watching the Secrets of a former tenant namespace"
-            );
-        }
-    }
-
-    /// Namespaces watched now (for tests and metrics).
-    pub fn watched(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .watches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .keys()
-            .cloned()
-            .collect();
-        v.sort();
-        v
-    }
-}
-
 /// Runs one watch into `writer`, calling `on` for every object it reports (listed, changed or
 /// deleted, with `true` for deleted). Watch errors (including an object that cannot be deserialised, which fails the
 /// list of its kind) are logged and retried with backoff, never fatal.
-async fn drive<K>(
+pub(crate) async fn drive<K>(
     api: Api<K>,
     config: watcher::Config,
     writer: reflector::store::Writer<K>,
@@ -327,6 +236,35 @@ pub fn wire(client: &Client) -> Wiring {
             }
         )
     };
+    let secrets = {
+        let t = triggers.clone();
+        let (channels, rules) = (channels.clone(), rules.clone());
+        Arc::new(TenantSecrets {
+            client: client.clone(),
+            watches: Mutex::new(HashMap::new()),
+            on_event: Arc::new(move |s: &Secret| {
+                let ns = s.namespace();
+                let name = s.name_any();
+                t.tenant_of(ns.as_deref());
+                for c in channels.state() {
+                    if c.namespace() == ns
+                        && (crate::controllers::channel::references_secret(&c, &name)
+                            || controlling::<Channel>(s).as_deref() == Some(&c.name_any()))
+                    {
+                        let _ = t.channel.unbounded_send(ObjectRef::from_obj(c.as_ref()));
+                    }
+                }
+                for r in rules.state() {
+                    if r.namespace() == ns
+                        && crate::controllers::automation::references_secret(&r, &name)
+                    {
+                        let _ = t.rule.unbounded_send(ObjectRef::from_obj(r.as_ref()));
+                    }
+                }
+            }),
+        })
+    };
+
     let tenants = {
         let t = triggers.clone();
         let (channels, rules, ijs) = (channels.clone(), rules.clone(), ingestion_jobs.clone());
@@ -372,35 +310,6 @@ pub fn wire(client: &Client) -> Wiring {
         })
     };
 
-    let secrets = {
-        let t = triggers.clone();
-        let (channels, rules) = (channels.clone(), rules.clone());
-        Arc::new(TenantSecrets {
-            client: client.clone(),
-            watches: Mutex::new(HashMap::new()),
-            on_event: Arc::new(move |s: &Secret| {
-                let ns = s.namespace();
-                let name = s.name_any();
-                t.tenant_of(ns.as_deref());
-                for c in channels.state() {
-                    if c.namespace() == ns
-                        && (crate::controllers::channel::references_secret(&c, &name)
-                            || controlling::<Channel>(s).as_deref() == Some(&c.name_any()))
-                    {
-                        let _ = t.channel.unbounded_send(ObjectRef::from_obj(c.as_ref()));
-                    }
-                }
-                for r in rules.state() {
-                    if r.namespace() == ns
-                        && crate::controllers::automation::references_secret(&r, &name)
-                    {
-                        let _ = t.rule.unbounded_send(ObjectRef::from_obj(r.as_ref()));
-                    }
-                }
-            }),
-        })
-    };
-
     let stores = Stores {
         tenants,
         channels,
@@ -433,8 +342,17 @@ impl Stores {
     pub async fn wait_until_ready(&self) {
         macro_rules! wait {
             ($($s:ident),*) => {$(
-                if self.$s.wait_until_ready().await.is_err() {
-                    warn!(store = stringify!($s), "a watch stopped before it listed");
+                loop {
+                    match tokio::time::timeout(std::time::Duration::from_secs(30), self.$s.wait_until_ready()).await {
+                        Ok(Ok(())) => break,
+                        Ok(Err(_)) => {
+                            warn!(store = stringify!($s), "a watch stopped before it listed");
+                            break;
+                        }
+                        // Missing rights, or an object of the kind that cannot be read: the
+                        // watch's own warnings say which.
+                        Err(_) => warn!(store = stringify!($s), "still waiting for a watch to list"),
+                    }
                 }
             )*};
         }
