@@ -129,6 +129,11 @@ pub(crate) async fn drive<K>(
     let kind = K::kind(&()).to_string();
     watcher(api, config)
         .default_backoff()
+        // Who set which field is never compared, and is a large part of every object: not
+        // kept in memory.
+        .modify(|o: &mut K| {
+            o.meta_mut().managed_fields = None;
+        })
         .reflect(writer)
         .for_each(|ev| {
             match ev {
