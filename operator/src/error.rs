@@ -79,6 +79,16 @@ pub enum ResolveError {
     },
 }
 
+impl ResolveError {
+    /// Something the spec refers to is missing or wrong (not a failed or pending read).
+    pub fn user_fixable(&self) -> bool {
+        !matches!(
+            self,
+            ResolveError::Kube { .. } | ResolveError::NotSynced { .. }
+        )
+    }
+}
+
 /// Checking the spec beyond what the API server's schema could.
 #[derive(Error, Debug)]
 pub enum ValidateError {
@@ -202,10 +212,7 @@ impl Error {
     /// and a Warning Event, and is retried with backoff.
     pub fn user_fixable(&self) -> bool {
         match self.source.as_ref() {
-            Cause::Resolve(e) => !matches!(
-                e,
-                ResolveError::Kube { .. } | ResolveError::NotSynced { .. }
-            ),
+            Cause::Resolve(e) => e.user_fixable(),
             Cause::Validate(_) => true,
             Cause::Apply(e) => matches!(e, ApplyError::JobMissing { .. }),
             Cause::Build(_) | Cause::Status(_) | Cause::Finalize(_) => false,

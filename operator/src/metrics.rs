@@ -125,9 +125,10 @@ impl Metrics {
     }
 }
 
-/// The resource a request path names: `/api/v1/namespaces/ns/secrets/x` → `secrets`,
-/// `/apis/apps/v1/namespaces/ns/deployments/x/status` → `deployments/status`.
-pub fn resource_of_path(path: &str) -> String {
+/// The segments of a request path after the API group and version, and after
+/// `namespaces/<ns>` when the path is inside a namespace: `[secrets, x]`, `[deployments, x,
+/// status]`, `[namespaces]`.
+fn resource_segments(path: &str) -> Vec<&str> {
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let rest = match segs.first() {
         Some(&"api") => segs.get(2..),
@@ -135,11 +136,16 @@ pub fn resource_of_path(path: &str) -> String {
         _ => None,
     }
     .unwrap_or(&[]);
-    let rest = match rest {
-        ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
-        other => other,
-    };
     match rest {
+        ["namespaces", _, tail @ ..] if !tail.is_empty() => tail.to_vec(),
+        other => other.to_vec(),
+    }
+}
+
+/// The resource a request path names: `/api/v1/namespaces/ns/secrets/x` → `secrets`,
+/// `/apis/apps/v1/namespaces/ns/deployments/x/status` → `deployments/status`.
+pub fn resource_of_path(path: &str) -> String {
+    match resource_segments(path).as_slice() {
         [] => "unknown".into(),
         [res] | [res, _] => (*res).into(),
         [res, _, sub, ..] => format!("{res}/{sub}"),
@@ -155,20 +161,9 @@ pub fn verb_of(method: &http::Method, uri: &http::Uri) -> &'static str {
         .any(|kv| kv == "watch=true" || kv == "watch=1");
     match *method {
         http::Method::GET if watch => "WATCH",
-        http::Method::GET => {
-            let segs: Vec<&str> = uri.path().trim_matches('/').split('/').collect();
-            let rest = match segs.first() {
-                Some(&"api") => segs.get(2..),
-                Some(&"apis") => segs.get(3..),
-                _ => None,
-            }
-            .unwrap_or(&[]);
-            let rest = match rest {
-                ["namespaces", _, tail @ ..] if !tail.is_empty() => tail,
-                other => other,
-            };
-            if rest.len() == 1 { "LIST" } else { "GET" }
-        }
+        // A collection (one segment: `secrets`) is listed; anything deeper is one object.
+        http::Method::GET if resource_segments(uri.path()).len() == 1 => "LIST",
+        http::Method::GET => "GET",
         http::Method::POST => "POST",
         http::Method::PATCH => "PATCH",
         http::Method::PUT => "PUT",

@@ -196,12 +196,12 @@ pub fn build_gateway_ingress(tenant: &Tenant, ns: &str, channels: &[&Channel]) -
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::builders::tenant::tests::tenant;
     use xin_api::routes::{ChannelRoute, Credentials, WebhookKey};
 
-    fn route(name: &str) -> ChannelRoute {
+    pub fn route(name: &str) -> ChannelRoute {
         ChannelRoute {
             name: name.into(),
             type_: xin_api::ChannelType::Telegram,

@@ -102,23 +102,9 @@ pub async fn resolve(
         .count() as i32;
     let secrets = stores.secrets.store(&namespace).await?;
     let object = crate::error::object_name(tenant);
-    let workloads = workload_inputs(tenant, &namespace, &channels, &secrets, ctx)
-        .await
-        .map_err(|e| Error::new(&object, e));
-    let workloads = match workloads {
-        Err(e) if !e.user_fixable() => {
-            return Err(match *e.source {
-                crate::error::Cause::Resolve(r) => r,
-                other => ResolveError::NotSynced {
-                    what: if matches!(other, crate::error::Cause::Validate(_)) {
-                        "a channel"
-                    } else {
-                        "the tenant's inputs"
-                    },
-                },
-            });
-        }
-        w => w,
+    let workloads = match workload_inputs(tenant, &namespace, &channels, &secrets, ctx).await {
+        Err(e) if !e.user_fixable() => return Err(e),
+        w => w.map_err(|e| Error::new(&object, e)),
     };
     Ok(Resolved {
         namespace,

@@ -10,7 +10,6 @@ use super::children::build_tenant_children;
 use super::resolve::WorkloadInputs;
 use super::status::{Availability, pass, wanted};
 use super::validate::ValidatedTenant;
-use crate::builders::gateway::webhook_path;
 use crate::conditions::reason;
 use crate::config::Config;
 use crate::controllers::runner::Requeue;
@@ -43,21 +42,12 @@ fn channel(name: &str, host: Option<&str>) -> Channel {
 
 fn route(name: &str, keys: Vec<WebhookKey>) -> ChannelRoute {
     ChannelRoute {
-        name: name.into(),
-        type_: xin_api::ChannelType::Telegram,
-        path: webhook_path(name),
-        suspended: false,
-        max_body_bytes: 1 << 20,
-        requests_per_second: 20,
-        burst: 40,
         keys,
         credentials: Credentials {
             bot_token: Some("1:abc".into()),
             ..Credentials::default()
         },
-        allowed_origins: vec![],
-        phone_number_id: None,
-        page_id: None,
+        ..crate::builders::gateway::tests::route(name)
     }
 }
 
