@@ -20,14 +20,24 @@ bin() {
 # initdb refuses to run as root: run the server as the postgres user then.
 as_pg() { if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 
-url() { echo "postgres://postgres@127.0.0.1:$PORT/postgres"; }
+# Password authentication over TCP for every role but the admin, as a real server has it: the
+# tenant boundary's tests log in as tenants' roles and must be refused a role or a password that
+# is not theirs. The admin (this throwaway server's superuser, on loopback only) is trusted, so
+# a URL printed by an earlier version of this script keeps working; the URL carries its
+# password all the same.
+PASSWORD=xin-test-admin
+url() { echo "postgres://postgres:$PASSWORD@127.0.0.1:$PORT/postgres"; }
 
-# The one superuser step of the platform database (docs/orchestrator.md, "Retrieval": the
-# full-text index under row-level security), in template1 so every later database has it.
-platform_setup() {
-  "$(bin)/psql" -q -X -v ON_ERROR_STOP=1 "postgres://postgres@127.0.0.1:$PORT/template1" \
-    -c 'ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF' >/dev/null
+auth_setup() {
+  printf '%s\n' "local all all trust" "host all postgres 127.0.0.1/32 trust" \
+    "host all all 127.0.0.1/32 scram-sha-256" \
+    "host all all ::1/128 scram-sha-256" >"$DIR/data/pg_hba.conf"
+  [ "$(id -u)" = 0 ] && chown postgres "$DIR/data/pg_hba.conf"
+  "$(bin)/psql" -q -X -v ON_ERROR_STOP=1 -h "$DIR" -p "$PORT" -U postgres postgres \
+    -c "SET password_encryption = 'scram-sha-256'" -c "ALTER ROLE postgres PASSWORD '$PASSWORD'" >/dev/null
+  as_pg "$(bin)/pg_ctl" -D "$DIR/data" reload >/dev/null
 }
+
 
 case "${1:-}" in
   start)
@@ -38,7 +48,7 @@ case "${1:-}" in
     fi
     B=$(bin)
     if [ -f "$DIR/data/postmaster.pid" ] && as_pg "$B/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
-      say "PostgreSQL already running on 127.0.0.1:$PORT"; platform_setup; url; exit 0
+      say "PostgreSQL already running on 127.0.0.1:$PORT"; auth_setup; url; exit 0
     fi
     mkdir -p "$DIR"
     [ "$(id -u)" = 0 ] && chown postgres "$DIR"
@@ -50,7 +60,7 @@ case "${1:-}" in
       -o "-p $PORT -c listen_addresses=127.0.0.1 -k $DIR -c fsync=off -c max_connections=200" start >/dev/null \
       || { tail -20 "$DIR/postgres.log" >&2; exit 1; }
     say "PostgreSQL running on 127.0.0.1:$PORT (log $DIR/postgres.log)"
-    platform_setup
+    auth_setup
     url
     ;;
   stop)

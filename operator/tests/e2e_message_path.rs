@@ -14,7 +14,7 @@ use xin_e2e::workload::{Answer, StandIn, Workload, free_port};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workloads_run_with_the_configuration_the_operator_rendered() {
-    let db = xin_store::fresh_test_database("wiring").await;
+    let db = xin_store::fresh_test_database().await;
     let _op = OperatorProcess::start(OPERATOR, &[]);
     let t = TestTenant::create_with_database(
         "wire",

@@ -106,10 +106,7 @@ async fn database(admin_url: &str) -> Result<String, String> {
 /// The example knowledge: one chunk per file of the `acme-faq` ConfigMap, tagged like the
 /// example IngestionJob.
 async fn load_knowledge(url: &str) -> Result<usize, String> {
-    let pool = xin_store::connect(url, "acme", 1).await?;
-    xin_store::migrate(&pool)
-        .await
-        .map_err(|e| format!("{e}"))?;
+    let pool = xin_store::connect(url, 1).await?;
     let cm =
         get_json(&["configmap", "acme-faq", "-n", NS]).ok_or("ConfigMap acme-faq not found")?;
     let data = cm["data"].as_object().cloned().unwrap_or_default();

@@ -65,9 +65,8 @@ async fn serve_bare() -> String {
 }
 
 async fn serve_gateway() -> String {
-    let url = xin_store::fresh_test_database("bench").await;
-    let pool = xin_store::connect(&url, "acme", 16).await.unwrap();
-    xin_store::migrate(&pool).await.unwrap();
+    let url = xin_store::fresh_test_database().await;
+    let pool = xin_store::connect(&url, 16).await.unwrap();
     let table = RouteTable::default();
     table.set(Routes {
         tenant: "acme".into(),

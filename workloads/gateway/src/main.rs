@@ -123,16 +123,9 @@ async fn run(args: Args) -> Result<(), String> {
         Duration::from_secs(1),
         &metrics,
     );
-    let pool = xin_store::connect(&args.database_url, &args.tenant, 16).await?;
-    if xin_store::bypasses_row_security(&pool)
-        .await
-        .map_err(|e| format!("cannot check the database role: {e}"))?
-    {
-        return Err("the DATABASE_URL role is a superuser or has BYPASSRLS: tenant isolation would not hold; use an ordinary role".into());
-    }
-    xin_store::migrate(&pool)
-        .await
-        .map_err(|e| format!("database migration failed: {e}"))?;
+    let pool = xin_store::connect(&args.database_url, 16).await?;
+    xin_store::check_runtime_role(&pool).await?;
+    xin_store::check_schema(&pool).await?;
     let outcomes = Family::<OutcomeLabels, Counter>::default();
     metrics
         .registry

@@ -92,9 +92,8 @@ struct Stack {
 
 impl Stack {
     async fn new() -> Stack {
-        let db_url = xin_store::fresh_test_database("path").await;
-        let pool = xin_store::connect(&db_url, "acme", 2).await.unwrap();
-        xin_store::migrate(&pool).await.unwrap();
+        let db_url = xin_store::fresh_test_database().await;
+        let pool = xin_store::connect(&db_url, 2).await.unwrap();
         sqlx::query(
             "INSERT INTO knowledge_chunks (tenant, document_id, chunk_index, title, text, token_count)
              VALUES ('acme', 'returns', 0, 'Returns policy', 'You can return any item within 30 days of delivery for a full refund.', 16),

@@ -267,7 +267,7 @@ async fn run() {
         "# xin-orchestrator benchmark ({} CPUs)",
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    let pool = xin_store::connect(&url, "bench", 4).await.unwrap();
+    let pool = xin_store::connect(&url, 4).await.unwrap();
     let t = Instant::now();
     let words_of = seed_chunks(&pool, "bench", chunks, embeddings, &mut rng).await;
     println!(
@@ -303,29 +303,12 @@ async fn run() {
         "| mode | questions | p50 ms | p95 ms | p99 ms | max ms | mean candidates | mean chunks returned |"
     );
     println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-    // As PostgreSQL ships, row-level security keeps `@@` off the GIN index: fewer questions.
-    set_leakproof(&url, false).await;
-    let pool = xin_store::connect(&url, "bench", 4).await.unwrap();
-    assert!(
-        !xin_orchestrator::retrieval::fulltext_index_usable(&pool)
-            .await
-            .unwrap()
-    );
-    let shipped = measure(&lexical, &pool, &qs[..QUERIES / 5]).await;
-    println!(
-        "{}",
-        shipped.row("lexical, as PostgreSQL ships (ts_match_vq not LEAKPROOF)")
-    );
-    make_leakproof(&url).await;
-    let pool = xin_store::connect(&url, "bench", 4).await.unwrap();
-    assert!(
-        xin_orchestrator::retrieval::fulltext_index_usable(&pool)
-            .await
-            .unwrap()
-    );
+    // A tenant database as the operator provisions it: no row-level security, so the GIN
+    // index serves `@@` with `ts_match_vq` as PostgreSQL ships it (no superuser step).
+    let pool = xin_store::connect(&url, 4).await.unwrap();
     measure(&lexical, &pool, &qs[..50]).await; // warm-up
     let lex = measure(&lexical, &pool, &qs).await;
-    println!("{}", lex.row("lexical, ts_match_vq LEAKPROOF"));
+    println!("{}", lex.row("lexical"));
     if embeddings {
         let hybrid = Retriever::new(
             RetrievalConfig::default(),
@@ -361,7 +344,7 @@ async fn run() {
         }
         let (h, s) = (stats(lat), stats(scan));
         println!(
-            "| hybrid 0.5, LEAKPROOF (question vector given) | {} | {:.1} | {:.1} | {:.1} | {:.1} | | |",
+            "| hybrid 0.5 (question vector given) | {} | {:.1} | {:.1} | {:.1} | {:.1} | | |",
             h.n, h.p50, h.p95, h.p99, h.max
         );
         println!(
@@ -397,9 +380,8 @@ async fn run() {
         "(lexical retrieval; the orchestrator, PostgreSQL, the stand-in and the client share this machine)"
     );
     let small_url = database().await;
-    let small_pool = xin_store::connect(&small_url, "bench", 2).await.unwrap();
+    let small_pool = xin_store::connect(&small_url, 2).await.unwrap();
     seed_chunks(&small_pool, "bench", 1000, false, &mut rng).await;
-    make_leakproof(&small_url).await;
     let large = format!("{chunks}-chunk knowledge");
     for stagger in [true, false] {
         println!(
@@ -454,27 +436,6 @@ async fn run() {
     println!(
         "\noverhead = orchestrator − baseline at the same percentile (goal: p95 overhead <= 50 ms)"
     );
-}
-
-/// The superuser step docs/orchestrator.md recommends, in the benchmark's own database.
-async fn make_leakproof(db_url: &str) {
-    set_leakproof(db_url, true).await
-}
-
-/// As a superuser, in the bench's database only (`e2e/postgres.sh` marks it LEAKPROOF in
-/// template1, so "as PostgreSQL ships" has to be restored explicitly).
-async fn set_leakproof(db_url: &str, on: bool) {
-    let admin = std::env::var("XIN_TEST_DATABASE_URL").unwrap();
-    let db = db_url.rsplit('/').next().unwrap();
-    let admin_db = format!("{}/{db}", admin.rsplit_once('/').unwrap().0);
-    let p = PgPool::connect(&admin_db).await.unwrap();
-    let sql = if on {
-        "ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF"
-    } else {
-        "ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) NOT LEAKPROOF"
-    };
-    sqlx::query(sql).execute(&p).await.unwrap();
-    p.close().await;
 }
 
 struct Measured {

@@ -82,18 +82,6 @@ impl Orchestrator {
             }
         }
         retriever.spawn_term_stats_refresher(pool.clone(), retrieval::TERM_STATS_REFRESH);
-        match retrieval::fulltext_index_usable(&pool).await {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                "full-text search cannot use its index under row-level security (ts_match_vq is \
-                 not LEAKPROOF): lexical retrieval scans every chunk of the tenant; a superuser \
-                 should run ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF \
-                 in this database (docs/orchestrator.md, \"Retrieval\")"
-            ),
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot check whether full-text search can use its index")
-            }
-        }
         let llm = Llm::new(config.llm.clone(), client, metrics.clone());
         Ok(Orchestrator(Arc::new(Inner {
             config,

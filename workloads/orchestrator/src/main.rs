@@ -36,21 +36,9 @@ async fn run(args: Args) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("ORCHESTRATOR_METRICS_HOST/PORT: {e}"))?;
 
-    let pool = xin_store::connect(&url, &config.tenant, max_connections).await?;
-    let bypasses = xin_store::bypasses_row_security(&pool)
-        .await
-        .map_err(|e| format!("cannot check the database role (DATABASE_URL): {e}"))?;
-    if bypasses {
-        return Err(
-            "the DATABASE_URL role is a superuser or has BYPASSRLS: row-level security \
-                    would not apply and tenant isolation would not hold; connect as an ordinary \
-                    role (docs/orchestrator.md, \"Tenant isolation\")"
-                .into(),
-        );
-    }
-    xin_store::migrate(&pool)
-        .await
-        .map_err(|e| format!("database migration failed: {e}"))?;
+    let pool = xin_store::connect(&url, max_connections).await?;
+    xin_store::check_runtime_role(&pool).await?;
+    xin_store::check_schema(&pool).await?;
 
     let metrics = HttpMetrics::default();
     let orchestrator = Orchestrator::new(config, pool, &metrics).await?;

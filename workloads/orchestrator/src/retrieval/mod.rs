@@ -181,19 +181,6 @@ pub fn select(
     out
 }
 
-/// Whether PostgreSQL may use the full-text GIN index under row-level security. The planner
-/// evaluates a policy before any non-LEAKPROOF operator, and `@@` (`ts_match_vq`) is not
-/// marked LEAKPROOF by default, so every lexical lookup becomes a sequential scan of the
-/// table. A superuser fixes it once per database (docs/orchestrator.md, "Retrieval"):
-/// `ALTER FUNCTION pg_catalog.ts_match_vq(tsvector, tsquery) LEAKPROOF`.
-pub async fn fulltext_index_usable(pool: &PgPool) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "SELECT proleakproof FROM pg_proc WHERE oid = 'pg_catalog.ts_match_vq(tsvector, tsquery)'::regprocedure",
-    )
-    .fetch_one(pool)
-    .await
-}
-
 /// Retrieval for one tenant: configuration, the embedding client and index when configured.
 #[derive(Clone)]
 pub struct Retriever {

@@ -21,13 +21,10 @@ use xin_runtime::signing::sign;
 
 pub const KEY: &[u8] = b"tenant-signing-key";
 
-/// A fresh database (owned by the ordinary role `xin_app`) with the schema applied.
+/// A fresh tenant database, provisioned and migrated as the operator does it; the URL of its
+/// runtime role.
 pub async fn database() -> String {
-    let url = xin_store::fresh_test_database("orch").await;
-    let pool = xin_store::connect(&url, "migrator", 1).await.unwrap();
-    xin_store::migrate(&pool).await.unwrap();
-    pool.close().await;
-    url
+    xin_store::fresh_test_database().await
 }
 
 pub struct Harness {
@@ -59,13 +56,10 @@ pub async fn start(url: &str, config: Config) -> Harness {
 /// [`start`] with a pool of `max_connections`.
 pub async fn start_with(url: &str, config: Config, max_connections: u32) -> Harness {
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let pool = xin_store::connect(url, &config.tenant, max_connections)
+    let pool = xin_store::connect(url, max_connections).await.unwrap();
+    xin_store::check_runtime_role(&pool)
         .await
-        .unwrap();
-    assert!(
-        !xin_store::bypasses_row_security(&pool).await.unwrap(),
-        "tests must run as an ordinary role"
-    );
+        .expect("tests run as a runtime role");
     let metrics = HttpMetrics::default();
     let key = config.signing_key.clone();
     let orchestrator = Orchestrator::new(config, pool.clone(), &metrics)
@@ -249,11 +243,11 @@ impl<'a> Seed<'a> {
     }
 }
 
-/// Writes a chunk through a tenant-scoped pool (the tenant comes from the session).
+/// Writes a chunk into the tenant database of `pool`.
 pub async fn seed(pool: &PgPool, s: Seed<'_>) -> i64 {
     sqlx::query_scalar(
         "INSERT INTO knowledge_chunks (tenant, document_id, chunk_index, title, text, token_count, visibility, tags, embedding)
-         VALUES (current_setting('xin.tenant'), $1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+         VALUES (current_database(), $1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
     )
     .bind(s.document_id)
     .bind(s.chunk_index)
