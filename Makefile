@@ -16,9 +16,11 @@ test:
 bench: bench-operator bench-gateway bench-orchestrator
 
 ## bench-operator: N tenants (XIN_BENCH_TENANTS, default 100) vs direct server-side apply, on
-## the test cluster (the demo's shows only examples/)
+## the test cluster (the demo's shows only examples/); the tenants bring their own database (one,
+## shared), so N tenants do not mean N databases
 bench-operator:
 	@export XIN_CLUSTER=test && $(CLUSTER) up && eval "$$($(CLUSTER) env)" && \
+		XIN_TEST_DATABASE_URL=$$(e2e/postgres.sh start) && export XIN_TEST_DATABASE_URL && \
 		cargo bench -p xin-operator --bench operator
 
 ## bench-orchestrator: retrieval over 100k chunks (XIN_BENCH_CHUNKS), 250 concurrent conversations

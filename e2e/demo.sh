@@ -2,12 +2,14 @@
 # `make demo`: the main job, end to end on this machine.
 #   1. the demo cluster (XIN_CLUSTER=demo: state .cluster/demo, its own ports; `make test`
 #      uses another), built and started if needed
-#   2. the operator, built from this checkout and run out of cluster (like a dev loop)
+#   2. PostgreSQL (the platform database), and the operator, built from this checkout and run
+#      out of cluster (like a dev loop) with PostgreSQL's admin URL: it provisions each example
+#      Tenant's own database and roles and runs the migrations step
 #   3. the CRDs and examples/ applied with kubectl, as a platform team would
 #   4. wait for every object to be Ready, then show them, their children and the metrics
-#   5. PostgreSQL, then acme's gateway and orchestrator as local processes configured as the
-#      operator rendered them; a signed widget message and a Telegram update answered from
-#      the example knowledge (e2e/src/bin/xin-demo-messages.rs)
+#   5. both tenants' gateways and orchestrators as local processes configured as the operator
+#      rendered them; a signed widget message and a Telegram update to acme, a signed WhatsApp
+#      message to globex, each answered from its own knowledge (e2e/src/bin/xin-demo-messages.rs)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=$REPO/e2e/controlplane/cluster.sh
@@ -36,6 +38,9 @@ if [ -f "$pidfile" ] && { tr '\0' ' ' <"/proc/$(cat "$pidfile")/cmdline"; } 2>/d
   kill "$(cat "$pidfile")" 2>/dev/null || true
   sleep 1
 fi
+say "PostgreSQL, the platform database"
+XIN_DATABASE_ADMIN_URL=$("$REPO/e2e/postgres.sh" start)
+export XIN_DATABASE_ADMIN_URL
 say "starting the operator (logs: $STATE/logs/xin-operator.log, metrics: http://$METRICS_ADDR/metrics)"
 XIN_METRICS_ADDR=$METRICS_ADDR XIN_LEASE_NAMESPACE=xin-system XIN_RESYNC_SECONDS=60 \
   setsid target/debug/xin-operator >"$STATE/logs/xin-operator.log" 2>&1 </dev/null &
@@ -56,17 +61,19 @@ kubectl wait --for=condition=Ready channel --all -n xin-acme --timeout=180s
 kubectl wait --for=condition=Ready automationrule --all -n xin-acme --timeout=180s
 kubectl wait --for=condition=Ready channel --all -n xin-globex --timeout=180s
 kubectl wait --for=condition=Complete ingestionjob --all -n xin-acme --timeout=180s
+kubectl wait --for=condition=Complete ingestionjob --all -n xin-globex --timeout=180s
 
 set -x
 kubectl get xin -A
 kubectl get deployments,services,hpa,pdb,networkpolicies,ingresses,jobs,secrets -n xin-acme
 kubectl get deployments,services,hpa,secrets -n xin-globex
+kubectl get tenants -o custom-columns='TENANT:.metadata.name,DATABASE:.status.database.name,MODE:.status.database.mode,SCHEMA:.status.database.schemaVersion'
 { set +x; } 2>/dev/null
 say "the operator's metrics"
 curl -fsS "http://$METRICS_ADDR/metrics" | { grep -E '^xin_operator_(reconciles|reconcile_failures|write_requests)_total' || true; } | sort | head -40
 
-say "the message path: acme's gateway and orchestrator with the configuration the operator rendered"
-XIN_DEMO_ADMIN_DATABASE_URL=$("$REPO/e2e/postgres.sh" start) target/debug/xin-demo-messages
+say "the message paths: each tenant's gateway and orchestrator with the configuration the operator rendered"
+target/debug/xin-demo-messages
 
 cat <<EOT
 
@@ -77,6 +84,7 @@ Poke at it:
   kubectl patch tenant acme --type=merge -p '{"spec":{"suspend":true}}'                  # suspend
   curl -s http://$METRICS_ADDR/metrics | grep xin_operator
   target/debug/xin-gateway --help; target/debug/xin-orchestrator --help                  # their configuration
-  XIN_DEMO_ADMIN_DATABASE_URL=\$(e2e/postgres.sh url) target/debug/xin-demo-messages        # the message path again
+  kubectl annotate tenant acme xin.dev/rotate-database-password=\$(date +%s)              # new database password
+  target/debug/xin-demo-messages                                                          # the message paths again
 Tear down:  make cluster-down   (stops the operator too)   Wipe: make cluster-reset   PostgreSQL: e2e/postgres.sh stop
 EOT

@@ -67,7 +67,9 @@ pub fn write_routes(ns: &str, dir: &Path) -> Result<PathBuf, String> {
 
 /// What differs from the rendered configuration when running on this machine.
 pub struct Overrides {
-    pub database_url: String,
+    /// Replaces the rendered `DATABASE_URL` (a platform-managed database's URL already points
+    /// at the local PostgreSQL).
+    pub database_url: Option<String>,
     pub gateway_port: u16,
     pub gateway_metrics_port: u16,
     pub orchestrator_port: u16,
@@ -99,7 +101,9 @@ pub fn orchestrator_env(ns: &str, o: &Overrides) -> Result<Vec<(String, String)>
         "ORCHESTRATOR_METRICS_PORT",
         o.orchestrator_metrics_port.to_string(),
     );
-    set(&mut env, "DATABASE_URL", o.database_url.clone());
+    if let Some(url) = &o.database_url {
+        set(&mut env, "DATABASE_URL", url.clone());
+    }
     if let Some(llm) = &o.llm_endpoint
         && env.iter().any(|(k, _)| k == "LLM_ENDPOINT")
     {
@@ -139,7 +143,9 @@ pub fn gateway_env(ns: &str, o: &Overrides) -> Result<Vec<(String, String)>, Str
         "ORCHESTRATOR_URL",
         format!("http://127.0.0.1:{}", o.orchestrator_port),
     );
-    set(&mut env, "DATABASE_URL", o.database_url.clone());
+    if let Some(url) = &o.database_url {
+        set(&mut env, "DATABASE_URL", url.clone());
+    }
     set(&mut env, "TELEGRAM_API_BASE", o.telegram_api_base.clone());
     set(
         &mut env,

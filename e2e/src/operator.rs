@@ -76,6 +76,10 @@ impl OperatorProcess {
             .stdin(Stdio::piped())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
+        // Platform-managed tenant databases on the test PostgreSQL, when there is one.
+        if let Ok(url) = std::env::var("XIN_TEST_DATABASE_URL") {
+            cmd.env("XIN_DATABASE_ADMIN_URL", url);
+        }
         for (k, v) in env {
             cmd.env(k, v);
         }

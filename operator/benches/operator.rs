@@ -36,16 +36,31 @@ use xin_operator::controllers::tenant::validate::ValidatedTenant;
 
 const CONCURRENCY: usize = 16;
 
+/// The bench's tenants bring their own database (one, shared, migrated once), so N tenants do
+/// not mean N databases: the runtime URL and the owner URL.
+static DATABASE: std::sync::OnceLock<(String, String)> = std::sync::OnceLock::new();
+
+async fn shared_database() -> (String, String) {
+    let t = xin_store::TestDatabase::new().await;
+    let owner = t
+        .admin
+        .owner_login(&t.names, &xin_store::provision::new_password())
+        .await
+        .unwrap();
+    (t.url, owner)
+}
+
 fn inputs(ns: &str, tenant: &str) -> Vec<Value> {
     let secret = |name: &str, data: Value| json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": name, "namespace": ns}, "stringData": data});
+    let (url, owner) = DATABASE.get().expect("the bench's database").clone();
     vec![
-        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
-        secret("db", json!({"url": "postgres://x:y@db:5432/x"})),
+        json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns, "annotations": {"xin.dev/adopt": tenant}}}),
+        secret("db", json!({"url": url, "ownerUrl": owner})),
         secret("tg", json!({"token": "1:abc"})),
         secret("web", json!({"identity": "s3cret"})),
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "faq", "namespace": ns}, "data": {"a.md": "# A\nanswer"}}),
         json!({"apiVersion": "xin.dev/v1alpha1", "kind": "Tenant", "metadata": {"name": tenant},
-               "spec": {"displayName": tenant, "database": {"urlSecretRef": {"name": "db", "key": "url"}}, "deletionPolicy": "Delete"}}),
+               "spec": {"displayName": tenant, "database": {"urlSecretRef": {"name": "db", "key": "url"}, "ownerUrlSecretRef": {"name": "db", "key": "ownerUrl"}}, "deletionPolicy": "Delete"}}),
         json!({"apiVersion": "xin.dev/v1alpha1", "kind": "Channel", "metadata": {"name": "bot", "namespace": ns},
                "spec": {"type": "telegram", "displayName": "bot", "telegram": {"botTokenSecretRef": {"name": "tg", "key": "token"}}}}),
         json!({"apiVersion": "xin.dev/v1alpha1", "kind": "Channel", "metadata": {"name": "web", "namespace": ns},
@@ -115,6 +130,11 @@ fn children(tenant_name: &str, ns: &str, cfg: &Config) -> Vec<Value> {
         rules: 1,
         workloads: Ok(WorkloadInputs {
             db_url: b"postgres://x:y@db:5432/x".to_vec(),
+            database_plan: xin_operator::controllers::tenant::database::DatabasePlan::External {
+                runtime_url: String::new(),
+                owner_url: String::new(),
+            },
+            database: None,
             llm_key: vec![],
             signing_key: b"signing-key".to_vec(),
             routes,
@@ -335,6 +355,9 @@ async fn main() {
     let discovery = Discovery::new(client.clone()).run().await.unwrap();
     let run = format!("{:x}", std::process::id());
     let cfg = Config::for_tests();
+    DATABASE
+        .set(shared_database().await)
+        .expect("set once");
     println!(
         "bench-operator: N = {n} tenants (2 channels, 1 rule, 1 ingestion job each), apply concurrency {CONCURRENCY}"
     );

@@ -31,6 +31,13 @@ pub mod reason {
     pub const ACTIVE: &str = "Active";
     pub const JOB_CREATED: &str = "JobCreated";
     pub const WEBHOOK_KEY_ROTATED: &str = "WebhookKeyRotated";
+    pub const SECRET_VALUE_EMPTY: &str = "SecretValueEmpty";
+    pub const NAMESPACE_NOT_ADOPTABLE: &str = "NamespaceNotAdoptable";
+    pub const DATABASE_NOT_CONFIGURED: &str = "DatabaseNotConfigured";
+    pub const DATABASE_UNAVAILABLE: &str = "DatabaseUnavailable";
+    pub const MIGRATION_FAILED: &str = "MigrationFailed";
+    pub const DATABASE_ROLE_TOO_POWERFUL: &str = "DatabaseRoleTooPowerful";
+    pub const DATABASE_PASSWORD_ROTATED: &str = "DatabasePasswordRotated";
 
     /// Every reason above.
     pub const ALL: &[&str] = &[
@@ -59,6 +66,13 @@ pub mod reason {
         ACTIVE,
         JOB_CREATED,
         WEBHOOK_KEY_ROTATED,
+        SECRET_VALUE_EMPTY,
+        NAMESPACE_NOT_ADOPTABLE,
+        DATABASE_NOT_CONFIGURED,
+        DATABASE_UNAVAILABLE,
+        MIGRATION_FAILED,
+        DATABASE_ROLE_TOO_POWERFUL,
+        DATABASE_PASSWORD_ROTATED,
     ];
 }
 

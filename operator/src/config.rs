@@ -63,6 +63,23 @@ pub struct Config {
     #[arg(long, env = "XIN_OTEL_EXPORTER_HEADERS")]
     pub otel_exporter_headers: Option<String>,
 
+    /// Admin URL of the platform PostgreSQL (`postgres://admin:password@host:5432/postgres`,
+    /// a role with CREATEDB and CREATEROLE): with it, a Tenant that names no database of its
+    /// own gets one provisioned. The workloads reach the same host and port. The chart sets it
+    /// from a Secret; it is never logged.
+    #[arg(long, env = "XIN_DATABASE_ADMIN_URL", hide_env_values = true)]
+    pub database_admin_url: Option<Redacted>,
+
+    /// Namespaces no Tenant may take as its own besides the operator's (comma-separated):
+    /// the platform's data and monitoring namespaces, say.
+    #[arg(
+        long,
+        env = "XIN_RESERVED_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "xin-data,xin-monitoring"
+    )]
+    pub reserved_namespaces: Vec<String>,
+
     /// Namespace the operator runs in: its pods may scrape tenant workloads' metrics.
     #[arg(long, env = "XIN_OPERATOR_NAMESPACE", default_value = "xin-system")]
     pub operator_namespace: String,
@@ -74,6 +91,23 @@ pub struct Config {
     /// Seconds between periodic re-checks of an object that is Ready (watches trigger the rest).
     #[arg(long, env = "XIN_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
+}
+
+/// A secret setting: parsed like a string, never shown by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Redacted(pub String);
+
+impl std::str::FromStr for Redacted {
+    type Err = std::convert::Infallible;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Redacted(s.to_string()))
+    }
+}
+
+impl std::fmt::Debug for Redacted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
 }
 
 impl Config {

@@ -28,6 +28,7 @@ pub enum Step {
     Apply,
     Status,
     Finalize,
+    Database,
 }
 
 /// Reading what the spec refers to.
@@ -46,6 +47,20 @@ pub enum ResolveError {
         namespace: String,
         name: String,
         key: String,
+    },
+    #[error("Secret {namespace}/{name} key {key:?} is empty")]
+    SecretValueEmpty {
+        namespace: String,
+        name: String,
+        key: String,
+    },
+    #[error(
+        "namespace {namespace} exists and was not made for this Tenant: annotate it with {annotation}={tenant} to let the Tenant adopt it"
+    )]
+    NamespaceNotAdoptable {
+        namespace: String,
+        tenant: String,
+        annotation: &'static str,
     },
     #[error("webhook Secret {namespace}/{name} holds no key")]
     WebhookKeyMissing { namespace: String, name: String },
@@ -102,6 +117,53 @@ pub enum ValidateError {
         "namespace {namespace} is the Xin operator's own namespace; choose another Tenant name"
     )]
     ReservedNamespace { namespace: String },
+}
+
+/// The tenant's database: provisioning and the migrations step.
+#[derive(Error, Debug)]
+pub enum DatabaseError {
+    #[error(
+        "spec.database names no database of the team's own (urlSecretRef, ownerUrlSecretRef) and the operator has no platform database to provision one on (chart value database.adminUrlSecret)"
+    )]
+    NotConfigured,
+    #[error("{field} is not a postgres:// URL")]
+    InvalidUrl { field: &'static str },
+    #[error("the database server cannot be reached: {0}")]
+    Unavailable(String),
+    #[error("the migrations step failed: {0}")]
+    Migration(String),
+    #[error("provisioning the database failed: {0}")]
+    Provision(String),
+    #[error(
+        "the role of spec.database.urlSecretRef {0}: the workloads need a role with data rights only"
+    )]
+    RoleTooPowerful(String),
+}
+
+impl DatabaseError {
+    /// Sorts a provisioning error by what the user sees. sqlx's messages carry the server's
+    /// message, never the URL or a password.
+    pub fn from_provision(e: xin_store::provision::ProvisionError) -> Self {
+        use xin_store::provision::ProvisionError as P;
+        match e {
+            e if e.is_connection() => DatabaseError::Unavailable(e.to_string()),
+            P::Migrate(m) => DatabaseError::Migration(m.to_string()),
+            P::AdminUrl(_) => DatabaseError::InvalidUrl {
+                field: "the database URL",
+            },
+            other => DatabaseError::Provision(other.to_string()),
+        }
+    }
+
+    /// Only a change by the user can fix it.
+    pub fn user_fixable(&self) -> bool {
+        matches!(
+            self,
+            DatabaseError::NotConfigured
+                | DatabaseError::InvalidUrl { .. }
+                | DatabaseError::RoleTooPowerful(_)
+        )
+    }
 }
 
 /// Turning the validated input into objects.
@@ -177,6 +239,8 @@ pub enum Cause {
     Status(#[from] StatusError),
     #[error(transparent)]
     Finalize(#[from] FinalizeError),
+    #[error(transparent)]
+    Database(#[from] DatabaseError),
 }
 
 impl Error {
@@ -189,6 +253,7 @@ impl Error {
             Cause::Apply(_) => Step::Apply,
             Cause::Status(_) => Step::Status,
             Cause::Finalize(_) => Step::Finalize,
+            Cause::Database(_) => Step::Database,
         };
         Error {
             object: object.into(),
@@ -214,6 +279,7 @@ impl Error {
         match self.source.as_ref() {
             Cause::Resolve(e) => e.user_fixable(),
             Cause::Validate(_) => true,
+            Cause::Database(e) => e.user_fixable(),
             Cause::Apply(e) => matches!(e, ApplyError::JobMissing { .. }),
             Cause::Build(_) | Cause::Status(_) | Cause::Finalize(_) => false,
         }
@@ -235,6 +301,8 @@ impl Error {
                 ResolveError::TenantNotReady { .. } => reason::TENANT_NOT_READY,
                 ResolveError::TenantDeleting { .. } => reason::TENANT_DELETING,
                 ResolveError::NamespaceTaken { .. } => reason::NAMESPACE_CONFLICT,
+                ResolveError::SecretValueEmpty { .. } => reason::SECRET_VALUE_EMPTY,
+                ResolveError::NamespaceNotAdoptable { .. } => reason::NAMESPACE_NOT_ADOPTABLE,
                 ResolveError::NotSynced { .. } | ResolveError::Kube { .. } => reason::API_ERROR,
             },
             Cause::Validate(e) => match e {
@@ -244,6 +312,16 @@ impl Error {
                 ValidateError::ReservedNamespace { .. } => reason::NAMESPACE_CONFLICT,
             },
             Cause::Apply(ApplyError::JobMissing { .. }) => reason::JOB_MISSING,
+            Cause::Database(e) => match e {
+                DatabaseError::NotConfigured | DatabaseError::InvalidUrl { .. } => {
+                    reason::DATABASE_NOT_CONFIGURED
+                }
+                DatabaseError::Unavailable(_) | DatabaseError::Provision(_) => {
+                    reason::DATABASE_UNAVAILABLE
+                }
+                DatabaseError::Migration(_) => reason::MIGRATION_FAILED,
+                DatabaseError::RoleTooPowerful(_) => reason::DATABASE_ROLE_TOO_POWERFUL,
+            },
             Cause::Finalize(_) => reason::DECOMMISSION_FAILED,
             Cause::Apply(
                 ApplyError::Kube { .. }
@@ -341,6 +419,7 @@ impl std::fmt::Display for Step {
             Step::Apply => "apply",
             Step::Status => "status",
             Step::Finalize => "finalize",
+            Step::Database => "database",
         })
     }
 }

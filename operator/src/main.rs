@@ -45,6 +45,19 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             std::process::exit(0);
         });
     }
+    if let Some(u) = &config.database_admin_url {
+        xin_store::provision::Admin::new(&u.0)
+            .map_err(|_| "XIN_DATABASE_ADMIN_URL is not a postgres:// URL")?;
+    }
+    info!(
+        platform_database = config.database_admin_url.is_some(),
+        "platform-managed tenant databases {}",
+        if config.database_admin_url.is_some() {
+            "enabled"
+        } else {
+            "disabled: Tenants must bring their own (spec.database)"
+        }
+    );
     let metrics = Metrics::default();
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(&config.metrics_addr)

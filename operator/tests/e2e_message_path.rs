@@ -14,13 +14,11 @@ use xin_e2e::workload::{Answer, StandIn, Workload, free_port};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn workloads_run_with_the_configuration_the_operator_rendered() {
-    let db = xin_store::fresh_test_database().await;
     let _op = OperatorProcess::start(OPERATOR, &[]);
-    let t = TestTenant::create_with_database(
+    let t = TestTenant::create(
         "wire",
         "  llm: {endpoint: 'https://llm.example.com', model: primary, fallbackModel: backup, timeoutSeconds: 5}\n  \
            retrieval: {hybridWeight: 0.3, minScore: 0.1, maxDocuments: 3, contextBudgetTokens: 1500}\n",
-        &db,
     );
     let ns = t.ns.clone();
     apply(&format!(
@@ -31,7 +29,7 @@ async fn workloads_run_with_the_configuration_the_operator_rendered() {
          apiVersion: xin.dev/v1alpha1\nkind: Channel\nmetadata: {{name: web, namespace: {ns}}}\n\
          spec: {{type: web, displayName: web, web: {{allowedOrigins: ['https://shop.example'], identitySecretRef: {{name: site, key: identity}}}}}}\n"
     ));
-    ready("tenant", &t.name, "");
+    let tenant = ready("tenant", &t.name, "");
     ready("channel", "tg", &ns);
     ready("channel", "web", &ns);
 
@@ -43,10 +41,29 @@ async fn workloads_run_with_the_configuration_the_operator_rendered() {
             .find(|(n, _)| n == k)
             .map(|(_, v)| v.clone())
     };
+    // The database the operator provisioned and migrated, reached as its runtime role.
+    let db = get("DATABASE_URL").expect("DATABASE_URL is rendered");
     assert_eq!(
-        get("DATABASE_URL"),
-        Some(db.clone()),
-        "DATABASE_URL comes from the tenant's Secret"
+        secret_value(&ns, "xin-database", "url").as_deref(),
+        Some(db.as_str()),
+        "DATABASE_URL comes from the Secret the operator wrote"
+    );
+    let uid = str_at(&tenant, "/metadata/uid").replace('-', "");
+    assert!(
+        db.starts_with(&format!("postgres://xin_{uid}_app:"))
+            && db.ends_with(&format!("/xin_{uid}")),
+        "the runtime role of the Tenant's own database, named by its uid"
+    );
+    assert_eq!(str_at(&tenant, "/status/database/mode"), "Managed");
+    assert_eq!(
+        tenant
+            .pointer("/status/database/schemaVersion")
+            .and_then(|v| v.as_i64()),
+        Some(xin_store::schema_version())
+    );
+    assert!(
+        !tenant.to_string().contains(db.split('@').next().unwrap()),
+        "no password in status"
     );
     assert_eq!(get("XIN_TENANT"), Some(t.name.clone()));
     assert_eq!(get("RETRIEVAL_MAX_DOCUMENTS").as_deref(), Some("3"));
@@ -72,7 +89,7 @@ async fn workloads_run_with_the_configuration_the_operator_rendered() {
     let telegram = StandIn::start(|_| Answer::json(200, json!({"ok": true})));
     let dir = std::env::temp_dir().join(format!("xin-wiring-{}", t.name));
     let o = Overrides {
-        database_url: db.clone(),
+        database_url: None,
         gateway_port: free_port(),
         gateway_metrics_port: free_port(),
         orchestrator_port: free_port(),

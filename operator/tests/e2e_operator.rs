@@ -528,7 +528,7 @@ fn invalid_manifests_are_refused_by_the_api_server_with_their_messages() {
     let n = &ns.name;
     let tenant = |name: &str, extra: &str| {
         format!(
-            "apiVersion: xin.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  displayName: x\n  database: {{urlSecretRef: {{name: db, key: url}}}}\n{extra}"
+            "apiVersion: xin.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  displayName: x\n{extra}"
         )
     };
     let channel = |spec: &str| {
@@ -558,6 +558,13 @@ fn invalid_manifests_are_refused_by_the_api_server_with_their_messages() {
                 "  orchestrator: {minReplicas: 5, maxReplicas: 2}\n",
             ),
             "orchestrator.minReplicas must not exceed orchestrator.maxReplicas",
+        ),
+        (
+            tenant(
+                "half-db",
+                "  database: {urlSecretRef: {name: db, key: url}}\n",
+            ),
+            "database.urlSecretRef and database.ownerUrlSecretRef go together",
         ),
         (
             tenant("bad-plan", "  plan: Platinum\n"),
@@ -681,7 +688,7 @@ fn hostile_manifests_are_refused_naming_the_field() {
     let n = &ns.name;
     let tenant = |name: &str, extra: &str| {
         format!(
-            "apiVersion: xin.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  displayName: x\n  database: {{urlSecretRef: {{name: db, key: url}}}}\n{extra}"
+            "apiVersion: xin.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  displayName: x\n{extra}"
         )
     };
     let resources = |r: &str| tenant("res", &format!("  orchestrator: {{resources: {r}}}\n"));
@@ -934,7 +941,7 @@ fn deleting_a_tenant_with_retain_policy_keeps_namespace_and_data_but_no_tokens()
         );
     }
     // The user's data stays: their Secrets and Channels.
-    assert!(get_json(&["secret", "db", "-n", &t.ns]).is_some());
+    assert!(get_json(&["secret", "notes", "-n", &t.ns]).is_some());
     assert!(get_json(&["channel", "bot", "-n", &t.ns]).is_some());
     kubectl_ok(&["delete", "namespace", &t.ns, "--wait=false"]);
 }

@@ -1,15 +1,18 @@
-//! The end of `make demo`: runs tenant `acme`'s gateway and orchestrator as local processes
-//! with the configuration the operator rendered (see `xin_e2e::local` for the few local
-//! overrides), loads the example knowledge, then sends a signed web-widget message and a
-//! Telegram update through the gateway and prints the answers and the metrics.
+//! The end of `make demo`: runs both example tenants' gateways and orchestrators as local
+//! processes with the configuration the operator rendered (see `xin_e2e::local` for the few
+//! local overrides), each on the database the operator provisioned for it; loads each
+//! tenant's example knowledge into its own database; then sends acme a signed web-widget
+//! message and a Telegram update, and globex a signed WhatsApp message, and prints the answers
+//! (each from its own tenant's knowledge) and the metrics.
 //!
 //! Stand-ins, on loopback: the LLM (an OpenAI-compatible endpoint that answers with the
 //! context sentence closest to the question) and the Telegram Bot API (prints what it gets).
-//! The example knowledge is read from the `acme-faq` ConfigMap and written to the knowledge
-//! table directly, one chunk per file: the ingestion worker is not written yet.
+//! The example knowledge is read from the `<tenant>-faq` ConfigMaps and written to each
+//! tenant's knowledge table directly (as its runtime role), one chunk per file: the ingestion
+//! worker is not written yet.
 //!
-//! Needs `KUBECONFIG` (the local control plane, with examples/ applied and Ready) and
-//! `XIN_DEMO_ADMIN_DATABASE_URL` (a superuser URL of the local PostgreSQL).
+//! Needs `KUBECONFIG` (the local control plane, with examples/ applied and Ready, the operator
+//! provisioning databases on the local PostgreSQL).
 
 use std::time::Duration;
 
@@ -18,8 +21,6 @@ use serde_json::{Value, json};
 use xin_e2e::local::{Overrides, gateway_env, orchestrator_env, write_routes};
 use xin_e2e::workload::{Answer, Recorded, StandIn, Workload, free_port};
 use xin_e2e::{get_json, http, http_get};
-
-const NS: &str = "xin-acme";
 
 fn words(s: &str) -> Vec<String> {
     s.split(|c: char| !c.is_alphanumeric())
@@ -76,39 +77,13 @@ fn llm_answer(r: &Recorded) -> Answer {
     )
 }
 
-async fn database(admin_url: &str) -> Result<String, String> {
-    use sqlx::postgres::PgConnectOptions;
-    let opts: PgConnectOptions = admin_url.parse().map_err(|e| format!("{e}"))?;
-    let admin = sqlx::PgPool::connect_with(opts.clone())
-        .await
-        .map_err(|e| format!("{e}"))?;
-    let _ = sqlx::query("CREATE ROLE xin_app LOGIN NOSUPERUSER NOBYPASSRLS")
-        .execute(&admin)
-        .await;
-    let exists: bool =
-        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'xin_demo')")
-            .fetch_one(&admin)
-            .await
-            .map_err(|e| format!("{e}"))?;
-    if !exists {
-        sqlx::query("CREATE DATABASE xin_demo OWNER xin_app")
-            .execute(&admin)
-            .await
-            .map_err(|e| format!("{e}"))?;
-    }
-    Ok(format!(
-        "postgres://xin_app@{}:{}/xin_demo",
-        opts.get_host(),
-        opts.get_port()
-    ))
-}
-
-/// The example knowledge: one chunk per file of the `acme-faq` ConfigMap, tagged like the
+/// The example knowledge: one chunk per file of the `<tenant>-faq` ConfigMap, tagged like the
 /// example IngestionJob.
-async fn load_knowledge(url: &str) -> Result<usize, String> {
+async fn load_knowledge(url: &str, tenant: &str) -> Result<usize, String> {
     let pool = xin_store::connect(url, 1).await?;
+    let (ns, name) = (format!("xin-{tenant}"), format!("{tenant}-faq"));
     let cm =
-        get_json(&["configmap", "acme-faq", "-n", NS]).ok_or("ConfigMap acme-faq not found")?;
+        get_json(&["configmap", &name, "-n", &ns]).ok_or(format!("ConfigMap {name} not found"))?;
     let data = cm["data"].as_object().cloned().unwrap_or_default();
     for (file, text) in &data {
         let text = text.as_str().unwrap_or_default();
@@ -119,15 +94,16 @@ async fn load_knowledge(url: &str) -> Result<usize, String> {
             .to_string();
         sqlx::query(
             "INSERT INTO knowledge_chunks (tenant, document_id, chunk_index, title, source, text, token_count, tags)
-             VALUES ('acme', $1, 0, $2, $3, $4, $5, ARRAY['faq'])
+             VALUES ($6, $1, 0, $2, $3, $4, $5, ARRAY['faq'])
              ON CONFLICT (tenant, document_id, chunk_index) DO UPDATE SET title = EXCLUDED.title, text = EXCLUDED.text,
                token_count = EXCLUDED.token_count, updated_at = now()",
         )
         .bind(file)
         .bind(&title)
-        .bind(format!("configmap/{NS}/acme-faq/{file}"))
+        .bind(format!("configmap/{ns}/{name}/{file}"))
         .bind(text)
         .bind((text.split_whitespace().count() * 4 / 3) as i32)
+        .bind(tenant)
         .execute(&pool)
         .await
         .map_err(|e| format!("{e}"))?;
@@ -156,53 +132,192 @@ async fn main() -> std::process::ExitCode {
     }
 }
 
-async fn run() -> Result<(), String> {
-    let admin = std::env::var("XIN_DEMO_ADMIN_DATABASE_URL")
-        .map_err(|_| "XIN_DEMO_ADMIN_DATABASE_URL is not set")?;
-    let db = database(&admin).await?;
-    let n = load_knowledge(&db).await?;
-    println!("loaded {n} example documents from configmap/acme-faq into the knowledge table");
+/// One tenant's gateway and orchestrator, started with what the operator rendered.
+struct Stack {
+    orch: Workload,
+    gw: Workload,
+    gw_addr: String,
+    overrides: Overrides,
+    routes: Value,
+}
 
+impl Stack {
+    async fn start(
+        tenant: &str,
+        llm: &StandIn,
+        telegram: &StandIn,
+        meta: &StandIn,
+    ) -> Result<Stack, String> {
+        let ns = format!("xin-{tenant}");
+        let rendered = xin_e2e::local::rendered_env(&ns, "xin-orchestrator")?;
+        let db = rendered
+            .iter()
+            .find(|(k, _)| k == "DATABASE_URL")
+            .map(|(_, v)| v.clone())
+            .ok_or("the orchestrator has no DATABASE_URL")?;
+        let n = load_knowledge(&db, tenant).await?;
+        let database = db.rsplit('/').next().unwrap_or_default();
+        println!(
+            "\n=== {tenant}: loaded {n} example documents from configmap/{tenant}-faq into its own database {database}"
+        );
+        let dir = std::env::temp_dir().join(format!("xin-demo-{tenant}-{}", std::process::id()));
+        let o = Overrides {
+            database_url: None,
+            gateway_port: free_port(),
+            gateway_metrics_port: free_port(),
+            orchestrator_port: free_port(),
+            orchestrator_metrics_port: free_port(),
+            routes_file: write_routes(&ns, &dir)?,
+            llm_endpoint: Some(llm.url()),
+            telegram_api_base: telegram.url(),
+            meta_graph_api_base: format!("{}/v21.0", meta.url()),
+        };
+        let orch_addr = format!("127.0.0.1:{}", o.orchestrator_port);
+        let gw_addr = format!("127.0.0.1:{}", o.gateway_port);
+        let mut orch = Workload::start(
+            "xin-orchestrator",
+            &format!("demo-{tenant}-orchestrator"),
+            &orchestrator_env(&ns, &o)?,
+        );
+        orch.wait_ready(&orch_addr, "/ready");
+        let mut gw = Workload::start(
+            "xin-gateway",
+            &format!("demo-{tenant}-gateway"),
+            &gateway_env(&ns, &o)?,
+        );
+        gw.wait_ready(&gw_addr, "/ready");
+        println!(
+            "xin-orchestrator on {orch_addr} and xin-gateway on {gw_addr}, configured as the operator rendered them"
+        );
+        println!("  logs: {} and {}", orch.log.display(), gw.log.display());
+        let routes: Value =
+            serde_json::from_slice(&std::fs::read(&o.routes_file).map_err(|e| e.to_string())?)
+                .map_err(|e| e.to_string())?;
+        Ok(Stack {
+            orch,
+            gw,
+            gw_addr,
+            overrides: o,
+            routes,
+        })
+    }
+
+    fn channel(&self, name: &str) -> Result<Value, String> {
+        self.routes["channels"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["name"] == name).cloned())
+            .ok_or(format!("no channel {name} in the routes"))
+    }
+
+    fn metrics(&self, tenant: &str) {
+        for l in metric_lines(
+            &format!("127.0.0.1:{}", self.overrides.gateway_metrics_port),
+            &["gateway_forwarded_messages_total", "http_requests_total"],
+        ) {
+            println!("  {tenant} gateway       {l}");
+        }
+        for l in metric_lines(
+            &format!("127.0.0.1:{}", self.overrides.orchestrator_metrics_port),
+            &["orchestrator_answers_total"],
+        ) {
+            println!("  {tenant} orchestrator  {l}");
+        }
+    }
+}
+
+async fn run() -> Result<(), String> {
     let llm = StandIn::start(llm_answer);
     let telegram =
         StandIn::start(|_| Answer::json(200, json!({"ok": true, "result": {"message_id": 1}})));
     let meta = StandIn::start(|_| Answer::json(200, json!({"messages": [{"id": "wamid.demo"}]})));
-    let dir = std::env::temp_dir().join(format!("xin-demo-{}", std::process::id()));
-    let o = Overrides {
-        database_url: db,
-        gateway_port: free_port(),
-        gateway_metrics_port: free_port(),
-        orchestrator_port: free_port(),
-        orchestrator_metrics_port: free_port(),
-        routes_file: write_routes(NS, &dir)?,
-        llm_endpoint: Some(llm.url()),
-        telegram_api_base: telegram.url(),
-        meta_graph_api_base: format!("{}/v21.0", meta.url()),
-    };
-    let orch_addr = format!("127.0.0.1:{}", o.orchestrator_port);
-    let gw_addr = format!("127.0.0.1:{}", o.gateway_port);
-    let mut orch = Workload::start(
-        "xin-orchestrator",
-        "demo-orchestrator",
-        &orchestrator_env(NS, &o)?,
-    );
-    orch.wait_ready(&orch_addr, "/ready");
-    let mut gw = Workload::start("xin-gateway", "demo-gateway", &gateway_env(NS, &o)?);
-    gw.wait_ready(&gw_addr, "/ready");
-    println!(
-        "xin-orchestrator on {orch_addr} and xin-gateway on {gw_addr}, configured as the operator rendered them"
-    );
-    println!("  logs: {} and {}", orch.log.display(), gw.log.display());
+    let mut acme = Stack::start("acme", &llm, &telegram, &meta).await?;
+    acme_messages(&acme, &telegram).await?;
+    let mut globex = Stack::start("globex", &llm, &telegram, &meta).await?;
+    globex_message(&globex, &meta).await?;
 
-    let routes: Value =
-        serde_json::from_slice(&std::fs::read(&o.routes_file).map_err(|e| e.to_string())?)
-            .map_err(|e| e.to_string())?;
-    let channel = |name: &str| {
-        routes["channels"]
-            .as_array()
-            .and_then(|c| c.iter().find(|c| c["name"] == name).cloned())
-            .ok_or(format!("no channel {name} in the routes"))
+    println!("\n--- metrics");
+    acme.metrics("acme");
+    globex.metrics("globex");
+    let corr = acme
+        .orch
+        .logs()
+        .lines()
+        .filter(|l| l.contains("demo-telegram-1"))
+        .count();
+    println!("  acme orchestrator log lines carrying correlation id demo-telegram-1: {corr}");
+    for s in [&mut acme, &mut globex] {
+        s.gw.terminate();
+        s.orch.terminate();
+    }
+    Ok(())
+}
+
+/// globex: a WhatsApp message signed with the app secret, as Meta sends it; the answer goes
+/// back through the Graph API stand-in.
+async fn globex_message(stack: &Stack, meta: &StandIn) -> Result<(), String> {
+    let wa = stack.channel("whatsapp")?;
+    let secret = wa["credentials"]["appSecret"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let phone = wa["credentials"]["phoneNumberId"]
+        .as_str()
+        .or(wa["phoneNumberId"].as_str())
+        .unwrap_or("106540352242922")
+        .to_string();
+    let question = "How long is the warranty on my appliance?";
+    println!("\n--- WhatsApp message from +15550001 to globex: {question}");
+    let body = json!({"object": "whatsapp_business_account", "entry": [{"id": "1", "changes": [{"field": "messages",
+        "value": {"messaging_product": "whatsapp", "metadata": {"phone_number_id": phone},
+                  "messages": [{"from": "15550001", "id": format!("wamid.demo-{}", std::process::id()),
+                                "timestamp": "1764504000", "type": "text", "text": {"body": question}}]}}]}]})
+    .to_string();
+    let mut mac =
+        Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
+    mac.update(body.as_bytes());
+    let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+    let gw = stack.gw_addr.clone();
+    let r = tokio::task::spawn_blocking(move || {
+        http(
+            &gw,
+            "POST",
+            "/webhooks/whatsapp",
+            &[
+                ("X-Hub-Signature-256", signature.as_str()),
+                ("X-Request-ID", "demo-whatsapp-1"),
+            ],
+            body.as_bytes(),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .ok_or("gateway unreachable")?;
+    println!("    webhook answered {} {}", r.status, r.body.trim());
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let sent = loop {
+        if let Some(s) = meta
+            .requests()
+            .into_iter()
+            .find(|r| r.path.ends_with("/messages"))
+        {
+            break s;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "no Graph API call within 30 s; gateway log: {}",
+                stack.gw.log.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     };
+    println!("    Graph API stand-in got: {}", sent.json());
+    Ok(())
+}
+
+/// acme: a web-widget question and a Telegram update.
+async fn acme_messages(stack: &Stack, telegram: &StandIn) -> Result<(), String> {
+    let gw_addr = stack.gw_addr.clone();
+    let channel = |name: &str| stack.channel(name);
 
     // The web widget, as the site's page would use it.
     let web = channel("web")?;
@@ -310,33 +425,12 @@ async fn run() -> Result<(), String> {
         if std::time::Instant::now() > deadline {
             return Err(format!(
                 "no sendMessage within 30 s; gateway log: {}",
-                gw.log.display()
+                stack.gw.log.display()
             ));
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     println!("    Telegram stand-in got sendMessage: {}", sent.json());
 
-    println!("\n--- metrics");
-    for l in metric_lines(
-        &format!("127.0.0.1:{}", o.gateway_metrics_port),
-        &["gateway_forwarded_messages_total", "http_requests_total"],
-    ) {
-        println!("  gateway       {l}");
-    }
-    for l in metric_lines(
-        &format!("127.0.0.1:{}", o.orchestrator_metrics_port),
-        &["orchestrator_answers_total"],
-    ) {
-        println!("  orchestrator  {l}");
-    }
-    let corr = orch
-        .logs()
-        .lines()
-        .filter(|l| l.contains("demo-telegram-1"))
-        .count();
-    println!("  orchestrator log lines carrying correlation id demo-telegram-1: {corr}");
-    gw.terminate();
-    orch.terminate();
     Ok(())
 }

@@ -45,7 +45,10 @@ pub struct TenantSpec {
     /// Plan; sets the namespace's ResourceQuota and LimitRange.
     #[serde(default)]
     pub plan: Plan,
-    /// Secret (in the tenant's namespace) holding the PostgreSQL connection URL.
+    /// The tenant's PostgreSQL database. Left empty, the operator provisions one (a database,
+    /// an owner role for migrations and a runtime role with data rights only) on the platform
+    /// server the chart names; or bring your own with `urlSecretRef` and `ownerUrlSecretRef`.
+    #[serde(default)]
     pub database: DatabaseSpec,
     /// How the orchestrator reaches an OpenAI-compatible LLM. Without it, answers are extractive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,13 +99,31 @@ pub enum DeletionPolicy {
     Delete,
 }
 
-/// Where the tenant's data lives.
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+/// Where the tenant's data lives: platform-managed (both fields left out), or a database of
+/// the team's own (both set).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.urlSecretRef) == has(self.ownerUrlSecretRef)").message("database.urlSecretRef and database.ownerUrlSecretRef go together: both for a database of your own, neither for one the platform provisions"))]
 pub struct DatabaseSpec {
-    /// Secret key holding a `postgres://` URL.
-    pub url_secret_ref: SecretKeyRef,
+    /// Bring your own: Secret key holding the `postgres://` URL the workloads use. Its role
+    /// must have data rights only (not the owner of the tables, not a superuser, no
+    /// `BYPASSRLS`, `CREATEROLE` or `CREATEDB`); the operator checks it and refuses otherwise.
+    /// One database per Tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_ref: Option<SecretKeyRef>,
+    /// Bring your own: Secret key holding the URL of the role that owns the schema; only the
+    /// migrations step (run by the operator) uses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_url_secret_ref: Option<SecretKeyRef>,
 }
+
+/// Annotation on a Tenant asking for a new runtime database password (platform-managed
+/// database): any new value rotates it once; the workloads roll onto it.
+pub const ROTATE_DATABASE_PASSWORD_ANNOTATION: &str = "xin.dev/rotate-database-password";
+
+/// Annotation on a pre-existing `xin-<name>` namespace that lets Tenant `<name>` adopt it; the
+/// value is the Tenant's name. Without it the Tenant is not Ready (`NamespaceNotAdoptable`).
+pub const ADOPT_NAMESPACE_ANNOTATION: &str = "xin.dev/adopt";
 
 /// OpenAI-compatible chat completions endpoint.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
@@ -258,6 +279,24 @@ pub struct TenantStatus {
     /// AutomationRules run by the tenant's automation worker.
     #[serde(default)]
     pub automation_rules: i32,
+    /// The tenant's database, once the migrations step has run on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database: Option<TenantDatabaseStatus>,
+}
+
+/// What the migrations step last did.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TenantDatabaseStatus {
+    /// `Managed` (provisioned by the operator) or `External` (the team's own).
+    pub mode: String,
+    /// `host:port/database`, never a user or password.
+    pub name: String,
+    /// The schema version the migrations step reached.
+    pub schema_version: i64,
+    /// The Secret (key `url`) holding the runtime URL of a platform-managed database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url_secret_name: Option<String>,
 }
 
 impl_has_conditions!(TenantStatus);

@@ -26,11 +26,7 @@ pub fn build_automation_deployment(
             "AUTOMATION_METRICS_PORT",
             Component::Automation.metrics_port().to_string(),
         ),
-        env_secret(
-            "DATABASE_URL",
-            &s.database.url_secret_ref.name,
-            &s.database.url_secret_ref.key,
-        ),
+        crate::builders::tenant::database_url_env(tenant),
     ];
     env.extend(otel_env(config));
     build_workload_deployment(

@@ -53,7 +53,6 @@ pub fn build_gateway_deployment(
     tenant: &Tenant,
     ns: &str,
     config: &Config,
-    db: &xin_api::SecretKeyRef,
     config_hash: String,
 ) -> Deployment {
     let mut env = vec![
@@ -72,7 +71,7 @@ pub fn build_gateway_deployment(
                 Component::Orchestrator.workload_name()
             ),
         ),
-        env_secret("DATABASE_URL", &db.name, &db.key),
+        crate::builders::tenant::database_url_env(tenant),
         env_secret("TENANT_SIGNING_KEY", SIGNING_SECRET, SIGNING_KEY),
     ];
     env.extend(otel_env(config));
@@ -244,11 +243,7 @@ pub(crate) mod tests {
     #[test]
     fn gateway_mounts_the_routes_and_is_configured_by_environment() {
         let t = tenant("acme");
-        let db = xin_api::SecretKeyRef {
-            name: "db".into(),
-            key: "url".into(),
-        };
-        let d = build_gateway_deployment(&t, "xin-acme", &Config::for_tests(), &db, "abc".into());
+        let d = build_gateway_deployment(&t, "xin-acme", &Config::for_tests(), "abc".into());
         let pod = d.spec.template;
         assert_eq!(
             pod.metadata.unwrap().annotations.unwrap()[CONFIG_HASH_ANNOTATION],

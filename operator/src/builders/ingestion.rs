@@ -32,7 +32,6 @@ pub fn build_ingestion_job(
 ) -> Result<Job, serde_json::Error> {
     let ns = ij.namespace().unwrap_or_default();
     let t = tenant.name_any();
-    let db = &tenant.spec.database.url_secret_ref;
     let mut env = vec![
         env("XIN_TENANT", t.clone()),
         env("XIN_NAMESPACE", ns.clone()),
@@ -43,7 +42,7 @@ pub fn build_ingestion_job(
             "INGEST_METRICS_PORT",
             Component::Ingestion.metrics_port().to_string(),
         ),
-        env_secret("DATABASE_URL", &db.name, &db.key),
+        crate::builders::tenant::database_url_env(tenant),
     ];
     env.extend(otel_env(config));
     let (pod_sec, container_sec) = restricted_security();

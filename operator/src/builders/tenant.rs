@@ -26,6 +26,11 @@ use crate::component::{Component, HTTP_PORT};
 pub const SIGNING_SECRET: &str = "xin-tenant-signing";
 pub const SIGNING_KEY: &str = "key";
 pub const TENANT_UID_ANNOTATION: &str = "xin.dev/tenant-uid";
+/// The runtime URL of a platform-managed database (key `url`).
+pub const DATABASE_SECRET: &str = "xin-database";
+pub const DATABASE_URL_KEY: &str = "url";
+/// On the database Secret: the value of the rotation annotation it was made for.
+pub const DATABASE_ROTATION_HANDLED: &str = "xin.dev/rotation-handled";
 
 /// The tenant's namespace. Not owned by the Tenant (its deletion policy decides its fate).
 pub fn build_namespace(tenant: &Tenant, ns: &str) -> Namespace {
@@ -263,6 +268,51 @@ pub fn build_signing_secret(tenant: &Tenant, ns: &str, key: &[u8]) -> Secret {
     }
 }
 
+/// Where the workloads read `DATABASE_URL`: the team's own Secret, or the one the operator
+/// writes for a platform-managed database.
+pub fn database_url_ref(tenant: &Tenant) -> xin_api::SecretKeyRef {
+    tenant
+        .spec
+        .database
+        .url_secret_ref
+        .clone()
+        .unwrap_or_else(|| xin_api::SecretKeyRef {
+            name: DATABASE_SECRET.into(),
+            key: DATABASE_URL_KEY.into(),
+        })
+}
+
+/// `DATABASE_URL` from [`database_url_ref`].
+pub fn database_url_env(tenant: &Tenant) -> k8s_openapi::api::core::v1::EnvVar {
+    let r = database_url_ref(tenant);
+    env_secret("DATABASE_URL", &r.name, &r.key)
+}
+
+/// The runtime URL of a platform-managed database, and the rotation request it answers.
+pub fn build_database_secret(
+    tenant: &Tenant,
+    ns: &str,
+    url: &str,
+    rotation_handled: Option<&str>,
+) -> Secret {
+    let mut metadata = meta(tenant, DATABASE_SECRET, ns, &tenant.name_any(), "tenant");
+    if let Some(h) = rotation_handled {
+        metadata
+            .annotations
+            .get_or_insert_default()
+            .insert(DATABASE_ROTATION_HANDLED.into(), h.into());
+    }
+    Secret {
+        metadata,
+        type_: Some("Opaque".into()),
+        data: Some(BTreeMap::from([(
+            DATABASE_URL_KEY.into(),
+            ByteString(url.as_bytes().to_vec()),
+        )])),
+        ..Secret::default()
+    }
+}
+
 /// The OTLP headers Secret (see [`otel_env`]).
 pub fn build_otel_secret(tenant: &Tenant, ns: &str, headers: &str) -> Secret {
     Secret {
@@ -293,11 +343,7 @@ pub fn orchestrator_env(
             "ORCHESTRATOR_METRICS_PORT",
             Component::Orchestrator.metrics_port().to_string(),
         ),
-        env_secret(
-            "DATABASE_URL",
-            &s.database.url_secret_ref.name,
-            &s.database.url_secret_ref.key,
-        ),
+        database_url_env(tenant),
         env_secret("TENANT_SIGNING_KEY", SIGNING_SECRET, SIGNING_KEY),
         env(
             "RETRIEVAL_HYBRID_WEIGHT",

@@ -29,6 +29,8 @@ pub struct Context {
     pub config: Config,
     pub metrics: Metrics,
     pub stores: Stores,
+    /// The platform database's admin, when the chart gives one (platform-managed databases).
+    pub database: Option<xin_store::provision::Admin>,
     recorder: Recorder,
     backoff: Mutex<HashMap<String, u32>>,
 }
@@ -40,7 +42,13 @@ impl Context {
             instance: std::env::var("POD_NAME").ok(),
         };
         // One recorder for the process, so repeated Events are grouped into series.
+        // `main` has checked the URL parses.
+        let database = config
+            .database_admin_url
+            .as_ref()
+            .and_then(|u| xin_store::provision::Admin::new(&u.0).ok());
         Context {
+            database,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,

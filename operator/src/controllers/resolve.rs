@@ -23,7 +23,8 @@ pub fn secret(secrets: &Store<Secret>, ns: &str, name: &str) -> Option<std::sync
     secrets.get(&ObjectRef::new(name).within(ns))
 }
 
-/// One key of a Secret, as bytes.
+/// One key of a Secret, as bytes. A value that is empty or only whitespace is refused: an empty
+/// credential must never become an empty signature or token that something accepts.
 pub fn secret_key(
     secrets: &Store<Secret>,
     ns: &str,
@@ -34,6 +35,11 @@ pub fn secret_key(
         name: r.name.clone(),
     })?;
     match s.data.as_ref().and_then(|d| d.get(&r.key)) {
+        Some(ByteString(v)) if v.trim_ascii().is_empty() => Err(ResolveError::SecretValueEmpty {
+            namespace: ns.into(),
+            name: r.name.clone(),
+            key: r.key.clone(),
+        }),
         Some(ByteString(v)) => Ok(v.clone()),
         None => Err(ResolveError::SecretKeyMissing {
             namespace: ns.into(),

@@ -9,7 +9,8 @@ pub use xin_e2e::*;
 pub const MINUTE: Duration = Duration::from_secs(60);
 pub const OPERATOR: &str = env!("CARGO_BIN_EXE_xin-operator");
 
-/// A Tenant (and its namespace and database Secret) made for one test. Dropping it deletes
+/// A Tenant (and its namespace, annotated for the Tenant to adopt it, with a Secret of the
+/// user's) made for one test; its database is platform-managed. Dropping it deletes
 /// the Tenant and waits until the operator has run its decommission finalizer and the Tenant is
 /// gone, then deletes the namespace (see [`delete_tenant_and_wait`]).
 ///
@@ -24,12 +25,7 @@ pub struct TestTenant {
 impl TestTenant {
     /// `spec_extra` is YAML appended under `spec:` (indented by two spaces).
     pub fn create(prefix: &str, spec_extra: &str) -> Self {
-        Self::create_with_database(prefix, spec_extra, "postgres://x:y@db:5432/x")
-    }
-
-    /// Like [`TestTenant::create`], with `database_url` in the tenant's database Secret.
-    pub fn create_with_database(prefix: &str, spec_extra: &str, database_url: &str) -> Self {
-        Self::create_full(prefix, spec_extra, database_url, |_| String::new())
+        Self::create_full(prefix, spec_extra, |_| String::new())
     }
 
     /// Like [`TestTenant::create`], with the objects `objects(namespace)` returns (YAML
@@ -39,23 +35,18 @@ impl TestTenant {
         spec_extra: &str,
         objects: impl FnOnce(&str) -> String,
     ) -> Self {
-        Self::create_full(prefix, spec_extra, "postgres://x:y@db:5432/x", objects)
+        Self::create_full(prefix, spec_extra, objects)
     }
 
-    fn create_full(
-        prefix: &str,
-        spec_extra: &str,
-        database_url: &str,
-        objects: impl FnOnce(&str) -> String,
-    ) -> Self {
+    fn create_full(prefix: &str, spec_extra: &str, objects: impl FnOnce(&str) -> String) -> Self {
         let name = unique_name(prefix);
         let ns = format!("xin-{name}");
         let objects = objects(&ns);
         apply(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n---\n{objects}\
-             apiVersion: v1\nkind: Secret\nmetadata: {{name: db, namespace: {ns}}}\nstringData: {{url: '{database_url}'}}\n---\n\
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}, annotations: {{xin.dev/adopt: {name}}}}}\n---\n{objects}\
+             apiVersion: v1\nkind: Secret\nmetadata: {{name: notes, namespace: {ns}}}\nstringData: {{text: 'the user data'}}\n---\n\
              apiVersion: xin.dev/v1alpha1\nkind: Tenant\nmetadata: {{name: {name}}}\nspec:\n  displayName: {name}\n  \
-             database: {{urlSecretRef: {{name: db, key: url}}}}\n  deletionPolicy: Delete\n{spec_extra}"
+             deletionPolicy: Delete\n{spec_extra}"
         ));
         TestTenant { name, ns }
     }

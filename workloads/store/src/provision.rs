@@ -14,7 +14,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use rand::Rng;
 use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool};
+use sqlx::{AssertSqlSafe, PgPool};
 
 /// The names of one Tenant's database and roles, derived from its UID (never its name: a
 /// Tenant re-created with the same name gets new, empty ones).
@@ -136,6 +136,15 @@ impl Admin {
             .acquire_timeout(std::time::Duration::from_secs(10))
             .connect_lazy_with(opts.clone());
         Ok(Admin { opts, pool })
+    }
+
+    /// `host:port` of the server.
+    pub fn server(&self) -> String {
+        format!(
+            "{}:{}",
+            url_host(self.opts.get_host()),
+            self.opts.get_port()
+        )
     }
 
     /// The URL a role uses to reach `database` on the admin's server.
@@ -368,59 +377,71 @@ pub async fn migrate_as_owner(
     let opts: PgConnectOptions = owner_url
         .parse()
         .map_err(|e: sqlx::Error| ProvisionError::AdminUrl(e.to_string()))?;
-    let mut conn = PgConnection::connect_with(&opts)
+    // A pool of one rather than a bare connection: the migrator's future over a pool is
+    // `Send` for any caller (an operator's reconcile runs on a multi-threaded runtime).
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(std::time::Duration::from_secs(15))
+        .connect_with(opts)
         .await
         .map_err(sql("connecting as the schema's owner"))?;
-    let role = runtime_role.replace('"', "\"\"");
-    let result = async {
-        if lock_down_schema {
-            for (what, s) in [
-                (
-                    "revoking PUBLIC's rights on schema public",
-                    "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
-                ),
-                (
-                    "granting the runtime role USAGE on schema public",
-                    format!("GRANT USAGE ON SCHEMA public TO \"{role}\""),
-                ),
-            ] {
-                sqlx::query(AssertSqlSafe(s))
-                    .execute(&mut conn)
-                    .await
-                    .map_err(sql(what))?;
-            }
-        }
-        crate::MIGRATOR.run(&mut conn).await?;
-        for (what, s) in [
-            (
-                "granting the runtime role data rights",
-                format!(
-                    "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{role}\""
-                ),
-            ),
-            (
-                "granting the runtime role the sequences",
-                format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \"{role}\""),
-            ),
-            (
-                "keeping the migrations table read-only",
-                format!(
-                    "REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON _sqlx_migrations FROM \"{role}\""
-                ),
-            ),
-        ] {
-            sqlx::query(AssertSqlSafe(s))
-                .execute(&mut conn)
-                .await
-                .map_err(sql(what))?;
-        }
-        crate::applied_version(&mut conn)
-            .await
-            .map_err(sql("reading the schema version"))
-    }
-    .await;
-    let _ = conn.close().await;
+    let result = migrate_on(&pool, runtime_role, lock_down_schema).await;
+    pool.close().await;
     result
+}
+
+async fn migrate_on(
+    pool: &PgPool,
+    runtime_role: &str,
+    lock_down_schema: bool,
+) -> Result<i64, ProvisionError> {
+    let role = runtime_role.replace('"', "\"\"");
+    let mut before = vec![];
+    if lock_down_schema {
+        before.push((
+            "revoking PUBLIC's rights on schema public",
+            "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
+        ));
+        before.push((
+            "granting the runtime role USAGE on schema public",
+            format!("GRANT USAGE ON SCHEMA public TO \"{role}\""),
+        ));
+    }
+    for (what, s) in before {
+        sqlx::query(AssertSqlSafe(s))
+            .execute(pool)
+            .await
+            .map_err(sql(what))?;
+    }
+    crate::MIGRATOR.run(pool).await?;
+    for (what, s) in [
+        (
+            "granting the runtime role data rights",
+            format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{role}\""
+            ),
+        ),
+        (
+            "granting the runtime role the sequences",
+            format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \"{role}\""),
+        ),
+        (
+            "keeping the migrations table read-only",
+            format!("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON _sqlx_migrations FROM \"{role}\""),
+        ),
+    ] {
+        sqlx::query(AssertSqlSafe(s))
+            .execute(pool)
+            .await
+            .map_err(sql(what))?;
+    }
+    let mut conn = pool
+        .acquire()
+        .await
+        .map_err(sql("reading the schema version"))?;
+    crate::applied_version(&mut conn)
+        .await
+        .map_err(sql("reading the schema version"))
 }
 
 /// What a runtime role could do beyond reading and writing rows, each a reason tenant

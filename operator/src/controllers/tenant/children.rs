@@ -113,6 +113,10 @@ fn build_workloads(v: &ValidatedTenant, config: &Config) -> Result<Workloads, Bu
         ingresses: vec![],
         wake: vec![],
     };
+    if let Some((url, handled)) = inputs.database.as_ref().and_then(|d| d.managed.as_ref()) {
+        w.secrets
+            .push(build_database_secret(t, ns, url, handled.as_deref()));
+    }
     if let Some(h) = &config.otel_exporter_headers {
         w.secrets.push(build_otel_secret(t, ns, h));
     }
@@ -173,13 +177,8 @@ fn build_workloads(v: &ValidatedTenant, config: &Config) -> Result<Workloads, Bu
             .unwrap_or_default();
         let hash = hash_parts([routes_bytes.as_slice(), &inputs.db_url, &inputs.signing_key]);
         w.secrets.push(routes_secret);
-        w.deployments.push(build_gateway_deployment(
-            t,
-            ns,
-            config,
-            &t.spec.database.url_secret_ref,
-            hash,
-        ));
+        w.deployments
+            .push(build_gateway_deployment(t, ns, config, hash));
         w.services.push(build_service(t, ns, Component::Gateway));
         w.pdbs.push(build_pdb(t, ns, Component::Gateway));
         scaled(&mut w, Component::Gateway, 1, 5);

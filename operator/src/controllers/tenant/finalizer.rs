@@ -14,7 +14,7 @@ use xin_api::tenant::{DeletionPolicy, Tenant, TenantStatus, tenant_namespace};
 
 use crate::apply::{delete, owned_by};
 use crate::builders::MANAGER;
-use crate::builders::tenant::{SIGNING_SECRET, TENANT_UID_ANNOTATION};
+use crate::builders::tenant::{DATABASE_SECRET, SIGNING_SECRET, TENANT_UID_ANNOTATION};
 use crate::component::Component;
 use crate::conditions::{Health, reason, types};
 use crate::controllers::Context;
@@ -132,7 +132,8 @@ pub async fn decommission(
             type_: types::DECOMMISSIONING,
             status: true,
             reason: reason::DECOMMISSIONING,
-            message: "stopping automations, deleting secrets".into(),
+            message: "stopping automations, deleting secrets, then the database per deletionPolicy"
+                .into(),
         });
     if let Some(s) = desired_status(tenant, &progress, &ctx.now()) {
         patch_status(&Api::<Tenant>::all(client.clone()), tenant, &s)
@@ -174,6 +175,7 @@ pub async fn decommission(
     let tokens = [
         xin_api::routes::ROUTES_SECRET.to_string(),
         SIGNING_SECRET.to_string(),
+        DATABASE_SECRET.to_string(),
     ];
     let secrets = Api::<Secret>::namespaced(client.clone(), &ns);
     let store = stores
@@ -192,8 +194,14 @@ pub async fn decommission(
         }
     }
 
-    // 3. The namespace: removed with everything in it, or kept (with the user's data) and
-    //    released so a new Tenant of the same name can adopt it.
+    // 3. The data: a platform-managed database dropped with its roles (`Delete`), or kept with
+    //    its runtime login disabled (`Retain`); either way no session of the tenant remains.
+    super::database::decommission(tenant, ctx)
+        .await
+        .map_err(FinalizeError::Step)?;
+
+    // 4. The namespace: removed with everything in it, or kept (with the user's data) and
+    //    released, so only a Tenant explicitly allowed to (the adoption annotation) takes it.
     let namespaces = Api::<Namespace>::all(client.clone());
     let live_ns = namespaces
         .get_opt(&ns)
@@ -212,7 +220,10 @@ pub async fn decommission(
                 }
             }
             DeletionPolicy::Retain => {
-                let patch = json!({"metadata": {"annotations": {TENANT_UID_ANNOTATION: null}}});
+                let patch = json!({"metadata": {"annotations": {
+                    TENANT_UID_ANNOTATION: null,
+                    xin_api::tenant::ADOPT_NAMESPACE_ANNOTATION: null,
+                }}});
                 namespaces
                     .patch(&ns, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
@@ -228,7 +239,9 @@ pub async fn decommission(
         tenant.object_ref(&()),
         kube::runtime::events::EventType::Normal,
         reason::DECOMMISSIONING,
-        format!("decommissioned: automations stopped, secrets deleted, namespace {ns} {fate}"),
+        format!(
+            "decommissioned: automations stopped, secrets deleted, database and namespace {ns} {fate}"
+        ),
         "Decommission",
     )
     .await;

@@ -7,12 +7,15 @@
 //!    finalizer goes on before any side effect.
 //! 2. [`resolve`]: what the spec and the namespace hold — from the watches' stores.
 //! 3. [`validate`]: the checks the API server's schema cannot make.
-//! 4. [`children`]: every child, built by pure functions into [`children::TenantChildren`].
-//! 5. [`apply`]: the desired set applied, what is no longer desired pruned.
-//! 6. [`status`]: health from the workloads, as a typed status (the runner patches it).
+//! 4. [`database`]: the tenant's database provisioned (or the team's own checked) and
+//!    migrated, before any workload is built.
+//! 5. [`children`]: every child, built by pure functions into [`children::TenantChildren`].
+//! 6. [`apply`]: the desired set applied, what is no longer desired pruned.
+//! 7. [`status`]: health from the workloads, as a typed status (the runner patches it).
 
 pub mod apply;
 pub mod children;
+pub mod database;
 pub mod finalizer;
 pub mod resolve;
 pub mod status;
@@ -56,7 +59,8 @@ impl Reconcile for Tenant {
         let resolved = resolve::resolve(&tenant, namespace, &ctx)
             .await
             .on(&object)?;
-        let validated = validate::validate(&tenant, resolved, &object);
+        let mut validated = validate::validate(&tenant, resolved, &object);
+        database::step(&mut validated, &ctx, &object).await;
         let children = children::build_tenant_children(&validated, &ctx.config).on(&object)?;
         apply::apply(&tenant, children, &ctx).await.on(&object)?;
         Ok(status::pass(

@@ -13,10 +13,16 @@ use xin_api::common::condition::STALLED;
 use xin_api::routes::Routes;
 use xin_api::tenant::Tenant;
 
-use crate::builders::tenant::{SIGNING_KEY, SIGNING_SECRET, TENANT_UID_ANNOTATION};
+use xin_api::tenant::ADOPT_NAMESPACE_ANNOTATION;
+
+use super::database::{Database, DatabasePlan};
+use crate::builders::tenant::{
+    DATABASE_ROTATION_HANDLED, DATABASE_SECRET, DATABASE_URL_KEY, SIGNING_KEY, SIGNING_SECRET,
+    TENANT_UID_ANNOTATION,
+};
 use crate::component::Component;
 use crate::controllers::Context;
-use crate::controllers::resolve::secret_key;
+use crate::controllers::resolve::{secret_key, secret_string};
 use crate::error::{Error, ResolveError};
 
 /// What the Tenant's pass works from.
@@ -33,8 +39,11 @@ pub struct Resolved {
 #[derive(Clone, Debug, PartialEq)]
 pub struct WorkloadInputs {
     /// The database URL and LLM key, only to digest them into the pod templates' hash (a
-    /// changed Secret rolls the pods); never rendered.
+    /// changed Secret rolls the pods); never rendered. The URL is set by the database step.
     pub db_url: Vec<u8>,
+    /// What the database step works from, and (once it ran) what it produced.
+    pub database_plan: DatabasePlan,
+    pub database: Option<Database>,
     pub llm_key: Vec<u8>,
     /// The tenant signing key: the existing one, or a fresh one when there is none yet.
     pub signing_key: Vec<u8>,
@@ -61,18 +70,30 @@ pub fn routable(ch: &Channel) -> bool {
     !stalled
 }
 
-/// The namespace is free or already this Tenant's: never take over another Tenant's.
-fn check_owner(namespaces: &Store<Namespace>, ns: &str, uid: &str) -> Result<(), ResolveError> {
-    let existing = namespaces.get(&ObjectRef::new(ns));
-    match existing
-        .as_ref()
-        .and_then(|n| n.annotations().get(TENANT_UID_ANNOTATION))
-    {
-        Some(owner) if !owner.is_empty() && owner != uid => Err(ResolveError::NamespaceTaken {
+/// The namespace is free, already this Tenant's, or annotated for it to adopt: never take over
+/// another Tenant's, nor a namespace someone made for something else.
+fn check_owner(
+    existing: Option<&Namespace>,
+    ns: &str,
+    tenant: &str,
+    uid: &str,
+) -> Result<(), ResolveError> {
+    let Some(existing) = existing else {
+        return Ok(());
+    };
+    let a = existing.annotations();
+    match a.get(TENANT_UID_ANNOTATION).filter(|o| !o.is_empty()) {
+        Some(owner) if owner == uid => Ok(()),
+        Some(owner) => Err(ResolveError::NamespaceTaken {
             namespace: ns.into(),
             owner: owner.clone(),
         }),
-        _ => Ok(()),
+        None if a.get(ADOPT_NAMESPACE_ANNOTATION).map(String::as_str) == Some(tenant) => Ok(()),
+        None => Err(ResolveError::NamespaceNotAdoptable {
+            namespace: ns.into(),
+            tenant: tenant.into(),
+            annotation: ADOPT_NAMESPACE_ANNOTATION,
+        }),
     }
 }
 
@@ -85,7 +106,8 @@ pub async fn resolve(
 ) -> Result<Resolved, ResolveError> {
     let stores = &ctx.stores;
     let uid = tenant.uid().unwrap_or_default();
-    check_owner(&stores.namespaces, &namespace, &uid)?;
+    let existing = stores.namespaces.get(&ObjectRef::new(&namespace));
+    check_owner(existing.as_deref(), &namespace, &tenant.name_any(), &uid)?;
     let in_ns = |o: &Option<String>| o.as_deref() == Some(namespace.as_str());
     let channels: Vec<Channel> = stores
         .channels
@@ -121,7 +143,7 @@ async fn workload_inputs(
     secrets: &Store<Secret>,
     ctx: &Context,
 ) -> Result<WorkloadInputs, ResolveError> {
-    let db_url = secret_key(secrets, ns, &tenant.spec.database.url_secret_ref)?;
+    let database_plan = database_plan(tenant, ns, secrets)?;
     let llm_key = match tenant
         .spec
         .llm
@@ -159,12 +181,39 @@ async fn workload_inputs(
             .is_some();
     let gateway_waits = !channels.is_empty() && routes.channels.is_empty() && !gateway_exists;
     Ok(WorkloadInputs {
-        db_url,
+        db_url: vec![],
+        database_plan,
+        database: None,
         llm_key,
         signing_key,
         routes,
         live_channels,
         gateway_waits,
+    })
+}
+
+/// The team's database URLs, or the runtime URL the operator wrote for a managed database.
+fn database_plan(
+    tenant: &Tenant,
+    ns: &str,
+    secrets: &Store<Secret>,
+) -> Result<DatabasePlan, ResolveError> {
+    let d = &tenant.spec.database;
+    if let (Some(runtime), Some(owner)) = (&d.url_secret_ref, &d.owner_url_secret_ref) {
+        return Ok(DatabasePlan::External {
+            runtime_url: secret_string(secrets, ns, runtime)?,
+            owner_url: secret_string(secrets, ns, owner)?,
+        });
+    }
+    let existing = crate::controllers::resolve::secret(secrets, ns, DATABASE_SECRET);
+    Ok(DatabasePlan::Managed {
+        existing_url: existing
+            .as_ref()
+            .and_then(|s| s.data.as_ref()?.get(DATABASE_URL_KEY))
+            .and_then(|v| String::from_utf8(v.0.clone()).ok()),
+        rotation_handled: existing
+            .as_ref()
+            .and_then(|s| s.annotations().get(DATABASE_ROTATION_HANDLED).cloned()),
     })
 }
 
@@ -196,4 +245,43 @@ async fn signing_key(
         usable(live.as_ref())
             .unwrap_or_else(|| crate::controllers::channel::new_key().into_bytes()),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn ns(annotations: &[(&str, &str)]) -> Namespace {
+        let mut n = Namespace::default();
+        n.metadata.annotations = Some(
+            annotations
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+        );
+        n
+    }
+
+    #[test]
+    fn a_namespace_is_adopted_only_when_annotated_for_this_tenant() {
+        let check = |n: Option<Namespace>| check_owner(n.as_ref(), "xin-acme", "acme", "uid-1");
+        // None yet: the Tenant makes it. Already its own: fine.
+        assert!(check(None).is_ok());
+        assert!(check(Some(ns(&[(TENANT_UID_ANNOTATION, "uid-1")]))).is_ok());
+        // Made by someone else, or released by a deleted Tenant: refused, naming the way out.
+        let e = check(Some(ns(&[]))).unwrap_err();
+        assert!(matches!(e, ResolveError::NamespaceNotAdoptable { .. }));
+        assert!(e.to_string().contains("xin.dev/adopt=acme"), "{e}");
+        assert!(check(Some(ns(&[(ADOPT_NAMESPACE_ANNOTATION, "globex")]))).is_err());
+        // Annotated for this Tenant: adopted.
+        assert!(check(Some(ns(&[(ADOPT_NAMESPACE_ANNOTATION, "acme")]))).is_ok());
+        // Another Tenant's: never, annotation or not.
+        let e = check(Some(ns(&[
+            (TENANT_UID_ANNOTATION, "uid-2"),
+            (ADOPT_NAMESPACE_ANNOTATION, "acme"),
+        ])))
+        .unwrap_err();
+        assert!(matches!(e, ResolveError::NamespaceTaken { .. }));
+    }
 }

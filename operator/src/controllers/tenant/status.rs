@@ -56,9 +56,26 @@ pub fn pass(v: &ValidatedTenant, available: &Availability) -> Pass<TenantStatus>
         namespace: Some(v.namespace.clone()),
         channels: v.channels,
         automation_rules: v.rules,
+        // What the database step did now, or what it did last (kept while it cannot run).
+        database: match &v.workloads {
+            Ok(i) => i.database.as_ref().map(|d| d.status.clone()),
+            Err(_) => None,
+        }
+        .or_else(|| t.status.as_ref().and_then(|s| s.database.clone())),
     };
     let inputs = match &v.workloads {
         Ok(i) => i,
+        // The server may be back in a moment: retry, without calling it the user's problem.
+        Err(e) if e.reason == reason::DATABASE_UNAVAILABLE => {
+            return Pass::new(
+                status,
+                Health::Progressing {
+                    reason: e.reason,
+                    message: e.message.clone(),
+                },
+            )
+            .requeue(Requeue::After(Duration::from_secs(30)));
+        }
         Err(e) => {
             return Pass::new(
                 status,
@@ -69,6 +86,26 @@ pub fn pass(v: &ValidatedTenant, available: &Availability) -> Pass<TenantStatus>
             );
         }
     };
+    let rotated = inputs.database.as_ref().is_some_and(|d| d.rotated);
+    let pass = pass_of_workloads(v, inputs, status, available);
+    if rotated {
+        return pass.event(crate::controllers::runner::Note {
+            warning: false,
+            reason: reason::DATABASE_PASSWORD_ROTATED,
+            message: "the runtime database password was rotated; the workloads roll onto it".into(),
+            action: "RotateDatabasePassword",
+        });
+    }
+    pass
+}
+
+fn pass_of_workloads(
+    v: &ValidatedTenant,
+    inputs: &super::resolve::WorkloadInputs,
+    status: TenantStatus,
+    available: &Availability,
+) -> Pass<TenantStatus> {
+    let t = &v.tenant;
     let waiting: Vec<String> = available
         .iter()
         .filter(|(_, up)| !**up)

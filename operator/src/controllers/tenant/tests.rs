@@ -1,6 +1,7 @@
 //! Table tests of the Tenant's pure pipeline: a validated input in, the built children and the
 //! status out, each compared with a committed golden file (`operator/tests/golden/tenant/`).
 
+use super::database::DatabasePlan;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use xin_api::channel::Channel;
 use xin_api::routes::{ChannelRoute, Credentials, Routes, Time as RouteTime, WebhookKey};
@@ -61,6 +62,11 @@ fn key(k: &str) -> WebhookKey {
 fn inputs(routes: Vec<ChannelRoute>, channels: Vec<Channel>) -> WorkloadInputs {
     WorkloadInputs {
         db_url: b"postgres://acme@db/acme".to_vec(),
+        database_plan: DatabasePlan::External {
+            runtime_url: "postgres://acme@db/acme".into(),
+            owner_url: "postgres://acme_owner@db/acme".into(),
+        },
+        database: None,
         llm_key: vec![],
         signing_key: b"signing-key-of-acme".to_vec(),
         routes: Routes {
@@ -329,4 +335,93 @@ fn a_channel_is_served_unless_its_controller_marked_it_stalled() {
         serde_json::json!([cond("Ready", "False"), cond("Stalled", "True")]),
         2
     )));
+}
+
+#[test]
+fn a_platform_managed_database_gets_its_secret_and_the_workloads_read_it() {
+    let mut t = tenant();
+    t.spec.database = Default::default();
+    let mut i = inputs(vec![], vec![]);
+    let status = xin_api::tenant::TenantDatabaseStatus {
+        mode: "Managed".into(),
+        name: "db:5432/xin_0123".into(),
+        schema_version: xin_store::schema_version(),
+        url_secret_name: Some("xin-database".into()),
+    };
+    i.database = Some(super::database::Database {
+        url: "postgres://xin_0123_app:pw@db:5432/xin_0123".into(),
+        managed: Some((
+            "postgres://xin_0123_app:pw@db:5432/xin_0123".into(),
+            Some("2026-11-30".into()),
+        )),
+        status: status.clone(),
+        rotated: true,
+    });
+    let v = validated(t, 0, 0, Ok(i));
+    let out = case("managed-database", &v, &Config::for_tests(), &all_up(&v));
+    let w = build_tenant_children(&v, &Config::for_tests())
+        .unwrap()
+        .workloads
+        .unwrap();
+    let secret = w
+        .secrets
+        .iter()
+        .find(|s| s.metadata.name.as_deref() == Some("xin-database"))
+        .expect("the runtime URL's Secret");
+    assert_eq!(
+        secret.metadata.annotations.as_ref().unwrap()["xin.dev/rotation-handled"],
+        "2026-11-30"
+    );
+    let env = &w.deployments[0]
+        .spec
+        .template
+        .spec
+        .as_ref()
+        .unwrap()
+        .containers[0]
+        .env;
+    let db = env
+        .iter()
+        .flatten()
+        .find(|e| e.name == "DATABASE_URL")
+        .unwrap();
+    let from = db
+        .value_from
+        .as_ref()
+        .unwrap()
+        .secret_key_ref
+        .as_ref()
+        .unwrap();
+    assert_eq!(
+        (from.name.as_str(), from.key.as_str()),
+        ("xin-database", "url")
+    );
+    assert_eq!(out.status.unwrap().database, Some(status));
+    assert_eq!(out.events.len(), 1, "the rotation is told as an Event");
+}
+
+#[test]
+fn an_unreachable_database_is_retried_and_a_missing_one_is_the_users_to_fix() {
+    for (reason, stalled) in [
+        (crate::conditions::reason::DATABASE_UNAVAILABLE, false),
+        (crate::conditions::reason::DATABASE_NOT_CONFIGURED, true),
+    ] {
+        let v = validated(
+            tenant(),
+            0,
+            0,
+            Err(Problem {
+                reason,
+                message: "x".into(),
+            }),
+        );
+        let out = pass(&v, &all_up(&v)).outcome(&v.tenant, &at("2026-11-30T12:00:00Z"));
+        assert_eq!(out.stalled, stalled, "{reason}");
+        assert!(
+            build_tenant_children(&v, &Config::for_tests())
+                .unwrap()
+                .workloads
+                .is_none()
+        );
+    }
 }
