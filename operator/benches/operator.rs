@@ -355,9 +355,7 @@ async fn main() {
     let discovery = Discovery::new(client.clone()).run().await.unwrap();
     let run = format!("{:x}", std::process::id());
     let cfg = Config::for_tests();
-    DATABASE
-        .set(shared_database().await)
-        .expect("set once");
+    DATABASE.set(shared_database().await).expect("set once");
     println!(
         "bench-operator: N = {n} tenants (2 channels, 1 rule, 1 ingestion job each), apply concurrency {CONCURRENCY}"
     );

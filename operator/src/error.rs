@@ -114,7 +114,7 @@ pub enum ValidateError {
     #[error("spec.{section} is required for this channel type")]
     MissingSection { section: &'static str },
     #[error(
-        "namespace {namespace} is the Xin operator's own namespace; choose another Tenant name"
+        "namespace {namespace} is reserved for the Xin platform (the operator's own, or XIN_RESERVED_NAMESPACES); choose another Tenant name"
     )]
     ReservedNamespace { namespace: String },
 }

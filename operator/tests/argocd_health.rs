@@ -34,15 +34,6 @@ fn health(obj: &Value) -> (String, String) {
 }
 
 /// The message of condition `type_`.
-fn condition_message(obj: &Value, type_: &str) -> String {
-    obj.pointer("/status/conditions")
-        .and_then(Value::as_array)
-        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
-        .and_then(|c| c["message"].as_str())
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Waits until `kind/name` has reconciled its current generation and its `Ready` condition
 /// has `reason`; returns the object.
 fn settled(kind: &str, name: &str, ns: &str, reason: &str) -> Value {

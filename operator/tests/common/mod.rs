@@ -226,6 +226,16 @@ pub fn condition_reason(obj: &Value, type_: &str) -> String {
         .to_string()
 }
 
+/// The message of a condition.
+pub fn condition_message(obj: &Value, type_: &str) -> String {
+    obj.pointer("/status/conditions")
+        .and_then(Value::as_array)
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_))
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Decoded value of `key` in Secret `ns/name`.
 pub fn secret_value(ns: &str, name: &str, key: &str) -> Option<String> {
     let s = get_json(&["secret", name, "-n", ns])?;

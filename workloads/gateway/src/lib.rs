@@ -229,6 +229,12 @@ fn refused(r: Refusal, id: &CorrelationId) -> ApiError {
             format!("{h} does not match"),
             id,
         ),
+        Refusal::NoKey => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "channel_not_configured",
+            "this channel has no key to verify requests with; nothing is accepted until it has one",
+            id,
+        ),
     }
 }
 

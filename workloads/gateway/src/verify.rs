@@ -12,11 +12,29 @@ pub enum Refusal {
     Missing(&'static str),
     /// The credential is present but wrong or malformed (403).
     Invalid(&'static str),
+    /// The channel has no non-empty key to check against (503): an empty key would accept an
+    /// empty token, or a signature anyone can compute, so nothing is accepted.
+    NoKey,
+}
+
+/// The keys worth comparing against: an empty (or blank) one never is.
+fn usable<'a>(keys: &[&'a str]) -> Result<Vec<&'a str>, Refusal> {
+    let k: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| !k.trim().is_empty())
+        .collect();
+    if k.is_empty() {
+        Err(Refusal::NoKey)
+    } else {
+        Ok(k)
+    }
 }
 
 /// Telegram: `X-Telegram-Bot-Api-Secret-Token` must equal one of the accepted keys (the
 /// current one, or the previous one during a rotation). Compared in constant time.
 pub fn telegram_token(header: Option<&[u8]>, accepted: &[&str]) -> Result<(), Refusal> {
+    let accepted = usable(accepted)?;
     let got = header.ok_or(Refusal::Missing("X-Telegram-Bot-Api-Secret-Token"))?;
     // Every key is compared, match or not, so timing says nothing about which one matched.
     let ok = accepted.iter().fold(0u8, |acc, k| {
@@ -36,13 +54,14 @@ pub fn meta_signature(
     body: &[u8],
     app_secrets: &[&str],
 ) -> Result<(), Refusal> {
+    let app_secrets = usable(app_secrets)?;
     let got = header.ok_or(Refusal::Missing("X-Hub-Signature-256"))?;
     let hex = got
         .strip_prefix(b"sha256=")
         .ok_or(Refusal::Invalid("X-Hub-Signature-256"))?;
     let sig = decode_hex(hex).ok_or(Refusal::Invalid("X-Hub-Signature-256"))?;
     let mut ok = false;
-    for secret in app_secrets {
+    for secret in &app_secrets {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
         mac.update(body);
@@ -88,6 +107,30 @@ mod tests {
             Err(Refusal::Missing("X-Telegram-Bot-Api-Secret-Token"))
         );
         assert!(telegram_token(Some(b"x"), &[]).is_err());
+    }
+
+    #[test]
+    fn an_empty_key_accepts_nothing_not_an_empty_token_or_signature() {
+        // An empty Telegram key would equal an empty header; an empty app secret gives a
+        // signature anyone can compute. Neither is accepted, and the channel says why.
+        assert_eq!(telegram_token(Some(b""), &[""]), Err(Refusal::NoKey));
+        assert_eq!(telegram_token(Some(b" "), &[" ", ""]), Err(Refusal::NoKey));
+        assert_eq!(telegram_token(None, &[]), Err(Refusal::NoKey));
+        let body = b"{}";
+        let forged = format!("sha256={}", meta_sign("", body));
+        assert_eq!(
+            meta_signature(Some(forged.as_bytes()), body, &[""]),
+            Err(Refusal::NoKey)
+        );
+        // An empty previous key beside a real one: only the real one counts.
+        assert_eq!(
+            telegram_token(Some(b""), &["real", ""]),
+            Err(Refusal::Invalid("X-Telegram-Bot-Api-Secret-Token"))
+        );
+        assert_eq!(
+            meta_signature(Some(forged.as_bytes()), body, &["real", ""]),
+            Err(Refusal::Invalid("X-Hub-Signature-256"))
+        );
     }
 
     #[test]

@@ -772,3 +772,34 @@ async fn nul_bytes_and_long_widget_ids_are_stored_not_refused_with_a_5xx() {
         xin_gateway::widget::widget_message_id("a:b", "c")
     );
 }
+
+#[tokio::test]
+async fn a_channel_whose_keys_are_empty_accepts_nothing() {
+    let mut tg = route("tg", ChannelType::Telegram);
+    tg.keys[0].key = String::new();
+    let mut wa = route("wa", ChannelType::Whatsapp);
+    wa.credentials.app_secret = Some(" ".into());
+    let h = start(vec![tg, wa]).await;
+    // An empty token would equal the empty key; a signature with an empty secret is one
+    // anyone can compute. Both are refused, and nothing is stored.
+    let r = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "")],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert_eq!(r.json()["error"], "channel_not_configured", "{}", r.body);
+    let body = br#"{"object":"whatsapp_business_account","entry":[]}"#;
+    let forged = format!("sha256={}", xin_gateway::verify::meta_sign(" ", body));
+    let r = h
+        .post(
+            "/webhooks/wa",
+            &[("X-Hub-Signature-256", forged.as_str())],
+            body,
+        )
+        .await;
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(h.inbox("tg").await.is_empty());
+}

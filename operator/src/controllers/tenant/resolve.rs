@@ -106,7 +106,19 @@ pub async fn resolve(
 ) -> Result<Resolved, ResolveError> {
     let stores = &ctx.stores;
     let uid = tenant.uid().unwrap_or_default();
-    let existing = stores.namespaces.get(&ObjectRef::new(&namespace));
+    // The watch sees only namespaces the operator labelled: one it has not (made by someone
+    // else, or not made yet) is asked for, so it is never taken without the annotation.
+    let existing = match stores.namespaces.get(&ObjectRef::new(&namespace)) {
+        Some(n) => Some(n),
+        None => Api::<Namespace>::all(ctx.client.clone())
+            .get_opt(&namespace)
+            .await
+            .map_err(|source| ResolveError::Kube {
+                what: format!("namespace {namespace}"),
+                source,
+            })?
+            .map(std::sync::Arc::new),
+    };
     check_owner(existing.as_deref(), &namespace, &tenant.name_any(), &uid)?;
     let in_ns = |o: &Option<String>| o.as_deref() == Some(namespace.as_str());
     let channels: Vec<Channel> = stores

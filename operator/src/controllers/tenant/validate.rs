@@ -21,11 +21,15 @@ pub struct ValidatedTenant {
     pub workloads: std::result::Result<super::resolve::WorkloadInputs, Problem>,
 }
 
-/// The Tenant's namespace, unless it is the operator's own. (The API refuses the name
-/// `system`; this catches an operator installed into another `xin-` namespace.)
+/// The Tenant's namespace, unless it is the operator's own or one the platform reserves. (The
+/// API refuses the name `system`; this catches an operator installed into another `xin-`
+/// namespace, and the platform's data and monitoring namespaces.)
 pub fn namespace(tenant: &Tenant, config: &Config) -> Result<String, ValidateError> {
     let ns = tenant_namespace(&tenant.name_any());
-    if ns == config.operator_namespace || ns == config.lease_namespace {
+    if ns == config.operator_namespace
+        || ns == config.lease_namespace
+        || config.reserved_namespaces.contains(&ns)
+    {
         return Err(ValidateError::ReservedNamespace { namespace: ns });
     }
     Ok(ns)
@@ -52,5 +56,25 @@ pub fn validate(tenant: &Tenant, resolved: Resolved, object: &str) -> ValidatedT
         channels: resolved.channels,
         rules: resolved.rules,
         workloads,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_platforms_namespaces_are_reserved() {
+        let config = Config::for_tests();
+        let t = |name: &str| crate::builders::tenant::tests::tenant(name);
+        assert_eq!(namespace(&t("acme"), &config).unwrap(), "xin-acme");
+        for reserved in ["data", "monitoring"] {
+            let e = namespace(&t(reserved), &config).unwrap_err();
+            assert!(e.to_string().contains("reserved"), "{e}");
+        }
+        let mut custom = config.clone();
+        custom.reserved_namespaces = vec!["xin-vault".into()];
+        assert!(namespace(&t("vault"), &custom).is_err());
+        assert!(namespace(&t("data"), &custom).is_ok());
     }
 }
