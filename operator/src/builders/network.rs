@@ -223,14 +223,18 @@ pub fn build_network_policy(
             ),
         });
     }
-    if component == Component::Gateway {
-        egress.push(NetworkPolicyEgressRule {
+    match component {
+        // The gateway forwards to its tenant's orchestrator (through its Service, which a
+        // policy sees resolved to the pods).
+        Component::Gateway => egress.push(NetworkPolicyEgressRule {
             to: Some(vec![NetworkPolicyPeer {
                 pod_selector: Some(match_labels(Component::Orchestrator.selector(&t))),
                 ..NetworkPolicyPeer::default()
             }]),
             ports: Some(vec![tcp(HTTP_PORT)]),
-        });
+        }),
+        // No workload calls another one besides.
+        Component::Orchestrator | Component::Ingestion | Component::Automation => {}
     }
     let public = public_ports(tenant, component);
     if !public.is_empty() {
