@@ -2,7 +2,8 @@
 # `make test`: every check and every suite, as CI runs it (.ci/run).
 #   1. static checks: versions agree, cargo fmt, cargo clippy -D warnings
 #   2. the test cluster (XIN_CLUSTER=test: state .cluster/test, its own ports; never the
-#      demo's) and a throwaway PostgreSQL: started here unless running
+#      demo's) and a throwaway PostgreSQL: started here unless running; the test tools
+#      (cyclonus, the NetworkPolicy engine): built unless cached
 #   3. cargo test --workspace: unit tests, the e2e suites against that cluster, and the
 #      workload tests against that PostgreSQL
 #   4. the cargo-fuzz targets (dependencies from fuzz/Cargo.lock, --locked), XIN_FUZZ_SECONDS
@@ -47,6 +48,7 @@ say "PostgreSQL for the workload tests"
 XIN_TEST_DATABASE_URL=$("$REPO/e2e/postgres.sh" start)
 export XIN_TEST_DATABASE_URL
 "$CLUSTER" up
+"$CLUSTER" build-tools
 eval "$("$CLUSTER" env)"
 export KUBECONFIG PATH
 

@@ -3,7 +3,7 @@
 # kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake nodes), built from the
 # Go module proxy, cached outside the repository and run on 127.0.0.1 only.
 #
-#   cluster.sh build           build (or find in the cache) every binary
+#   cluster.sh build           build (or find in the cache) the control plane and helm
 #   cluster.sh up              build if needed, start, wait for Ready nodes, print usage
 #   cluster.sh down            stop the processes this script started (by recorded PID)
 #   cluster.sh reset           down, then wipe the state directory (certificates, etcd data)
@@ -11,6 +11,8 @@
 #   cluster.sh env             print `export` lines for KUBECONFIG and PATH
 #   cluster.sh dir             print the state directory
 #   cluster.sh check-versions  fail when gomod/*/go.mod disagree with versions.env
+#   cluster.sh build-tools     build (or find in the cache) the test tools: cyclonus, the
+#                              NetworkPolicy engine operator/tests/network_policy.rs runs
 #
 # Two clusters, each with its own state and ports, so the demo never shows what the test
 # suites create and both can run at once. XIN_CLUSTER picks one:
@@ -34,6 +36,7 @@ KUBE_BIN=$CACHE_ROOT/kube-$KUBE_VERSION/bin
 ETCD_BIN=$CACHE_ROOT/etcd-$ETCD_VERSION/bin
 KWOK_BIN=$CACHE_ROOT/kwok-$KWOK_VERSION/bin
 HELM_BIN=$CACHE_ROOT/helm-$HELM_VERSION/bin
+CYCLONUS_BIN=$CACHE_ROOT/cyclonus-$CYCLONUS_VERSION/bin
 
 CLUSTER_NAME=${XIN_CLUSTER:-demo}
 case "$CLUSTER_NAME" in
@@ -112,17 +115,15 @@ cmd_check_versions() {
   grep -q "^\s*go.etcd.io/etcd/server/v3 $ETCD_VERSION\b" "$HERE/gomod/etcd/go.mod" || { echo "gomod/etcd: etcd is not $ETCD_VERSION" >&2; bad=1; }
   grep -q "^\s*sigs.k8s.io/kwok $KWOK_VERSION\b" "$HERE/gomod/kwok/go.mod" || { echo "gomod/kwok: kwok is not $KWOK_VERSION" >&2; bad=1; }
   grep -q "^\s*helm.sh/helm/v3 $HELM_VERSION\b" "$HERE/gomod/helm/go.mod" || { echo "gomod/helm: helm is not $HELM_VERSION" >&2; bad=1; }
+  grep -q "^\s*github.com/mattfenwick/cyclonus $CYCLONUS_VERSION\b" "$HERE/gomod/cyclonus/go.mod" || { echo "gomod/cyclonus: cyclonus is not $CYCLONUS_VERSION" >&2; bad=1; }
   ((bad == 0)) && echo "versions.env and gomod/*/go.mod agree"
   return "$bad"
 }
 
-cmd_build() {
-  ensure_tools
-  go_env
-  cmd_check_versions >/dev/null
-  # One build at a time per cache (the demo's and the test cluster may start together): a
-  # second caller waits, then finds the binaries cached. Released before anything is started,
-  # so the cluster's processes do not inherit the lock.
+# One build at a time per cache (the demo's and the test cluster may start together): a
+# second caller waits, then finds the binaries cached. Released (exec 9>&-) before anything
+# is started, so the cluster's processes do not inherit the lock.
+build_lock() {
   mkdir -p "$CACHE_ROOT"
   if command -v flock >/dev/null; then
     exec 9>"$CACHE_ROOT/.build.lock"
@@ -131,6 +132,13 @@ cmd_build() {
       flock 9
     fi
   fi
+}
+
+cmd_build() {
+  ensure_tools
+  go_env
+  cmd_check_versions >/dev/null
+  build_lock
   local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   local kube_ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
   say "[1/4] Kubernetes $KUBE_VERSION"
@@ -145,6 +153,19 @@ cmd_build() {
   go_build kwok "$KWOK_BIN" "-s -w" sigs.k8s.io/kwok/cmd/kwok kwok
   say "[4/4] helm $HELM_VERSION"
   go_build helm "$HELM_BIN" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm
+  exec 9>&-
+}
+
+# Only the test suites need these (the demo does not): `make test` builds them. Cyclonus takes
+# about 4.5 minutes with empty Go caches on 2 busy cores, under a minute once its modules are
+# downloaded.
+cmd_build_tools() {
+  ensure_tools
+  go_env
+  cmd_check_versions >/dev/null
+  build_lock
+  say "cyclonus $CYCLONUS_VERSION (NetworkPolicy engine)"
+  go_build cyclonus "$CYCLONUS_BIN" "-s -w" github.com/mattfenwick/cyclonus/cmd/cyclonus cyclonus
   exec 9>&-
 }
 
@@ -386,5 +407,6 @@ case "${1:-}" in
   env) cmd_env ;;
   dir) echo "$STATE" ;;
   check-versions) cmd_check_versions ;;
-  *) sed -n '2,21p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  build-tools) cmd_build_tools ;;
+  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -151,8 +151,17 @@ fn children(tenant_name: &str, ns: &str, cfg: &Config) -> Vec<Value> {
     let mut push = |v: Value| objs.push(v);
     push(serde_json::to_value(&guard_rails.quota).unwrap());
     push(serde_json::to_value(&guard_rails.limits).unwrap());
+    let np = &guard_rails.network_policies;
+    for p in [
+        &np.default_deny,
+        &np.gateway,
+        &np.orchestrator,
+        &np.ingestion,
+        &np.automation,
+    ] {
+        push(serde_json::to_value(p).unwrap());
+    }
     let lists = [
-        serde_json::to_value(&guard_rails.network_policies).unwrap(),
         serde_json::to_value(&guard_rails.service_accounts).unwrap(),
         serde_json::to_value(&guard_rails.roles).unwrap(),
         serde_json::to_value(&guard_rails.role_bindings).unwrap(),

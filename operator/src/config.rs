@@ -1,7 +1,10 @@
 //! The operator's configuration: parsed once at start from flags or environment (the chart
 //! sets the environment from its values).
 
+use std::collections::BTreeMap;
+
 use clap::Parser;
+use ipnet::IpNet;
 
 #[derive(Parser, Clone, Debug)]
 #[command(
@@ -84,6 +87,9 @@ pub struct Config {
     #[arg(long, env = "XIN_OPERATOR_NAMESPACE", default_value = "xin-system")]
     pub operator_namespace: String,
 
+    #[command(flatten)]
+    pub network: NetworkPolicyConfig,
+
     /// Most reconciles of one kind running at once (bounds the load on the API server).
     #[arg(long, env = "XIN_CONCURRENCY", default_value_t = 16)]
     pub concurrency: u16,
@@ -110,9 +116,176 @@ impl std::fmt::Debug for Redacted {
     }
 }
 
+/// Where the platform's own endpoints are, as the tenants' NetworkPolicies must name them.
+/// A policy sees addresses and ports after a Service is resolved: give the addresses of the
+/// pods or machines behind a Service, never its ClusterIP. An endpoint given neither CIDRs nor
+/// a namespace is looked for in the private networks (10.0.0.0/8, 172.16.0.0/12,
+/// 192.168.0.0/16, 100.64.0.0/10, fc00::/7), on its ports only.
+#[derive(clap::Args, Clone, Debug)]
+pub struct NetworkPolicyConfig {
+    /// The platform PostgreSQL's addresses, comma-separated CIDRs (a database outside the cluster).
+    #[arg(
+        long = "netpol-database-cidrs",
+        env = "XIN_NETPOL_DATABASE_CIDRS",
+        value_delimiter = ','
+    )]
+    pub database_cidrs: Vec<IpNet>,
+    /// The namespace of the platform PostgreSQL when it runs in the cluster.
+    #[arg(
+        long = "netpol-database-namespace",
+        env = "XIN_NETPOL_DATABASE_NAMESPACE"
+    )]
+    pub database_namespace: Option<String>,
+    /// Labels (`k=v,k2=v2`) of the PostgreSQL pods in that namespace; all its pods when unset.
+    #[arg(
+        long = "netpol-database-pod-labels",
+        env = "XIN_NETPOL_DATABASE_POD_LABELS",
+        requires = "database_namespace",
+        value_parser = parse_labels
+    )]
+    pub database_pod_labels: Option<BTreeMap<String, String>>,
+    /// The platform PostgreSQL's port (of its pods, not of its Service).
+    #[arg(
+        long = "netpol-database-port",
+        env = "XIN_NETPOL_DATABASE_PORT",
+        default_value_t = 5432
+    )]
+    pub database_port: u16,
+
+    /// The OTLP collector's addresses, comma-separated CIDRs (reached only when
+    /// XIN_OTEL_EXPORTER_ENDPOINT is set).
+    #[arg(
+        long = "netpol-otel-collector-cidrs",
+        env = "XIN_NETPOL_OTEL_COLLECTOR_CIDRS",
+        value_delimiter = ','
+    )]
+    pub otel_collector_cidrs: Vec<IpNet>,
+    /// The namespace of the OTLP collector when it runs in the cluster.
+    #[arg(
+        long = "netpol-otel-collector-namespace",
+        env = "XIN_NETPOL_OTEL_COLLECTOR_NAMESPACE"
+    )]
+    pub otel_collector_namespace: Option<String>,
+    /// Labels (`k=v,k2=v2`) of the collector pods in that namespace; all its pods when unset.
+    #[arg(
+        long = "netpol-otel-collector-pod-labels",
+        env = "XIN_NETPOL_OTEL_COLLECTOR_POD_LABELS",
+        requires = "otel_collector_namespace",
+        value_parser = parse_labels
+    )]
+    pub otel_collector_pod_labels: Option<BTreeMap<String, String>>,
+    /// The collector's OTLP ports (gRPC 4317, HTTP 4318).
+    #[arg(
+        long = "netpol-otel-collector-ports",
+        env = "XIN_NETPOL_OTEL_COLLECTOR_PORTS",
+        value_delimiter = ',',
+        default_values_t = [4317, 4318]
+    )]
+    pub otel_collector_ports: Vec<u16>,
+
+    /// The namespace of the Prometheus that scrapes the workloads' metrics ports (the
+    /// operator's namespace may too); empty for none.
+    #[arg(
+        long = "netpol-monitoring-namespace",
+        env = "XIN_NETPOL_MONITORING_NAMESPACE",
+        default_value = "monitoring"
+    )]
+    pub monitoring_namespace: String,
+
+    /// The API server's addresses, comma-separated CIDRs: the addresses of the `kubernetes`
+    /// Service's endpoints (`kubectl get endpointslice -n default -l
+    /// kubernetes.io/service-name=kubernetes`), not its ClusterIP. Only the ingestion and
+    /// automation workers reach it.
+    #[arg(
+        long = "netpol-api-server-cidrs",
+        env = "XIN_NETPOL_API_SERVER_CIDRS",
+        value_delimiter = ','
+    )]
+    pub api_server_cidrs: Vec<IpNet>,
+    /// The API server's ports on those endpoints (6443 with kubeadm, 443 on most managed
+    /// clusters).
+    #[arg(
+        long = "netpol-api-server-ports",
+        env = "XIN_NETPOL_API_SERVER_PORTS",
+        value_delimiter = ',',
+        default_values_t = [443, 6443]
+    )]
+    pub api_server_ports: Vec<u16>,
+
+    /// Let the workloads' public egress (providers, LLM, webhooks, sources, SMTP) reach private
+    /// addresses too (10.0.0.0/8, 172.16.0.0/12, 192.168.0.0/16, 100.64.0.0/10, fc00::/7).
+    /// Link-local and metadata addresses stay closed.
+    #[arg(
+        long = "netpol-allow-private-destinations",
+        env = "XIN_NETPOL_ALLOW_PRIVATE_DESTINATIONS",
+        default_value_t = false,
+        action = clap::ArgAction::Set
+    )]
+    pub allow_private_destinations: bool,
+}
+
+/// `k=v,k2=v2` as labels.
+fn parse_labels(s: &str) -> Result<BTreeMap<String, String>, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|pair| match pair.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().into(), v.trim().into())),
+            _ => Err(format!("`{pair}` is not a label (`key=value`)")),
+        })
+        .collect()
+}
+
 impl Config {
     /// Defaults, for tests.
     pub fn for_tests() -> Self {
         Config::parse_from(["xin-operator"])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_endpoints_parse_from_flags() {
+        let c = Config::parse_from([
+            "xin-operator",
+            "--netpol-database-cidrs=10.20.0.0/16,2001:db8::/64",
+            "--netpol-otel-collector-namespace=observability",
+            "--netpol-otel-collector-pod-labels=app=otel, tier = collector",
+            "--netpol-monitoring-namespace=",
+        ])
+        .network;
+        assert_eq!(c.database_cidrs.len(), 2);
+        assert_eq!(c.database_port, 5432);
+        assert_eq!(c.database_pod_labels, None);
+        assert_eq!(
+            c.otel_collector_pod_labels.unwrap(),
+            BTreeMap::from([
+                ("app".into(), "otel".into()),
+                ("tier".into(), "collector".into())
+            ])
+        );
+        assert_eq!(c.otel_collector_ports, [4317, 4318]);
+        assert_eq!(c.api_server_ports, [443, 6443]);
+        assert_eq!(c.monitoring_namespace, "");
+        assert!(!c.allow_private_destinations);
+    }
+
+    #[test]
+    fn bad_network_endpoints_are_refused_at_start() {
+        let parse =
+            |args: &[&str]| Config::try_parse_from(["xin-operator"].iter().chain(args)).map(|_| ());
+        assert!(parse(&["--netpol-database-cidrs=10.0.0.0/33"]).is_err());
+        assert!(parse(&["--netpol-database-pod-labels=app"]).is_err());
+        // Pod labels without a namespace would select pods of the tenant namespace itself.
+        assert!(parse(&["--netpol-database-pod-labels=app=pg"]).is_err());
+        assert!(
+            parse(&[
+                "--netpol-database-namespace=pg",
+                "--netpol-database-pod-labels=app=pg"
+            ])
+            .is_ok()
+        );
     }
 }

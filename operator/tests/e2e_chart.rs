@@ -75,6 +75,37 @@ fn chart_lints_and_renders_with_and_without_options() {
         with_sm.contains("registry.example/gw:2"),
         "workload images come from values"
     );
+    // The platform endpoints of the tenants' NetworkPolicies reach the operator's settings.
+    assert!(plain.contains(r#"{name: XIN_NETPOL_API_SERVER_PORTS, value: "443,6443"}"#));
+    assert!(
+        !plain.contains("XIN_NETPOL_DATABASE_NAMESPACE"),
+        "unset stays unset"
+    );
+    let (ok, netpol) = helm(&[
+        "template",
+        "xin",
+        "--namespace",
+        "xin-system",
+        "--kube-version",
+        "v1.37.2",
+        "--set",
+        "networkPolicy.database.namespace=postgres",
+        "--set",
+        r"networkPolicy.database.podLabels.app\.kubernetes\.io/name=postgresql",
+        "--set",
+        "networkPolicy.apiServer.cidrs={172.18.0.2/32,10.0.0.0/30}",
+        "--set",
+        "networkPolicy.allowPrivateDestinations=true",
+    ]);
+    assert!(ok, "{netpol}");
+    for env in [
+        r#"{name: XIN_NETPOL_DATABASE_NAMESPACE, value: "postgres"}"#,
+        r#"{name: XIN_NETPOL_DATABASE_POD_LABELS, value: "app.kubernetes.io/name=postgresql"}"#,
+        r#"{name: XIN_NETPOL_API_SERVER_CIDRS, value: "172.18.0.2/32,10.0.0.0/30"}"#,
+        r#"{name: XIN_NETPOL_ALLOW_PRIVATE_DESTINATIONS, value: "true"}"#,
+    ] {
+        assert!(netpol.contains(env), "{env} not rendered");
+    }
     // No secret access beyond what the operator manages: no wildcard verbs or resources.
     assert!(!plain.contains("'*'") && !plain.contains("\"*\"") && !plain.contains("- \"*\""));
 }

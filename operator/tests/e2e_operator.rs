@@ -119,7 +119,10 @@ fn examples_become_ready_with_owned_children() {
         ("resourcequota", "xin-quota"),
         ("limitrange", "xin-limits"),
         ("networkpolicy", "xin-default-deny"),
-        ("networkpolicy", "xin-allow"),
+        ("networkpolicy", "xin-gateway"),
+        ("networkpolicy", "xin-orchestrator"),
+        ("networkpolicy", "xin-ingest"),
+        ("networkpolicy", "xin-automation"),
         ("role", "xin-automation"),
         ("rolebinding", "xin-ingest"),
         ("serviceaccount", "xin-gateway"),
@@ -168,6 +171,49 @@ fn examples_become_ready_with_owned_children() {
     ] {
         assert!(out.contains(n), "kubectl get xin -A lacks {n}:\n{out}");
     }
+}
+
+#[test]
+fn the_single_network_policy_of_earlier_versions_is_pruned_on_upgrade() {
+    operator();
+    let t = TestTenant::create("netpol", "");
+    ready("tenant", &t.name, "");
+    let uid = uid_of(&["tenant", &t.name]);
+    // What an earlier operator left: one `xin-allow` policy, owned by the Tenant.
+    apply(&format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata:\n  name: xin-allow\n  namespace: {ns}\n  \
+         labels: {{app.kubernetes.io/managed-by: xin-operator, app.kubernetes.io/name: xin, app.kubernetes.io/component: tenant, xin.dev/tenant: {name}}}\n  \
+         ownerReferences: [{{apiVersion: xin.dev/v1alpha1, kind: Tenant, name: {name}, uid: {uid}, controller: true}}]\n\
+         spec:\n  podSelector: {{}}\n  policyTypes: [Ingress, Egress]\n  ingress: [{{}}]\n  egress: [{{}}]\n",
+        ns = t.ns,
+        name = t.name,
+    ));
+    wait_until("xin-allow to be pruned", MINUTE, || {
+        match get_json(&["networkpolicy", "xin-allow", "-n", &t.ns]) {
+            None => Ok(()),
+            Some(_) => Err("still there".to_string()),
+        }
+    });
+    let names = kubectl_ok(&[
+        "get",
+        "networkpolicy",
+        "-n",
+        &t.ns,
+        "-o",
+        "jsonpath={.items[*].metadata.name}",
+    ]);
+    let mut names: Vec<&str> = names.split_whitespace().collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "xin-automation",
+            "xin-default-deny",
+            "xin-gateway",
+            "xin-ingest",
+            "xin-orchestrator"
+        ]
+    );
 }
 
 #[test]

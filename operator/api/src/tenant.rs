@@ -7,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::common::{SecretKeyRef, impl_has_conditions};
 
-/// A customer of the platform. Xin gives it a namespace (`xin-<name>`) with a quota, a
-/// default-deny network policy, least-privilege workload identities, a signing Secret and the
-/// orchestrator; its Channels and AutomationRules add the gateway and the automation worker.
+/// A customer of the platform. Xin gives it a namespace (`xin-<name>`) with a quota,
+/// default-deny network policies with one allowance per workload, least-privilege workload
+/// identities, a signing Secret and the orchestrator; its Channels and AutomationRules add the
+/// gateway and the automation worker.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[kube(
     group = "xin.dev",
@@ -59,9 +60,11 @@ pub struct TenantSpec {
     /// Scaling and resources of the orchestrator Deployment.
     #[serde(default)]
     pub orchestrator: OrchestratorSpec,
-    /// Network egress allowed to the tenant's workloads beyond DNS and in-namespace traffic.
-    /// Nothing else is allowed, not even the database: list its address here (and the LLM,
-    /// CRM and webhook endpoints the workloads call).
+    /// Extra egress for every workload of the tenant, to destinations the operator's
+    /// NetworkPolicies keep closed: private and on-premises addresses (an in-house LLM, CRM or
+    /// SMTP server). Allowed without it: DNS, the platform database and OTLP collector, and
+    /// public addresses on the ports each workload calls (the providers' HTTPS, the port of
+    /// `llm.endpoint`, HTTP(S) for ingestion sources and automation actions, SMTP).
     #[serde(default)]
     pub network: NetworkSpec,
     /// Scale the tenant's workloads to zero and stop schedules, keeping everything else.
@@ -237,11 +240,13 @@ impl Default for OrchestratorSpec {
     }
 }
 
-/// Egress the tenant's workloads may use.
+/// Egress the tenant's workloads may use beyond the operator's NetworkPolicies.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct NetworkSpec {
-    /// Destinations the workloads may reach (the LLM, CRM and webhook endpoints, providers).
+    /// Destinations every workload of the tenant may reach. Link-local and metadata ranges
+    /// inside a wider CIDR stay closed, and so do private ranges (unless the platform allows
+    /// private destinations): list the private network itself to open it.
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub egress: Vec<EgressRule>,
@@ -251,7 +256,7 @@ pub struct NetworkSpec {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct EgressRule {
-    /// Destination network in CIDR notation, for example `203.0.113.0/24`.
+    /// Destination network in CIDR notation, for example `10.20.0.0/24`.
     #[schemars(length(max = 43), pattern(r"^[0-9a-fA-F:.]+/[0-9]{1,3}$"))]
     pub cidr: String,
     /// TCP ports; empty allows every port.

@@ -4,6 +4,7 @@
 pub mod automation;
 pub mod gateway;
 pub mod ingestion;
+pub mod network;
 pub mod tenant;
 pub mod workload;
 

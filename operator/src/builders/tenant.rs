@@ -1,5 +1,5 @@
-//! What a Tenant becomes: namespace, quota, limits, network policy, identities, signing
-//! Secret and the orchestrator.
+//! What a Tenant becomes: namespace, quota, limits, identities, signing Secret and the
+//! orchestrator (its NetworkPolicies: [`super::network`]).
 
 use std::collections::BTreeMap;
 
@@ -8,14 +8,9 @@ use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
     Secret, ServiceAccount,
 };
-use k8s_openapi::api::networking::v1::{
-    IPBlock, NetworkPolicy, NetworkPolicyEgressRule, NetworkPolicyIngressRule, NetworkPolicyPeer,
-    NetworkPolicyPort, NetworkPolicySpec,
-};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use xin_api::tenant::{Plan, Tenant};
 
@@ -106,99 +101,6 @@ pub fn build_limit_range(tenant: &Tenant, ns: &str) -> LimitRange {
                 ])),
                 ..LimitRangeItem::default()
             }],
-        }),
-    }
-}
-
-/// Default deny in both directions for every pod of the namespace.
-pub fn build_default_deny(tenant: &Tenant, ns: &str) -> NetworkPolicy {
-    NetworkPolicy {
-        metadata: meta(tenant, "xin-default-deny", ns, &tenant.name_any(), "tenant"),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector::default()),
-            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ..NetworkPolicySpec::default()
-        }),
-    }
-}
-
-/// The allowances on top of the default deny: DNS, traffic inside the namespace, the
-/// gateway's webhook port from anywhere, metrics scraping from the operator's namespace, and
-/// the tenant's own egress rules.
-pub fn build_allow_policy(tenant: &Tenant, ns: &str, config: &Config) -> NetworkPolicy {
-    let tcp = |p: i32| NetworkPolicyPort {
-        port: Some(IntOrString::Int(p)),
-        protocol: Some("TCP".into()),
-        ..NetworkPolicyPort::default()
-    };
-    let same_namespace = NetworkPolicyPeer {
-        pod_selector: Some(LabelSelector::default()),
-        ..NetworkPolicyPeer::default()
-    };
-    let ns_peer = |name: &str| NetworkPolicyPeer {
-        namespace_selector: Some(LabelSelector {
-            match_labels: Some(BTreeMap::from([(
-                "kubernetes.io/metadata.name".into(),
-                name.into(),
-            )])),
-            ..LabelSelector::default()
-        }),
-        ..NetworkPolicyPeer::default()
-    };
-    let mut egress = vec![
-        NetworkPolicyEgressRule {
-            to: Some(vec![ns_peer("kube-system")]),
-            ports: Some(vec![
-                NetworkPolicyPort {
-                    port: Some(IntOrString::Int(53)),
-                    protocol: Some("UDP".into()),
-                    ..NetworkPolicyPort::default()
-                },
-                tcp(53),
-            ]),
-        },
-        NetworkPolicyEgressRule {
-            to: Some(vec![same_namespace.clone()]),
-            ports: None,
-        },
-    ];
-    for rule in &tenant.spec.network.egress {
-        egress.push(NetworkPolicyEgressRule {
-            to: Some(vec![NetworkPolicyPeer {
-                ip_block: Some(IPBlock {
-                    cidr: rule.cidr.clone(),
-                    except: None,
-                }),
-                ..NetworkPolicyPeer::default()
-            }]),
-            ports: (!rule.ports.is_empty()).then(|| rule.ports.iter().map(|p| tcp(*p)).collect()),
-        });
-    }
-    NetworkPolicy {
-        metadata: meta(tenant, "xin-allow", ns, &tenant.name_any(), "tenant"),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: Some(LabelSelector::default()),
-            policy_types: Some(vec!["Ingress".into(), "Egress".into()]),
-            ingress: Some(vec![
-                NetworkPolicyIngressRule {
-                    from: Some(vec![same_namespace]),
-                    ports: None,
-                },
-                NetworkPolicyIngressRule {
-                    from: None,
-                    ports: Some(vec![tcp(HTTP_PORT)]),
-                },
-                NetworkPolicyIngressRule {
-                    from: Some(vec![ns_peer(&config.operator_namespace)]),
-                    ports: Some(
-                        Component::ALL
-                            .iter()
-                            .map(|c| tcp(c.metrics_port()))
-                            .collect(),
-                    ),
-                },
-            ]),
-            egress: Some(egress),
         }),
     }
 }
@@ -434,26 +336,6 @@ pub(crate) mod tests {
         assert_eq!(
             ns.metadata.annotations.unwrap()[TENANT_UID_ANNOTATION],
             "uid-1"
-        );
-    }
-
-    #[test]
-    fn egress_rules_become_ip_blocks() {
-        let mut t = tenant("acme");
-        t.spec.network.egress = vec![EgressRule {
-            cidr: "203.0.113.0/24".into(),
-            ports: vec![443],
-        }];
-        let np = build_allow_policy(&t, "xin-acme", &Config::for_tests());
-        let egress = np.spec.unwrap().egress.unwrap();
-        let last = egress.last().unwrap();
-        assert_eq!(
-            last.to.as_ref().unwrap()[0].ip_block.as_ref().unwrap().cidr,
-            "203.0.113.0/24"
-        );
-        assert_eq!(
-            last.ports.as_ref().unwrap()[0].port,
-            Some(IntOrString::Int(443))
         );
     }
 

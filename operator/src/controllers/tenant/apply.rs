@@ -11,6 +11,7 @@ use xin_api::tenant::Tenant;
 
 use super::children::{GuardRails, TenantChildren, Workloads};
 use crate::apply::{apply as apply_one, apply_set, sync};
+use crate::builders::network::TenantNetworkPolicies;
 use crate::controllers::Context;
 use crate::error::ApplyError;
 
@@ -38,9 +39,19 @@ pub async fn apply(
         roles,
         role_bindings,
     } = guard_rails;
+    let TenantNetworkPolicies {
+        default_deny,
+        gateway,
+        orchestrator,
+        ingestion,
+        automation,
+    } = network_policies;
+    let network_policies = vec![default_deny, gateway, orchestrator, ingestion, automation];
     // Independent of each other: applied concurrently. Their desired set never shrinks (the
     // same objects for every Tenant), so they are applied, never pruned — which also keeps
-    // delete rights on them out of the operator's ClusterRole.
+    // delete rights on them out of the operator's ClusterRole. Except the NetworkPolicies:
+    // earlier versions had one policy (`xin-allow`) where this one has one per component, so
+    // what the Tenant owns beyond the current set is pruned (after the new set is applied).
     let (quotas, limit_ranges, policies, accounts, role_api, bindings) = (
         Api::namespaced(c.clone(), &ns),
         Api::namespaced(c.clone(), &ns),
@@ -53,7 +64,7 @@ pub async fn apply(
     futures::try_join!(
         apply_set(&quotas, &s.quotas, &ns, &quota),
         apply_set(&limit_ranges, &s.limit_ranges, &ns, &limits),
-        apply_set(&policies, &s.network_policies, &ns, &network_policies),
+        sync(policies, &s.network_policies, &ns, &uid, network_policies),
         apply_set(&accounts, &s.service_accounts, &ns, &service_accounts),
         apply_set(&role_api, &s.roles, &ns, &roles),
     )?;

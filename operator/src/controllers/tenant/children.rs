@@ -6,7 +6,7 @@ use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
     LimitRange, Namespace, ResourceQuota, Secret, Service, ServiceAccount,
 };
-use k8s_openapi::api::networking::v1::{Ingress, NetworkPolicy};
+use k8s_openapi::api::networking::v1::Ingress;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use serde::Serialize;
@@ -17,6 +17,7 @@ use crate::builders::gateway::{
     build_gateway_deployment, build_gateway_ingress, build_routes_secret,
 };
 use crate::builders::hash_parts;
+use crate::builders::network::{TenantNetworkPolicies, build_tenant_network_policies};
 use crate::builders::tenant::*;
 use crate::component::Component;
 use crate::config::Config;
@@ -39,7 +40,7 @@ pub struct TenantChildren {
 pub struct GuardRails {
     pub quota: ResourceQuota,
     pub limits: LimitRange,
-    pub network_policies: Vec<NetworkPolicy>,
+    pub network_policies: TenantNetworkPolicies,
     pub service_accounts: Vec<ServiceAccount>,
     pub roles: Vec<Role>,
     pub role_bindings: Vec<RoleBinding>,
@@ -74,7 +75,7 @@ pub fn build_tenant_children(
     let guard_rails = GuardRails {
         quota: build_resource_quota(t, ns),
         limits: build_limit_range(t, ns),
-        network_policies: vec![build_default_deny(t, ns), build_allow_policy(t, ns, config)],
+        network_policies: build_tenant_network_policies(t, ns, config),
         service_accounts: components
             .iter()
             .map(|c| build_service_account(t, ns, *c))
