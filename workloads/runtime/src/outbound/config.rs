@@ -4,6 +4,9 @@
 
 use xin_api::destination::{CidrList, DestinationList, DestinationPolicy};
 
+/// `XIN_SERVICE_CIDR` when unset: kubeadm's default Service range.
+pub const DEFAULT_SERVICE_CIDR: &str = "10.96.0.0/12";
+
 /// Where tenant-supplied URLs may go.
 #[derive(clap::Args, Debug, Clone, PartialEq, Eq)]
 pub struct OutboundArgs {
@@ -21,7 +24,7 @@ pub struct OutboundArgs {
     pub deny: DestinationList,
     /// The cluster's Service range(s), comma-separated (one per IP family): refused like
     /// other cluster-internal destinations.
-    #[arg(long = "service-cidr", env = "XIN_SERVICE_CIDR", default_value = "10.96.0.0/12",
+    #[arg(long = "service-cidr", env = "XIN_SERVICE_CIDR", default_value = DEFAULT_SERVICE_CIDR,
           value_parser = cidrs("XIN_SERVICE_CIDR"))]
     pub service_cidr: CidrList,
 }

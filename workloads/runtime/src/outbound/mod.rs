@@ -32,7 +32,7 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, RequestBuilder, StatusCode, Url};
 use xin_api::destination::parse_host;
 
-pub use config::OutboundArgs;
+pub use config::{DEFAULT_SERVICE_CIDR, OutboundArgs};
 pub use resolve::{Lookup, LookupFuture, StaticLookup, SystemLookup};
 pub use xin_api::destination::{DestinationPolicy, Reason, Verdict, redact_url};
 
