@@ -31,6 +31,7 @@ pub mod reason {
     pub const ACTIVE: &str = "Active";
     pub const JOB_CREATED: &str = "JobCreated";
     pub const WEBHOOK_KEY_ROTATED: &str = "WebhookKeyRotated";
+    pub const DESTINATION_NOT_ALLOWED: &str = "DestinationNotAllowed";
 
     /// Every reason above.
     pub const ALL: &[&str] = &[
@@ -59,6 +60,7 @@ pub mod reason {
         ACTIVE,
         JOB_CREATED,
         WEBHOOK_KEY_ROTATED,
+        DESTINATION_NOT_ALLOWED,
     ];
 }
 

@@ -33,6 +33,7 @@ pub fn build_automation_deployment(
         ),
     ];
     env.extend(otel_env(config));
+    env.extend(outbound_env(config));
     build_workload_deployment(
         tenant,
         ns,

@@ -56,7 +56,7 @@ impl Reconcile for Tenant {
         let resolved = resolve::resolve(&tenant, namespace, &ctx)
             .await
             .on(&object)?;
-        let validated = validate::validate(&tenant, resolved, &object);
+        let validated = validate::validate(&tenant, resolved, &object, &ctx.config);
         let children = children::build_tenant_children(&validated, &ctx.config).on(&object)?;
         apply::apply(&tenant, children, &ctx).await.on(&object)?;
         Ok(status::pass(
