@@ -5,7 +5,9 @@
 //! Only what cannot work outside the cluster is replaced, and [`Overrides`] names each:
 //! listen addresses and ports (every process on 127.0.0.1, free ports), the in-cluster URL of
 //! the orchestrator, the routes file path, the database URL (the local PostgreSQL), and the
-//! external endpoints (LLM, Telegram, Meta) which point at local stand-ins. Everything else
+//! external endpoints (LLM, Telegram, Meta) which point at local stand-ins — with the
+//! loopback address added to the orchestrator's `XIN_OUTBOUND_ALLOW`, since the outbound
+//! policy refuses loopback destinations by default. Everything else
 //! (tenant, signing key, retrieval settings, models, timeouts, channel keys and credentials)
 //! is used exactly as rendered.
 
@@ -108,6 +110,12 @@ pub fn orchestrator_env(ns: &str, o: &Overrides) -> Result<Vec<(String, String)>
         && env.iter().any(|(k, _)| k == "LLM_ENDPOINT")
     {
         set(&mut env, "LLM_ENDPOINT", llm.clone());
+        // The stand-in listens on 127.0.0.1: allow exactly that, beside what was rendered.
+        let allow = match env.iter().find(|(k, _)| k == "XIN_OUTBOUND_ALLOW") {
+            Some((_, v)) if !v.is_empty() => format!("{v},127.0.0.1/32"),
+            _ => "127.0.0.1/32".to_string(),
+        };
+        set(&mut env, "XIN_OUTBOUND_ALLOW", allow);
     }
     Ok(env)
 }

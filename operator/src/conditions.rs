@@ -38,6 +38,7 @@ pub mod reason {
     pub const MIGRATION_FAILED: &str = "MigrationFailed";
     pub const DATABASE_ROLE_TOO_POWERFUL: &str = "DatabaseRoleTooPowerful";
     pub const DATABASE_PASSWORD_ROTATED: &str = "DatabasePasswordRotated";
+    pub const DESTINATION_NOT_ALLOWED: &str = "DestinationNotAllowed";
 
     /// Every reason above.
     pub const ALL: &[&str] = &[
@@ -73,6 +74,7 @@ pub mod reason {
         MIGRATION_FAILED,
         DATABASE_ROLE_TOO_POWERFUL,
         DATABASE_PASSWORD_ROTATED,
+        DESTINATION_NOT_ALLOWED,
     ];
 }
 

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use clap::Parser;
 use ipnet::IpNet;
+use xin_api::destination::{CidrList, DestinationList, DestinationPolicy};
 
 #[derive(Parser, Clone, Debug)]
 #[command(
@@ -97,6 +98,35 @@ pub struct Config {
     /// Seconds between periodic re-checks of an object that is Ready (watches trigger the rest).
     #[arg(long, env = "XIN_RESYNC_SECONDS", default_value_t = 300)]
     pub resync_seconds: u64,
+
+    /// Comma-separated CIDRs and exact host names that tenant-supplied URLs (LLM, webhooks,
+    /// CRM, ingestion sources) may reach although refused by default (loopback, private,
+    /// metadata, cluster-internal), e.g. an on-premises LLM; rendered into the workloads.
+    #[arg(
+        long,
+        env = "XIN_OUTBOUND_ALLOW",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub outbound_allow: DestinationList,
+    /// Comma-separated CIDRs and exact host names tenant-supplied URLs never reach.
+    #[arg(
+        long,
+        env = "XIN_OUTBOUND_DENY",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub outbound_deny: DestinationList,
+    /// The cluster's Service range(s), comma-separated: refused as a destination.
+    #[arg(long, env = "XIN_SERVICE_CIDR", default_value = "10.96.0.0/12", value_parser = service_cidr)]
+    pub service_cidr: CidrList,
+}
+
+fn service_cidr(s: &str) -> Result<CidrList, String> {
+    match s.parse::<CidrList>()? {
+        l if l.0.is_empty() => Err("name at least one range".into()),
+        l => Ok(l),
+    }
 }
 
 /// A secret setting: parsed like a string, never shown by `Debug`.
@@ -239,6 +269,15 @@ impl Config {
     /// Defaults, for tests.
     pub fn for_tests() -> Self {
         Config::parse_from(["xin-operator"])
+    }
+
+    /// Where tenant-supplied URLs may go (the operator checks literal addresses and names).
+    pub fn destination_policy(&self) -> DestinationPolicy {
+        DestinationPolicy {
+            allow: self.outbound_allow.clone(),
+            deny: self.outbound_deny.clone(),
+            service_ranges: self.service_cidr.clone(),
+        }
     }
 }
 

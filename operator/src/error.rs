@@ -117,6 +117,33 @@ pub enum ValidateError {
         "namespace {namespace} is reserved for the Xin platform (the operator's own, or XIN_RESERVED_NAMESPACES); choose another Tenant name"
     )]
     ReservedNamespace { namespace: String },
+    /// `url` is redacted (no userinfo, query or fragment).
+    #[error("{field} {url} is not an allowed destination: {reason}")]
+    DestinationNotAllowed {
+        field: String,
+        url: String,
+        reason: xin_api::destination::Reason,
+    },
+}
+
+impl ValidateError {
+    /// The URL in `field`, unless the destination policy refuses it.
+    pub fn check_destination(
+        policy: &xin_api::destination::DestinationPolicy,
+        field: impl Into<String>,
+        url: &str,
+    ) -> Result<(), ValidateError> {
+        match policy.check_url(url) {
+            xin_api::destination::Verdict::Allowed => Ok(()),
+            xin_api::destination::Verdict::Refused(reason) => {
+                Err(ValidateError::DestinationNotAllowed {
+                    field: field.into(),
+                    url: xin_api::destination::redact_url(url),
+                    reason,
+                })
+            }
+        }
+    }
 }
 
 /// The tenant's database: provisioning and the migrations step.
@@ -310,6 +337,7 @@ impl Error {
                 ValidateError::InvalidSchedule(_) => reason::INVALID_SCHEDULE,
                 ValidateError::MissingSection { .. } => reason::INVALID_SPEC,
                 ValidateError::ReservedNamespace { .. } => reason::NAMESPACE_CONFLICT,
+                ValidateError::DestinationNotAllowed { .. } => reason::DESTINATION_NOT_ALLOWED,
             },
             Cause::Apply(ApplyError::JobMissing { .. }) => reason::JOB_MISSING,
             Cause::Database(e) => match e {
@@ -476,5 +504,27 @@ mod tests {
         let not_synced = Error::new("Tenant acme", ResolveError::NotSynced { what: "Secrets" });
         assert!(!not_synced.is_transient() && !not_synced.user_fixable());
         assert_eq!(not_synced.metric_label(), "not_synced");
+    }
+
+    #[test]
+    fn a_refused_destination_names_the_field_the_redacted_url_and_the_reason() {
+        let policy = crate::config::Config::for_tests().destination_policy();
+        let e = ValidateError::check_destination(
+            &policy,
+            "spec.llm.endpoint",
+            "http://user:s3cret@0x7f.1:8000/v1?key=s3cret",
+        )
+        .unwrap_err();
+        let e = Error::new("Tenant acme", e);
+        assert_eq!(
+            e.message(),
+            "spec.llm.endpoint http://0x7f.1:8000/v1 is not an allowed destination: a loopback address"
+        );
+        assert_eq!(e.reason(), reason::DESTINATION_NOT_ALLOWED);
+        assert!(e.user_fixable());
+        assert_eq!(e.step, Step::Validate);
+        assert!(
+            ValidateError::check_destination(&policy, "f", "https://llm.example.com/v1").is_ok()
+        );
     }
 }

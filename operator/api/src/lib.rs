@@ -8,6 +8,7 @@
 pub mod automation;
 pub mod channel;
 pub mod common;
+pub mod destination;
 pub mod ingestion;
 pub mod routes;
 pub mod tenant;

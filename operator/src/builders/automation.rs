@@ -29,6 +29,7 @@ pub fn build_automation_deployment(
         crate::builders::tenant::database_url_env(tenant),
     ];
     env.extend(otel_env(config));
+    env.extend(outbound_env(config));
     build_workload_deployment(
         tenant,
         ns,

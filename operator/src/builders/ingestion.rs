@@ -45,6 +45,7 @@ pub fn build_ingestion_job(
         crate::builders::tenant::database_url_env(tenant),
     ];
     env.extend(otel_env(config));
+    env.extend(outbound_env(config));
     let (pod_sec, container_sec) = restricted_security();
     let c = Component::Ingestion;
     // Like every workload's pod template, the Job's carries a digest of its configuration.

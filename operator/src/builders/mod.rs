@@ -107,6 +107,19 @@ pub fn otel_env(config: &Config) -> Vec<EnvVar> {
     out
 }
 
+/// Where the workloads' calls to tenant-supplied URLs may go: the operator's own lists. The
+/// service range is always rendered, the lists only when set.
+pub fn outbound_env(config: &Config) -> Vec<EnvVar> {
+    let mut out = vec![env("XIN_SERVICE_CIDR", config.service_cidr.to_string())];
+    if !config.outbound_allow.is_empty() {
+        out.push(env("XIN_OUTBOUND_ALLOW", config.outbound_allow.to_string()));
+    }
+    if !config.outbound_deny.is_empty() {
+        out.push(env("XIN_OUTBOUND_DENY", config.outbound_deny.to_string()));
+    }
+    out
+}
+
 /// Secret in each tenant namespace with the OTLP headers, when the operator has any.
 pub const OTEL_SECRET: &str = "xin-otel";
 pub const OTEL_HEADERS_KEY: &str = "headers";
@@ -134,5 +147,54 @@ mod tests {
         );
         assert_eq!(hash_parts([b"x".as_slice()]), hash_parts([b"x".as_slice()]));
         assert_eq!(hash_parts([b"x".as_slice()]).len(), 64);
+    }
+
+    #[test]
+    fn outbound_settings_are_rendered_as_the_workloads_read_them() {
+        let get = |env: &[EnvVar], n: &str| {
+            env.iter()
+                .find(|e| e.name == n)
+                .and_then(|e| e.value.clone())
+        };
+        let env = outbound_env(&Config::for_tests());
+        assert_eq!(
+            get(&env, "XIN_SERVICE_CIDR").as_deref(),
+            Some("10.96.0.0/12")
+        );
+        assert_eq!(env.len(), 1, "no lists unless set: {env:?}");
+        let cfg = <Config as clap::Parser>::parse_from([
+            "xin-operator",
+            "--outbound-allow",
+            " 10.20.0.0/16, LLM.corp.example ",
+            "--outbound-deny",
+            "10.20.9.0/24",
+            "--service-cidr",
+            "10.100.0.0/16,fd00:10:96::/108",
+        ]);
+        let env = outbound_env(&cfg);
+        assert_eq!(
+            get(&env, "XIN_OUTBOUND_ALLOW").as_deref(),
+            Some("10.20.0.0/16,llm.corp.example")
+        );
+        assert_eq!(
+            get(&env, "XIN_OUTBOUND_DENY").as_deref(),
+            Some("10.20.9.0/24")
+        );
+        assert_eq!(
+            get(&env, "XIN_SERVICE_CIDR").as_deref(),
+            Some("10.100.0.0/16,fd00:10:96::/108")
+        );
+        for bad in [
+            ["--outbound-allow", "10.0.0.0/33"],
+            ["--outbound-deny", "http://x"],
+            ["--service-cidr", ""],
+        ] {
+            let mut argv = vec!["xin-operator"];
+            argv.extend(bad);
+            assert!(
+                <Config as clap::Parser>::try_parse_from(argv).is_err(),
+                "{bad:?}"
+            );
+        }
     }
 }

@@ -273,6 +273,7 @@ pub fn orchestrator_env(
         }
     }
     out.extend(otel_env(config));
+    out.extend(outbound_env(config));
     out
 }
 

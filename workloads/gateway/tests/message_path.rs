@@ -181,6 +181,8 @@ impl Stack {
             ("LLM_ENDPOINT", self.llm.url()),
             ("LLM_MODEL", "primary".into()),
             ("LLM_TIMEOUT_SECONDS", "5".into()),
+            // The LLM stand-in listens on loopback, which the outbound policy refuses.
+            ("XIN_OUTBOUND_ALLOW", "127.0.0.1/32".into()),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))

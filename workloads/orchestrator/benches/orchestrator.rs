@@ -288,7 +288,7 @@ async fn run() {
             ..RetrievalConfig::default()
         },
         None,
-        http_client(),
+        outbound(),
     );
     let t = Instant::now();
     let words = lexical.refresh_term_stats(&pool).await.unwrap();
@@ -319,7 +319,7 @@ async fn run() {
                 api_key: None,
                 refresh: Duration::from_secs(3600),
             }),
-            http_client(),
+            outbound(),
         );
         hybrid.refresh_term_stats(&pool).await.unwrap();
         let index = hybrid.index().unwrap().clone();

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use clap::Parser;
+use xin_runtime::outbound::{DEFAULT_SERVICE_CIDR, DestinationPolicy, OutboundArgs};
 
 /// The command line / environment of `xin-orchestrator`.
 #[derive(Parser, Debug, Clone)]
@@ -106,6 +107,9 @@ pub struct Args {
     /// Comma-separated words or phrases that ask for a person (whole words, any case).
     #[arg(long, env = "HANDOFF_KEYWORDS", default_value = "human,agent,operator")]
     pub handoff_keywords: String,
+    /// Where LLM_ENDPOINT and EMBEDDING_ENDPOINT (the tenant's) may lead.
+    #[command(flatten)]
+    pub outbound: OutboundArgs,
 }
 
 /// A parsed `RETRIEVAL_VISIBILITY`.
@@ -165,10 +169,13 @@ pub struct Config {
     pub handoff_keywords: Vec<Vec<String>>,
     /// Messages of the conversation sent to the LLM before the question.
     pub history_messages: usize,
+    /// Destinations the LLM and embedding endpoints may lead to.
+    pub outbound: DestinationPolicy,
 }
 
 impl Config {
-    /// Defaults for `tenant` and `signing_key`: no LLM (extractive answers), no embeddings.
+    /// Defaults for `tenant` and `signing_key`: no LLM (extractive answers), no embeddings,
+    /// the default outbound policy (nothing allowed beyond it).
     pub fn new(tenant: impl Into<String>, signing_key: impl Into<Vec<u8>>) -> Self {
         Config {
             tenant: tenant.into(),
@@ -178,6 +185,12 @@ impl Config {
             embedding: None,
             handoff_keywords: parse_keywords("human,agent,operator"),
             history_messages: 10,
+            outbound: DestinationPolicy {
+                service_ranges: DEFAULT_SERVICE_CIDR
+                    .parse()
+                    .expect("the default service range parses"),
+                ..DestinationPolicy::default()
+            },
         }
     }
 }
@@ -230,6 +243,7 @@ impl Args {
             embedding,
             handoff_keywords,
             history_messages: 10,
+            outbound: self.outbound.policy(),
         })
     }
 }
@@ -354,6 +368,9 @@ mod tests {
         assert!(c.llm.is_none() && c.embedding.is_none());
         assert_eq!(c.handoff_keywords.len(), 3);
         assert_eq!(c.signing_key, b"a-test-signing-key");
+        assert_eq!(c.outbound, Config::new("acme", "k").outbound);
+        assert!(c.outbound.allow.is_empty());
+        assert_eq!(c.outbound.service_ranges.to_string(), "10.96.0.0/12");
     }
 
     #[test]
@@ -374,6 +391,8 @@ mod tests {
             ("--llm-endpoint", "ftp://x", "LLM_ENDPOINT"),
             ("--llm-endpoint", "not a url", "LLM_ENDPOINT"),
             ("--visibility", "secret", "RETRIEVAL_VISIBILITY"),
+            ("--outbound-allow", "10.0.0.0/40", "XIN_OUTBOUND_ALLOW"),
+            ("--service-cidr", "cluster", "XIN_SERVICE_CIDR"),
         ] {
             let e = parse(&[&format!("{flag}={value}")]).unwrap_err();
             assert!(e.contains(var), "{flag}={value}: {e}");

@@ -15,12 +15,12 @@ pub mod retrieval;
 
 use std::ops::Deref;
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
 use sqlx::PgPool;
 use xin_runtime::HttpMetrics;
+use xin_runtime::outbound::{Outbound, Verdict, redact_url};
 
 pub use config::Config;
 use llm::Llm;
@@ -52,14 +52,9 @@ impl Orchestrator {
     /// embedding index and keeps it fresh in the background. A failed first load is logged
     /// and retried by the refresher; retrieval is lexical only until it succeeds.
     pub async fn new(config: Config, pool: PgPool, http: &HttpMetrics) -> Result<Self, String> {
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let client = reqwest::Client::builder()
-            // Redirects could lead a tenant-supplied endpoint anywhere; none are followed.
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5))
-            .pool_idle_timeout(Duration::from_secs(60))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        // The LLM and embedding endpoints are the tenant's: only the outbound client calls them.
+        let client = Outbound::new(config.outbound.clone(), http)?;
+        warn_refused_endpoints(&config, &client);
         let metrics = OrchestratorMetrics::register(http);
         let retriever = Retriever::new(
             config.retrieval.clone(),
@@ -90,6 +85,29 @@ impl Orchestrator {
             llm,
             metrics,
         })))
+    }
+}
+
+/// An endpoint the outbound policy refuses by its literal host is refused on every call
+/// (and the answer degrades); say so once at start rather than only per message. Not a
+/// startup error: the endpoint is the tenant's, and the rest of the service still works.
+fn warn_refused_endpoints(config: &Config, client: &Outbound) {
+    let endpoints = [
+        ("LLM_ENDPOINT", config.llm.as_ref().map(|l| &l.endpoint)),
+        (
+            "EMBEDDING_ENDPOINT",
+            config.embedding.as_ref().map(|e| &e.endpoint),
+        ),
+    ];
+    for (var, endpoint) in endpoints {
+        if let Some(Verdict::Refused(reason)) = endpoint.map(|e| client.policy().check_url(e)) {
+            tracing::warn!(
+                variable = var,
+                reason = reason.as_str(),
+                url = %redact_url(endpoint.map(String::as_str).unwrap_or_default()),
+                "endpoint is not an allowed destination (XIN_OUTBOUND_ALLOW can allow it); every call to it is refused"
+            );
+        }
     }
 }
 

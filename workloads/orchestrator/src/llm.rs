@@ -1,11 +1,14 @@
 //! Answers through an OpenAI-compatible `POST {LLM_ENDPOINT}/v1/chat/completions`: the model,
-//! then on a timeout, connection error, error status or unparsable answer the fallback model,
-//! then an extractive answer from the best retrieved chunk. Without an endpoint every answer
-//! is extractive. The API key is sent as a bearer token and never logged.
+//! then on a timeout, connection error, refused destination, error status or unparsable
+//! answer the fallback model, then an extractive answer from the best retrieved chunk.
+//! Without an endpoint every answer is extractive. The endpoint is the tenant's: it is called
+//! through the outbound client ([`xin_runtime::outbound`]), which refuses internal
+//! destinations. The API key is sent as a bearer token and never logged.
 
 use std::time::Instant;
 
 use serde_json::{Value, json};
+use xin_runtime::outbound::{Limits, Outbound, OutboundError};
 
 use crate::config::LlmConfig;
 use crate::metrics::OrchestratorMetrics;
@@ -54,7 +57,7 @@ pub struct Failure {
 
 #[derive(Clone)]
 pub struct Llm {
-    http: reqwest::Client,
+    http: Outbound,
     config: Option<LlmConfig>,
     url: String,
     metrics: OrchestratorMetrics,
@@ -68,15 +71,18 @@ pub struct Turn {
 }
 
 impl Llm {
-    pub fn new(
-        config: Option<LlmConfig>,
-        http: reqwest::Client,
-        metrics: OrchestratorMetrics,
-    ) -> Self {
+    pub fn new(config: Option<LlmConfig>, http: Outbound, metrics: OrchestratorMetrics) -> Self {
         let url = config
             .as_ref()
             .map(|c| format!("{}/v1/chat/completions", c.endpoint))
             .unwrap_or_default();
+        let http = http.with_limits(Limits {
+            timeout: config
+                .as_ref()
+                .map_or(Limits::default().timeout, |c| c.timeout),
+            max_response_bytes: MAX_RESPONSE_BYTES,
+            ..Limits::default()
+        });
         Llm {
             http,
             config,
@@ -158,12 +164,12 @@ impl Llm {
         messages: &[Value],
     ) -> Result<String, Failure> {
         let body = json!({"model": model, "messages": messages, "temperature": 0.2, "max_tokens": MAX_ANSWER_TOKENS});
-        let mut req = self.http.post(&self.url).timeout(cfg.timeout).json(&body);
+        let mut req = self.http.post(&self.url).json(&body);
         if let Some(k) = &cfg.api_key {
             req = req.bearer_auth(k);
         }
-        let resp = req.send().await.map_err(|e| failure(&e))?;
-        let status = resp.status();
+        let resp = self.http.send(req).await.map_err(|e| failure(&e))?;
+        let status = resp.status;
         if !status.is_success() {
             return Err(Failure {
                 outcome: if status.is_server_error() {
@@ -174,69 +180,24 @@ impl Llm {
                 detail: format!("answered {status}"),
             });
         }
-        let bytes = read_limited(resp, MAX_RESPONSE_BYTES)
-            .await
-            .map_err(|detail| Failure {
-                outcome: if detail.contains("timed out") {
-                    "timeout"
-                } else {
-                    "error"
-                },
-                detail,
-            })?;
-        parse_completion(&bytes).map_err(|detail| Failure {
+        parse_completion(&resp.body).map_err(|detail| Failure {
             outcome: "unparsable",
             detail,
         })
     }
 }
 
-fn failure(e: &reqwest::Error) -> Failure {
-    let outcome = if e.is_timeout() {
-        "timeout"
-    } else if e.is_connect() {
-        "connect_error"
-    } else {
-        "error"
+fn failure(e: &OutboundError) -> Failure {
+    let outcome = match e {
+        OutboundError::Timeout => "timeout",
+        OutboundError::Connect(_) => "connect_error",
+        OutboundError::DestinationNotAllowed { .. } => "destination_not_allowed",
+        _ => "error",
     };
     Failure {
         outcome,
-        detail: describe(e),
+        detail: e.to_string(),
     }
-}
-
-/// A reqwest error without its URL, with its innermost cause (e.g. "connection refused").
-pub fn describe(e: &reqwest::Error) -> String {
-    let kind = if e.is_timeout() {
-        "timed out"
-    } else if e.is_connect() {
-        "connection failed"
-    } else if e.is_body() || e.is_decode() {
-        "reading the response failed"
-    } else {
-        "request failed"
-    };
-    let mut inner: &dyn std::error::Error = e;
-    while let Some(s) = inner.source() {
-        inner = s;
-    }
-    if std::ptr::addr_eq(inner, e as &dyn std::error::Error) {
-        kind.to_string()
-    } else {
-        format!("{kind}: {inner}")
-    }
-}
-
-/// The body, refused past `limit` bytes.
-pub async fn read_limited(mut resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    while let Some(chunk) = resp.chunk().await.map_err(|e| describe(&e))? {
-        if out.len() + chunk.len() > limit {
-            return Err(format!("response larger than {limit} bytes"));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 /// Asked of the LLM for one answer (`max_tokens`).

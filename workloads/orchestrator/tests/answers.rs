@@ -308,3 +308,52 @@ async fn an_unreachable_endpoint_or_none_at_all_answers_extractively() {
             .contains("orchestrator_llm_request_seconds_count")
     );
 }
+
+#[tokio::test]
+async fn an_llm_on_loopback_is_refused_without_the_allow_list_and_the_refusal_is_counted() {
+    let llm = StandIn::start().await;
+    let mut c = with_llm("acme", &llm.url, Some("backup"), Duration::from_secs(2));
+    // The default policy, as without XIN_OUTBOUND_ALLOW: loopback is refused.
+    c.outbound = xin_orchestrator::Config::new("acme", KEY).outbound;
+    let h = start(&database().await, c).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    xin_runtime::serve_metrics(([127, 0, 0, 1], port).into(), h.metrics.clone(), "the test")
+        .await
+        .unwrap();
+    seed_faq(&h).await;
+    let id = h.conversation("dave").await;
+    let r = h.say(&id, json!({"text": "When do orders ship?"})).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["answer"]["path"], "extractive");
+    assert_eq!(
+        r.json()["answer"]["text"],
+        "Orders ship within two business days from our warehouse."
+    );
+    assert!(
+        llm.requests().is_empty(),
+        "a refused endpoint is never called"
+    );
+    let m = h
+        .client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        // Both the model and the fallback were refused.
+        "xin_outbound_refused_total{reason=\"loopback\"} 2",
+        "orchestrator_llm_request_seconds_count{model=\"primary\",outcome=\"destination_not_allowed\"} 1",
+        "orchestrator_llm_request_seconds_count{model=\"backup\",outcome=\"destination_not_allowed\"} 1",
+        "orchestrator_answers_total{path=\"extractive\"} 1",
+    ] {
+        assert!(m.contains(series), "{series} missing from\n{m}");
+    }
+    assert!(!m.contains("sk-test-secret"));
+}

@@ -116,7 +116,10 @@ fn rendered_env(c: &mut Command, db: &str, http: u16, metrics: u16) {
         .env("LLM_ENDPOINT", closed_port_url())
         .env("LLM_MODEL", "m")
         .env("LLM_TIMEOUT_SECONDS", "1")
-        .env("LLM_API_KEY", "sk-never-printed");
+        .env("LLM_API_KEY", "sk-never-printed")
+        .env("XIN_SERVICE_CIDR", "10.96.0.0/12")
+        // The stand-ins listen on loopback, which is refused by default.
+        .env("XIN_OUTBOUND_ALLOW", "127.0.0.1/32");
 }
 
 /// Kills the process when a failed assertion unwinds before the test stops it itself.
@@ -208,6 +211,9 @@ async fn the_binary_refuses_bad_configuration_naming_the_variable() {
         ("RETRIEVAL_VISIBILITY", "everyone"),
         ("TENANT_SIGNING_KEY", ""),
         ("TENANT_SIGNING_KEY", "too-short"),
+        ("XIN_OUTBOUND_ALLOW", "127.0.0.1/33"),
+        ("XIN_OUTBOUND_DENY", "http://x"),
+        ("XIN_SERVICE_CIDR", "cluster"),
     ] {
         let mut c = binary();
         rendered_env(
@@ -254,6 +260,9 @@ async fn the_binary_refuses_bad_configuration_naming_the_variable() {
         "HANDOFF_KEYWORDS",
         "TENANT_TIME_ZONE",
         "XIN_NAMESPACE",
+        "XIN_OUTBOUND_ALLOW",
+        "XIN_OUTBOUND_DENY",
+        "XIN_SERVICE_CIDR",
     ] {
         assert!(help.contains(var), "--help does not mention {var}");
     }

@@ -16,7 +16,7 @@ use xin_orchestrator::retrieval::{
 
 /// A lexical retriever with the tenant's word statistics loaded, as at start.
 async fn lexical(cfg: RetrievalConfig, pool: &PgPool) -> Retriever {
-    let r = Retriever::new(cfg, None, http_client());
+    let r = Retriever::new(cfg, None, outbound());
     r.refresh_term_stats(pool).await.unwrap();
     r
 }
@@ -321,7 +321,7 @@ async fn the_hybrid_weight_moves_between_lexical_and_vector_order() {
             api_key: None,
             refresh: Duration::from_secs(3600),
         };
-        Retriever::new(cfg, Some(&e), http_client())
+        Retriever::new(cfg, Some(&e), outbound())
     };
     let q = "how do I reset my password";
 
@@ -486,7 +486,7 @@ async fn the_fulltext_index_drives_lexical_lookups_with_no_superuser_step() {
     let fresh = xin_store::connect(&url, 1).await.unwrap();
     let p = plan(fresh.clone()).await;
     assert!(p.contains("knowledge_chunks_tsv"), "{p}");
-    let got = Retriever::new(RetrievalConfig::default(), None, http_client())
+    let got = Retriever::new(RetrievalConfig::default(), None, outbound())
         .retrieve(&fresh, "needle", &[])
         .await
         .unwrap();

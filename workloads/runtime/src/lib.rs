@@ -1,7 +1,8 @@
 //! What every Xin workload binary shares: JSON logs carrying a `correlation_id` (taken from
 //! `X-Request-ID` or generated, and echoed), Prometheus metrics `http_requests_total` and
 //! `http_request_latency_seconds` by route, method and status code, JSON error bodies, a
-//! metrics server that fails clearly when its port is taken, and shutdown on SIGTERM.
+//! metrics server that fails clearly when its port is taken, shutdown on SIGTERM, and
+//! [`outbound`], the one HTTP client for tenant-supplied URLs.
 #![forbid(unsafe_code)]
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing::Instrument;
 
+pub mod outbound;
 pub mod signing;
 pub mod telemetry;
 
@@ -41,7 +43,8 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// An HTTP client for calls to other services and providers, with rustls on the `ring`
+/// An HTTP client for calls to other services and providers (never to a tenant-supplied
+/// URL: those go through [`outbound::Outbound`]), with rustls on the `ring`
 /// provider (installed here once; kube and sqlx use it too).
 pub fn http_client(timeout: std::time::Duration) -> reqwest::Client {
     let _ = rustls::crypto::ring::default_provider().install_default();

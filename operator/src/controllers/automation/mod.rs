@@ -3,7 +3,8 @@
 //! controller writes only `observedGeneration` and `conditions`.
 //!
 //! One pass: [`resolve`] (the Tenant, the Secrets the action names) → [`validate`] (the
-//! schedule and its time zone) → status. A rule has no children.
+//! schedule and its time zone, the webhook and CRM URLs' destinations) → status. A rule has
+//! no children.
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use super::Context;
 use super::resolve::{owning_tenant, secret_exists, secret_key};
 use super::runner::{Extra, Pass, Reconcile, status_fields};
 use crate::conditions::{Health, reason, types};
+use crate::config::Config;
 use crate::error::{OnObject, ResolveError, Result, ValidateError, object_name};
 
 /// Parses a standard 5-field crontab expression (minute hour day-of-month month day-of-week,
@@ -75,8 +77,22 @@ async fn resolve(
     Ok(tenant)
 }
 
-/// The schedule parses as a 5-field crontab, in a time zone the tz database knows.
-pub fn validate(rule: &AutomationRule, tenant: &Tenant) -> std::result::Result<(), ValidateError> {
+/// The webhook and CRM URLs are not destinations the outbound policy refuses by their
+/// literal host (the worker checks what names resolve to), and the schedule parses as a
+/// 5-field crontab, in a time zone the tz database knows.
+pub fn validate(
+    rule: &AutomationRule,
+    tenant: &Tenant,
+    config: &Config,
+) -> std::result::Result<(), ValidateError> {
+    let a = &rule.spec.action;
+    let policy = config.destination_policy();
+    if let Some(w) = &a.webhook {
+        ValidateError::check_destination(&policy, "spec.action.webhook.url", &w.url)?;
+    }
+    if let Some(c) = &a.crm {
+        ValidateError::check_destination(&policy, "spec.action.crm.endpoint", &c.endpoint)?;
+    }
     let Some(s) = &rule.spec.trigger.schedule else {
         return Ok(());
     };
@@ -150,7 +166,7 @@ impl Reconcile for AutomationRule {
     ) -> Result<Pass<AutomationRuleStatus>> {
         let object = object_name(rule.as_ref());
         let checked = match resolve(&rule, &ctx).await.on(&object) {
-            Ok(tenant) => validate(&rule, &tenant).on(&object),
+            Ok(tenant) => validate(&rule, &tenant, &ctx.config).on(&object),
             Err(e) => Err(e),
         };
         let pass = match checked {
@@ -232,10 +248,22 @@ mod pipeline_tests {
                 "bad-time-zone",
                 serde_json::json!({"trigger": {"schedule": {"cron": "0 9 * * *", "timeZone": "Mars/Olympus"}}, "action": webhook}),
             ),
+            (
+                "refused-webhook",
+                serde_json::json!({"trigger": {"schedule": {"cron": "0 9 * * 1-5"}},
+                    "action": {"webhook": {"url": "http://hooks.example@169.254.169.254/latest?token=x"}}}),
+            ),
+            (
+                "refused-crm",
+                serde_json::json!({"trigger": {"schedule": {"cron": "0 9 * * 1-5"}},
+                    "action": {"crm": {"endpoint": "http://crm.sales.svc.cluster.local/api",
+                        "authSecretRef": {"name": "crm", "key": "token"}, "bodyTemplate": "{}"}}}),
+            ),
         ];
+        let config = crate::config::Config::for_tests();
         for (name, spec) in cases {
             let r = rule(spec);
-            let pass = match validate(&r, &t) {
+            let pass = match validate(&r, &t, &config) {
                 Ok(()) => status(&r),
                 Err(e) => Pass::stalled(
                     r.current_status(),
@@ -252,9 +280,29 @@ mod pipeline_tests {
             );
             assert_eq!(
                 out.stalled,
-                name == "six-fields" || name == "bad-time-zone",
+                name != "valid" && name != "suspended",
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn refused_destinations_name_the_field_and_the_allow_list_lifts_them() {
+        let t = crate::builders::tenant::tests::tenant("acme");
+        let r = rule(
+            serde_json::json!({"trigger": {"event": {"types": ["ConversationClosed"]}},
+            "action": {"webhook": {"url": "http://10.20.0.7:8080/hook?sig=secret"}}}),
+        );
+        let mut config = crate::config::Config::for_tests();
+        let e = validate(&r, &t, &config).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.action.webhook.url http://10.20.0.7:8080/hook is not an allowed destination: a private address"
+        );
+        config.outbound_allow = "10.20.0.0/16".parse().unwrap();
+        assert!(validate(&r, &t, &config).is_ok());
+        config.outbound_deny = "10.20.0.7".parse().unwrap();
+        let e = validate(&r, &t, &config).unwrap_err();
+        assert!(e.to_string().ends_with("on the outbound deny list"), "{e}");
     }
 }

@@ -3,7 +3,8 @@
 //! one whose Job was deleted before its result was recorded is not run twice.
 //!
 //! One pass: [`resolve`] (the Tenant, the sources' ConfigMap and Secret, the Job as it is) →
-//! [`decide`] (pure: create the Job, wait, follow it, or stop) → create → [`status`].
+//! [`decide`] (pure: create the Job, wait, follow it, or stop) → [`validate_sources`] before a
+//! create → create → [`status`].
 
 pub mod status;
 
@@ -22,7 +23,8 @@ use super::runner::{Note, Pass, Reconcile, Requeue, status_fields};
 use crate::builders::MANAGER;
 use crate::builders::ingestion::{build_ingestion_job, job_name};
 use crate::conditions::reason;
-use crate::error::{ApplyError, Error, OnObject, ResolveError, Result, object_name};
+use crate::config::Config;
+use crate::error::{ApplyError, Error, OnObject, ResolveError, Result, ValidateError, object_name};
 
 /// What to do with an IngestionJob, decided from its status and its Job.
 #[derive(Clone, Debug, PartialEq)]
@@ -47,6 +49,24 @@ pub fn decide(ij: &IngestionJob, job: Option<&Job>) -> Decision {
         None if current.job_name.is_some() => Decision::JobMissing,
         None => Decision::Create,
     }
+}
+
+/// The URL sources and the S3 endpoint are not destinations the outbound policy refuses by
+/// their literal host (the worker checks what names resolve to). Checked before the Job is
+/// created: the spec cannot change afterwards.
+pub fn validate_sources(
+    ij: &IngestionJob,
+    config: &Config,
+) -> std::result::Result<(), ValidateError> {
+    let src = &ij.spec.source;
+    let policy = config.destination_policy();
+    for (i, url) in src.url.iter().flat_map(|u| u.urls.iter()).enumerate() {
+        ValidateError::check_destination(&policy, format!("spec.source.url.urls[{i}]"), url)?;
+    }
+    if let Some(s3) = &src.s3 {
+        ValidateError::check_destination(&policy, "spec.source.s3.endpoint", &s3.endpoint)?;
+    }
+    Ok(())
 }
 
 /// What the sources refer to exists.
@@ -158,6 +178,9 @@ impl Reconcile for IngestionJob {
                     Err(e) if e.user_fixable() => return Ok(pending(&e)),
                     Err(e) => return Err(e),
                 };
+                if let Err(e) = validate_sources(&ij, &ctx.config).on(&object) {
+                    return Ok(pending(&e));
+                }
                 match resolve_sources(&ij, &ctx).await.on(&object) {
                     Err(e) if e.user_fixable() => return Ok(pending(&e)),
                     other => other?,

@@ -210,6 +210,37 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_source_stalls_before_any_job_is_created() {
+        let config = crate::config::Config::for_tests();
+        let with = |source: serde_json::Value| {
+            let mut obj = ij(serde_json::json!({}));
+            obj.spec.source = serde_json::from_value(source).unwrap();
+            obj
+        };
+        let refused = with(serde_json::json!({"url": {"urls": [
+            "https://docs.example.com/faq",
+            "http://[::ffff:169.254.169.254]/latest/meta-data/iam?x=1",
+        ]}}));
+        let e = super::super::validate_sources(&refused, &config).unwrap_err();
+        let e = Error::new("IngestionJob xin-acme/faq", e);
+        let out = Pass::stalled(pending(&refused), &e).outcome(&refused, &now());
+        golden::check("ingestion/refused-source.status", &out);
+        assert!(out.stalled);
+        let s3 = with(
+            serde_json::json!({"s3": {"endpoint": "http://minio.storage.svc:9000",
+            "bucket": "docs", "credentialsSecretRef": {"name": "s3"}}}),
+        );
+        let e = super::super::validate_sources(&s3, &config).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "spec.source.s3.endpoint http://minio.storage.svc:9000/ is not an allowed destination: a cluster-internal host name"
+        );
+        let fine = with(serde_json::json!({"url": {"urls": ["https://docs.example.com/faq"]}}));
+        assert!(super::super::validate_sources(&fine, &config).is_ok());
+        assert!(super::super::validate_sources(&ij(serde_json::json!({})), &config).is_ok());
+    }
+
+    #[test]
     fn the_job_runs_the_worker_with_its_configuration_digest() {
         let t = crate::builders::tenant::tests::tenant("acme");
         let job = crate::builders::ingestion::build_ingestion_job(

@@ -59,7 +59,7 @@ impl Reconcile for Tenant {
         let resolved = resolve::resolve(&tenant, namespace, &ctx)
             .await
             .on(&object)?;
-        let mut validated = validate::validate(&tenant, resolved, &object);
+        let mut validated = validate::validate(&tenant, resolved, &object, &ctx.config);
         database::step(&mut validated, &ctx, &object).await;
         let children = children::build_tenant_children(&validated, &ctx.config).on(&object)?;
         apply::apply(&tenant, children, &ctx).await.on(&object)?;

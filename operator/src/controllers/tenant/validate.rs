@@ -1,5 +1,7 @@
 //! The checks of a Tenant the API server's schema cannot make: its namespace is not the
-//! operator's own, and its time zone is one the tz database knows.
+//! operator's own, its time zone is one the tz database knows, and its LLM endpoint is not a
+//! destination the outbound policy refuses by its literal host (no DNS here: the workloads
+//! check what names resolve to).
 
 use xin_api::tenant::{Tenant, tenant_namespace};
 
@@ -36,8 +38,14 @@ pub fn namespace(tenant: &Tenant, config: &Config) -> Result<String, ValidateErr
 }
 
 /// Turns what was resolved into a [`ValidatedTenant`]: a time zone the tz database does not
-/// know, like a missing Secret, keeps the workloads from being built.
-pub fn validate(tenant: &Tenant, resolved: Resolved, object: &str) -> ValidatedTenant {
+/// know or a refused LLM endpoint, like a missing Secret, keeps the workloads from being
+/// built.
+pub fn validate(
+    tenant: &Tenant,
+    resolved: Resolved,
+    object: &str,
+    config: &Config,
+) -> ValidatedTenant {
     let tz = &tenant.spec.time_zone;
     let workloads = match resolved.workloads {
         _ if tz.parse::<chrono_tz::Tz>().is_err() => Err(Problem::from(&Error::new(
@@ -47,7 +55,9 @@ pub fn validate(tenant: &Tenant, resolved: Resolved, object: &str) -> ValidatedT
                 value: tz.clone(),
             },
         ))),
-        Ok(w) => Ok(w),
+        Ok(w) => llm_destination(tenant, config)
+            .map(|()| w)
+            .map_err(|e| Problem::from(&Error::new(object, e))),
         Err(e) => Err(Problem::from(&e)),
     };
     ValidatedTenant {
@@ -59,9 +69,114 @@ pub fn validate(tenant: &Tenant, resolved: Resolved, object: &str) -> ValidatedT
     }
 }
 
+fn llm_destination(tenant: &Tenant, config: &Config) -> Result<(), ValidateError> {
+    match &tenant.spec.llm {
+        Some(llm) => ValidateError::check_destination(
+            &config.destination_policy(),
+            "spec.llm.endpoint",
+            &llm.endpoint,
+        ),
+        None => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+    use xin_api::routes::Routes;
+
+    use super::super::resolve::WorkloadInputs;
+    use super::super::status::pass;
     use super::*;
+    use crate::conditions::reason;
+
+    fn with_llm(endpoint: &str) -> Tenant {
+        let mut t = crate::builders::tenant::tests::tenant("acme");
+        t.spec.llm = Some(
+            serde_json::from_value(serde_json::json!({"endpoint": endpoint, "model": "m"}))
+                .unwrap(),
+        );
+        t
+    }
+
+    fn resolved() -> Resolved {
+        Resolved {
+            namespace: "xin-acme".into(),
+            channels: 0,
+            rules: 0,
+            workloads: Ok(WorkloadInputs {
+                db_url: b"postgres://acme@db/acme".to_vec(),
+                database_plan: super::super::database::DatabasePlan::Managed {
+                    existing_url: None,
+                    rotation_handled: None,
+                },
+                database: None,
+                llm_key: vec![],
+                signing_key: b"signing-key-of-acme".to_vec(),
+                routes: Routes {
+                    tenant: "acme".into(),
+                    channels: vec![],
+                },
+                live_channels: vec![],
+                gateway_waits: false,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_refused_llm_endpoint_keeps_the_workloads_from_being_built() {
+        let config = Config::for_tests();
+        for (endpoint, refused) in [
+            (
+                "http://169.254.169.254/latest",
+                Some("a cloud metadata address"),
+            ),
+            ("http://user:pw@0x7f.1:8000/v1", Some("a loopback address")),
+            ("http://good.example@10.0.0.5/", Some("a private address")),
+            (
+                "http://ollama.models.svc:11434",
+                Some("a cluster-internal host name"),
+            ),
+            ("https://llm.example.com/v1", None),
+        ] {
+            let t = with_llm(endpoint);
+            let v = validate(&t, resolved(), "Tenant acme", &config);
+            match (refused, &v.workloads) {
+                (None, Ok(_)) => {}
+                (Some(why), Err(p)) => {
+                    assert_eq!(p.reason, reason::DESTINATION_NOT_ALLOWED, "{endpoint}");
+                    assert!(
+                        p.message.starts_with("spec.llm.endpoint http") && p.message.ends_with(why),
+                        "{endpoint}: {}",
+                        p.message
+                    );
+                    assert!(!p.message.contains("pw@"), "{}", p.message);
+                    let now = Time("2026-11-30T12:00:00Z".parse().unwrap());
+                    let out = pass(&v, &Default::default()).outcome(&t, &now);
+                    assert!(out.stalled, "{endpoint}");
+                }
+                (want, got) => panic!("{endpoint}: want {want:?}, got {got:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn the_operators_allow_list_lifts_the_refusal() {
+        let t = with_llm("http://10.20.0.7:8000");
+        let strict = Config::for_tests();
+        assert!(
+            validate(&t, resolved(), "Tenant acme", &strict)
+                .workloads
+                .is_err()
+        );
+        let mut on_prem = Config::for_tests();
+        on_prem.outbound_allow = "10.20.0.0/16".parse().unwrap();
+        assert!(
+            validate(&t, resolved(), "Tenant acme", &on_prem)
+                .workloads
+                .is_ok()
+        );
+    }
 
     #[test]
     fn the_platforms_namespaces_are_reserved() {

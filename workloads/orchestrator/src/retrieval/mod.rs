@@ -33,6 +33,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 use sqlx::PgPool;
+use xin_runtime::outbound::{Limits, Outbound};
 
 use crate::config::{EmbeddingConfig, RetrievalConfig};
 pub use index::{CHANGED_EVERY, EmbeddingIndex, FULL_RELOAD, dot, normalise};
@@ -191,16 +192,20 @@ pub struct Retriever {
 }
 
 impl Retriever {
+    /// `http` is the outbound client: the embedding endpoint is the tenant's.
     pub fn new(
         config: RetrievalConfig,
         embedding: Option<&EmbeddingConfig>,
-        http: reqwest::Client,
+        http: Outbound,
     ) -> Self {
         let embedder = embedding.map(|e| Embedder {
-            http,
+            http: http.with_limits(Limits {
+                timeout: e.timeout,
+                max_response_bytes: crate::llm::MAX_RESPONSE_BYTES,
+                ..Limits::default()
+            }),
             url: format!("{}/v1/embeddings", e.endpoint),
             model: e.model.clone(),
-            timeout: e.timeout,
             api_key: e.api_key.clone(),
         });
         Retriever {
@@ -527,10 +532,10 @@ pub fn matched_weight<'a>(matched: impl Iterator<Item = &'a i32>, idf: &[f64]) -
 /// The question's embedding from an OpenAI-compatible `/v1/embeddings`.
 #[derive(Clone)]
 struct Embedder {
-    http: reqwest::Client,
+    /// Bounded by the embedding timeout and the response limit.
+    http: Outbound,
     url: String,
     model: String,
-    timeout: Duration,
     api_key: Option<String>,
 }
 
@@ -539,17 +544,16 @@ impl Embedder {
         let mut req = self
             .http
             .post(&self.url)
-            .timeout(self.timeout)
             .json(&serde_json::json!({"model": self.model, "input": text}));
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k);
         }
-        let resp = req.send().await.map_err(|e| crate::llm::describe(&e))?;
-        let status = resp.status();
+        let resp = self.http.send(req).await.map_err(|e| e.to_string())?;
+        let status = resp.status;
         if !status.is_success() {
             return Err(format!("embedding endpoint answered {status}"));
         }
-        let body = crate::llm::read_limited(resp, crate::llm::MAX_RESPONSE_BYTES).await?;
+        let body = resp.body;
         #[derive(serde::Deserialize)]
         struct Item {
             embedding: Vec<f32>,

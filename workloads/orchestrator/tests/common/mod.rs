@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use sqlx::PgPool;
 use xin_orchestrator::{Config, Orchestrator, app};
 use xin_runtime::HttpMetrics;
+use xin_runtime::outbound::{DestinationPolicy, Outbound};
 use xin_runtime::signing::sign;
 
 pub const KEY: &[u8] = b"tenant-signing-key";
@@ -38,14 +39,25 @@ pub struct Harness {
     pub client: reqwest::Client,
 }
 
-/// An HTTP client (the crypto provider installed first, as `main` does).
-pub fn http_client() -> reqwest::Client {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    reqwest::Client::new()
+/// The outbound policy of the tests: the stand-ins listen on loopback, which is refused by
+/// default, so it is allowed (as `XIN_OUTBOUND_ALLOW=127.0.0.1/32` would).
+pub fn loopback_allowed() -> DestinationPolicy {
+    DestinationPolicy {
+        allow: "127.0.0.1/32".parse().unwrap(),
+        ..Config::new("t", KEY).outbound
+    }
 }
 
+/// An outbound client that may reach the stand-ins, with its own metrics registry.
+pub fn outbound() -> Outbound {
+    Outbound::new(loopback_allowed(), &HttpMetrics::default()).unwrap()
+}
+
+/// The configuration of `tenant`, allowed to reach the stand-ins on loopback.
 pub fn config(tenant: &str) -> Config {
-    Config::new(tenant, KEY)
+    let mut c = Config::new(tenant, KEY);
+    c.outbound = loopback_allowed();
+    c
 }
 
 /// The orchestrator of `config.tenant` on the database `url`, served on 127.0.0.1:<free>.
