@@ -202,6 +202,46 @@ impl Stack {
         })
     }
 
+    /// POSTs a provider webhook to the gateway and prints its answer.
+    async fn webhook(
+        &self,
+        path: &'static str,
+        headers: Vec<(&'static str, String)>,
+        body: String,
+    ) -> Result<(), String> {
+        let gw = self.gw_addr.clone();
+        let r = tokio::task::spawn_blocking(move || {
+            let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            http(&gw, "POST", path, &h, body.as_bytes())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("gateway unreachable")?;
+        println!("    webhook answered {} {}", r.status, r.body.trim());
+        Ok(())
+    }
+
+    /// The first call to `stand_in` whose path ends with `suffix`, within 30 s.
+    async fn wait_for(&self, stand_in: &StandIn, suffix: &str) -> Result<Recorded, String> {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(s) = stand_in
+                .requests()
+                .into_iter()
+                .find(|r| r.path.ends_with(suffix))
+            {
+                return Ok(s);
+            }
+            if std::time::Instant::now() > deadline {
+                return Err(format!(
+                    "no {suffix} call within 30 s; gateway log: {}",
+                    self.gw.log.display()
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     fn channel(&self, name: &str) -> Result<Value, String> {
         self.routes["channels"]
             .as_array()
@@ -276,40 +316,17 @@ async fn globex_message(stack: &Stack, meta: &StandIn) -> Result<(), String> {
         Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
     mac.update(body.as_bytes());
     let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let gw = stack.gw_addr.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        http(
-            &gw,
-            "POST",
+    stack
+        .webhook(
             "/webhooks/whatsapp",
-            &[
-                ("X-Hub-Signature-256", signature.as_str()),
-                ("X-Request-ID", "demo-whatsapp-1"),
+            vec![
+                ("X-Hub-Signature-256", signature),
+                ("X-Request-ID", "demo-whatsapp-1".into()),
             ],
-            body.as_bytes(),
+            body,
         )
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .ok_or("gateway unreachable")?;
-    println!("    webhook answered {} {}", r.status, r.body.trim());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let sent = loop {
-        if let Some(s) = meta
-            .requests()
-            .into_iter()
-            .find(|r| r.path.ends_with("/messages"))
-        {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "no Graph API call within 30 s; gateway log: {}",
-                stack.gw.log.display()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        .await?;
+    let sent = stack.wait_for(meta, "/messages").await?;
     println!("    Graph API stand-in got: {}", sent.json());
     Ok(())
 }
@@ -396,40 +413,17 @@ async fn acme_messages(stack: &Stack, telegram: &StandIn) -> Result<(), String> 
         "chat": {"id": 5000000001i64, "type": "private"}, "from": {"id": 5000000001i64, "is_bot": false, "first_name": "Demo"},
         "text": question}})
     .to_string();
-    let gw3 = gw_addr.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        http(
-            &gw3,
-            "POST",
+    stack
+        .webhook(
             "/webhooks/telegram",
-            &[
-                ("X-Telegram-Bot-Api-Secret-Token", token.as_str()),
-                ("X-Request-ID", "demo-telegram-1"),
+            vec![
+                ("X-Telegram-Bot-Api-Secret-Token", token),
+                ("X-Request-ID", "demo-telegram-1".into()),
             ],
-            update.as_bytes(),
+            update,
         )
-    })
-    .await
-    .map_err(|e| e.to_string())?
-    .ok_or("gateway unreachable")?;
-    println!("    webhook answered {} {}", r.status, r.body.trim());
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    let sent = loop {
-        if let Some(s) = telegram
-            .requests()
-            .into_iter()
-            .find(|r| r.path.ends_with("/sendMessage"))
-        {
-            break s;
-        }
-        if std::time::Instant::now() > deadline {
-            return Err(format!(
-                "no sendMessage within 30 s; gateway log: {}",
-                stack.gw.log.display()
-            ));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+        .await?;
+    let sent = stack.wait_for(telegram, "/sendMessage").await?;
     println!("    Telegram stand-in got sendMessage: {}", sent.json());
 
     Ok(())
