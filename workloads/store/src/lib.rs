@@ -5,7 +5,9 @@
 //! database only and has data rights only there (`docs/security.md`).
 #![forbid(unsafe_code)]
 
+mod migrations;
 pub mod provision;
+mod roles;
 
 use std::time::Duration;
 

@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{AssertSqlSafe, PgPool};
 
+pub use crate::migrations::migrate_as_owner;
+pub use crate::roles::runtime_role_powers;
+
 /// The names of one Tenant's database and roles, derived from its UID (never its name: a
 /// Tenant re-created with the same name gets new, empty ones).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -363,119 +366,4 @@ fn url_host(host: &str) -> String {
     } else {
         host.to_string()
     }
-}
-
-/// The migrations step: connects as the schema's owner, applies the embedded migrations, and
-/// gives `runtime_role` data rights on every table (read-only on the migrations' own table).
-/// `lock_down_schema` also takes `PUBLIC`'s rights on the `public` schema away (a database the
-/// operator made; a team's own database keeps what its owner set). Returns the schema version.
-pub async fn migrate_as_owner(
-    owner_url: &str,
-    runtime_role: &str,
-    lock_down_schema: bool,
-) -> Result<i64, ProvisionError> {
-    let opts: PgConnectOptions = owner_url
-        .parse()
-        .map_err(|e: sqlx::Error| ProvisionError::AdminUrl(e.to_string()))?;
-    // A pool of one rather than a bare connection: the migrator's future over a pool is
-    // `Send` for any caller (an operator's reconcile runs on a multi-threaded runtime).
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(std::time::Duration::from_secs(15))
-        .connect_with(opts)
-        .await
-        .map_err(sql("connecting as the schema's owner"))?;
-    let result = migrate_on(&pool, runtime_role, lock_down_schema).await;
-    pool.close().await;
-    result
-}
-
-async fn migrate_on(
-    pool: &PgPool,
-    runtime_role: &str,
-    lock_down_schema: bool,
-) -> Result<i64, ProvisionError> {
-    let role = runtime_role.replace('"', "\"\"");
-    let mut before = vec![];
-    if lock_down_schema {
-        before.push((
-            "revoking PUBLIC's rights on schema public",
-            "REVOKE ALL ON SCHEMA public FROM PUBLIC".to_string(),
-        ));
-        before.push((
-            "granting the runtime role USAGE on schema public",
-            format!("GRANT USAGE ON SCHEMA public TO \"{role}\""),
-        ));
-    }
-    for (what, s) in before {
-        sqlx::query(AssertSqlSafe(s))
-            .execute(pool)
-            .await
-            .map_err(sql(what))?;
-    }
-    crate::MIGRATOR.run(pool).await?;
-    for (what, s) in [
-        (
-            "granting the runtime role data rights",
-            format!(
-                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{role}\""
-            ),
-        ),
-        (
-            "granting the runtime role the sequences",
-            format!("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO \"{role}\""),
-        ),
-        (
-            "keeping the migrations table read-only",
-            format!("REVOKE INSERT, UPDATE, DELETE, TRUNCATE ON _sqlx_migrations FROM \"{role}\""),
-        ),
-    ] {
-        sqlx::query(AssertSqlSafe(s))
-            .execute(pool)
-            .await
-            .map_err(sql(what))?;
-    }
-    let mut conn = pool
-        .acquire()
-        .await
-        .map_err(sql("reading the schema version"))?;
-    crate::applied_version(&mut conn)
-        .await
-        .map_err(sql("reading the schema version"))
-}
-
-/// What a runtime role could do beyond reading and writing rows, each a reason tenant
-/// isolation would not hold: empty when it has data rights only.
-pub async fn runtime_role_powers(pool: &PgPool) -> Result<Vec<&'static str>, sqlx::Error> {
-    let (superuser, bypassrls, createrole, createdb, owns_db, owns_tables): (
-        bool,
-        bool,
-        bool,
-        bool,
-        bool,
-        bool,
-    ) = sqlx::query_as(
-        "SELECT r.rolsuper, r.rolbypassrls, r.rolcreaterole, r.rolcreatedb,
-                d.datdba = r.oid,
-                EXISTS (SELECT 1 FROM pg_tables t WHERE t.schemaname = 'public'
-                        AND pg_has_role(current_user, t.tableowner, 'USAGE'))
-         FROM pg_roles r, pg_database d
-         WHERE r.rolname = current_user AND d.datname = current_database()",
-    )
-    .fetch_one(pool)
-    .await?;
-    Ok([
-        (superuser, "is a superuser"),
-        (bypassrls, "has BYPASSRLS"),
-        (createrole, "has CREATEROLE"),
-        (createdb, "has CREATEDB"),
-        (owns_db, "owns the database"),
-        (
-            owns_tables,
-            "owns the tables (it could change or drop them)",
-        ),
-    ]
-    .into_iter()
-    .filter_map(|(has, what)| has.then_some(what))
-    .collect())
 }
