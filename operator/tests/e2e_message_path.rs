@@ -5,6 +5,7 @@
 
 mod common;
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::*;
@@ -12,9 +13,15 @@ use serde_json::json;
 use xin_e2e::local::{Overrides, gateway_env, orchestrator_env, rendered_env, write_routes};
 use xin_e2e::workload::{Answer, StandIn, Workload, free_port};
 
+/// One operator process serves every test of this file (two would fight over the objects).
+fn operator() -> &'static OperatorProcess {
+    static OP: OnceLock<OperatorProcess> = OnceLock::new();
+    OP.get_or_init(|| OperatorProcess::start(OPERATOR, &[]))
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn workloads_run_with_the_configuration_the_operator_rendered() {
-    let _op = OperatorProcess::start(OPERATOR, &[]);
+    operator();
     let t = TestTenant::create(
         "wire",
         "  llm: {endpoint: 'https://llm.example.com', model: primary, fallbackModel: backup, timeoutSeconds: 5}\n  \
@@ -202,4 +209,55 @@ async fn workloads_run_with_the_configuration_the_operator_rendered() {
         got.body
     );
     assert!(gw.terminate() && orch.terminate());
+}
+
+/// Both example tenants, applied as a user would, each on the database the operator
+/// provisioned for it, answer through the configuration the operator rendered — each from its
+/// own knowledge (`xin-demo-messages`, the end of `make demo`, checks the answers).
+#[test]
+fn the_example_tenants_answer_side_by_side_from_their_own_knowledge() {
+    operator();
+    let _examples = Examples::apply();
+    for t in ["acme", "globex"] {
+        ready("tenant", t, "");
+    }
+    for ns in ["xin-acme", "xin-globex"] {
+        for c in ["whatsapp", "instagram", "web", "telegram"] {
+            if get_json(&["channel", c, "-n", ns]).is_some() {
+                ready("channel", c, ns);
+            }
+        }
+    }
+    let acme = secret_value("xin-acme", "xin-database", "url").unwrap();
+    let globex = secret_value("xin-globex", "xin-database", "url").unwrap();
+    assert_ne!(
+        acme.rsplit('/').next(),
+        globex.rsplit('/').next(),
+        "a database each"
+    );
+    // Built beside this test binary (target/debug/deps/..): the e2e crate's binary.
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|d| d.parent())
+        .unwrap()
+        .join("xin-demo-messages");
+    let out = std::process::Command::new(&bin)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (`cargo build -p xin-e2e --bins` builds it; `cargo test --workspace` and make test do)",
+                bin.display()
+            )
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("each tenant answered from its own knowledge"),
+        "{stdout}"
+    );
 }

@@ -12,50 +12,6 @@ fn operator() -> &'static OperatorProcess {
     OP.get_or_init(|| OperatorProcess::start(OPERATOR, &[]))
 }
 
-/// examples/ applied for one test; deleted again on drop, the Tenants through their finalizer
-/// (the operator is a static: it still runs).
-struct Examples(std::path::PathBuf);
-
-impl Examples {
-    fn apply() -> Self {
-        let dir = xin_e2e::operator::repo_root().join("examples");
-        kubectl_ok(&["apply", "-R", "-f", dir.to_str().unwrap()]);
-        Examples(dir)
-    }
-}
-
-impl Drop for Examples {
-    fn drop(&mut self) {
-        let deleted = kubectl(&[
-            "delete",
-            "-R",
-            "-f",
-            self.0.to_str().unwrap(),
-            "--wait=false",
-            "--ignore-not-found",
-        ]);
-        let mut problems: Vec<String> = ["acme", "globex"]
-            .into_iter()
-            .filter_map(|t| {
-                wait_tenant_gone(t)
-                    .err()
-                    .map(|e| format!("Tenant {t}: {e}"))
-            })
-            .collect();
-        if !deleted.ok {
-            problems.push(format!("kubectl delete -R -f examples: {}", deleted.stderr));
-        }
-        if problems.is_empty() {
-            return;
-        }
-        if std::thread::panicking() {
-            eprintln!("cleanup of examples/: {problems:?}");
-        } else {
-            panic!("cleanup of examples/: {problems:?}");
-        }
-    }
-}
-
 #[test]
 fn examples_become_ready_with_owned_children() {
     operator();

@@ -271,9 +271,21 @@ async fn run() -> Result<(), String> {
         StandIn::start(|_| Answer::json(200, json!({"ok": true, "result": {"message_id": 1}})));
     let meta = StandIn::start(|_| Answer::json(200, json!({"messages": [{"id": "wamid.demo"}]})));
     let mut acme = Stack::start("acme", &llm, &telegram, &meta).await?;
-    acme_messages(&acme, &telegram).await?;
+    let acme_answers = acme_messages(&acme, &telegram).await?;
     let mut globex = Stack::start("globex", &llm, &telegram, &meta).await?;
-    globex_message(&globex, &meta).await?;
+    let globex_answer = globex_message(&globex, &meta).await?;
+    // Each tenant answers from its own knowledge, and from nothing of the other's.
+    for (tenant, answer, own, other) in [
+        ("acme", &acme_answers, "30 days", "warranty"),
+        ("globex", &globex_answer, "two-year warranty", "30 days"),
+    ] {
+        if !answer.contains(own) || answer.contains(other) {
+            return Err(format!(
+                "{tenant}'s answers do not come from its own knowledge (want {own:?}, never {other:?}): {answer}"
+            ));
+        }
+    }
+    println!("\neach tenant answered from its own knowledge");
 
     println!("\n--- metrics");
     acme.metrics("acme");
@@ -294,7 +306,8 @@ async fn run() -> Result<(), String> {
 
 /// globex: a WhatsApp message signed with the app secret, as Meta sends it; the answer goes
 /// back through the Graph API stand-in.
-async fn globex_message(stack: &Stack, meta: &StandIn) -> Result<(), String> {
+/// Returns what globex sent back through the Graph API.
+async fn globex_message(stack: &Stack, meta: &StandIn) -> Result<String, String> {
     let wa = stack.channel("whatsapp")?;
     let secret = wa["credentials"]["appSecret"]
         .as_str()
@@ -328,11 +341,12 @@ async fn globex_message(stack: &Stack, meta: &StandIn) -> Result<(), String> {
         .await?;
     let sent = stack.wait_for(meta, "/messages").await?;
     println!("    Graph API stand-in got: {}", sent.json());
-    Ok(())
+    Ok(sent.json()["text"]["body"].to_string())
 }
 
 /// acme: a web-widget question and a Telegram update.
-async fn acme_messages(stack: &Stack, telegram: &StandIn) -> Result<(), String> {
+/// Returns acme's answers: the widget's, then the one sent back through Telegram.
+async fn acme_messages(stack: &Stack, telegram: &StandIn) -> Result<String, String> {
     let gw_addr = stack.gw_addr.clone();
     let channel = |name: &str| stack.channel(name);
 
@@ -425,6 +439,5 @@ async fn acme_messages(stack: &Stack, telegram: &StandIn) -> Result<(), String> 
         .await?;
     let sent = stack.wait_for(telegram, "/sendMessage").await?;
     println!("    Telegram stand-in got sendMessage: {}", sent.json());
-
-    Ok(())
+    Ok(format!("{answer}\n{}", sent.json()["text"]))
 }

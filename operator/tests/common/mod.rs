@@ -275,3 +275,47 @@ pub fn events_for(ns: &str, name: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// examples/ applied for one test; deleted again on drop, the Tenants through their finalizer
+/// (declare it after the operator that reconciles them, so the operator still runs).
+pub struct Examples(std::path::PathBuf);
+
+impl Examples {
+    pub fn apply() -> Self {
+        let dir = xin_e2e::operator::repo_root().join("examples");
+        kubectl_ok(&["apply", "-R", "-f", dir.to_str().unwrap()]);
+        Examples(dir)
+    }
+}
+
+impl Drop for Examples {
+    fn drop(&mut self) {
+        let deleted = kubectl(&[
+            "delete",
+            "-R",
+            "-f",
+            self.0.to_str().unwrap(),
+            "--wait=false",
+            "--ignore-not-found",
+        ]);
+        let mut problems: Vec<String> = ["acme", "globex"]
+            .into_iter()
+            .filter_map(|t| {
+                wait_tenant_gone(t)
+                    .err()
+                    .map(|e| format!("Tenant {t}: {e}"))
+            })
+            .collect();
+        if !deleted.ok {
+            problems.push(format!("kubectl delete -R -f examples: {}", deleted.stderr));
+        }
+        if problems.is_empty() {
+            return;
+        }
+        if std::thread::panicking() {
+            eprintln!("cleanup of examples/: {problems:?}");
+        } else {
+            panic!("cleanup of examples/: {problems:?}");
+        }
+    }
+}
