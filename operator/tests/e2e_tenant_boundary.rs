@@ -33,12 +33,7 @@ fn runtime_url(ns: &str) -> String {
 
 fn delete_and_wait(name: &str) {
     kubectl_ok(&["delete", "tenant", name, "--wait=false"]);
-    wait_until("the Tenant to go", 2 * MINUTE, || {
-        match get_json(&["tenant", name]) {
-            None => Ok(()),
-            Some(o) => Err(format!("conditions {}", o["status"]["conditions"])),
-        }
-    });
+    wait_tenant_gone(name).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

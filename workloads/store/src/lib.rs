@@ -24,12 +24,6 @@ pub fn schema_version() -> i64 {
     MIGRATOR.iter().map(|m| m.version).max().unwrap_or_default()
 }
 
-/// Applies the embedded migrations on `pool`, whose role must own the schema. Safe to run from
-/// several places at once (sqlx holds an advisory lock while migrating).
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
-    MIGRATOR.run(pool).await
-}
-
 /// The newest migration applied successfully; 0 on a database never migrated.
 pub(crate) async fn applied_version(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
     let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")

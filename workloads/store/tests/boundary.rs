@@ -13,6 +13,18 @@ async fn pool(url: &str) -> PgPool {
         .unwrap()
 }
 
+/// Writes one conversation row as `who`.
+async fn conversation(who: &PgPool, id: &str, tenant: &str) {
+    sqlx::query(
+        "INSERT INTO conversations (id, tenant, channel, external_user) VALUES ($1, $2, 'web', 'u')",
+    )
+    .bind(id)
+    .bind(tenant)
+    .execute(who)
+    .await
+    .unwrap();
+}
+
 /// The password in a `postgres://user:password@host...` URL.
 fn password(url: &str) -> &str {
     let userinfo = url.split('@').next().unwrap();
@@ -41,12 +53,7 @@ async fn a_tenants_runtime_role_cannot_step_out_of_its_database() {
     let pb = pool(&b.url).await;
     // Each tenant writes a row of its own.
     for (p, t) in [(&pa, "a"), (&pb, "b")] {
-        sqlx::query("INSERT INTO conversations (id, tenant, channel, external_user) VALUES ($1, $2, 'web', 'u')")
-            .bind(format!("conv-{t}"))
-            .bind(t)
-            .execute(p)
-            .await
-            .unwrap();
+        conversation(p, &format!("conv-{t}"), t).await;
     }
 
     // Connecting to the other tenant's database: refused (no CONNECT right).
@@ -176,10 +183,7 @@ async fn the_schema_check_refuses_an_unmigrated_database_and_names_both_versions
 async fn retain_disables_the_login_and_keeps_the_rows_delete_drops_everything() {
     let t = TestDatabase::new().await;
     let p = pool(&t.url).await;
-    sqlx::query("INSERT INTO conversations (id, tenant, channel, external_user) VALUES ('c', 't', 'web', 'u')")
-        .execute(&p)
-        .await
-        .unwrap();
+    conversation(&p, "c", "t").await;
     assert_eq!(t.admin.state(&t.names).await.unwrap(), (true, true));
     t.admin.disable(&t.names).await.unwrap();
     // The open session was ended, and a new one is refused.
@@ -218,10 +222,7 @@ async fn retain_disables_the_login_and_keeps_the_rows_delete_drops_everything() 
 async fn provisioning_twice_keeps_the_data_and_takes_the_new_password() {
     let t = TestDatabase::new().await;
     let p = pool(&t.url).await;
-    sqlx::query("INSERT INTO conversations (id, tenant, channel, external_user) VALUES ('c', 't', 'web', 'u')")
-        .execute(&p)
-        .await
-        .unwrap();
+    conversation(&p, "c", "t").await;
     let password = xin_store::provision::new_password();
     let v = t.admin.ensure(&t.names, &password, "test").await.unwrap();
     assert_eq!(v, xin_store::schema_version());

@@ -165,23 +165,32 @@ impl DestinationList {
     }
 }
 
+/// The items of a comma-separated list (blanks around them and empty items ignored).
+fn parse_list<T: FromStr<Err = String>>(s: &str) -> Result<Vec<T>, String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
+        .map(str::parse)
+        .collect()
+}
+
+/// `items` joined by commas, as [`parse_list`] reads them back.
+fn write_list<T: fmt::Display>(f: &mut fmt::Formatter<'_>, items: &[T]) -> fmt::Result {
+    let items: Vec<String> = items.iter().map(T::to_string).collect();
+    f.write_str(&items.join(","))
+}
+
 impl FromStr for DestinationList {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(str::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map(DestinationList)
+        parse_list(s).map(DestinationList)
     }
 }
 
 impl fmt::Display for DestinationList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let items: Vec<String> = self.0.iter().map(Entry::to_string).collect();
-        f.write_str(&items.join(","))
+        write_list(f, &self.0)
     }
 }
 
@@ -194,19 +203,13 @@ impl FromStr for CidrList {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        s.split(',')
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
-            .map(str::parse)
-            .collect::<Result<Vec<_>, _>>()
-            .map(CidrList)
+        parse_list(s).map(CidrList)
     }
 }
 
 impl fmt::Display for CidrList {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let items: Vec<String> = self.0.iter().map(Cidr::to_string).collect();
-        f.write_str(&items.join(","))
+        write_list(f, &self.0)
     }
 }
 
