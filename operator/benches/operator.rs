@@ -107,6 +107,7 @@ fn children(tenant_name: &str, ns: &str, cfg: &Config) -> Vec<Value> {
                 allowed_origins: vec![],
                 phone_number_id: None,
                 page_id: None,
+                legacy_identity_tokens: false,
             })
             .collect(),
     };

@@ -44,6 +44,10 @@ pub struct ChannelRoute {
     pub phone_number_id: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_id: Option<String>,
+    /// Web channels: also accept the identity tokens of Xin before 0.2 (`hex(HMAC(secret,
+    /// user_id))`, no expiry, no channel), for sites still moving to the current format.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub legacy_identity_tokens: bool,
 }
 
 /// A webhook key and its validity.
@@ -72,8 +76,12 @@ impl std::fmt::Debug for WebhookKey {
 pub struct Credentials {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bot_token: Option<String>,
+    /// Meta: the current app secret.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub app_secret: Option<String>,
+    /// Meta: earlier app secrets still accepted until their expiry (a rotation in progress).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_app_secrets: Vec<WebhookKey>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_token: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

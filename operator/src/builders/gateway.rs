@@ -220,6 +220,7 @@ pub(crate) mod tests {
             allowed_origins: vec![],
             phone_number_id: None,
             page_id: None,
+            legacy_identity_tokens: false,
         }
     }
 

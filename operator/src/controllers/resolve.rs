@@ -209,13 +209,37 @@ pub fn credentials(
     Ok(c)
 }
 
+/// A Meta channel's earlier app secrets that have not expired at `now` (expired ones are not
+/// read, so their Secrets may be gone).
+fn previous_app_secrets(
+    secrets: &Store<Secret>,
+    ch: &Channel,
+    now: jiff::Timestamp,
+) -> Result<Vec<WebhookKey>, crate::error::Cause> {
+    let ns = ch.namespace().unwrap_or_default();
+    let Some(m) = &ch.spec.meta else {
+        return Ok(vec![]);
+    };
+    m.previous_app_secrets
+        .iter()
+        .filter(|p| p.expires_at.0 > now)
+        .map(|p| {
+            Ok(WebhookKey {
+                key: secret_string(secrets, &ns, &p.secret_ref)?,
+                expires_at: Some(p.expires_at.clone()),
+            })
+        })
+        .collect()
+}
+
 /// Everything the gateway needs to serve a channel, or why it cannot.
 pub fn channel_route(
     secrets: &Store<Secret>,
     ch: &Channel,
     now: jiff::Timestamp,
 ) -> Result<ChannelRoute, crate::error::Cause> {
-    let credentials = credentials(secrets, ch)?;
+    let mut credentials = credentials(secrets, ch)?;
+    credentials.previous_app_secrets = previous_app_secrets(secrets, ch, now)?;
     let keys = webhook_keys(secrets, ch, now)?;
     let s = &ch.spec;
     Ok(ChannelRoute {
@@ -235,6 +259,10 @@ pub fn channel_route(
             .unwrap_or_default(),
         phone_number_id: s.meta.as_ref().and_then(|m| m.phone_number_id.clone()),
         page_id: s.meta.as_ref().and_then(|m| m.page_id.clone()),
+        legacy_identity_tokens: s
+            .web
+            .as_ref()
+            .is_some_and(|w| w.accept_legacy_identity_tokens),
     })
 }
 

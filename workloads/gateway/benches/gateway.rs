@@ -89,6 +89,7 @@ async fn serve_gateway() -> String {
             allowed_origins: vec![],
             phone_number_id: Some("106540352242922".into()),
             page_id: None,
+            legacy_identity_tokens: false,
         }],
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -125,6 +125,7 @@ mod tests {
             allowed_origins: vec![],
             phone_number_id: None,
             page_id: None,
+            legacy_identity_tokens: false,
         };
         // 2026-11-23T10:00:00Z
         let expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_428_000);

@@ -84,6 +84,7 @@ fn route(name: &str, type_: ChannelType) -> ChannelRoute {
         allowed_origins: vec![],
         phone_number_id: None,
         page_id: None,
+        legacy_identity_tokens: false,
     }
 }
 

@@ -33,6 +33,7 @@ pub fn references_secret(ch: &Channel, name: &str) -> bool {
     names.extend(s.telegram.iter().map(|t| &t.bot_token_secret_ref.name));
     if let Some(m) = &s.meta {
         names.push(&m.app_secret_ref.name);
+        names.extend(m.previous_app_secrets.iter().map(|p| &p.secret_ref.name));
         names.push(&m.access_token_secret_ref.name);
         names.extend(m.verify_token_secret_ref.iter().map(|r| &r.name));
     }
