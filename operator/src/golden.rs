@@ -12,7 +12,7 @@ pub fn check(name: &str, value: &impl Serialize) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(format!("{name}.yaml"));
-    let got = serde_yaml::to_string(value).expect("a test value serialises to YAML");
+    let got = serde_saphyr::to_string(value).expect("a test value serialises to YAML");
     if std::env::var("XIN_UPDATE_GOLDEN").is_ok_and(|v| v == "1") {
         std::fs::create_dir_all(path.parent().expect("has a parent"))
             .expect("create the golden directory");
