@@ -63,9 +63,17 @@ pub struct Config {
     /// OTLP endpoint rendered into every workload as OTEL_EXPORTER_ENDPOINT.
     #[arg(long, env = "XIN_OTEL_EXPORTER_ENDPOINT")]
     pub otel_exporter_endpoint: Option<String>,
-    /// OTLP headers (`k=v,k2=v2`) rendered as OTEL_EXPORTER_HEADERS.
-    #[arg(long, env = "XIN_OTEL_EXPORTER_HEADERS")]
-    pub otel_exporter_headers: Option<String>,
+    /// A Secret in each tenant namespace (key `headers`, `k=v,k2=v2`) that the workloads read
+    /// OTEL_EXPORTER_HEADERS from, for a collector that wants per-tenant credentials: the
+    /// platform puts it there (the operator neither creates nor reads it; a tenant without it
+    /// exports without headers). Unset: the workloads export without headers, as an
+    /// in-cluster collector expects.
+    #[arg(long, env = "XIN_OTEL_TENANT_HEADERS_SECRET", value_parser = dns_subdomain)]
+    pub otel_tenant_headers_secret: Option<String>,
+    /// No longer supported (the platform's headers were copied into every tenant namespace):
+    /// set, the operator refuses to start and says what to use instead.
+    #[arg(long, env = "XIN_OTEL_EXPORTER_HEADERS", hide = true, hide_env_values = true)]
+    pub otel_exporter_headers: Option<Redacted>,
 
     /// Admin URL of the platform PostgreSQL (`postgres://admin:password@host:5432/postgres`,
     /// a role with CREATEDB and CREATEROLE): with it, a Tenant that names no database of its
@@ -120,6 +128,23 @@ pub struct Config {
     /// The cluster's Service range(s), comma-separated: refused as a destination.
     #[arg(long, env = "XIN_SERVICE_CIDR", default_value = "10.96.0.0/12", value_parser = service_cidr)]
     pub service_cidr: CidrList,
+}
+
+fn dns_subdomain(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+        });
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!("{s:?} is not a Secret name (a DNS-1123 subdomain)"))
+    }
 }
 
 fn service_cidr(s: &str) -> Result<CidrList, String> {
@@ -284,6 +309,19 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_never_shows_a_secret_setting() {
+        let c = Config::parse_from([
+            "xin-operator",
+            "--database-admin-url=postgres://admin:pw-of-admin@db:5432/postgres",
+            "--otel-exporter-headers=x-api-key=key-of-platform",
+        ]);
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("pw-of-admin"), "{shown}");
+        assert!(!shown.contains("key-of-platform"), "{shown}");
+        assert!(Config::try_parse_from(["xin-operator", "--otel-tenant-headers-secret=Bad_Name"]).is_err());
+    }
 
     #[test]
     fn network_endpoints_parse_from_flags() {

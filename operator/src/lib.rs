@@ -22,5 +22,6 @@ pub mod error;
 #[cfg(test)]
 pub mod golden;
 pub mod metrics;
+pub mod redact;
 pub mod server;
 pub mod stores;

@@ -45,6 +45,9 @@ async fn run(config: Config) -> Result<(), Box<dyn std::error::Error>> {
             std::process::exit(0);
         });
     }
+    if config.otel_exporter_headers.is_some() {
+        return Err("XIN_OTEL_EXPORTER_HEADERS (chart: otel.headers) is no longer supported: the platform's OTLP headers were copied into every tenant namespace. Tenant workloads export without headers (an in-cluster collector needs none) or read per-tenant ones from the Secret named by XIN_OTEL_TENANT_HEADERS_SECRET (chart: otel.tenantHeadersSecret); see docs/security.md".into());
+    }
     if let Some(u) = &config.database_admin_url {
         xin_store::provision::Admin::new(&u.0)
             .map_err(|_| "XIN_DATABASE_ADMIN_URL is not a postgres:// URL")?;

@@ -96,13 +96,18 @@ pub fn otel_env(config: &Config) -> Vec<EnvVar> {
     if let Some(endpoint) = &config.otel_exporter_endpoint {
         out.push(env("OTEL_EXPORTER_ENDPOINT", endpoint.clone()));
     }
-    if config.otel_exporter_headers.is_some() {
-        // Headers usually carry an API key: they reach the pods through a Secret.
-        out.push(env_secret(
-            "OTEL_EXPORTER_HEADERS",
-            OTEL_SECRET,
-            OTEL_HEADERS_KEY,
-        ));
+    if let Some(secret) = &config.otel_tenant_headers_secret {
+        // Per-tenant credentials the platform keeps in the tenant's namespace (never a copy of
+        // the platform's own): optional, so a tenant without them still starts.
+        let mut e = env_secret("OTEL_EXPORTER_HEADERS", secret, OTEL_HEADERS_KEY);
+        if let Some(r) = e
+            .value_from
+            .as_mut()
+            .and_then(|v| v.secret_key_ref.as_mut())
+        {
+            r.optional = Some(true);
+        }
+        out.push(e);
     }
     out
 }
@@ -120,8 +125,7 @@ pub fn outbound_env(config: &Config) -> Vec<EnvVar> {
     out
 }
 
-/// Secret in each tenant namespace with the OTLP headers, when the operator has any.
-pub const OTEL_SECRET: &str = "xin-otel";
+/// The key of the per-tenant OTLP headers Secret (`XIN_OTEL_TENANT_HEADERS_SECRET`).
 pub const OTEL_HEADERS_KEY: &str = "headers";
 
 /// Hex SHA-256 over `parts`, each length-prefixed so that parts cannot run together.

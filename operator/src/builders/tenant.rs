@@ -215,19 +215,6 @@ pub fn build_database_secret(
     }
 }
 
-/// The OTLP headers Secret (see [`otel_env`]).
-pub fn build_otel_secret(tenant: &Tenant, ns: &str, headers: &str) -> Secret {
-    Secret {
-        metadata: meta(tenant, OTEL_SECRET, ns, &tenant.name_any(), "tenant"),
-        type_: Some("Opaque".into()),
-        data: Some(BTreeMap::from([(
-            OTEL_HEADERS_KEY.into(),
-            ByteString(headers.as_bytes().to_vec()),
-        )])),
-        ..Secret::default()
-    }
-}
-
 /// The orchestrator's environment (names as in docs/operator.md).
 pub fn orchestrator_env(
     tenant: &Tenant,
@@ -402,10 +389,10 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn otel_headers_reach_pods_through_a_secret() {
+    fn otel_headers_come_from_the_tenants_own_secret_never_a_copy() {
         let mut cfg = Config::for_tests();
         cfg.otel_exporter_endpoint = Some("http://otel:4318".into());
-        cfg.otel_exporter_headers = Some("x-api-key=s3cret".into());
+        cfg.otel_tenant_headers_secret = Some("otel-credentials".into());
         let env = orchestrator_env(&tenant("acme"), "xin-acme", &cfg);
         let h = env
             .iter()
@@ -420,8 +407,10 @@ pub(crate) mod tests {
                 .as_ref()
                 .unwrap()
                 .name,
-            OTEL_SECRET
+            "otel-credentials"
         );
+        let r = h.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((r.key.as_str(), r.optional), (OTEL_HEADERS_KEY, Some(true)));
         assert_eq!(
             env.iter()
                 .find(|e| e.name == "OTEL_EXPORTER_ENDPOINT")
@@ -430,8 +419,10 @@ pub(crate) mod tests {
                 .as_deref(),
             Some("http://otel:4318")
         );
-        let s = build_otel_secret(&tenant("acme"), "xin-acme", "x-api-key=s3cret");
-        assert_eq!(s.data.unwrap()[OTEL_HEADERS_KEY].0, b"x-api-key=s3cret");
+        // Without a Secret name, endpoint only.
+        cfg.otel_tenant_headers_secret = None;
+        let env = orchestrator_env(&tenant("acme"), "xin-acme", &cfg);
+        assert!(!env.iter().any(|e| e.name == "OTEL_EXPORTER_HEADERS"));
     }
 
     #[test]

@@ -21,10 +21,21 @@ use crate::controllers::resolve::{webhook_keys as wk, webhook_secret_name};
 use crate::controllers::runner::{Extra, Note, Pass, Requeue};
 
 /// Everything a Channel owns.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Serialize)]
 pub struct ChannelChildren {
     /// The generated webhook Secret; `None` when the key is referenced.
     pub webhook_secret: Option<Secret>,
+}
+
+impl std::fmt::Debug for ChannelChildren {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChannelChildren")
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(crate::redact::SecretNames),
+            )
+            .finish()
+    }
 }
 
 /// The status fields that need nothing resolved.

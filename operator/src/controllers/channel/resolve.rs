@@ -15,7 +15,7 @@ use crate::controllers::resolve::{credentials, owning_tenant, secret_key, webhoo
 use crate::error::{Error, Problem, ResolveError};
 
 /// What one pass of a Channel works from.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct ResolvedChannel {
     pub tenant: String,
     /// The credentials its type needs, or why they cannot be read.
@@ -29,6 +29,24 @@ pub struct ResolvedChannel {
     /// `webhook_secret` was read from the API server (not the watch) in this pass.
     pub fresh: bool,
     pub requested_rotation: Option<String>,
+}
+
+// The webhook Secret holds the keys: `Debug` shows its name only (credentials redact themselves).
+impl std::fmt::Debug for ResolvedChannel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ResolvedChannel")
+            .field("tenant", &self.tenant)
+            .field("credentials", &self.credentials)
+            .field("referenced_key", &self.referenced_key)
+            .field(
+                "webhook_secret",
+                &self.webhook_secret.as_ref().map(crate::redact::SecretNames),
+            )
+            .field("rotate", &self.rotate)
+            .field("fresh", &self.fresh)
+            .field("requested_rotation", &self.requested_rotation)
+            .finish()
+    }
 }
 
 pub async fn resolve(ch: &Channel, ctx: &Context) -> Result<ResolvedChannel, ResolveError> {

@@ -48,7 +48,7 @@ pub struct GuardRails {
 
 /// The workloads and what they mount. Each list is the whole desired set of its kind: what
 /// the Tenant owns beyond it is pruned.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, PartialEq, Serialize)]
 pub struct Workloads {
     pub secrets: Vec<Secret>,
     pub deployments: Vec<Deployment>,
@@ -59,6 +59,21 @@ pub struct Workloads {
     /// Deployments to scale up to this many replicas if they are at zero (after a resume, an
     /// HPA never scales a target at zero).
     pub wake: Vec<(String, i32)>,
+}
+
+// The Secrets hold the signing key and the database URL: `Debug` shows their names only.
+impl std::fmt::Debug for Workloads {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Workloads")
+            .field("secrets", &crate::redact::SecretList(&self.secrets))
+            .field("deployments", &self.deployments)
+            .field("services", &self.services)
+            .field("pdbs", &self.pdbs)
+            .field("hpas", &self.hpas)
+            .field("ingresses", &self.ingresses)
+            .field("wake", &self.wake)
+            .finish()
+    }
 }
 
 pub fn build_tenant_children(
@@ -117,9 +132,6 @@ fn build_workloads(v: &ValidatedTenant, config: &Config) -> Result<Workloads, Bu
     if let Some((url, handled)) = inputs.database.as_ref().and_then(|d| d.managed.as_ref()) {
         w.secrets
             .push(build_database_secret(t, ns, url, handled.as_deref()));
-    }
-    if let Some(h) = &config.otel_exporter_headers {
-        w.secrets.push(build_otel_secret(t, ns, h));
     }
     // While suspended, the Deployments have `replicas: 0` and no HPA; otherwise the HPA owns
     // `replicas` (left out of the applied object) and a Deployment at zero is woken.

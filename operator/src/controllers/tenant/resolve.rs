@@ -36,7 +36,7 @@ pub struct Resolved {
 }
 
 /// Everything the workloads' objects are built from besides the spec.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct WorkloadInputs {
     /// The database URL and LLM key, only to digest them into the pod templates' hash (a
     /// changed Secret rolls the pods); never rendered. The URL is set by the database step.
@@ -55,6 +55,26 @@ pub struct WorkloadInputs {
     /// No channel is routable yet and no gateway exists: the first gateway waits for its
     /// first route rather than being rolled again moments later.
     pub gateway_waits: bool,
+}
+
+// The URL, the LLM key, the signing key and the routes hold secrets: never shown.
+impl std::fmt::Debug for WorkloadInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use crate::redact::value;
+        f.debug_struct("WorkloadInputs")
+            .field("db_url", &value(&self.db_url))
+            .field("database_plan", &self.database_plan)
+            .field("database", &self.database)
+            .field("llm_key", &value(&self.llm_key))
+            .field("signing_key", &value(&self.signing_key))
+            .field("routes", &self.routes)
+            .field(
+                "live_channels",
+                &self.live_channels.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
+            )
+            .field("gateway_waits", &self.gateway_waits)
+            .finish()
+    }
 }
 
 /// Whether the Channel controller has marked `ch` as not servable (`Stalled`: a credential or

@@ -278,12 +278,35 @@ fn workloads_not_yet_available_are_progressing() {
 }
 
 #[test]
-fn otel_headers_reach_the_workloads_through_a_secret() {
+fn otel_headers_are_read_from_the_tenants_secret_and_never_copied_into_it() {
     let mut cfg = Config::for_tests();
     cfg.otel_exporter_endpoint = Some("http://otel.example:4318".into());
-    cfg.otel_exporter_headers = Some("x-api-key=s3cret".into());
+    cfg.otel_tenant_headers_secret = Some("otel-credentials".into());
     let v = validated(tenant(), 0, 0, Ok(inputs(vec![], vec![])));
     case("otel", &v, &cfg, &all_up(&v));
+    let w = build_tenant_children(&v, &cfg).unwrap().workloads.unwrap();
+    let names: Vec<_> = w.secrets.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
+    assert_eq!(names, ["xin-tenant-signing"], "the operator writes no OTLP Secret");
+}
+
+#[test]
+fn debug_output_of_a_pass_never_holds_a_secret_value() {
+    let mut i = inputs(vec![route("tg", vec![key("webhook-key-value")])], vec![]);
+    i.llm_key = b"llm-key-value".to_vec();
+    let v = validated(tenant(), 1, 0, Ok(i));
+    let children = build_tenant_children(&v, &Config::for_tests()).unwrap();
+    let shown = format!("{v:?} {children:?}");
+    for secret in [
+        "signing-key-of-acme",
+        "postgres://acme@db",
+        "llm-key-value",
+        "webhook-key-value",
+        "1:abc",
+    ] {
+        assert!(!shown.contains(secret), "Debug shows {secret:?}");
+    }
+    // The Secrets are named, so a log line still says which.
+    assert!(shown.contains("xin-tenant-signing"));
 }
 
 #[test]
