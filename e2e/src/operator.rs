@@ -76,6 +76,9 @@ impl OperatorProcess {
             .stdin(Stdio::piped())
             .stdout(out.try_clone().unwrap())
             .stderr(out);
+        // No Telegram here: registrations fail at once (a refused port) unless a suite points
+        // the operator at a stand-in.
+        cmd.env("XIN_TELEGRAM_API_BASE", "http://127.0.0.1:9");
         // Platform-managed tenant databases on the test PostgreSQL, when there is one.
         if let Ok(url) = std::env::var("XIN_TEST_DATABASE_URL") {
             cmd.env("XIN_DATABASE_ADMIN_URL", url);

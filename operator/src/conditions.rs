@@ -39,6 +39,14 @@ pub mod reason {
     pub const DATABASE_ROLE_TOO_POWERFUL: &str = "DatabaseRoleTooPowerful";
     pub const DATABASE_PASSWORD_ROTATED: &str = "DatabasePasswordRotated";
     pub const DESTINATION_NOT_ALLOWED: &str = "DestinationNotAllowed";
+    pub const INVALID_TELEGRAM_SECRET_TOKEN: &str = "InvalidTelegramSecretToken";
+    pub const REGISTERED: &str = "Registered";
+    pub const NO_PUBLIC_URL: &str = "NoPublicUrl";
+    pub const REGISTRATION_PENDING: &str = "RegistrationPending";
+    pub const REGISTRATION_FAILED: &str = "RegistrationFailed";
+    pub const KEY_NOT_GENERATED: &str = "KeyNotGenerated";
+    pub const HOST_NOT_ALLOWED: &str = "HostNotAllowed";
+    pub const INGRESS_ANNOTATION_NOT_ALLOWED: &str = "IngressAnnotationNotAllowed";
 
     /// Every reason above.
     pub const ALL: &[&str] = &[
@@ -75,12 +83,22 @@ pub mod reason {
         DATABASE_ROLE_TOO_POWERFUL,
         DATABASE_PASSWORD_ROTATED,
         DESTINATION_NOT_ALLOWED,
+        INVALID_TELEGRAM_SECRET_TOKEN,
+        REGISTERED,
+        NO_PUBLIC_URL,
+        REGISTRATION_PENDING,
+        REGISTRATION_FAILED,
+        KEY_NOT_GENERATED,
+        HOST_NOT_ALLOWED,
+        INGRESS_ANNOTATION_NOT_ALLOWED,
     ];
 }
 
 /// Kind-specific condition types.
 pub mod types {
     pub const CREDENTIALS_RESOLVED: &str = "CredentialsResolved";
+    /// Telegram channels: whether Telegram has acknowledged the current webhook key.
+    pub const TELEGRAM_WEBHOOK_REGISTERED: &str = "TelegramWebhookRegistered";
     pub const SUSPENDED: &str = "Suspended";
     pub const COMPLETE: &str = "Complete";
     pub const FAILED: &str = "Failed";

@@ -72,7 +72,12 @@ pub struct Config {
     pub otel_tenant_headers_secret: Option<String>,
     /// No longer supported (the platform's headers were copied into every tenant namespace):
     /// set, the operator refuses to start and says what to use instead.
-    #[arg(long, env = "XIN_OTEL_EXPORTER_HEADERS", hide = true, hide_env_values = true)]
+    #[arg(
+        long,
+        env = "XIN_OTEL_EXPORTER_HEADERS",
+        hide = true,
+        hide_env_values = true
+    )]
     pub otel_exporter_headers: Option<Redacted>,
 
     /// Admin URL of the platform PostgreSQL (`postgres://admin:password@host:5432/postgres`,
@@ -98,6 +103,49 @@ pub struct Config {
 
     #[command(flatten)]
     pub network: NetworkPolicyConfig,
+
+    /// Ingress hosts every Tenant's Channels may use besides the Tenant's own
+    /// `spec.network.allowedDomains`, comma-separated patterns: `{tenant}` stands for the
+    /// Tenant's name, a leading `*.` for one or more labels (`{tenant}.hooks.example.com,
+    /// *.{tenant}.chat.example.com`). Empty: only the Tenants' own domains.
+    #[arg(
+        long,
+        env = "XIN_INGRESS_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub ingress_allowed_hosts: Vec<String>,
+    /// Annotation keys a Channel may put on its Ingress, comma-separated: exact keys, or a
+    /// prefix ending in `/*` for every key of that prefix. Anything else (an ingress
+    /// controller's configuration snippets, say) is refused: `Ready=False`,
+    /// `IngressAnnotationNotAllowed`.
+    #[arg(
+        long,
+        env = "XIN_INGRESS_ANNOTATION_ALLOWLIST",
+        value_delimiter = ',',
+        default_value = "cert-manager.io/*"
+    )]
+    pub ingress_annotation_allowlist: Vec<String>,
+
+    /// Telegram Bot API base URL: the operator calls `setWebhook` there to give Telegram a
+    /// Telegram channel's new webhook key (a stand-in in tests).
+    #[arg(
+        long,
+        env = "XIN_TELEGRAM_API_BASE",
+        default_value = "https://api.telegram.org"
+    )]
+    pub telegram_api_base: String,
+    /// Seconds between a new webhook key and its registration with Telegram: long enough for
+    /// the gateway's pods to load the key from their mounted routes Secret (the kubelet
+    /// refreshes a mounted Secret within its sync period plus its cache's lifetime, about a
+    /// minute each by default), so Telegram never signs with a key the gateway lacks.
+    #[arg(
+        long,
+        env = "XIN_TELEGRAM_REGISTER_DELAY_SECONDS",
+        default_value_t = 120
+    )]
+    pub telegram_register_delay_seconds: u64,
 
     /// Most reconciles of one kind running at once (bounds the load on the API server).
     #[arg(long, env = "XIN_CONCURRENCY", default_value_t = 16)]
@@ -320,7 +368,10 @@ mod tests {
         let shown = format!("{c:?}");
         assert!(!shown.contains("pw-of-admin"), "{shown}");
         assert!(!shown.contains("key-of-platform"), "{shown}");
-        assert!(Config::try_parse_from(["xin-operator", "--otel-tenant-headers-secret=Bad_Name"]).is_err());
+        assert!(
+            Config::try_parse_from(["xin-operator", "--otel-tenant-headers-secret=Bad_Name"])
+                .is_err()
+        );
     }
 
     #[test]

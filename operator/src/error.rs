@@ -48,6 +48,14 @@ pub enum ResolveError {
         name: String,
         key: String,
     },
+    #[error(
+        "Secret {namespace}/{name} key {key:?} is not a webhook key Telegram accepts (1-256 characters of A-Z a-z 0-9 _ -): Telegram would refuse it in setWebhook, so the channel is not served"
+    )]
+    InvalidTelegramSecretToken {
+        namespace: String,
+        name: String,
+        key: String,
+    },
     #[error("Secret {namespace}/{name} key {key:?} is empty")]
     SecretValueEmpty {
         namespace: String,
@@ -117,6 +125,18 @@ pub enum ValidateError {
         "namespace {namespace} is reserved for the Xin platform (the operator's own, or XIN_RESERVED_NAMESPACES); choose another Tenant name"
     )]
     ReservedNamespace { namespace: String },
+    #[error(
+        "spec.ingress.host {host:?} is not a host Tenant {tenant} may use: add its domain to the Tenant's spec.network.allowedDomains, or have the platform allow it (XIN_INGRESS_ALLOWED_HOSTS)"
+    )]
+    HostNotAllowed { host: String, tenant: String },
+    #[error(
+        "spec.ingress.host {host:?} is already used by a Channel in namespace {namespace}, another Tenant's"
+    )]
+    HostTaken { host: String, namespace: String },
+    #[error(
+        "spec.ingress.annotations: {key:?} is not an annotation the platform allows on Ingresses (XIN_INGRESS_ANNOTATION_ALLOWLIST)"
+    )]
+    IngressAnnotationNotAllowed { key: String },
     /// `url` is redacted (no userinfo, query or fragment).
     #[error("{field} {url} is not an allowed destination: {reason}")]
     DestinationNotAllowed {
@@ -329,6 +349,9 @@ impl Error {
                 ResolveError::TenantDeleting { .. } => reason::TENANT_DELETING,
                 ResolveError::NamespaceTaken { .. } => reason::NAMESPACE_CONFLICT,
                 ResolveError::SecretValueEmpty { .. } => reason::SECRET_VALUE_EMPTY,
+                ResolveError::InvalidTelegramSecretToken { .. } => {
+                    reason::INVALID_TELEGRAM_SECRET_TOKEN
+                }
                 ResolveError::NamespaceNotAdoptable { .. } => reason::NAMESPACE_NOT_ADOPTABLE,
                 ResolveError::NotSynced { .. } | ResolveError::Kube { .. } => reason::API_ERROR,
             },
@@ -338,6 +361,12 @@ impl Error {
                 ValidateError::MissingSection { .. } => reason::INVALID_SPEC,
                 ValidateError::ReservedNamespace { .. } => reason::NAMESPACE_CONFLICT,
                 ValidateError::DestinationNotAllowed { .. } => reason::DESTINATION_NOT_ALLOWED,
+                ValidateError::HostNotAllowed { .. } | ValidateError::HostTaken { .. } => {
+                    reason::HOST_NOT_ALLOWED
+                }
+                ValidateError::IngressAnnotationNotAllowed { .. } => {
+                    reason::INGRESS_ANNOTATION_NOT_ALLOWED
+                }
             },
             Cause::Apply(ApplyError::JobMissing { .. }) => reason::JOB_MISSING,
             Cause::Database(e) => match e {

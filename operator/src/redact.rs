@@ -32,7 +32,9 @@ pub struct SecretList<'a>(pub &'a [Secret]);
 
 impl std::fmt::Debug for SecretList<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list().entries(self.0.iter().map(SecretNames)).finish()
+        f.debug_list()
+            .entries(self.0.iter().map(SecretNames))
+            .finish()
     }
 }
 

@@ -263,7 +263,8 @@ pub struct ChannelStatus {
     /// The generation the conditions describe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// `Ready`, `Reconciling`, `Stalled`, `CredentialsResolved`.
+    /// `Ready`, `Reconciling`, `Stalled`, `CredentialsResolved`, and on Telegram channels
+    /// `TelegramWebhookRegistered`.
     #[serde(default)]
     pub conditions: Vec<Condition>,
     /// Path of the webhook on the tenant's gateway.
@@ -278,12 +279,42 @@ pub struct ChannelStatus {
     /// When the current key was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_created_at: Option<Time>,
-    /// Until when the previous key is still accepted (absent when there is none).
+    /// Until when the most recent previous key is still accepted (absent when there is none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_key_expires_at: Option<Time>,
+    /// Every earlier key still accepted, newest first (never the value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub previous_keys: Vec<PreviousKeyStatus>,
     /// The last value of the rotation annotation that was acted on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_rotation_request: Option<String>,
+    /// Telegram channels whose key Xin generates and that have a public URL: what Telegram
+    /// has acknowledged (`setWebhook`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub telegram_webhook: Option<TelegramWebhookStatus>,
+}
+
+/// An earlier webhook key that is still accepted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreviousKeyStatus {
+    /// End of its grace period.
+    pub expires_at: Time,
+    /// Kept past that until Telegram acknowledges the current key (it may sign with this one
+    /// until then).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held_for_telegram: bool,
+}
+
+/// The webhook registration with Telegram.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TelegramWebhookStatus {
+    /// The URL Telegram delivers to.
+    pub url: String,
+    /// When Telegram acknowledged the current key at this URL (absent until it has).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registered_at: Option<Time>,
 }
 
 impl_has_conditions!(ChannelStatus);

@@ -250,6 +250,20 @@ pub struct NetworkSpec {
     #[serde(default)]
     #[schemars(length(max = 32))]
     pub egress: Vec<EgressRule>,
+    /// DNS domains the tenant's Channels may use as Ingress hosts: a host is allowed when it is
+    /// one of them or a subdomain of one (`acme.example` allows `hooks.acme.example`). The
+    /// platform may also allow hosts for every tenant by pattern (the chart's
+    /// `ingress.allowedHosts`). Any other host is refused (`Ready=False`, `HostNotAllowed`), so a
+    /// tenant can never claim another's host.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 16),
+        inner(
+            length(min = 1, max = 253),
+            pattern(r"^[a-z0-9]([a-z0-9\-]*[a-z0-9])?(\.[a-z0-9]([a-z0-9\-]*[a-z0-9])?)*$")
+        )
+    )]
+    pub allowed_domains: Vec<String>,
 }
 
 /// One allowed egress destination.

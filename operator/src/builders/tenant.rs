@@ -409,7 +409,13 @@ pub(crate) mod tests {
                 .name,
             "otel-credentials"
         );
-        let r = h.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        let r = h
+            .value_from
+            .as_ref()
+            .unwrap()
+            .secret_key_ref
+            .as_ref()
+            .unwrap();
         assert_eq!((r.key.as_str(), r.optional), (OTEL_HEADERS_KEY, Some(true)));
         assert_eq!(
             env.iter()

@@ -4,6 +4,7 @@
 pub mod automation;
 pub mod channel;
 pub mod ingestion;
+pub mod ingress;
 pub mod resolve;
 pub mod runner;
 pub mod tenant;
@@ -31,6 +32,8 @@ pub struct Context {
     pub stores: Stores,
     /// The platform database's admin, when the chart gives one (platform-managed databases).
     pub database: Option<xin_store::provision::Admin>,
+    /// Calls to Telegram's Bot API (`setWebhook`).
+    pub http: reqwest::Client,
     recorder: Recorder,
     backoff: Mutex<HashMap<String, u32>>,
 }
@@ -47,8 +50,15 @@ impl Context {
             .database_admin_url
             .as_ref()
             .and_then(|u| xin_store::provision::Admin::new(&u.0).ok());
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let http = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .connect_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .expect("a client with only timeouts set always builds");
         Context {
             database,
+            http,
             recorder: Recorder::new(client.clone(), reporter),
             client,
             config,

@@ -16,6 +16,7 @@ use xin_api::routes::{ChannelRoute, Credentials, WebhookKey};
 use xin_api::tenant::{Tenant, tenant_of_namespace};
 
 use crate::builders::gateway::webhook_path;
+use crate::controllers::channel::keys::{KeySet, telegram_accepts};
 use crate::error::{ResolveError, ValidateError};
 
 /// Reads a Secret of `ns` from the namespace's watch.
@@ -103,21 +104,15 @@ pub fn owning_tenant(
     Ok(t)
 }
 
-/// Keys in a generated webhook Secret.
-pub mod webhook_keys {
-    pub const CURRENT: &str = "current";
-    pub const CURRENT_CREATED_AT: &str = "current-created-at";
-    pub const PREVIOUS: &str = "previous";
-    pub const PREVIOUS_EXPIRES_AT: &str = "previous-expires-at";
-}
-
 /// Name of a Channel's generated webhook Secret.
 pub fn webhook_secret_name(channel: &str) -> String {
     format!("{channel}-webhook")
 }
 
-/// The webhook keys a channel accepts now: the current key, and the previous one while its
-/// grace period lasts. Reads the referenced Secret or the generated one.
+/// The webhook keys a channel accepts now: the current key, and earlier ones while their
+/// grace period lasts (or Telegram has not moved on: see [`KeySet::held`]). Reads the
+/// referenced Secret or the generated one. A referenced key on a Telegram channel must be one
+/// Telegram accepts as a `secret_token`.
 pub fn webhook_keys(
     secrets: &Store<Secret>,
     ch: &Channel,
@@ -126,7 +121,7 @@ pub fn webhook_keys(
     let ns = ch.namespace().unwrap_or_default();
     if let Some(r) = &ch.spec.webhook.secret_ref {
         return Ok(vec![WebhookKey {
-            key: secret_string(secrets, &ns, r)?,
+            key: referenced_key(secrets, &ns, ch, r)?,
             expires_at: None,
         }]);
     }
@@ -135,43 +130,36 @@ pub fn webhook_keys(
         namespace: ns.clone(),
         name: name.clone(),
     })?;
-    let keys = keys_from_data(s.data.as_ref().unwrap_or(&BTreeMap::new()), now);
-    if keys.is_empty() {
-        return Err(ResolveError::WebhookKeyMissing {
+    let keys = KeySet::from_data(s.data.as_ref().unwrap_or(&BTreeMap::new())).ok_or(
+        ResolveError::WebhookKeyMissing {
             namespace: ns,
             name,
-        });
-    }
-    Ok(keys)
+        },
+    )?;
+    Ok(keys.accepted(now, keys.held(ch)))
 }
 
-/// The accepted keys in a generated webhook Secret's data at `now`.
-pub fn keys_from_data(
-    data: &BTreeMap<String, ByteString>,
-    now: jiff::Timestamp,
-) -> Vec<WebhookKey> {
-    let text = |k: &str| {
-        data.get(k)
-            .and_then(|v| String::from_utf8(v.0.clone()).ok())
-    };
-    let mut out = Vec::new();
-    if let Some(key) = text(webhook_keys::CURRENT) {
-        out.push(WebhookKey {
-            key,
-            expires_at: None,
+/// A Channel's own webhook key (`spec.webhook.secretRef`), checked against Telegram's rules on
+/// a Telegram channel: a token Telegram would refuse is never served.
+pub fn referenced_key(
+    secrets: &Store<Secret>,
+    ns: &str,
+    ch: &Channel,
+    r: &SecretKeyRef,
+) -> Result<String, ResolveError> {
+    let v = secret_key(secrets, ns, r)?;
+    if ch.spec.type_ == ChannelType::Telegram && !telegram_accepts(&v) {
+        return Err(ResolveError::InvalidTelegramSecretToken {
+            namespace: ns.into(),
+            name: r.name.clone(),
+            key: r.key.clone(),
         });
     }
-    if let (Some(key), Some(exp)) = (
-        text(webhook_keys::PREVIOUS),
-        text(webhook_keys::PREVIOUS_EXPIRES_AT),
-    ) && exp.parse::<jiff::Timestamp>().is_ok_and(|t| t > now)
-    {
-        out.push(WebhookKey {
-            key,
-            expires_at: exp.parse().ok().map(xin_api::routes::Time),
-        });
-    }
-    out
+    String::from_utf8(v).map_err(|_| ResolveError::SecretKeyNotText {
+        namespace: ns.into(),
+        name: r.name.clone(),
+        key: r.key.clone(),
+    })
 }
 
 /// A spec section the channel type needs (the API server refuses a Channel without it; this
@@ -264,42 +252,4 @@ pub fn channel_route(
             .as_ref()
             .is_some_and(|w| w.accept_legacy_identity_tokens),
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn expired_previous_keys_are_not_accepted() {
-        let now: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
-        let mut data = BTreeMap::from([
-            (
-                webhook_keys::CURRENT.to_string(),
-                ByteString(b"new".to_vec()),
-            ),
-            (
-                webhook_keys::PREVIOUS.to_string(),
-                ByteString(b"old".to_vec()),
-            ),
-            (
-                webhook_keys::PREVIOUS_EXPIRES_AT.to_string(),
-                ByteString(b"2026-01-01T00:10:00Z".to_vec()),
-            ),
-        ]);
-        let keys = keys_from_data(&data, now);
-        assert_eq!(
-            keys.iter().map(|k| k.key.as_str()).collect::<Vec<_>>(),
-            ["new", "old"]
-        );
-        assert_eq!(
-            keys[1].expires_at.as_ref().map(|t| t.0),
-            Some("2026-01-01T00:10:00Z".parse().unwrap())
-        );
-        data.insert(
-            webhook_keys::PREVIOUS_EXPIRES_AT.into(),
-            ByteString(b"2025-12-31T23:59:59Z".to_vec()),
-        );
-        assert_eq!(keys_from_data(&data, now).len(), 1);
-    }
 }

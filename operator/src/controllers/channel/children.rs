@@ -9,15 +9,16 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff;
 use kube::ResourceExt;
 use serde::Serialize;
-use xin_api::channel::{Channel, ChannelStatus};
+use xin_api::channel::{Channel, ChannelStatus, PreviousKeyStatus, TelegramWebhookStatus};
 
 use super::HANDLED_ROTATION_ANNOTATION;
-use super::keys::next_webhook_data;
+use super::keys::{KeySet, next_keys};
 use super::resolve::ResolvedChannel;
+use super::telegram::Plan;
 use crate::builders::gateway::webhook_path;
 use crate::builders::meta;
 use crate::conditions::{Health, reason, types};
-use crate::controllers::resolve::{webhook_keys as wk, webhook_secret_name};
+use crate::controllers::resolve::webhook_secret_name;
 use crate::controllers::runner::{Extra, Note, Pass, Requeue};
 
 /// Everything a Channel owns.
@@ -45,15 +46,13 @@ pub fn base_status(ch: &Channel) -> ChannelStatus {
         observed_generation: ch.metadata.generation,
         conditions: vec![],
         webhook_path: Some(webhook_path(&name)),
-        webhook_url: ch
-            .spec
-            .ingress
-            .as_ref()
-            .map(|ing| format!("https://{}{}", ing.host, webhook_path(&name))),
+        webhook_url: super::keys::public_url(ch),
         webhook_secret_name: None,
         key_created_at: None,
         previous_key_expires_at: None,
+        previous_keys: vec![],
         last_rotation_request: None,
+        telegram_webhook: None,
     }
 }
 
@@ -74,13 +73,16 @@ pub fn build_channel_children(
     }
     let ns = ch.namespace().unwrap_or_default();
     let name = webhook_secret_name(&ch.name_any());
-    let (data, _) = next_webhook_data(
-        r.webhook_secret.as_ref().and_then(|s| s.data.as_ref()),
+    let url = super::keys::telegram_url(ch);
+    let (keys, _) = next_keys(
+        r.keys(),
         r.rotate,
         grace(ch),
         *now,
+        url.as_deref(),
         fresh_key,
     );
+    let data = keys.to_data();
     let mut metadata = meta(ch, &name, &ns, &r.tenant, "channel-webhook");
     // A first key needs no rotation: the current request counts as handled from the start.
     if let Some(req) = &r.requested_rotation {
@@ -99,46 +101,63 @@ pub fn build_channel_children(
     }
 }
 
-/// The pass of a Channel: routable (`Ready`) when its credentials and key resolve.
+/// The pass of a Channel: routable (`Ready`) when its credentials and key resolve; on
+/// Telegram, also whether Telegram has the current key (`registration`: this pass's plan and,
+/// when it called Telegram and failed, why).
 pub fn status(
     ch: &Channel,
     r: &ResolvedChannel,
     built: &ChannelChildren,
     now: &jiff::Timestamp,
+    registration: (&Plan, Option<&str>),
 ) -> Pass<ChannelStatus> {
     let mut status = base_status(ch);
     let mut requeue = Requeue::Resync;
+    let wake_at = |t: jiff::Timestamp, requeue: &mut Requeue| {
+        let secs = (t.as_second() - now.as_second()).max(0) as u64 + 1;
+        let after = Duration::from_secs(secs);
+        *requeue = match *requeue {
+            Requeue::After(d) if d <= after => Requeue::After(d),
+            _ => Requeue::After(after),
+        };
+    };
     let mut events = vec![];
     match (&ch.spec.webhook.secret_ref, &built.webhook_secret) {
         (Some(r), _) => status.webhook_secret_name = Some(r.name.clone()),
         (None, Some(secret)) => {
-            let data = secret.data.clone().unwrap_or_default();
-            // In whole seconds, as the API server stores a status time (a Secret written by
-            // an earlier version may hold fractions): otherwise the status never compares equal.
-            let ts = |k: &str| {
-                data.get(k)
-                    .and_then(|v| std::str::from_utf8(&v.0).ok())
-                    .and_then(|s| s.parse::<jiff::Timestamp>().ok())
-                    .and_then(|t| jiff::Timestamp::from_second(t.as_second()).ok())
-            };
             status.webhook_secret_name = secret.metadata.name.clone();
             status.last_rotation_request = r.requested_rotation.clone();
-            status.key_created_at = ts(wk::CURRENT_CREATED_AT).map(Time);
-            let prev = ts(wk::PREVIOUS_EXPIRES_AT);
-            status.previous_key_expires_at = prev.map(Time);
-            // Wake up when the previous key expires, to drop it from the Secret and the routes.
-            if let Some(t) = prev {
-                let secs = (t.as_second() - now.as_second()).max(0) as u64 + 1;
-                requeue = Requeue::After(Duration::from_secs(secs));
+            if let Some(keys) = secret.data.as_ref().and_then(KeySet::from_data) {
+                let held = keys.held(ch);
+                status.key_created_at = Some(Time(keys.created_at));
+                status.previous_key_expires_at = keys.previous.first().map(|p| Time(p.expires_at));
+                status.previous_keys = keys
+                    .previous
+                    .iter()
+                    .map(|p| PreviousKeyStatus {
+                        expires_at: Time(p.expires_at),
+                        held_for_telegram: held && p.expires_at <= *now,
+                    })
+                    .collect();
+                // Wake up when an earlier key expires, to drop it from the Secret and the
+                // routes (while held, Telegram's acknowledgement is what ends it).
+                if !held && let Some(t) = keys.previous.iter().map(|p| p.expires_at).min() {
+                    wake_at(t, &mut requeue);
+                }
             }
             if r.rotate {
                 events.push(Note {
                     warning: false,
                     reason: reason::WEBHOOK_KEY_ROTATED,
                     message: format!(
-                        "new webhook key in Secret {}; the previous key is accepted for {} s",
+                        "new webhook key in Secret {}; the previous key is accepted for {} s{}",
                         status.webhook_secret_name.as_deref().unwrap_or_default(),
-                        grace(ch).as_secs()
+                        grace(ch).as_secs(),
+                        if super::keys::telegram_url(ch).is_some() {
+                            ", and until Telegram has acknowledged the new one"
+                        } else {
+                            ""
+                        }
                     ),
                     action: "Rotate",
                 });
@@ -146,6 +165,66 @@ pub fn status(
         }
         (None, None) => {}
     }
+    let (plan, failure) = registration;
+    let registered = |status: bool, reason: &'static str, message: String| Extra {
+        type_: types::TELEGRAM_WEBHOOK_REGISTERED,
+        status,
+        reason,
+        message,
+    };
+    let telegram = match plan {
+        Plan::NotTelegram => None,
+        Plan::KeyReferenced => Some(registered(
+            false,
+            reason::KEY_NOT_GENERATED,
+            "spec.webhook.secretRef is set: register the webhook with Telegram yourself (setWebhook with this URL and the key as secret_token)".into(),
+        )),
+        Plan::NoPublicUrl => Some(registered(
+            false,
+            reason::NO_PUBLIC_URL,
+            "no spec.ingress.host, so no public URL: nothing is registered with Telegram; call setWebhook yourself with your URL and the key as secret_token".into(),
+        )),
+        Plan::Registered { url, at } => {
+            status.telegram_webhook = Some(TelegramWebhookStatus {
+                url: url.clone(),
+                registered_at: Some(Time(*at)),
+            });
+            Some(registered(
+                true,
+                reason::REGISTERED,
+                format!("Telegram delivers to {url} with the current key"),
+            ))
+        }
+        Plan::Register { url } | Plan::Wait { url, .. } => {
+            status.telegram_webhook = Some(TelegramWebhookStatus {
+                url: url.clone(),
+                registered_at: None,
+            });
+            match (plan, failure) {
+                (_, Some(why)) => {
+                    requeue = Requeue::After(Duration::from_secs(30));
+                    Some(registered(
+                        false,
+                        reason::REGISTRATION_FAILED,
+                        format!("{why}; retrying in 30 s (earlier keys stay accepted until Telegram acknowledges)"),
+                    ))
+                }
+                (Plan::Wait { until, .. }, None) => {
+                    wake_at(*until, &mut requeue);
+                    Some(registered(
+                        false,
+                        reason::REGISTRATION_PENDING,
+                        format!("registering the current key with Telegram at {until}, once the gateway has loaded it"),
+                    ))
+                }
+                _ => Some(registered(
+                    false,
+                    reason::REGISTRATION_PENDING,
+                    "registering the current key with Telegram".into(),
+                )),
+            }
+        }
+    };
     let cred = match &r.credentials {
         Ok(_) => Extra {
             type_: types::CREDENTIALS_RESOLVED,
@@ -176,6 +255,9 @@ pub fn status(
         },
     };
     let mut pass = Pass::new(status, health).with_extra(cred).requeue(requeue);
+    if let Some(t) = telegram {
+        pass = pass.with_extra(t);
+    }
     pass.events = events;
     pass
 }
@@ -228,11 +310,8 @@ mod tests {
         let b = |s: &str| ByteString(s.as_bytes().to_vec());
         let mut s = Secret {
             data: Some(BTreeMap::from([
-                (wk::CURRENT.to_string(), b("k-old")),
-                (
-                    wk::CURRENT_CREATED_AT.to_string(),
-                    b("2026-11-01T00:00:00Z"),
-                ),
+                ("current".to_string(), b("k-old")),
+                ("current-created-at".to_string(), b("2026-11-01T00:00:00Z")),
             ])),
             ..Secret::default()
         };
@@ -245,11 +324,26 @@ mod tests {
         s
     }
 
+    /// The pass with the registration this pass would plan and no call to Telegram.
+    fn plain_status(
+        ch: &Channel,
+        r: &ResolvedChannel,
+        built: &ChannelChildren,
+    ) -> Pass<ChannelStatus> {
+        let keys = built
+            .webhook_secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(KeySet::from_data);
+        let plan = super::super::telegram::plan(ch, keys.as_ref(), now(), Duration::ZERO);
+        status(ch, r, built, &now(), (&plan, None))
+    }
+
     /// Builds the children and the pass and checks both against `channel/<name>`.
     fn case(name: &str, ch: &Channel, r: &ResolvedChannel) -> Outcome<ChannelStatus> {
         let built = build_channel_children(ch, r, &now(), || "k-new".into());
         golden::check(&format!("channel/{name}.children"), &built);
-        let out = status(ch, r, &built, &now()).outcome(ch, &Time(now()));
+        let out = plain_status(ch, r, &built).outcome(ch, &Time(now()));
         golden::check(&format!("channel/{name}.status"), &out);
         out
     }
@@ -328,18 +422,18 @@ mod tests {
         let ch = channel(serde_json::json!({}));
         let mut secret = existing(None);
         secret.data.as_mut().unwrap().insert(
-            wk::CURRENT_CREATED_AT.into(),
+            "current-created-at".into(),
             ByteString(b"2026-11-01T00:00:00.123456Z".to_vec()),
         );
         let r = resolved(Some(secret), None);
         let built = build_channel_children(&ch, &r, &now(), || "k-new".into());
-        let first = status(&ch, &r, &built, &now()).outcome(&ch, &Time(now()));
+        let first = plain_status(&ch, &r, &built).outcome(&ch, &Time(now()));
         // What the API server gives back: the status as JSON, times in whole seconds.
         let stored: ChannelStatus =
             serde_json::from_value(serde_json::to_value(first.status.unwrap()).unwrap()).unwrap();
         let mut ch2 = ch.clone();
         ch2.status = Some(stored);
-        let again = status(&ch2, &r, &built, &now()).outcome(&ch2, &Time(now()));
+        let again = plain_status(&ch2, &r, &built).outcome(&ch2, &Time(now()));
         assert!(again.status.is_none(), "{:?}", again.status);
     }
 

@@ -10,16 +10,22 @@
 pub mod children;
 pub mod keys;
 pub mod resolve;
+pub mod telegram;
 
 use std::sync::Arc;
 
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use xin_api::channel::{Channel, ChannelStatus};
 
 use super::Context;
-use super::runner::{Pass, Reconcile, status_fields};
+use super::runner::{Note, Pass, Reconcile, status_fields};
+use crate::conditions::reason;
 use crate::error::{OnObject, Result, object_name};
+use keys::KeySet;
 
 pub use keys::new_key;
 
@@ -85,17 +91,72 @@ impl Reconcile for Channel {
             validated = resolve::refresh(&ch, validated, &ctx).await.on(&object)?;
             built = children::build_channel_children(&ch, &validated, &now.0, new_key);
         }
+        let secrets: Api<Secret> =
+            Api::namespaced(ctx.client.clone(), &ch.namespace().unwrap_or_default());
         let children::ChannelChildren { webhook_secret } = &built;
         if let Some(secret) = webhook_secret {
-            let ns = ch.namespace().unwrap_or_default();
-            crate::apply::apply(
-                &Api::namespaced(ctx.client.clone(), &ns),
-                validated.webhook_secret.as_ref(),
-                secret,
-            )
-            .await
-            .on(&object)?;
+            crate::apply::apply(&secrets, validated.webhook_secret.as_ref(), secret)
+                .await
+                .on(&object)?;
         }
-        Ok(children::status(&ch, &validated, &built, &now.0))
+        // Telegram learns a new key only through setWebhook: once due, the operator calls it
+        // and records the acknowledgement beside the keys.
+        let keys = built
+            .webhook_secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(KeySet::from_data);
+        let delay = Duration::from_secs(ctx.config.telegram_register_delay_seconds);
+        let mut plan = telegram::plan(&ch, keys.as_ref(), now.0, delay);
+        let mut failure = None;
+        let mut registered_event = None;
+        if let (telegram::Plan::Register { url }, Some(keys), Some(secret)) =
+            (&plan, keys, built.webhook_secret.clone())
+        {
+            let token = validated
+                .credentials
+                .as_ref()
+                .ok()
+                .and_then(|c| c.bot_token.clone());
+            let result = match token {
+                None => Err("the bot token cannot be read (see CredentialsResolved)".to_string()),
+                Some(token) => {
+                    telegram::set_webhook(
+                        &ctx.http,
+                        &ctx.config.telegram_api_base,
+                        &token,
+                        url,
+                        &keys.current,
+                    )
+                    .await
+                }
+            };
+            match result {
+                Ok(()) => {
+                    let acked = keys.acknowledged(url, now.0);
+                    let mut next = secret.clone();
+                    next.data = Some(acked.to_data());
+                    crate::apply::apply(&secrets, Some(&secret), &next)
+                        .await
+                        .on(&object)?;
+                    registered_event = Some(Note {
+                        warning: false,
+                        reason: reason::REGISTERED,
+                        message: format!("Telegram acknowledged the current webhook key at {url}"),
+                        action: "Register",
+                    });
+                    plan = telegram::plan(&ch, Some(&acked), now.0, delay);
+                    built.webhook_secret = Some(next);
+                }
+                Err(why) => {
+                    tracing::warn!(error = %why, "Telegram webhook registration failed");
+                    failure = Some(why);
+                }
+            }
+        }
+        let mut pass =
+            children::status(&ch, &validated, &built, &now.0, (&plan, failure.as_deref()));
+        pass.events.extend(registered_event);
+        Ok(pass)
     }
 }

@@ -11,7 +11,9 @@ use xin_api::tenant::Tenant;
 
 use super::HANDLED_ROTATION_ANNOTATION;
 use crate::controllers::Context;
-use crate::controllers::resolve::{credentials, owning_tenant, secret_key, webhook_secret_name};
+use crate::controllers::resolve::{
+    credentials, owning_tenant, referenced_key, webhook_secret_name,
+};
 use crate::error::{Error, Problem, ResolveError};
 
 /// What one pass of a Channel works from.
@@ -29,6 +31,16 @@ pub struct ResolvedChannel {
     /// `webhook_secret` was read from the API server (not the watch) in this pass.
     pub fresh: bool,
     pub requested_rotation: Option<String>,
+}
+
+impl ResolvedChannel {
+    /// The generated webhook Secret's keys as they are now.
+    pub fn keys(&self) -> Option<super::keys::KeySet> {
+        self.webhook_secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(super::keys::KeySet::from_data)
+    }
 }
 
 // The webhook Secret holds the keys: `Debug` shows its name only (credentials redact themselves).
@@ -69,7 +81,9 @@ pub async fn resolve(ch: &Channel, ctx: &Context) -> Result<ResolvedChannel, Res
     };
     match &ch.spec.webhook.secret_ref {
         Some(r) => {
-            resolved.referenced_key = secret_key(&secrets, &ns, r).err().map(|e| info(e.into()));
+            resolved.referenced_key = referenced_key(&secrets, &ns, ch, r)
+                .err()
+                .map(|e| info(e.into()));
         }
         None => {
             let name = webhook_secret_name(&ch.name_any());

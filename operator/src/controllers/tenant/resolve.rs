@@ -70,7 +70,11 @@ impl std::fmt::Debug for WorkloadInputs {
             .field("routes", &self.routes)
             .field(
                 "live_channels",
-                &self.live_channels.iter().map(|c| c.name_any()).collect::<Vec<_>>(),
+                &self
+                    .live_channels
+                    .iter()
+                    .map(|c| c.name_any())
+                    .collect::<Vec<_>>(),
             )
             .field("gateway_waits", &self.gateway_waits)
             .finish()

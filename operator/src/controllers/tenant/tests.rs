@@ -285,8 +285,16 @@ fn otel_headers_are_read_from_the_tenants_secret_and_never_copied_into_it() {
     let v = validated(tenant(), 0, 0, Ok(inputs(vec![], vec![])));
     case("otel", &v, &cfg, &all_up(&v));
     let w = build_tenant_children(&v, &cfg).unwrap().workloads.unwrap();
-    let names: Vec<_> = w.secrets.iter().map(|s| s.metadata.name.clone().unwrap()).collect();
-    assert_eq!(names, ["xin-tenant-signing"], "the operator writes no OTLP Secret");
+    let names: Vec<_> = w
+        .secrets
+        .iter()
+        .map(|s| s.metadata.name.clone().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["xin-tenant-signing"],
+        "the operator writes no OTLP Secret"
+    );
 }
 
 #[test]
