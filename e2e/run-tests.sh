@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: every check and every suite, as CI runs it (.ci/run).
-#   1. static checks: versions agree, cargo fmt, cargo clippy -D warnings
+#   1. static checks: versions agree, cargo fmt, cargo clippy -D warnings, then cargo-deny
+#      (built unless cached) on the workspace's dependencies with deny.toml: licences, bans,
+#      sources (not advisories: the RustSec database needs GitHub; docs/development.md)
 #   2. the test cluster (XIN_CLUSTER=test: state .cluster/test, its own ports; never the
 #      demo's) and a throwaway PostgreSQL: started here unless running; the test tools
 #      (cyclonus, the NetworkPolicy engine): built unless cached
@@ -23,6 +25,17 @@ say "checking pinned versions, formatting and lints"
 "$CLUSTER" check-versions
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# cargo-deny, pinned in versions.env and cached like cyclonus
+# (~/.cache/xin/cargo-deny-<version>/bin). A cold cache (fresh CI machine) builds it first from
+# crates.io: about 6 minutes on 2 busy cores, once; its target directory is deleted afterwards.
+say "checking dependencies: licences, bans, sources (cargo deny with deny.toml)"
+"$CLUSTER" build-tools cargo-deny
+deny_version=$(. "$REPO/e2e/controlplane/versions.env" && echo "$CARGO_DENY_VERSION")
+if ! PATH=${XDG_CACHE_HOME:-$HOME/.cache}/xin/cargo-deny-$deny_version/bin:$PATH \
+  cargo deny --locked check licenses bans sources; then
+  echo "error: cargo deny: a dependency breaks deny.toml's policy (a licence not allowed, a banned crate, or a source other than crates.io); see above" >&2
+  exit 1
+fi
 
 # The demo has a cluster of its own, so no demo operator acts on the suites' objects; only
 # XIN_CLUSTER_DIR pointing both at one state directory could bring them together.

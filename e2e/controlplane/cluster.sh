@@ -11,8 +11,11 @@
 #   cluster.sh env             print `export` lines for KUBECONFIG and PATH
 #   cluster.sh dir             print the state directory
 #   cluster.sh check-versions  fail when gomod/*/go.mod disagree with versions.env
-#   cluster.sh build-tools     build (or find in the cache) the test tools: cyclonus, the
-#                              NetworkPolicy engine operator/tests/network_policy.rs runs
+#   cluster.sh build-tools [tool...]
+#                              build (or find in the cache) the test tools, all when none is
+#                              named: cyclonus (the NetworkPolicy engine that
+#                              operator/tests/network_policy.rs runs) and cargo-deny (the
+#                              dependency licence/ban/source check of `make test`)
 #
 # Two clusters, each with its own state and ports, so the demo never shows what the test
 # suites create and both can run at once. XIN_CLUSTER picks one:
@@ -37,6 +40,7 @@ ETCD_BIN=$CACHE_ROOT/etcd-$ETCD_VERSION/bin
 KWOK_BIN=$CACHE_ROOT/kwok-$KWOK_VERSION/bin
 HELM_BIN=$CACHE_ROOT/helm-$HELM_VERSION/bin
 CYCLONUS_BIN=$CACHE_ROOT/cyclonus-$CYCLONUS_VERSION/bin
+CARGO_DENY_ROOT=$CACHE_ROOT/cargo-deny-$CARGO_DENY_VERSION
 
 CLUSTER_NAME=${XIN_CLUSTER:-demo}
 case "$CLUSTER_NAME" in
@@ -156,16 +160,60 @@ cmd_build() {
   exec 9>&-
 }
 
+# cargo_install <crate> <version> <root>: `cargo install --locked` (the crate's own lockfile) of
+# a pinned version into <root>/bin, like go_build: into a temporary root first and moved into
+# place only when it succeeded. The build's target directory is a temporary one under the cache,
+# deleted afterwards (success, failure or interruption), so only the binary stays.
+cargo_install() {
+  local crate=$1 version=$2 root=$3 tmp start ticker rc=0
+  if [ -x "$root/bin/$crate" ]; then say "cached: $crate in $root/bin"; return 0; fi
+  command -v cargo >/dev/null || die "cargo is needed to build $crate (https://rustup.rs)"
+  mkdir -p "$CACHE_ROOT"
+  tmp=$(mktemp -d "$CACHE_ROOT/.cargo-install.XXXXXX")
+  start=$(date +%s)
+  say "building $crate $version (cold: minutes; progress every 60 s)"
+  ( while sleep 60; do echo "    ... still building $crate: $(( ($(date +%s) - start) / 60 )) min" >&2; done ) &
+  ticker=$!
+  trap 'kill "$ticker" 2>/dev/null; rm -rf "$tmp"' EXIT INT TERM
+  # From the repository, so rust-toolchain.toml's pinned toolchain builds it.
+  (cd "$REPO" && CARGO_TARGET_DIR="$tmp/target" cargo install --quiet --locked --no-track \
+    "$crate" --version "$version" --root "$tmp/root") || rc=$?
+  kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
+  trap - EXIT INT TERM
+  if ((rc != 0)); then rm -rf "$tmp"; die "cargo install $crate $version failed (exit $rc)"; fi
+  mkdir -p "$root/bin"
+  mv "$tmp/root/bin/$crate" "$root/bin/$crate"
+  rm -rf "$tmp"
+  say "built $crate in $(( $(date +%s) - start )) s"
+}
+
 # Only the test suites need these (the demo does not): `make test` builds them. Cyclonus takes
 # about 4.5 minutes with empty Go caches on 2 busy cores, under a minute once its modules are
-# downloaded.
+# downloaded. cargo-deny needs only cargo, not Go: about 6 minutes on 2 busy cores (356 s
+# measured, a release build of its ~200 crates), plus downloading them with an empty cargo
+# registry cache; `make test` builds it in its static checks, before the cluster starts.
 cmd_build_tools() {
-  ensure_tools
-  go_env
-  cmd_check_versions >/dev/null
+  local tools=("$@") t
+  ((${#tools[@]})) || tools=(cyclonus cargo-deny)
+  for t in "${tools[@]}"; do
+    case "$t" in cyclonus | cargo-deny) ;; *) die "build-tools: unknown tool '$t' (cyclonus, cargo-deny)" ;; esac
+  done
   build_lock
-  say "cyclonus $CYCLONUS_VERSION (NetworkPolicy engine)"
-  go_build cyclonus "$CYCLONUS_BIN" "-s -w" github.com/mattfenwick/cyclonus/cmd/cyclonus cyclonus
+  for t in "${tools[@]}"; do
+    case "$t" in
+      cyclonus)
+        ensure_tools
+        go_env
+        cmd_check_versions >/dev/null
+        say "cyclonus $CYCLONUS_VERSION (NetworkPolicy engine)"
+        go_build cyclonus "$CYCLONUS_BIN" "-s -w" github.com/mattfenwick/cyclonus/cmd/cyclonus cyclonus
+        ;;
+      cargo-deny)
+        say "cargo-deny $CARGO_DENY_VERSION (dependency licences, bans, sources)"
+        cargo_install cargo-deny "$CARGO_DENY_VERSION" "$CARGO_DENY_ROOT"
+        ;;
+    esac
+  done
   exec 9>&-
 }
 
@@ -407,6 +455,6 @@ case "${1:-}" in
   env) cmd_env ;;
   dir) echo "$STATE" ;;
   check-versions) cmd_check_versions ;;
-  build-tools) cmd_build_tools ;;
-  *) sed -n '2,23p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  build-tools) shift; cmd_build_tools "$@" ;;
+  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac
