@@ -947,3 +947,82 @@ fn deleting_a_tenant_with_retain_policy_keeps_namespace_and_data_but_no_tokens()
     assert!(get_json(&["channel", "bot", "-n", &t.ns]).is_some());
     kubectl_ok(&["delete", "namespace", &t.ns, "--wait=false"]);
 }
+
+#[test]
+fn an_ingress_host_or_annotation_the_platform_does_not_allow_is_refused() {
+    operator();
+    let allowed = "  network: {allowedDomains: [shared.example]}\n";
+    let other = TestTenant::create("ingother", allowed);
+    let t = TestTenant::create("ingrefuse", allowed);
+    let bot = |t: &TestTenant, host: &str, annotations: &str| {
+        apply(&t.telegram_secret("tg"));
+        apply(&format!(
+            "{}  ingress: {{host: {host}, annotations: {{{annotations}}}}}\n",
+            t.channel("bot", "tg")
+        ));
+    };
+    let refused = |t: &TestTenant, reason: &str| {
+        wait_until(&format!("Ready=False {reason}"), MINUTE, || {
+            let c = get_json(&["channel", "bot", "-n", &t.ns]).ok_or("gone")?;
+            match condition_reason(&c, "Ready") {
+                r if r == reason => Ok(c),
+                other => Err(other),
+            }
+        })
+    };
+    let ingress_hosts = |t: &TestTenant| -> Vec<String> {
+        get_json(&["ingress", "xin-gateway", "-n", &t.ns])
+            .map(|i| {
+                i["spec"]["rules"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| str_at(r, "/host").to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+
+    // A host outside the Tenant's domains.
+    bot(&t, "hooks.other.example", "");
+    let c = refused(&t, "HostNotAllowed");
+    assert!(condition_message(&c, "Ready").contains("hooks.other.example"));
+    assert!(ingress_hosts(&t).is_empty());
+
+    // An ingress controller's snippet is not on the allowlist.
+    bot(
+        &t,
+        "hooks.shared.example",
+        "nginx.ingress.kubernetes.io/configuration-snippet: 'return 200;'",
+    );
+    let c = refused(&t, "IngressAnnotationNotAllowed");
+    assert!(condition_message(&c, "Ready").contains("configuration-snippet"));
+    assert!(ingress_hosts(&t).is_empty());
+
+    // Allowed: a cert-manager annotation on one of its domains.
+    bot(
+        &t,
+        "hooks.shared.example",
+        "cert-manager.io/cluster-issuer: le",
+    );
+    ready("channel", "bot", &t.ns);
+    let hosts = wait_until("the Ingress rule", MINUTE, || match ingress_hosts(&t) {
+        h if h.is_empty() => Err("none".to_string()),
+        h => Ok(h),
+    });
+    assert_eq!(hosts, ["hooks.shared.example"]);
+    let ing = get_json(&["ingress", "xin-gateway", "-n", &t.ns]).unwrap();
+    assert_eq!(
+        str_at(
+            &ing,
+            "/metadata/annotations/cert-manager.io~1cluster-issuer"
+        ),
+        "le"
+    );
+
+    // Another Tenant allowed the same domain cannot take a host this one had first.
+    bot(&other, "hooks.shared.example", "");
+    let c = refused(&other, "HostNotAllowed");
+    assert!(condition_message(&c, "Ready").contains(&t.ns), "{c}");
+    assert!(ingress_hosts(&other).is_empty());
+}

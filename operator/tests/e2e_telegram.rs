@@ -108,7 +108,7 @@ fn new_key(ns: &str, than: &str) -> String {
 fn the_operator_registers_each_new_key_and_keeps_earlier_ones_until_telegram_has_it() {
     operator();
     let tg = telegram();
-    let t = TestTenant::create("tgrot", "");
+    let t = TestTenant::create("tgrot", "  network: {allowedDomains: [hooks.example]}\n");
     let token = format!("4242:{}", t.name);
     let host = format!("{}.hooks.example", t.name);
     let url = format!("https://{host}/webhooks/bot");

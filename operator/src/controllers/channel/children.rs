@@ -239,7 +239,11 @@ pub fn status(
             message: e.message.clone(),
         },
     };
-    let problem = r.referenced_key.as_ref().or(r.credentials.as_ref().err());
+    let problem = r
+        .referenced_key
+        .as_ref()
+        .or(r.credentials.as_ref().err())
+        .or(r.ingress.as_ref());
     let health = match problem {
         Some(p) => Health::Stalled {
             reason: p.reason,
@@ -299,6 +303,7 @@ mod tests {
             tenant: "acme".into(),
             credentials: Ok(Credentials::default()),
             referenced_key: None,
+            ingress: None,
             webhook_secret: secret,
             rotate: rotate.is_some(),
             fresh: false,

@@ -118,9 +118,15 @@ impl Reconcile for Channel {
                 .as_ref()
                 .ok()
                 .and_then(|c| c.bot_token.clone());
-            let result = match token {
-                None => Err("the bot token cannot be read (see CredentialsResolved)".to_string()),
-                Some(token) => {
+            let result = match (token, &validated.ingress) {
+                (_, Some(p)) => Err(format!(
+                    "the Ingress is refused, so nothing is registered: {}",
+                    p.message
+                )),
+                (None, None) => {
+                    Err("the bot token cannot be read (see CredentialsResolved)".to_string())
+                }
+                (Some(token), None) => {
                     telegram::set_webhook(
                         &ctx.http,
                         &ctx.config.telegram_api_base,

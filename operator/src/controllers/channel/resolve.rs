@@ -24,6 +24,8 @@ pub struct ResolvedChannel {
     pub credentials: Result<Credentials, Problem>,
     /// A referenced webhook key's problem (`None` when it resolves or is generated).
     pub referenced_key: Option<Problem>,
+    /// Why the platform refuses the channel's Ingress (`None` when it has none or it is allowed).
+    pub ingress: Option<Problem>,
     /// The generated webhook Secret as it is now (`None` when referenced or not created yet).
     pub webhook_secret: Option<Secret>,
     /// The rotation requested by annotation that has not been handled yet.
@@ -50,6 +52,7 @@ impl std::fmt::Debug for ResolvedChannel {
             .field("tenant", &self.tenant)
             .field("credentials", &self.credentials)
             .field("referenced_key", &self.referenced_key)
+            .field("ingress", &self.ingress)
             .field(
                 "webhook_secret",
                 &self.webhook_secret.as_ref().map(crate::redact::SecretNames),
@@ -74,6 +77,14 @@ pub async fn resolve(ch: &Channel, ctx: &Context) -> Result<ResolvedChannel, Res
         tenant: tenant.name_any(),
         credentials: creds,
         referenced_key: None,
+        ingress: crate::controllers::ingress::check(
+            ch,
+            &tenant,
+            &ctx.config,
+            ctx.stores.channels.state().iter().map(|o| o.as_ref()),
+        )
+        .err()
+        .map(|e| info(e.into())),
         webhook_secret: None,
         rotate: false,
         fresh: false,

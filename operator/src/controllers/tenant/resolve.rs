@@ -50,7 +50,8 @@ pub struct WorkloadInputs {
     /// The routes of the channels that resolve and that the Channel controller has not marked
     /// `Stalled`.
     pub routes: Routes,
-    /// Channels that are not being deleted (their Ingress hosts).
+    /// Channels that are not being deleted and whose Ingress the platform allows (their
+    /// Ingress hosts).
     pub live_channels: Vec<Channel>,
     /// No channel is routable yet and no gateway exists: the first gateway waits for its
     /// first route rather than being rolled again moments later.
@@ -192,9 +193,21 @@ async fn workload_inputs(
     let signing_key = signing_key(secrets, ns, ctx).await?;
 
     let now = jiff::Timestamp::now();
+    // A Channel whose Ingress the platform refuses (a host not the Tenant's, an annotation off
+    // the allowlist) is Stalled by its own controller: it gets no Ingress rule here either.
+    let all_channels = ctx.stores.channels.state();
     let live_channels: Vec<Channel> = channels
         .iter()
         .filter(|c| c.metadata.deletion_timestamp.is_none())
+        .filter(|c| {
+            crate::controllers::ingress::check(
+                c,
+                tenant,
+                &ctx.config,
+                all_channels.iter().map(|o| o.as_ref()),
+            )
+            .is_ok()
+        })
         .cloned()
         .collect();
     let mut routes = Routes {
