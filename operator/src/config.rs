@@ -101,6 +101,20 @@ pub struct Config {
     #[arg(long, env = "XIN_OPERATOR_NAMESPACE", default_value = "xin-system")]
     pub operator_namespace: String,
 
+    /// The operator's own ServiceAccount (in `XIN_OPERATOR_NAMESPACE`): the subject of its
+    /// RoleBinding in each tenant namespace.
+    #[arg(
+        long,
+        env = "XIN_OPERATOR_SERVICE_ACCOUNT",
+        default_value = "xin-operator"
+    )]
+    pub operator_service_account: String,
+    /// The ClusterRole the operator binds to itself in each tenant namespace it takes (its
+    /// rights on Secrets and on deleting that namespace; the chart's `<release>-tenant`).
+    /// Unset: no binding is made, and the operator's ClusterRole must grant those rights.
+    #[arg(long, env = "XIN_TENANT_ACCESS_CLUSTER_ROLE")]
+    pub tenant_access_cluster_role: Option<String>,
+
     #[command(flatten)]
     pub network: NetworkPolicyConfig,
 

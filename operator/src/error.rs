@@ -70,6 +70,8 @@ pub enum ResolveError {
         tenant: String,
         annotation: &'static str,
     },
+    #[error("granting the operator its rights in namespace {namespace}: {message}")]
+    Access { namespace: String, message: String },
     #[error("webhook Secret {namespace}/{name} holds no key")]
     WebhookKeyMissing { namespace: String, name: String },
     #[error("ConfigMap {namespace}/{name} not found")]
@@ -353,7 +355,9 @@ impl Error {
                     reason::INVALID_TELEGRAM_SECRET_TOKEN
                 }
                 ResolveError::NamespaceNotAdoptable { .. } => reason::NAMESPACE_NOT_ADOPTABLE,
-                ResolveError::NotSynced { .. } | ResolveError::Kube { .. } => reason::API_ERROR,
+                ResolveError::NotSynced { .. }
+                | ResolveError::Kube { .. }
+                | ResolveError::Access { .. } => reason::API_ERROR,
             },
             Cause::Validate(e) => match e {
                 ValidateError::InvalidTimeZone { .. } => reason::INVALID_TIME_ZONE,

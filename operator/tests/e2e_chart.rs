@@ -117,7 +117,13 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
     let ns = TestNamespace::create("xin-chart");
     // The chart's cluster-scoped RBAC, deleted after the operator that uses it has stopped.
     let sa = format!("{release}-operator");
-    let _cluster_scoped = DeleteOnDrop::new(&["clusterrole,clusterrolebinding", &sa]);
+    let _cluster_scoped = DeleteOnDrop::new(&[
+        &format!("clusterrole/{sa}"),
+        &format!("clusterrole/{sa}-tenant"),
+        &format!("clusterrolebinding/{sa}"),
+        &format!("validatingadmissionpolicy/{sa}-limits"),
+        &format!("validatingadmissionpolicybinding/{sa}-limits"),
+    ]);
     let (ok, manifest) = helm(&[
         "template",
         &release,
@@ -173,6 +179,14 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join(format!("{release}.kubeconfig"));
     std::fs::write(&path, kubeconfig).unwrap();
+    // The settings the chart's Deployment gives the operator about itself.
+    let access_role = format!("{sa}-tenant");
+    for env in [
+        format!(r#"{{name: XIN_OPERATOR_SERVICE_ACCOUNT, value: "{sa}"}}"#),
+        format!(r#"{{name: XIN_TENANT_ACCESS_CLUSTER_ROLE, value: "{access_role}"}}"#),
+    ] {
+        assert!(manifest.contains(&env), "{env} not rendered");
+    }
     let _op = OperatorProcess::start(
         OPERATOR,
         &[
@@ -180,8 +194,32 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
             ("XIN_LEADER_ELECT", "true"),
             ("XIN_LEASE_NAMESPACE", ns.name.as_str()),
             ("XIN_LEASE_NAME", release.as_str()),
+            ("XIN_OPERATOR_NAMESPACE", ns.name.as_str()),
+            ("XIN_OPERATOR_SERVICE_ACCOUNT", sa.as_str()),
+            ("XIN_TENANT_ACCESS_CLUSTER_ROLE", access_role.as_str()),
         ],
     );
+    // kubectl as the operator: what the chart's RBAC and admission policy let it do.
+    let as_operator = |args: &[&str]| -> (bool, String) {
+        let out = Command::new("kubectl")
+            .args(args)
+            .env("KUBECONFIG", &path)
+            .output()
+            .expect("kubectl");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    let can = |args: &[&str]| {
+        let mut full = vec!["auth", "can-i"];
+        full.extend(args);
+        as_operator(&full).1.trim() == "yes"
+    };
     let t = TestTenant::create("rbac", "");
     apply(&t.telegram_secret("tg"));
     apply(&t.channel("bot", "tg"));
@@ -199,6 +237,80 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
         get_json(&["role", "xin-automation", "-n", &t.ns]).is_some(),
         "the operator could grant the workers' Role"
     );
+
+    // Its Secret rights are its tenant namespaces' only, through the RoleBinding it made there.
+    let binding = get_json(&["rolebinding", "xin-operator-access", "-n", &t.ns])
+        .expect("the operator's RoleBinding in the tenant namespace");
+    assert_eq!(str_at(&binding, "/roleRef/name"), access_role);
+    assert!(can(&["get", "secrets", "-n", &t.ns]));
+    assert!(can(&["delete", "secrets", "-n", &t.ns]));
+    for (verb, ns) in [
+        ("get", "kube-system"),
+        ("list", "default"),
+        ("create", "default"),
+        ("delete", ns.name.as_str()),
+    ] {
+        assert!(!can(&[verb, "secrets", "-n", ns]), "{verb} secrets in {ns}");
+    }
+    assert!(!can(&["list", "secrets", "--all-namespaces"]));
+    assert!(
+        !can(&["delete", "namespaces"]),
+        "no namespace deletes cluster-wide"
+    );
+    let (ok, out) = as_operator(&["get", "secrets", "-n", "kube-system"]);
+    assert!(!ok && out.contains("forbidden"), "{out}");
+    // What RBAC allows but the admission policy refuses: binding its tenant role, or writing
+    // a namespace, outside the tenant namespaces (server-side dry runs, admitted or refused
+    // exactly like the real thing, and harmless if a check were missing).
+    for target in ["default", "kube-system", ns.name.as_str()] {
+        let (ok, out) = as_operator(&[
+            "create",
+            "rolebinding",
+            "grab",
+            "-n",
+            target,
+            &format!("--clusterrole={access_role}"),
+            &format!("--serviceaccount={}:{sa}", ns.name),
+            "--dry-run=server",
+        ]);
+        assert!(
+            !ok && out.contains("only in tenant namespaces"),
+            "binding its role in {target}: {out}"
+        );
+    }
+    // In a tenant namespace the policy lets it bind only what RBAC lets it: not `admin`.
+    let (ok, out) = as_operator(&[
+        "create",
+        "rolebinding",
+        "grab",
+        "-n",
+        &t.ns,
+        "--clusterrole=admin",
+        &format!("--serviceaccount={}:{sa}", ns.name),
+        "--dry-run=server",
+    ]);
+    assert!(!ok && out.contains("forbidden"), "binding admin: {out}");
+    let (ok, out) = as_operator(&["delete", "namespace", "default", "--dry-run=server"]);
+    assert!(
+        !ok && out.contains("forbidden"),
+        "deleting namespace default: {out}"
+    );
+    for args in [
+        vec!["create", "namespace", "kube-grab", "--dry-run=server"],
+        vec![
+            "label",
+            "namespace",
+            "default",
+            "grab=1",
+            "--dry-run=server",
+        ],
+    ] {
+        let (ok, out) = as_operator(&args);
+        assert!(
+            !ok && out.contains("only in tenant namespaces"),
+            "{args:?}: {out}"
+        );
+    }
 
     // Deleting the Tenant (finalizer, namespace deletion) works with these permissions too.
     kubectl_ok(&["delete", "tenant", &t.name, "--wait=false"]);

@@ -228,6 +228,10 @@ pub async fn decommission(
                     .patch(&ns, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map_err(kube(format!("releasing namespace {ns}")))?;
+                // Last: the operator's own rights in the namespace it no longer manages.
+                super::access::release(&ns, ctx)
+                    .await
+                    .map_err(kube(format!("removing the operator's RoleBinding in {ns}")))?;
             }
         }
     }

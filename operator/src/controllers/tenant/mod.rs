@@ -13,6 +13,7 @@
 //! 6. [`apply`]: the desired set applied, what is no longer desired pruned.
 //! 7. [`status`]: health from the workloads, as a typed status (the runner patches it).
 
+pub mod access;
 pub mod apply;
 pub mod children;
 pub mod database;

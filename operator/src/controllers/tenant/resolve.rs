@@ -145,6 +145,13 @@ pub async fn resolve(
             .map(std::sync::Arc::new),
     };
     check_owner(existing.as_deref(), &namespace, &tenant.name_any(), &uid)?;
+    // The operator's rights in the namespace, before its Secrets are read.
+    super::access::ensure(tenant, &namespace, existing.as_deref(), ctx)
+        .await
+        .map_err(|e| ResolveError::Access {
+            namespace: namespace.clone(),
+            message: e.to_string(),
+        })?;
     let in_ns = |o: &Option<String>| o.as_deref() == Some(namespace.as_str());
     let channels: Vec<Channel> = stores
         .channels
