@@ -5,7 +5,9 @@
 //!
 //! One pass, top to bottom: [`resolve`] (the owning Tenant, the namespace's Secrets, the
 //! webhook Secret as it is) → [`validate`](resolve::validate) (credentials for the channel's
-//! type) → [`children`] (the webhook Secret's next data, pure) → apply → [`status`](children::status).
+//! type; the Ingress the platform allows) → [`children`] (the webhook Secret's next data, pure)
+//! → apply → [`telegram::complete`] (a Telegram key registered with `setWebhook` once due) →
+//! [`status`](children::status).
 
 pub mod children;
 pub mod keys;
@@ -14,18 +16,14 @@ pub mod telegram;
 
 use std::sync::Arc;
 
-use std::time::Duration;
-
 use k8s_openapi::api::core::v1::Secret;
 use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use xin_api::channel::{Channel, ChannelStatus};
 
 use super::Context;
-use super::runner::{Note, Pass, Reconcile, status_fields};
-use crate::conditions::reason;
+use super::runner::{Pass, Reconcile, status_fields};
 use crate::error::{OnObject, Result, object_name};
-use keys::KeySet;
 
 pub use keys::new_key;
 
@@ -101,68 +99,13 @@ impl Reconcile for Channel {
         }
         // Telegram learns a new key only through setWebhook: once due, the operator calls it
         // and records the acknowledgement beside the keys.
-        let keys = built
-            .webhook_secret
-            .as_ref()
-            .and_then(|s| s.data.as_ref())
-            .and_then(KeySet::from_data);
-        let delay = Duration::from_secs(ctx.config.telegram_register_delay_seconds);
-        let mut plan = telegram::plan(&ch, keys.as_ref(), now.0, delay);
-        let mut failure = None;
-        let mut registered_event = None;
-        if let (telegram::Plan::Register { url }, Some(keys), Some(secret)) =
-            (&plan, keys, built.webhook_secret.clone())
-        {
-            let token = validated
-                .credentials
-                .as_ref()
-                .ok()
-                .and_then(|c| c.bot_token.clone());
-            let result = match (token, &validated.ingress) {
-                (_, Some(p)) => Err(format!(
-                    "the Ingress is refused, so nothing is registered: {}",
-                    p.message
-                )),
-                (None, None) => {
-                    Err("the bot token cannot be read (see CredentialsResolved)".to_string())
-                }
-                (Some(token), None) => {
-                    telegram::set_webhook(
-                        &ctx.http,
-                        &ctx.config.telegram_api_base,
-                        &token,
-                        url,
-                        &keys.current,
-                    )
-                    .await
-                }
-            };
-            match result {
-                Ok(()) => {
-                    let acked = keys.acknowledged(url, now.0);
-                    let mut next = secret.clone();
-                    next.data = Some(acked.to_data());
-                    crate::apply::apply(&secrets, Some(&secret), &next)
-                        .await
-                        .on(&object)?;
-                    registered_event = Some(Note {
-                        warning: false,
-                        reason: reason::REGISTERED,
-                        message: format!("Telegram acknowledged the current webhook key at {url}"),
-                        action: "Register",
-                    });
-                    plan = telegram::plan(&ch, Some(&acked), now.0, delay);
-                    built.webhook_secret = Some(next);
-                }
-                Err(why) => {
-                    tracing::warn!(error = %why, "Telegram webhook registration failed");
-                    failure = Some(why);
-                }
-            }
-        }
+        let (plan, failure, registered) =
+            telegram::complete(&ch, &validated, &mut built, &secrets, &ctx, now.0)
+                .await
+                .on(&object)?;
         let mut pass =
             children::status(&ch, &validated, &built, &now.0, (&plan, failure.as_deref()));
-        pass.events.extend(registered_event);
+        pass.events.extend(registered);
         Ok(pass)
     }
 }

@@ -6,11 +6,19 @@
 
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::jiff;
+use kube::Api;
 use serde_json::json;
 use xin_api::channel::{Channel, ChannelType};
 
+use super::children::ChannelChildren;
 use super::keys::{KeySet, public_url, telegram_url};
+use super::resolve::ResolvedChannel;
+use crate::conditions::reason;
+use crate::controllers::Context;
+use crate::controllers::runner::Note;
+use crate::error::ApplyError;
 
 /// What the operator does about a channel's registration with Telegram in this pass.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,6 +61,69 @@ pub fn plan(ch: &Channel, keys: Option<&KeySet>, now: jiff::Timestamp, delay: Du
     } else {
         Plan::Wait { url, until }
     }
+}
+
+/// This pass's registration: plans it and, when due, calls Telegram and records its
+/// acknowledgement in the webhook Secret (`built` then holds what was written). Returns the
+/// plan as it stands after, why a call failed, and the Event of a new registration.
+pub async fn complete(
+    ch: &Channel,
+    r: &ResolvedChannel,
+    built: &mut ChannelChildren,
+    secrets: &Api<Secret>,
+    ctx: &Context,
+    now: jiff::Timestamp,
+) -> Result<(Plan, Option<String>, Option<Note>), ApplyError> {
+    let keys = built
+        .webhook_secret
+        .as_ref()
+        .and_then(|s| s.data.as_ref())
+        .and_then(KeySet::from_data);
+    let delay = Duration::from_secs(ctx.config.telegram_register_delay_seconds);
+    let plan = plan(ch, keys.as_ref(), now, delay);
+    let (Plan::Register { url }, Some(keys), Some(secret)) =
+        (&plan, keys, built.webhook_secret.clone())
+    else {
+        return Ok((plan, None, None));
+    };
+    let token = r
+        .credentials
+        .as_ref()
+        .ok()
+        .and_then(|c| c.bot_token.clone());
+    let result = match (token, &r.ingress) {
+        (_, Some(p)) => Err(format!(
+            "the Ingress is refused, so nothing is registered: {}",
+            p.message
+        )),
+        (None, None) => Err("the bot token cannot be read (see CredentialsResolved)".into()),
+        (Some(token), None) => {
+            set_webhook(
+                &ctx.http,
+                &ctx.config.telegram_api_base,
+                &token,
+                url,
+                &keys.current,
+            )
+            .await
+        }
+    };
+    if let Err(why) = result {
+        tracing::warn!(error = %why, "Telegram webhook registration failed");
+        return Ok((plan, Some(why), None));
+    }
+    let acked = keys.acknowledged(url, now);
+    let mut next = secret.clone();
+    next.data = Some(acked.to_data());
+    crate::apply::apply(secrets, Some(&secret), &next).await?;
+    let event = Note {
+        warning: false,
+        reason: reason::REGISTERED,
+        message: format!("Telegram acknowledged the current webhook key at {url}"),
+        action: "Register",
+    };
+    built.webhook_secret = Some(next);
+    Ok((self::plan(ch, Some(&acked), now, delay), None, Some(event)))
 }
 
 /// Calls `setWebhook` with `url` and `secret_token`. The error names what failed and never
