@@ -42,7 +42,10 @@ say "PostgreSQL, the platform database"
 XIN_DATABASE_ADMIN_URL=$("$REPO/e2e/postgres.sh" start)
 export XIN_DATABASE_ADMIN_URL
 say "starting the operator (logs: $STATE/logs/xin-operator.log, metrics: http://$METRICS_ADDR/metrics)"
+# No Telegram in the demo: the example bot token is made up, so the operator's setWebhook call
+# (completing a key rotation) goes nowhere and the channel says so (TelegramWebhookRegistered).
 XIN_METRICS_ADDR=$METRICS_ADDR XIN_LEASE_NAMESPACE=xin-system XIN_RESYNC_SECONDS=60 \
+  XIN_TELEGRAM_API_BASE=${XIN_TELEGRAM_API_BASE:-http://127.0.0.1:9} \
   setsid target/debug/xin-operator >"$STATE/logs/xin-operator.log" 2>&1 </dev/null &
 echo $! >"$pidfile"
 for _ in $(seq 1 120); do
@@ -81,6 +84,7 @@ Poke at it:
   eval "\$(e2e/controlplane/cluster.sh env)"
   kubectl describe tenant acme
   kubectl annotate channel telegram -n xin-acme xin.dev/rotate-webhook-key=\$(date +%s)   # rotate a key
+  kubectl get channel telegram -n xin-acme -o yaml   # previousKeys held until Telegram acknowledges (none here)
   kubectl patch tenant acme --type=merge -p '{"spec":{"suspend":true}}'                  # suspend
   curl -s http://$METRICS_ADDR/metrics | grep xin_operator
   target/debug/xin-gateway --help; target/debug/xin-orchestrator --help                  # their configuration
