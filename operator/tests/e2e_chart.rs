@@ -12,10 +12,16 @@ fn helm(args: &[&str]) -> (bool, String) {
     let chart = xin_e2e::operator::repo_root().join("charts/xin");
     let mut full: Vec<&str> = args.to_vec();
     full.push(chart.to_str().unwrap());
-    let out = Command::new("helm")
-        .args(&full)
-        .output()
-        .expect("helm must be on PATH (make test puts the built one first)");
+    outcome(
+        Command::new("helm")
+            .args(&full)
+            .output()
+            .expect("helm must be on PATH (make test puts the built one first)"),
+    )
+}
+
+/// Whether a command succeeded, and its stdout and stderr.
+fn outcome(out: std::process::Output) -> (bool, String) {
     (
         out.status.success(),
         format!(
@@ -201,18 +207,12 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
     );
     // kubectl as the operator: what the chart's RBAC and admission policy let it do.
     let as_operator = |args: &[&str]| -> (bool, String) {
-        let out = Command::new("kubectl")
-            .args(args)
-            .env("KUBECONFIG", &path)
-            .output()
-            .expect("kubectl");
-        (
-            out.status.success(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
+        outcome(
+            Command::new("kubectl")
+                .args(args)
+                .env("KUBECONFIG", &path)
+                .output()
+                .expect("kubectl"),
         )
     };
     let can = |args: &[&str]| {
