@@ -205,11 +205,16 @@ async fn telegram_updates_are_verified_stored_once_and_other_kinds_ignored() {
         )
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
-    assert_eq!(
-        ok.header("x-request-id").as_deref(),
-        Some("req-123"),
-        "the correlation id is echoed"
+    // The public edge makes its own correlation id (a client's X-Request-ID is only logged)
+    // and echoes it.
+    let correlation = ok
+        .header("x-request-id")
+        .expect("the correlation id is echoed");
+    assert_ne!(
+        correlation, "req-123",
+        "a client's X-Request-ID is not trusted"
     );
+    assert_eq!(correlation.len(), 32);
     assert_eq!(ok.json()["new"], 1);
     // The provider retries: accepted again, stored once.
     let again = h
@@ -231,7 +236,7 @@ async fn telegram_updates_are_verified_stored_once_and_other_kinds_ignored() {
     .await
     .unwrap();
     assert_eq!(
-        cid, "req-123",
+        cid, correlation,
         "the stored message carries the request's correlation id"
     );
 
@@ -567,7 +572,17 @@ async fn http_metrics_count_by_route_method_and_status() {
     )
     .await;
     h.post("/webhooks/tg", &[], TG_TEXT.as_bytes()).await;
+    // A method of the client's own making is counted as OTHER, not as a label of its choice.
+    let custom = h.req("XMETHOD-7F3A", "/webhooks/tg", &[], b"").await;
+    assert_eq!(custom.status, 405);
     let m = h.metrics.encode();
+    assert!(!m.contains("XMETHOD"), "{m}");
+    assert!(
+        m.contains(
+            r#"http_requests_total{route="/webhooks/{channel}",method="OTHER",status_code="405"} 1"#
+        ),
+        "{m}"
+    );
     assert!(
         m.contains(
             r#"http_requests_total{route="/webhooks/{channel}",method="POST",status_code="200"} 1"#

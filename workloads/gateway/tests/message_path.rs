@@ -252,20 +252,27 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
         5000000001,
         "How many days do I have to return an order?",
     );
+    // The gateway makes the correlation id of each delivery (the client's X-Request-ID is only
+    // logged, as client_request_id); the first delivery's is the one the message keeps.
+    let mut ids = vec![];
     for _ in 0..2 {
         let r = s
             .post(
                 "/webhooks/tg",
                 h(&[
                     ("X-Telegram-Bot-Api-Secret-Token", "tg-key"),
-                    ("X-Request-ID", "corr-tg-1"),
+                    ("X-Request-ID", "client-tg-1"),
                 ]),
                 update.clone(),
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(r.header("x-request-id"), Some("corr-tg-1"));
+        let id = r.header("x-request-id").expect("echoed").to_string();
+        assert_ne!(id, "client-tg-1");
+        ids.push(id);
     }
+    assert_ne!(ids[0], ids[1], "every request has its own correlation id");
+    let corr_tg = ids[0].clone();
     let sent = s.telegram.wait_for("sendMessage", WAIT, |r| {
         !sent_to(r, "/bot123:bot-token/sendMessage").is_empty()
     });
@@ -274,7 +281,7 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
         reply.json(),
         json!({"chat_id": 5000000001i64, "text": ANSWER})
     );
-    assert_eq!(reply.header("x-request-id"), Some("corr-tg-1"));
+    assert_eq!(reply.header("x-request-id"), Some(corr_tg.as_str()));
 
     // WhatsApp: a signed batch of two users' messages (one Persian) and a status.
     let wa = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"106540352242922"},
@@ -379,13 +386,20 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
     .fetch_one(&s.pool)
     .await
     .unwrap();
-    assert_eq!((corr.as_str(), path.as_deref()), ("corr-tg-1", Some("llm")));
+    assert_eq!(
+        (corr.as_str(), path.as_deref()),
+        (corr_tg.as_str(), Some("llm"))
+    );
     assert!(
-        gw.logs().contains("corr-tg-1"),
+        gw.logs().contains(&corr_tg),
         "gateway log lacks the correlation id"
     );
     assert!(
-        orch.logs().contains("corr-tg-1"),
+        gw.logs().contains(r#""client_request_id":"client-tg-1""#),
+        "gateway log lacks the client's request id"
+    );
+    assert!(
+        orch.logs().contains(&corr_tg),
         "orchestrator log lacks the correlation id"
     );
     for l in gw.logs().lines().chain(orch.logs().lines()) {
@@ -405,7 +419,7 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
             let has = |svc: &str| {
                 r.iter().any(|x| {
                     let b = String::from_utf8_lossy(&x.body);
-                    b.contains("corr-tg-1") && b.contains(svc)
+                    b.contains(corr_tg.as_str()) && b.contains(svc)
                 })
             };
             has("xin-gateway") && has("xin-orchestrator")
