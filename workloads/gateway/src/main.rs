@@ -14,7 +14,7 @@ use xin_gateway::routes::{self, RouteTable};
 use xin_gateway::{Gateway, app};
 use xin_runtime::HttpMetrics;
 
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(
     name = "xin-gateway",
     version,
@@ -82,6 +82,36 @@ struct Args {
     /// seconds; renewed every third of it while the worker is busy with the message.
     #[arg(long, env = "GATEWAY_FORWARD_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
     forward_lease_seconds: u64,
+}
+
+/// Every setting but the secrets (`DATABASE_URL` holds a password; `TENANT_SIGNING_KEY`).
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use xin_runtime::redacted;
+        f.debug_struct("Args")
+            .field("tenant", &self.tenant)
+            .field("http_host", &self.http_host)
+            .field("http_port", &self.http_port)
+            .field("routes_file", &self.routes_file)
+            .field("metrics_host", &self.metrics_host)
+            .field("metrics_port", &self.metrics_port)
+            .field("database_url", &redacted(&self.database_url))
+            .field("orchestrator_url", &self.orchestrator_url)
+            .field("signing_key", &redacted(&self.signing_key))
+            .field("telegram_api_base", &self.telegram_api_base)
+            .field("meta_graph_api_base", &self.meta_graph_api_base)
+            .field(
+                "widget_session_ttl_seconds",
+                &self.widget_session_ttl_seconds,
+            )
+            .field("max_attempts", &self.max_attempts)
+            .field(
+                "orchestrator_timeout_seconds",
+                &self.orchestrator_timeout_seconds,
+            )
+            .field("forward_lease_seconds", &self.forward_lease_seconds)
+            .finish()
+    }
 }
 
 #[tokio::main]
@@ -183,4 +213,34 @@ async fn run(args: Args) -> Result<(), String> {
     // A message being forwarded now keeps its lease and is taken again after a restart.
     worker.abort();
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_database_password_or_the_signing_key() {
+        let args = Args::try_parse_from([
+            "xin-gateway",
+            "--tenant",
+            "acme",
+            "--database-url",
+            "postgres://gw:db-pa55word@db:5432/acme",
+            "--orchestrator-url",
+            "http://orchestrator:8080",
+            "--signing-key",
+            "signing-key-0123456789-s3cret",
+        ])
+        .unwrap();
+        let shown = format!("{args:?} {args:#?}");
+        assert!(
+            !shown.contains("db-pa55word") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("acme") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
 }
