@@ -423,7 +423,8 @@ async fn acme_messages(stack: &Stack, telegram: &StandIn) -> Result<String, Stri
         .unwrap_or(1);
     let question = "When does your support team answer?";
     println!("\n--- Telegram update {update_id} from chat 5000000001: {question}");
-    let update = json!({"update_id": update_id, "message": {"message_id": 1, "date": update_id,
+    // The inbox keys Telegram messages by chat and message id: a new id for every run.
+    let update = json!({"update_id": update_id, "message": {"message_id": update_id, "date": update_id,
         "chat": {"id": 5000000001i64, "type": "private"}, "from": {"id": 5000000001i64, "is_bot": false, "first_name": "Demo"},
         "text": question}})
     .to_string();

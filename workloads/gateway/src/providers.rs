@@ -26,25 +26,33 @@ fn clean(s: &str) -> String {
     }
 }
 
+/// The inbox key of a Telegram message: `tg:<chat id>:<message id>`. A message id is unique
+/// within its chat and never changes, while `update_id` starts again from a random number
+/// when the bot's webhook is set up again (or after a week without updates), so keying on it
+/// would drop new messages as duplicates of old ones.
+pub fn telegram_message_id(chat: i64, message_id: i64) -> String {
+    format!("tg:{chat}:{message_id}")
+}
+
 /// A Telegram Update: text messages become one message; any other kind none.
 pub fn telegram(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
     let v: Value =
         serde_json::from_slice(body).map_err(|e| Malformed(format!("invalid JSON: {e}")))?;
-    let update_id = v
-        .get("update_id")
+    v.get("update_id")
         .and_then(Value::as_i64)
         .ok_or_else(|| Malformed("an Update needs a numeric update_id".into()))?;
     let Some(msg) = v.get("message") else {
         return Ok(vec![]);
     };
-    let (Some(text), Some(chat)) = (
+    let (Some(text), Some(chat), Some(message_id)) = (
         msg.get("text").and_then(Value::as_str),
         msg.pointer("/chat/id").and_then(Value::as_i64),
+        msg.get("message_id").and_then(Value::as_i64),
     ) else {
         return Ok(vec![]);
     };
     Ok(vec![Inbound {
-        provider_message_id: format!("tg:{update_id}"),
+        provider_message_id: telegram_message_id(chat, message_id),
         sender: chat.to_string(),
         text: clean(text),
     }])
@@ -136,7 +144,7 @@ mod tests {
         assert_eq!(
             got,
             vec![Inbound {
-                provider_message_id: "tg:10000".into(),
+                provider_message_id: "tg:-1001234567890:1365".into(),
                 sender: "-1001234567890".into(),
                 text: "سلام".into()
             }]
@@ -146,9 +154,34 @@ mod tests {
         let photo = br#"{"update_id":10002,"message":{"message_id":2,"date":1,"chat":{"id":1,"type":"private"},"photo":[]}}"#;
         assert_eq!(telegram(photo).unwrap(), vec![]);
         assert!(telegram(b"{not json").is_err());
-        let nul = br#"{"update_id":1,"message":{"chat":{"id":1},"text":"a\u0000b"}}"#;
+        let nul =
+            br#"{"update_id":1,"message":{"message_id":3,"chat":{"id":1},"text":"a\u0000b"}}"#;
         assert_eq!(telegram(nul).unwrap()[0].text, "a\u{fffd}b");
         assert!(telegram(br#"{"message":{}}"#).is_err());
+        // A message without its id cannot be stored idempotently: acknowledged, not stored.
+        let no_id = br#"{"update_id":1,"message":{"chat":{"id":1},"text":"x"}}"#;
+        assert_eq!(telegram(no_id).unwrap(), vec![]);
+    }
+
+    #[test]
+    fn telegram_keys_survive_an_update_id_reset() {
+        let update = |update_id: i64, chat: i64, message_id: i64| {
+            format!(
+                r#"{{"update_id":{update_id},"message":{{"message_id":{message_id},"date":1,"chat":{{"id":{chat},"type":"private"}},"text":"hi"}}}}"#
+            )
+        };
+        let key = |u: String| {
+            telegram(u.as_bytes()).unwrap()[0]
+                .provider_message_id
+                .clone()
+        };
+        // The same update_id after a reset, for another message: another key.
+        assert_ne!(key(update(500, 1, 10)), key(update(500, 1, 11)));
+        // The same message id in another chat: another key.
+        assert_ne!(key(update(500, 1, 10)), key(update(501, 2, 10)));
+        // The same message delivered again under a new update_id: the same key.
+        assert_eq!(key(update(500, 1, 10)), key(update(9000, 1, 10)));
+        assert_eq!(key(update(500, -100, 10)), "tg:-100:10");
     }
 
     #[test]

@@ -227,10 +227,13 @@ async fn telegram_updates_are_verified_stored_once_and_other_kinds_ignored() {
     assert_eq!((again.status, again.json()["new"].clone()), (200, json!(0)));
     assert_eq!(
         h.inbox("tg").await,
-        vec![("tg:42".to_string(), "سلام, where is my order?".to_string())]
+        vec![(
+            "tg:5000000001:7".to_string(),
+            "سلام, where is my order?".to_string()
+        )]
     );
     let cid: String = sqlx::query_scalar(
-        "SELECT correlation_id FROM gateway_inbox WHERE provider_message_id = 'tg:42'",
+        "SELECT correlation_id FROM gateway_inbox WHERE provider_message_id = 'tg:5000000001:7'",
     )
     .fetch_one(&h.pool)
     .await
@@ -283,6 +286,41 @@ async fn telegram_updates_are_verified_stored_once_and_other_kinds_ignored() {
 }
 
 #[tokio::test]
+async fn telegram_messages_are_keyed_by_chat_and_message_id_not_update_id() {
+    let h = start(vec![route("tg", ChannelType::Telegram)]).await;
+    let update = |update_id: i64, message_id: i64, text: &str| {
+        serde_json::to_vec(
+            &json!({"update_id": update_id, "message": {"message_id": message_id,
+            "date": 1700000000, "chat": {"id": 5000000001i64, "type": "private"}, "text": text}}),
+        )
+        .unwrap()
+    };
+    let post = async |body: Vec<u8>| {
+        let r = h
+            .post(
+                "/webhooks/tg",
+                &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+                &body,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["new"].as_u64().unwrap()
+    };
+    assert_eq!(post(update(100, 1, "first")).await, 1);
+    // The webhook was set up again: update_ids start over, the new message is still new.
+    assert_eq!(post(update(100, 2, "after the reset")).await, 1);
+    // Telegram delivers the first message again under another update_id: stored once.
+    assert_eq!(post(update(7, 1, "first")).await, 0);
+    assert_eq!(
+        h.inbox("tg").await,
+        vec![
+            ("tg:5000000001:1".to_string(), "first".to_string()),
+            ("tg:5000000001:2".to_string(), "after the reset".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
 async fn during_a_rotation_both_keys_are_accepted_until_the_old_one_expires() {
     let mut r = route("tg", ChannelType::Telegram);
     r.keys = vec![
@@ -302,7 +340,7 @@ async fn during_a_rotation_both_keys_are_accepted_until_the_old_one_expires() {
     let h = start(vec![r]).await;
     let body = |id: u32| {
         format!(
-            r#"{{"update_id":{id},"message":{{"message_id":1,"date":1,"chat":{{"id":1,"type":"private"}},"text":"hi"}}}}"#
+            r#"{{"update_id":{id},"message":{{"message_id":{id},"date":1,"chat":{{"id":1,"type":"private"}},"text":"hi"}}}}"#
         )
     };
     assert_eq!(

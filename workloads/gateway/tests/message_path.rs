@@ -233,7 +233,7 @@ fn sent_to(reqs: &[Recorded], path: &str) -> Vec<Recorded> {
 }
 
 fn tg_update(update_id: i64, chat: i64, text: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"update_id": update_id, "message": {"message_id": 1, "date": 1700000000,
+    serde_json::to_vec(&json!({"update_id": update_id, "message": {"message_id": update_id, "date": 1700000000,
         "chat": {"id": chat, "type": "private"}, "from": {"id": chat, "is_bot": false, "first_name": "U"}, "text": text}}))
     .unwrap()
 }
@@ -381,7 +381,7 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
     // The correlation id reached the orchestrator's rows, both logs and both services' traces.
     let (corr, path): (String, Option<String>) = sqlx::query_as(
         "SELECT u.correlation_id, a.answer_path FROM messages u JOIN messages a ON a.reply_to = u.id
-         WHERE u.client_message_id = 'tg:9001'",
+         WHERE u.client_message_id = 'tg:5000000001:9001'",
     )
     .fetch_one(&s.pool)
     .await
@@ -486,7 +486,7 @@ async fn a_gateway_killed_after_accepting_still_replies_after_restart() {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let attempts: i32 = sqlx::query_scalar(
-            "SELECT attempts FROM gateway_inbox WHERE provider_message_id = 'tg:77'",
+            "SELECT attempts FROM gateway_inbox WHERE provider_message_id = 'tg:-1001234567890:77'",
         )
         .fetch_one(&s.pool)
         .await
@@ -522,7 +522,7 @@ async fn a_gateway_killed_after_accepting_still_replies_after_restart() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(s.telegram.requests().len(), 2, "each replied once");
     let untried: i32 = sqlx::query_scalar(
-        "SELECT attempts FROM gateway_inbox WHERE provider_message_id = 'tg:78'",
+        "SELECT attempts FROM gateway_inbox WHERE provider_message_id = 'tg:-1001234567890:78'",
     )
     .fetch_one(&s.pool)
     .await
@@ -532,7 +532,7 @@ async fn a_gateway_killed_after_accepting_still_replies_after_restart() {
         "the second message was never tried before the first"
     );
     let (replied, error): (bool, Option<String>) = sqlx::query_as(
-        "SELECT replied_at IS NOT NULL, last_error FROM gateway_inbox WHERE provider_message_id = 'tg:77'",
+        "SELECT replied_at IS NOT NULL, last_error FROM gateway_inbox WHERE provider_message_id = 'tg:-1001234567890:77'",
     )
     .fetch_one(&s.pool)
     .await
@@ -568,7 +568,7 @@ async fn a_provider_refusing_the_reply_is_retried_then_set_aside() {
     let deadline = std::time::Instant::now() + WAIT;
     let error = loop {
         let row: (Option<String>, bool) = sqlx::query_as(
-            "SELECT last_error, failed_at IS NOT NULL FROM gateway_inbox WHERE provider_message_id = 'tg:5'",
+            "SELECT last_error, failed_at IS NOT NULL FROM gateway_inbox WHERE provider_message_id = 'tg:42:5'",
         )
         .fetch_one(&s.pool)
         .await
