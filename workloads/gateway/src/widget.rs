@@ -26,7 +26,7 @@ use xin_api::routes::ChannelRoute;
 use xin_runtime::{ApiError, CorrelationId};
 
 use crate::providers::Inbound;
-use crate::{Gateway, accept, inbox_unavailable, not_found, store_failed};
+use crate::{Gateway, accept, inbox_unavailable, store_failed};
 
 fn hmac(key: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
@@ -82,6 +82,7 @@ pub fn widget_message_id(user: &str, client_id: &str) -> String {
 /// origin. Requests without `Origin` (not from a browser) are let through: they still need an
 /// identity or session token.
 fn allowed_origin(
+    gw: &Gateway,
     route: &ChannelRoute,
     headers: &HeaderMap,
     id: &CorrelationId,
@@ -96,11 +97,14 @@ fn allowed_origin(
         {
             Ok(Some(o.clone()))
         }
-        Some(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this origin may not use the widget of this channel",
-            id,
+        Some(_) => Err(gw.verification_failed(
+            &route.name,
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "this origin may not use the widget of this channel",
+                id,
+            ),
         )),
     }
 }
@@ -126,7 +130,7 @@ fn web_route(gw: &Gateway, channel: &str, id: &CorrelationId) -> Result<ChannelR
             ChannelType::Web => true,
             ChannelType::Telegram | ChannelType::Whatsapp | ChannelType::Instagram => false,
         })
-        .ok_or_else(|| not_found(channel, id))
+        .ok_or_else(|| gw.unknown_channel(channel, id))
 }
 
 /// Resolves the route and the CORS origin, answering a refused origin itself.
@@ -138,7 +142,7 @@ fn prelude(
 ) -> Result<(ChannelRoute, Option<HeaderValue>), Box<Response>> {
     let route = web_route(gw, channel, id).map_err(|e| Box::new(e.into_response()))?;
     let origin =
-        allowed_origin(&route, headers, id).map_err(|e| Box::new(with_cors(None, Err(e))))?;
+        allowed_origin(gw, &route, headers, id).map_err(|e| Box::new(with_cors(None, Err(e))))?;
     Ok((route, origin))
 }
 
@@ -235,11 +239,14 @@ pub async fn session(
         let mut m = hmac(secret.as_bytes());
         m.update(req.user_id.as_bytes());
         if secret.is_empty() || m.verify_slice(&given).is_err() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_identity_token",
-                "identity_token does not match user_id",
-                &id,
+            return Err(gw.verification_failed(
+                &channel,
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    "invalid_identity_token",
+                    "identity_token does not match user_id",
+                    &id,
+                ),
             ));
         }
         // Counted only once verified, so a flood of bad tokens cannot use up real users' rate.
@@ -269,19 +276,25 @@ fn session_user(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_session",
-                "Authorization: Bearer <session_token> is required",
-                id,
+            gw.verification_failed(
+                channel,
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_session",
+                    "Authorization: Bearer <session_token> is required",
+                    id,
+                ),
             )
         })?;
     check_session(&gw.session_key, channel, token.trim(), now()).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_session",
-            "the session token is invalid or expired; start a new session",
-            id,
+        gw.verification_failed(
+            channel,
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_session",
+                "the session token is invalid or expired; start a new session",
+                id,
+            ),
         )
     })
 }

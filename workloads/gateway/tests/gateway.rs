@@ -482,8 +482,9 @@ async fn body_and_rate_limits_answer_413_and_429_with_retry_after() {
     let mut r = route("tg", ChannelType::Telegram);
     r.max_body_bytes = 1024;
     r.requests_per_second = 1;
-    r.burst = 2;
+    r.burst = 1;
     let h = start(vec![r]).await;
+    // Refused before it is verified, so it takes nothing from the channel's rate.
     let big = vec![b' '; 2048];
     assert_json_error(
         &h.post(
@@ -520,6 +521,106 @@ async fn body_and_rate_limits_answer_413_and_429_with_retry_after() {
         .parse()
         .unwrap();
     assert!((1..=2).contains(&wait), "Retry-After {wait}");
+}
+
+/// A counter with labels in the gateway's metrics (0 when never incremented).
+fn labelled(h: &Harness, name: &str, labels: &str) -> u64 {
+    let m = h.metrics.encode();
+    let prefix = format!("{name}{{{labels}}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_flood_of_unverified_requests_spends_its_own_budget_not_the_channels_rate() {
+    // A channel rate of one request at a time: a flood charged to it would shut the real
+    // provider out.
+    let mut tg = route("tg", ChannelType::Telegram);
+    let mut wa = route("wa", ChannelType::Whatsapp);
+    for r in [&mut tg, &mut wa] {
+        r.requests_per_second = 1;
+        r.burst = 1;
+    }
+    let h = start(vec![tg, wa]).await;
+    let refused = format!("{}_total", xin_gateway::REFUSED_REQUESTS);
+
+    // Unsigned and wrongly signed POSTs, well past the failure budget: refused as they are
+    // until the budget is spent, then 429 too_many_failures, never the channel's rate_limited.
+    let body = br#"{"object":"whatsapp_business_account","entry":[]}"#;
+    let forged = format!("sha256={}", meta_sign("not-the-secret", body));
+    let flood = 3 * xin_gateway::limits::FAILURE_BURST as usize;
+    let unsigned: &[(&str, &str)] = &[];
+    let wrong_token = &[("X-Telegram-Bot-Api-Secret-Token", "wrong")];
+    let wrong_signature = &[("X-Hub-Signature-256", forged.as_str())];
+    for (path, kinds) in [
+        ("/webhooks/tg", vec![(unsigned, 401), (wrong_token, 403)]),
+        (
+            "/webhooks/wa",
+            vec![(unsigned, 401), (wrong_signature, 403)],
+        ),
+    ] {
+        let mut budget_spent = 0;
+        for i in 0..flood {
+            let (headers, expected) = kinds[i % kinds.len()];
+            let r = h.post(path, headers, body).await;
+            if r.status == 429 {
+                assert_json_error(&r, 429, "too_many_failures");
+                assert!(r.header("retry-after").is_some());
+                budget_spent += 1;
+            } else {
+                assert_eq!(r.status, expected, "{path}: {}", r.body);
+            }
+        }
+        assert!(
+            budget_spent > 0,
+            "{path}: the failure budget was never spent"
+        );
+    }
+    // A genuine delivery still gets through, on both channels, during the flood.
+    let ok = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let sig = format!("sha256={}", meta_sign("app-secret", body));
+    let ok = h
+        .post(
+            "/webhooks/wa",
+            &[("X-Hub-Signature-256", sig.as_str())],
+            body,
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // Verified requests do meet the channel's own limit.
+    let limited = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_json_error(&limited, 429, "rate_limited");
+
+    // Counted by channel and reason; an unknown channel under "unknown", never its URL name.
+    assert!(h.post("/webhooks/nosuch-xq7", &[], b"{}").await.status == 404);
+    for (labels, at_least) in [
+        (r#"channel="tg",reason="missing_signature""#, 1),
+        (r#"channel="tg",reason="invalid_signature""#, 1),
+        (r#"channel="tg",reason="too_many_failures""#, 1),
+        (r#"channel="tg",reason="rate_limited""#, 1),
+        (r#"channel="wa",reason="missing_signature""#, 1),
+        (r#"channel="wa",reason="invalid_signature""#, 1),
+        (r#"channel="wa",reason="too_many_failures""#, 1),
+        (r#"channel="unknown",reason="unknown_channel""#, 1),
+    ] {
+        let n = labelled(&h, &refused, labels);
+        assert!(n >= at_least, "{labels}: {n}\n{}", h.metrics.encode());
+    }
+    assert!(!h.metrics.encode().contains("nosuch-xq7"));
 }
 
 /// Replaces the routes file in one step (as the kubelet swaps a Secret volume), so the
