@@ -29,7 +29,7 @@ use xin_api::channel::ChannelType;
 use xin_runtime::{ApiError, CorrelationId, HttpMetrics};
 
 use crate::limits::{Buckets, FAILURE_BURST, FAILURE_RATE_PER_SECOND};
-use crate::providers::Inbound;
+use crate::providers::{Inbound, MetaMessages};
 use crate::routes::RouteTable;
 use crate::verify::Refusal;
 
@@ -52,6 +52,15 @@ pub struct RefusalLabels {
     pub reason: String,
 }
 
+/// Name of the counter of dropped Meta notification items (`…_total` once exposed).
+pub const FOREIGN_ENTRIES: &str = "gateway_foreign_entries";
+
+/// A `channel` label alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    pub channel: String,
+}
+
 #[derive(Clone)]
 pub struct Gateway {
     pub tenant: String,
@@ -68,6 +77,8 @@ pub struct Gateway {
     pub polls: Arc<tokio::sync::Semaphore>,
     /// Requests refused, by channel and reason ([`REFUSED_REQUESTS`], registered by [`app`]).
     pub refusals: Family<RefusalLabels, Counter>,
+    /// Meta notification items for another phone number or page ([`FOREIGN_ENTRIES`]).
+    pub foreign: Family<ChannelLabel, Counter>,
     limiter: Arc<Buckets>,
     /// Each channel's failure budget (see [`limits::FAILURE_RATE_PER_SECOND`]).
     failures: Arc<Buckets>,
@@ -85,6 +96,7 @@ impl Gateway {
             answered: Arc::default(),
             polls: Arc::new(tokio::sync::Semaphore::new(MAX_POLLS)),
             refusals: Family::default(),
+            foreign: Family::default(),
             limiter: Arc::default(),
             failures: Arc::default(),
         }
@@ -182,15 +194,19 @@ impl Gateway {
 /// The gateway's routes, wrapped with correlation ids and HTTP metrics; registers the
 /// gateway's own metrics in `metrics` (call it once per registry).
 pub fn app(gw: Gateway, metrics: HttpMetrics) -> Router {
-    metrics
-        .registry
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .register(
+    {
+        let mut registry = metrics.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.register(
             REFUSED_REQUESTS,
             "Requests refused by channel (a name from the routes, or unknown) and reason (the error code answered)",
             gw.refusals.clone(),
         );
+        registry.register(
+            FOREIGN_ENTRIES,
+            "Meta notification items addressed to another phone number or page than the channel's, dropped and not stored",
+            gw.foreign.clone(),
+        );
+    }
     Router::new()
         .route("/webhooks/{channel}", get(handshake).post(receive))
         .route(
@@ -393,13 +409,16 @@ async fn receive(
     // Verified: now, and only now, the channel's rate limit.
     gw.limit(&channel, &route, &id)?;
     let parsed = match route.type_ {
-        ChannelType::Telegram => providers::telegram(&bytes),
-        ChannelType::Whatsapp => providers::whatsapp(&bytes),
-        ChannelType::Instagram => providers::instagram(&bytes),
+        ChannelType::Telegram => providers::telegram(&bytes).map(|messages| MetaMessages {
+            messages,
+            foreign: 0,
+        }),
+        ChannelType::Whatsapp => providers::whatsapp_for(&bytes, route.phone_number_id.as_deref()),
+        ChannelType::Instagram => providers::instagram_for(&bytes, route.page_id.as_deref()),
         // Refused above.
-        ChannelType::Web => Ok(vec![]),
+        ChannelType::Web => Ok(MetaMessages::default()),
     };
-    let messages = parsed.map_err(|m| {
+    let MetaMessages { messages, foreign } = parsed.map_err(|m| {
         refuse(ApiError::new(
             StatusCode::BAD_REQUEST,
             "malformed_payload",
@@ -407,6 +426,18 @@ async fn receive(
             &id,
         ))
     })?;
+    if foreign > 0 {
+        gw.foreign
+            .get_or_create(&ChannelLabel {
+                channel: channel.clone(),
+            })
+            .inc_by(foreign as u64);
+        tracing::warn!(
+            channel = %channel,
+            dropped = foreign,
+            "notification items for another phone number or page dropped (the app secret is shared by several of them)"
+        );
+    }
     let accepted = accept(&gw, &channel, &messages, &id)
         .await
         .map_err(|e| store_failed(&e, &id))?;

@@ -58,48 +58,75 @@ pub fn telegram(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
     }])
 }
 
-/// The `key` items (`changes` for WhatsApp, `messaging` for Instagram) of every `entry` of a
-/// Meta notification, in order.
-fn meta_items(body: &[u8], key: &str) -> Result<Vec<Value>, Malformed> {
+/// The messages of a Meta notification, and how many of its items were addressed to another
+/// account than the channel's (dropped, not stored).
+#[derive(Debug, Default, PartialEq)]
+pub struct MetaMessages {
+    pub messages: Vec<Inbound>,
+    /// WhatsApp changes for another `phone_number_id`; Instagram entries for another account
+    /// id, and messaging events to another recipient.
+    pub foreign: usize,
+}
+
+/// The `entry` array of a Meta notification, each entry with its `id`.
+fn meta_entries(body: &[u8]) -> Result<Vec<Value>, Malformed> {
     let mut v: Value =
         serde_json::from_slice(body).map_err(|e| Malformed(format!("invalid JSON: {e}")))?;
-    let entries = match v.get_mut("entry").map(Value::take) {
-        Some(Value::Array(entries)) => entries,
-        _ => return Err(Malformed("a notification needs an entry array".into())),
-    };
-    Ok(entries
-        .into_iter()
-        .filter_map(|mut e| match e.get_mut(key).map(Value::take) {
-            Some(Value::Array(items)) => Some(items),
-            _ => None,
-        })
-        .flatten()
-        .collect())
+    match v.get_mut("entry").map(Value::take) {
+        Some(Value::Array(entries)) => Ok(entries),
+        _ => Err(Malformed("a notification needs an entry array".into())),
+    }
+}
+
+/// The `key` array of an entry (`changes` for WhatsApp, `messaging` for Instagram).
+fn items(entry: &mut Value, key: &str) -> Vec<Value> {
+    match entry.get_mut(key).map(Value::take) {
+        Some(Value::Array(items)) => items,
+        _ => vec![],
+    }
 }
 
 /// A WhatsApp Cloud API notification: every text message of every entry and change;
 /// statuses (sent, delivered, read) are ignored.
 pub fn whatsapp(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
-    let mut out = Vec::new();
-    for change in meta_items(body, "changes")? {
-        for m in change
-            .pointer("/value/messages")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let (Some(id), Some(from)) = (
-                m.get("id").and_then(Value::as_str),
-                m.get("from").and_then(Value::as_str),
-            ) else {
+    whatsapp_for(body, None).map(|m| m.messages)
+}
+
+/// [`whatsapp`] for the channel of `phone_number_id`: a change whose
+/// `value.metadata.phone_number_id` is another (or absent) is dropped and counted. One Meta app
+/// can serve several numbers; only this channel's are its messages.
+pub fn whatsapp_for(body: &[u8], phone_number_id: Option<&str>) -> Result<MetaMessages, Malformed> {
+    let mut out = MetaMessages::default();
+    for mut entry in meta_entries(body)? {
+        for change in items(&mut entry, "changes") {
+            if let Some(ours) = phone_number_id
+                && change
+                    .pointer("/value/metadata/phone_number_id")
+                    .and_then(Value::as_str)
+                    != Some(ours)
+            {
+                out.foreign += 1;
                 continue;
-            };
-            if let Some(text) = m.pointer("/text/body").and_then(Value::as_str) {
-                out.push(Inbound {
-                    provider_message_id: clean(&format!("wa:{id}")),
-                    sender: clean(from),
-                    text: clean(text),
-                });
+            }
+            for m in change
+                .pointer("/value/messages")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let (Some(id), Some(from)) = (
+                    m.get("id").and_then(Value::as_str),
+                    m.get("from").and_then(Value::as_str),
+                ) else {
+                    continue;
+                };
+                if let Some(text) = m.pointer("/text/body").and_then(Value::as_str) {
+                    out.messages.push(Inbound {
+                        provider_message_id: clean(&format!("wa:{id}")),
+                        sender: clean(from),
+                        text: clean(text),
+                    });
+                }
             }
         }
     }
@@ -109,26 +136,49 @@ pub fn whatsapp(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
 /// An Instagram Messaging notification: text messages from users; echoes of the business's
 /// own replies are ignored (answering them would loop).
 pub fn instagram(body: &[u8]) -> Result<Vec<Inbound>, Malformed> {
-    let mut out = Vec::new();
-    for ev in meta_items(body, "messaging")? {
-        let Some(msg) = ev.get("message") else {
-            continue;
-        };
-        if msg.get("is_echo").and_then(Value::as_bool) == Some(true) {
+    instagram_for(body, None).map(|m| m.messages)
+}
+
+/// [`instagram`] for the channel of `page_id`: an entry whose `id` is another account (or
+/// absent), and a message whose `recipient.id` is another, are dropped and counted.
+pub fn instagram_for(body: &[u8], page_id: Option<&str>) -> Result<MetaMessages, Malformed> {
+    let mut out = MetaMessages::default();
+    for mut entry in meta_entries(body)? {
+        if let Some(ours) = page_id
+            && entry.get("id").and_then(Value::as_str) != Some(ours)
+        {
+            out.foreign += 1;
             continue;
         }
-        let (Some(mid), Some(text), Some(from)) = (
-            msg.get("mid").and_then(Value::as_str),
-            msg.get("text").and_then(Value::as_str),
-            ev.pointer("/sender/id").and_then(Value::as_str),
-        ) else {
-            continue;
-        };
-        out.push(Inbound {
-            provider_message_id: clean(&format!("ig:{mid}")),
-            sender: clean(from),
-            text: clean(text),
-        });
+        for ev in items(&mut entry, "messaging") {
+            let Some(msg) = ev.get("message") else {
+                continue;
+            };
+            if msg.get("is_echo").and_then(Value::as_bool) == Some(true) {
+                continue;
+            }
+            if let Some(ours) = page_id
+                && ev
+                    .pointer("/recipient/id")
+                    .and_then(Value::as_str)
+                    .is_some_and(|r| r != ours)
+            {
+                out.foreign += 1;
+                continue;
+            }
+            let (Some(mid), Some(text), Some(from)) = (
+                msg.get("mid").and_then(Value::as_str),
+                msg.get("text").and_then(Value::as_str),
+                ev.pointer("/sender/id").and_then(Value::as_str),
+            ) else {
+                continue;
+            };
+            out.messages.push(Inbound {
+                provider_message_id: clean(&format!("ig:{mid}")),
+                sender: clean(from),
+                text: clean(text),
+            });
+        }
     }
     Ok(out)
 }
@@ -202,6 +252,44 @@ mod tests {
         assert_eq!(got[1].text, "مرسی");
         assert_eq!(whatsapp(br#"{"object":"x","entry":[]}"#).unwrap(), vec![]);
         assert!(whatsapp(br#"{"object":"x"}"#).is_err());
+    }
+
+    #[test]
+    fn meta_items_for_another_number_or_page_are_dropped_and_counted() {
+        let wa = br#"{"object":"whatsapp_business_account","entry":[
+          {"id":"W","changes":[
+            {"field":"messages","value":{"metadata":{"phone_number_id":"111"},"messages":[{"from":"1","id":"wamid.ours","type":"text","text":{"body":"ours"}}]}},
+            {"field":"messages","value":{"metadata":{"phone_number_id":"222"},"messages":[{"from":"2","id":"wamid.theirs","type":"text","text":{"body":"theirs"}}]}},
+            {"field":"messages","value":{"messages":[{"from":"3","id":"wamid.unknown","type":"text","text":{"body":"no metadata"}}]}}]}]}"#;
+        let got = whatsapp_for(wa, Some("111")).unwrap();
+        assert_eq!(
+            got.messages
+                .iter()
+                .map(|m| m.provider_message_id.as_str())
+                .collect::<Vec<_>>(),
+            ["wa:wamid.ours"]
+        );
+        assert_eq!(got.foreign, 2);
+        // Without a phoneNumberId on the channel, nothing is filtered.
+        assert_eq!(whatsapp_for(wa, None).unwrap().messages.len(), 3);
+
+        let ig = br#"{"object":"instagram","entry":[
+          {"id":"P1","messaging":[
+            {"sender":{"id":"U1"},"recipient":{"id":"P1"},"message":{"mid":"m1","text":"ours"}},
+            {"sender":{"id":"U2"},"recipient":{"id":"P9"},"message":{"mid":"m2","text":"to another page"}},
+            {"sender":{"id":"P1"},"recipient":{"id":"U1"},"message":{"mid":"m3","text":"echo","is_echo":true}}]},
+          {"id":"P2","messaging":[
+            {"sender":{"id":"U3"},"recipient":{"id":"P2"},"message":{"mid":"m4","text":"another account"}}]}]}"#;
+        let got = instagram_for(ig, Some("P1")).unwrap();
+        assert_eq!(
+            got.messages
+                .iter()
+                .map(|m| m.provider_message_id.as_str())
+                .collect::<Vec<_>>(),
+            ["ig:m1"]
+        );
+        assert_eq!(got.foreign, 2, "the entry of P2 and the message to P9");
+        assert_eq!(instagram_for(ig, None).unwrap().messages.len(), 3);
     }
 
     #[test]

@@ -463,6 +463,90 @@ async fn whatsapp_handshake_signature_and_batches() {
 }
 
 #[tokio::test]
+async fn meta_previous_app_secrets_count_until_expiry_and_other_accounts_are_dropped() {
+    let mut wa = route("wa", ChannelType::Whatsapp);
+    wa.credentials.app_secret = Some("new-secret".into());
+    wa.credentials.previous_app_secrets = vec![
+        WebhookKey {
+            key: "old-secret".into(),
+            expires_at: Some(Time("2999-01-01T00:00:00Z".parse().unwrap())),
+        },
+        WebhookKey {
+            key: "older-secret".into(),
+            expires_at: Some(Time("2001-01-01T00:00:00Z".parse().unwrap())),
+        },
+    ];
+    wa.phone_number_id = Some("111".into());
+    let mut ig = route("ig", ChannelType::Instagram);
+    ig.page_id = Some("P1".into());
+    let h = start(vec![wa, ig]).await;
+    let foreign = format!("{}_total", xin_gateway::FOREIGN_ENTRIES);
+
+    let wa_body = |id: &str, phone: &str| {
+        format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"W","changes":[{{"field":"messages","value":{{"metadata":{{"phone_number_id":"{phone}"}},"messages":[{{"from":"1","id":"{id}","type":"text","text":{{"body":"{id}"}}}}]}}}}]}}]}}"#
+        )
+        .into_bytes()
+    };
+    let post_signed = async |path: &str, secret: &str, body: &[u8]| {
+        let sig = format!("sha256={}", meta_sign(secret, body));
+        h.post(path, &[("X-Hub-Signature-256", sig.as_str())], body)
+            .await
+    };
+    // The current secret and a previous one until its expiry; an expired one is refused.
+    for (secret, id) in [("new-secret", "wamid.1"), ("old-secret", "wamid.2")] {
+        let r = post_signed("/webhooks/wa", secret, &wa_body(id, "111")).await;
+        assert_eq!(
+            (r.status, r.json()["new"].clone()),
+            (200, json!(1)),
+            "{secret}"
+        );
+    }
+    assert_json_error(
+        &post_signed("/webhooks/wa", "older-secret", &wa_body("wamid.3", "111")).await,
+        403,
+        "invalid_signature",
+    );
+    // Signed with our app's secret, but for another of the app's numbers: not ours to store.
+    let r = post_signed("/webhooks/wa", "new-secret", &wa_body("wamid.4", "222")).await;
+    assert_eq!(
+        (r.status, r.json()["new"].clone()),
+        (200, json!(0)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        h.inbox("wa")
+            .await
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
+        ["wa:wamid.1", "wa:wamid.2"]
+    );
+    assert_eq!(labelled(&h, &foreign, r#"channel="wa""#), 1);
+
+    // Instagram: another account's entry, and a message to another recipient, are dropped.
+    let ig_body = br#"{"object":"instagram","entry":[
+      {"id":"P1","time":1,"messaging":[
+        {"sender":{"id":"U1"},"recipient":{"id":"P1"},"timestamp":1,"message":{"mid":"m1","text":"ours"}},
+        {"sender":{"id":"U2"},"recipient":{"id":"P9"},"timestamp":1,"message":{"mid":"m2","text":"not ours"}}]},
+      {"id":"P2","time":1,"messaging":[
+        {"sender":{"id":"U3"},"recipient":{"id":"P2"},"timestamp":1,"message":{"mid":"m3","text":"not ours"}}]}]}"#;
+    let r = post_signed("/webhooks/ig", "app-secret", ig_body).await;
+    assert_eq!(
+        (r.status, r.json()["new"].clone()),
+        (200, json!(1)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        h.inbox("ig").await,
+        vec![("ig:m1".to_string(), "ours".to_string())]
+    );
+    assert_eq!(labelled(&h, &foreign, r#"channel="ig""#), 2);
+}
+
+#[tokio::test]
 async fn instagram_echoes_are_ignored() {
     let h = start(vec![route("ig", ChannelType::Instagram)]).await;
     let body = br#"{"object":"instagram","entry":[{"id":"1","time":1,"messaging":[{"sender":{"id":"U1"},"recipient":{"id":"P"},"timestamp":1,"message":{"mid":"m1","text":"hello"}},{"sender":{"id":"P"},"recipient":{"id":"U1"},"timestamp":2,"message":{"mid":"m2","text":"echo","is_echo":true}}]}]}"#;
