@@ -1,8 +1,8 @@
-//! The web widget's endpoints. The site that embeds the widget signs each end user's id with
-//! the channel's identity secret (`identity_token = hex(HMAC-SHA256(secret, user_id))`,
-//! computed on the site's server); the gateway exchanges a valid one for a short-lived
-//! session token, which authorises sending messages and reading the answers. Browsers may
-//! call only from the channel's allowed origins (CORS).
+//! The web widget's endpoints. The site that embeds the widget signs each end user's id, for
+//! this channel and until an expiry, with the channel's identity secret (an identity token,
+//! see [`identity_token`], computed on the site's server); the gateway exchanges a valid one
+//! for a short-lived session token, which authorises sending messages and reading the
+//! answers. Browsers may call only from the channel's allowed origins (CORS).
 //!
 //! - `POST /widget/{channel}/session` `{"user_id","identity_token"}` → `{"session_token","expires_at"}`
 //! - `POST /widget/{channel}/messages` (Bearer session) `{"text","client_message_id"?}` → 202 `{"message_id"}`
@@ -32,11 +32,133 @@ fn hmac(key: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
-/// The identity token the embedding site computes for `user_id`.
-pub fn identity_token(secret: &str, user_id: &str) -> String {
+/// The furthest ahead an identity token may expire: 24 hours after it is presented (plus
+/// [`IDENTITY_CLOCK_SKEW`]). A token is a bearer credential for the user; a site hands out a
+/// fresh one rather than one that lasts.
+pub const IDENTITY_TOKEN_MAX_LIFETIME_SECONDS: i64 = 86_400;
+/// Allowance for the site's clock running ahead of the gateway's, on the far-future bound only.
+pub const IDENTITY_CLOCK_SKEW_SECONDS: i64 = 300;
+
+fn identity_mac(secret: &str, channel: &str, exp: &str, user_id: &str) -> Hmac<Sha256> {
+    let mut m = hmac(secret.as_bytes());
+    m.update(b"xin-identity-v1\n");
+    m.update(channel.as_bytes());
+    m.update(b"\n");
+    m.update(exp.as_bytes());
+    m.update(b"\n");
+    m.update(user_id.as_bytes());
+    m
+}
+
+/// The identity token the embedding site computes for `user_id` on `channel`, valid until
+/// `exp` (Unix seconds): `v1.<exp>.<hex HMAC-SHA256(secret, "xin-identity-v1\n" ‖ channel ‖
+/// "\n" ‖ exp ‖ "\n" ‖ user_id)>`, with `exp` in decimal as it appears in the token.
+pub fn identity_token(secret: &str, channel: &str, user_id: &str, exp: i64) -> String {
+    let exp = exp.to_string();
+    let tag = identity_mac(secret, channel, &exp, user_id).finalize();
+    format!("v1.{exp}.{}", hex::encode(tag.into_bytes()))
+}
+
+/// The identity token of Xin before 0.2: `hex(HMAC-SHA256(secret, user_id))`, bound to no
+/// channel and never expiring. Accepted only on channels with `acceptLegacyIdentityTokens`.
+pub fn legacy_identity_token(secret: &str, user_id: &str) -> String {
     let mut m = hmac(secret.as_bytes());
     m.update(user_id.as_bytes());
     hex::encode(m.finalize().into_bytes())
+}
+
+/// Why an identity token is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IdentityRefusal {
+    /// Malformed, or its MAC does not match the user, channel and expiry (a wrong secret).
+    Invalid,
+    /// Its expiry has passed.
+    Expired,
+    /// It expires more than [`IDENTITY_TOKEN_MAX_LIFETIME_SECONDS`] ahead.
+    TooFarAhead,
+    /// The old format, on a channel that no longer accepts it.
+    Legacy,
+    /// The channel has no identity secret: nothing is accepted.
+    NoSecret,
+}
+
+/// Checks `token` for `user_id` on `channel` at `now` (Unix seconds). The MAC is compared in
+/// constant time, and checked before the expiry, so the reasons beyond `Invalid` are only
+/// ever told to someone holding a token the site signed.
+pub fn check_identity_token(
+    secret: &str,
+    channel: &str,
+    user_id: &str,
+    token: &str,
+    now: i64,
+    accept_legacy: bool,
+) -> Result<(), IdentityRefusal> {
+    if secret.trim().is_empty() {
+        return Err(IdentityRefusal::NoSecret);
+    }
+    let token = token.trim();
+    if let Some(rest) = token.strip_prefix("v1.") {
+        let (exp, tag) = rest.split_once('.').ok_or(IdentityRefusal::Invalid)?;
+        if exp.is_empty() || exp.len() > 18 || !exp.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(IdentityRefusal::Invalid);
+        }
+        let tag = hex::decode(tag).map_err(|_| IdentityRefusal::Invalid)?;
+        identity_mac(secret, channel, exp, user_id)
+            .verify_slice(&tag)
+            .map_err(|_| IdentityRefusal::Invalid)?;
+        let exp: i64 = exp.parse().map_err(|_| IdentityRefusal::Invalid)?;
+        if exp <= now {
+            return Err(IdentityRefusal::Expired);
+        }
+        if exp > now + IDENTITY_TOKEN_MAX_LIFETIME_SECONDS + IDENTITY_CLOCK_SKEW_SECONDS {
+            return Err(IdentityRefusal::TooFarAhead);
+        }
+        return Ok(());
+    }
+    let legacy_form = token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit());
+    if !legacy_form {
+        return Err(IdentityRefusal::Invalid);
+    }
+    if !accept_legacy {
+        return Err(IdentityRefusal::Legacy);
+    }
+    let given = hex::decode(token).map_err(|_| IdentityRefusal::Invalid)?;
+    let mut m = hmac(secret.as_bytes());
+    m.update(user_id.as_bytes());
+    m.verify_slice(&given).map_err(|_| IdentityRefusal::Invalid)
+}
+
+fn identity_refused(r: IdentityRefusal, id: &CorrelationId) -> ApiError {
+    let (status, code, message) = match r {
+        IdentityRefusal::Invalid => (
+            StatusCode::FORBIDDEN,
+            "invalid_identity_token",
+            "identity_token does not match user_id and this channel",
+        ),
+        IdentityRefusal::Expired => (
+            StatusCode::FORBIDDEN,
+            "identity_token_expired",
+            "identity_token has expired; the site must sign a fresh one",
+        ),
+        IdentityRefusal::TooFarAhead => (
+            StatusCode::FORBIDDEN,
+            "identity_token_expiry_too_far",
+            "identity_token expires more than 24 hours ahead; sign one with a nearer expiry",
+        ),
+        IdentityRefusal::Legacy => (
+            StatusCode::FORBIDDEN,
+            "legacy_identity_token",
+            "identity tokens of the old format (hex HMAC of the user id) are not accepted on \
+             this channel; sign v1.<exp>.<mac> tokens (see the gateway documentation)",
+        ),
+        IdentityRefusal::NoSecret => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "channel_not_configured",
+            "this channel has no identity secret to verify tokens with; nothing is accepted \
+             until it has one",
+        ),
+    };
+    ApiError::new(status, code, message, id)
 }
 
 fn session_mac(key: &[u8], payload: &str) -> Hmac<Sha256> {
@@ -235,20 +357,15 @@ pub async fn session(
             .identity_secret
             .as_deref()
             .unwrap_or_default();
-        let given = hex::decode(req.identity_token.trim()).unwrap_or_default();
-        let mut m = hmac(secret.as_bytes());
-        m.update(req.user_id.as_bytes());
-        if secret.is_empty() || m.verify_slice(&given).is_err() {
-            return Err(gw.verification_failed(
-                &channel,
-                ApiError::new(
-                    StatusCode::FORBIDDEN,
-                    "invalid_identity_token",
-                    "identity_token does not match user_id",
-                    &id,
-                ),
-            ));
-        }
+        check_identity_token(
+            secret,
+            &channel,
+            &req.user_id,
+            &req.identity_token,
+            now(),
+            route.legacy_identity_tokens,
+        )
+        .map_err(|r| gw.verification_failed(&channel, identity_refused(r, &id)))?;
         // Counted only once verified, so a flood of bad tokens cannot use up real users' rate.
         gw.limit(&channel, &route, &id)?;
         let expires = now() + gw.widget_session_ttl.as_secs() as i64;
@@ -447,6 +564,104 @@ mod tests {
             None
         );
         assert_eq!(check_session(b"k", "web", p, 99), None);
-        assert_eq!(identity_token("s", "u").len(), 64);
+    }
+
+    /// The worked example of docs/gateway.md.
+    const EXAMPLE: &str =
+        "v1.1767225600.a918f3085681d842dd492ea2d949aec7aa59f01cb1dbb8d90e7842f438300282";
+
+    #[test]
+    fn identity_tokens_are_bound_to_user_channel_and_expiry() {
+        let secret = "site-identity-secret";
+        assert_eq!(
+            identity_token(secret, "web", "u-42", 1_767_225_600),
+            EXAMPLE
+        );
+        let now = 1_767_225_600 - 3600;
+        let check = |channel: &str, user: &str, token: &str, now: i64| {
+            check_identity_token(secret, channel, user, token, now, false)
+        };
+        assert_eq!(check("web", "u-42", EXAMPLE, now), Ok(()));
+        // Bound to the user, the channel and the secret.
+        assert_eq!(
+            check("web", "u-43", EXAMPLE, now),
+            Err(IdentityRefusal::Invalid)
+        );
+        assert_eq!(
+            check("web2", "u-42", EXAMPLE, now),
+            Err(IdentityRefusal::Invalid)
+        );
+        assert_eq!(
+            check_identity_token("other", "web", "u-42", EXAMPLE, now, false),
+            Err(IdentityRefusal::Invalid)
+        );
+        // The expiry is covered by the MAC: moving it forges nothing.
+        let moved = EXAMPLE.replace("1767225600", "1767229200");
+        assert_eq!(
+            check("web", "u-42", &moved, now),
+            Err(IdentityRefusal::Invalid)
+        );
+        // Expired at its second, not before.
+        assert_eq!(check("web", "u-42", EXAMPLE, 1_767_225_599), Ok(()));
+        assert_eq!(
+            check("web", "u-42", EXAMPLE, 1_767_225_600),
+            Err(IdentityRefusal::Expired)
+        );
+        // At most 24 h (and the clock skew allowance) ahead.
+        let far = 1_767_225_600 - IDENTITY_TOKEN_MAX_LIFETIME_SECONDS - IDENTITY_CLOCK_SKEW_SECONDS;
+        assert_eq!(check("web", "u-42", EXAMPLE, far), Ok(()));
+        assert_eq!(
+            check("web", "u-42", EXAMPLE, far - 1),
+            Err(IdentityRefusal::TooFarAhead)
+        );
+        let year = identity_token(secret, "web", "u-42", now + 365 * 86_400);
+        assert_eq!(
+            check("web", "u-42", &year, now),
+            Err(IdentityRefusal::TooFarAhead)
+        );
+        for bad in [
+            "",
+            "v1.",
+            "v1.x.00",
+            "v1.-5.00",
+            "v1.1767225600",
+            "v2.1.ab",
+            "zz",
+        ] {
+            assert_eq!(
+                check("web", "u-42", bad, now),
+                Err(IdentityRefusal::Invalid),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            check_identity_token(" ", "web", "u-42", EXAMPLE, now, false),
+            Err(IdentityRefusal::NoSecret)
+        );
+    }
+
+    #[test]
+    fn legacy_identity_tokens_only_where_the_channel_accepts_them() {
+        let legacy = legacy_identity_token("s", "u");
+        assert_eq!(legacy.len(), 64);
+        assert_eq!(
+            check_identity_token("s", "web", "u", &legacy, 0, false),
+            Err(IdentityRefusal::Legacy)
+        );
+        assert_eq!(
+            check_identity_token("s", "web", "u", &legacy, 0, true),
+            Ok(())
+        );
+        assert_eq!(
+            check_identity_token("s", "web", "v", &legacy, 0, true),
+            Err(IdentityRefusal::Invalid)
+        );
+        // A v1 token is still checked as one where legacy tokens are accepted.
+        let v1 = identity_token("s", "web", "u", 100);
+        assert_eq!(check_identity_token("s", "web", "u", &v1, 50, true), Ok(()));
+        assert_eq!(
+            check_identity_token("s", "web", "u", &v1, 100, true),
+            Err(IdentityRefusal::Expired)
+        );
     }
 }

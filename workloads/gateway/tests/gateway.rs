@@ -11,6 +11,7 @@ use xin_api::channel::ChannelType;
 use xin_api::routes::{ChannelRoute, Credentials, Routes, Time, WebhookKey};
 use xin_gateway::routes::{self, RouteTable};
 use xin_gateway::verify::meta_sign;
+use xin_gateway::widget::{identity_token, legacy_identity_token};
 use xin_gateway::{Gateway, app};
 use xin_runtime::HttpMetrics;
 
@@ -858,9 +859,10 @@ async fn widget_cors_identity_and_session_tokens() {
     assert_json_error(&evil, 403, "origin_not_allowed");
     assert_eq!(evil.header("access-control-allow-origin"), None);
 
-    // Identity token: HMAC of the user id with the site's secret.
-    let good = xin_gateway::widget::identity_token("site-identity-secret", "user-7");
-    let wrong = xin_gateway::widget::identity_token("another-secret", "user-7");
+    // Identity token: the user id, channel and expiry signed with the site's secret.
+    let exp = xin_runtime::signing::now() + 600;
+    let good = identity_token("site-identity-secret", "web", "user-7", exp);
+    let wrong = identity_token("another-secret", "web", "user-7", exp);
     let sess = |tok: &str| {
         serde_json::to_vec(&json!({"user_id": "user-7", "identity_token": tok})).unwrap()
     };
@@ -961,6 +963,58 @@ async fn widget_cors_identity_and_session_tokens() {
 }
 
 #[tokio::test]
+async fn identity_tokens_expire_are_bound_to_the_channel_and_legacy_ones_need_the_flag() {
+    let mut legacy_ok = web_route("old-site");
+    legacy_ok.legacy_identity_tokens = true;
+    let h = start(vec![web_route("web"), legacy_ok]).await;
+    let now = xin_runtime::signing::now();
+    let session = async |channel: &str, token: &str| {
+        let body =
+            serde_json::to_vec(&json!({"user_id": "user-7", "identity_token": token})).unwrap();
+        h.post(&format!("/widget/{channel}/session"), &[], &body)
+            .await
+    };
+    let secret = "site-identity-secret";
+    let ok = session("web", &identity_token(secret, "web", "user-7", now + 600)).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_json_error(
+        &session("web", &identity_token(secret, "web", "user-7", now - 1)).await,
+        403,
+        "identity_token_expired",
+    );
+    assert_json_error(
+        &session(
+            "web",
+            &identity_token(secret, "web", "user-7", now + 7 * 86_400),
+        )
+        .await,
+        403,
+        "identity_token_expiry_too_far",
+    );
+    // A token for another channel of the same site (same secret) does not open this one.
+    assert_json_error(
+        &session(
+            "web",
+            &identity_token(secret, "old-site", "user-7", now + 600),
+        )
+        .await,
+        403,
+        "invalid_identity_token",
+    );
+    // The old format: refused with its own code, unless the channel still accepts it.
+    let legacy = legacy_identity_token(secret, "user-7");
+    assert_json_error(&session("web", &legacy).await, 403, "legacy_identity_token");
+    let r = session("old-site", &legacy).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = session(
+        "old-site",
+        &identity_token(secret, "old-site", "user-7", now + 600),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test]
 async fn nul_bytes_and_long_widget_ids_are_stored_not_refused_with_a_5xx() {
     let mut web = web_route("web");
     web.max_body_bytes = 1 << 16;
@@ -981,7 +1035,12 @@ async fn nul_bytes_and_long_widget_ids_are_stored_not_refused_with_a_5xx() {
     // The widget refuses NUL in text with a 400; the longest user and client ids still give
     // a fixed-length inbox key, and ids with ':' cannot collide.
     let user = "u:".repeat(64);
-    let token = xin_gateway::widget::identity_token("site-identity-secret", &user);
+    let token = identity_token(
+        "site-identity-secret",
+        "web",
+        &user,
+        xin_runtime::signing::now() + 600,
+    );
     let s = h
         .post(
             "/widget/web/session",

@@ -329,7 +329,12 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
     assert_eq!(ig_sends[0].json()["recipient"]["id"], "IGSID1");
 
     // The web widget: identity token → session → message → answer by long poll.
-    let id_token = xin_gateway::widget::identity_token("site-secret", "visitor-1");
+    let id_token = xin_gateway::widget::identity_token(
+        "site-secret",
+        "web",
+        "visitor-1",
+        xin_runtime::signing::now() + 600,
+    );
     let origin = ("Origin", "https://shop.example");
     let sess = s
         .post(
