@@ -5,6 +5,7 @@
 
 pub mod forward;
 pub mod limits;
+pub mod polls;
 pub mod providers;
 pub mod reply;
 pub mod routes;
@@ -33,8 +34,7 @@ use crate::providers::{Inbound, MetaMessages};
 use crate::routes::RouteTable;
 use crate::verify::Refusal;
 
-/// Widget long polls one gateway holds open at once; more get a 429.
-pub const MAX_POLLS: usize = 256;
+pub use polls::{MAX_POLLS, MAX_POLLS_PER_SESSION, MAX_POLLS_PER_USER};
 
 /// The `channel` label of a request for a channel that is not in the routes: the label never
 /// comes from the URL, so a client cannot grow the metrics with names of its own.
@@ -73,8 +73,10 @@ pub struct Gateway {
     pub wake: Arc<tokio::sync::Notify>,
     /// Wakes widget long polls when the worker stores an answer.
     pub answered: Arc<tokio::sync::Notify>,
-    /// Widget long polls in progress (at most [`MAX_POLLS`]).
-    pub polls: Arc<tokio::sync::Semaphore>,
+    /// Widget long polls in progress (at most [`MAX_POLLS`], and fewer per session and user).
+    pub polls: polls::Polls,
+    /// The rate at which each end user may start widget polls ([`polls::POLL_RATE_PER_SECOND`]).
+    pub(crate) poll_rate: Arc<Buckets>,
     /// Requests refused, by channel and reason ([`REFUSED_REQUESTS`], registered by [`app`]).
     pub refusals: Family<RefusalLabels, Counter>,
     /// Meta notification items for another phone number or page ([`FOREIGN_ENTRIES`]).
@@ -94,7 +96,8 @@ impl Gateway {
             widget_session_ttl: std::time::Duration::from_secs(900),
             wake: Arc::default(),
             answered: Arc::default(),
-            polls: Arc::new(tokio::sync::Semaphore::new(MAX_POLLS)),
+            polls: polls::Polls::default(),
+            poll_rate: Arc::default(),
             refusals: Family::default(),
             foreign: Family::default(),
             limiter: Arc::default(),

@@ -25,6 +25,7 @@ use xin_api::channel::ChannelType;
 use xin_api::routes::ChannelRoute;
 use xin_runtime::{ApiError, CorrelationId};
 
+use crate::polls::{POLL_BURST, POLL_RATE_PER_SECOND, PollCap};
 use crate::providers::Inbound;
 use crate::{Gateway, accept, inbox_unavailable, store_failed};
 
@@ -382,12 +383,14 @@ pub async fn session(
     with_cors(origin, result)
 }
 
+/// The user of the request's valid session token, and the token's MAC (which names the
+/// session).
 fn session_user(
     gw: &Gateway,
     channel: &str,
     headers: &HeaderMap,
     id: &CorrelationId,
-) -> Result<String, ApiError> {
+) -> Result<(String, String), ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -403,17 +406,21 @@ fn session_user(
                 ),
             )
         })?;
-    check_session(&gw.session_key, channel, token.trim(), now()).ok_or_else(|| {
-        gw.verification_failed(
-            channel,
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_session",
-                "the session token is invalid or expired; start a new session",
-                id,
-            ),
-        )
-    })
+    let token = token.trim();
+    let session = token.rsplit_once('.').map(|(_, tag)| tag).unwrap_or("");
+    check_session(&gw.session_key, channel, token, now())
+        .map(|user| (user, session.to_string()))
+        .ok_or_else(|| {
+            gw.verification_failed(
+                channel,
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_session",
+                    "the session token is invalid or expired; start a new session",
+                    id,
+                ),
+            )
+        })
 }
 
 #[derive(Deserialize)]
@@ -435,7 +442,7 @@ pub async fn post_message(
         Err(r) => return *r,
     };
     let result = async {
-        let user = session_user(&gw, &channel, &headers, &id)?;
+        let (user, _) = session_user(&gw, &channel, &headers, &id)?;
         gw.limit(&channel, &route, &id)?;
         let req: MessageRequest = json_body(&route, body, &id).await?;
         let len = req.text.chars().count();
@@ -508,17 +515,41 @@ pub async fn get_messages(
         Err(r) => return *r,
     };
     let result = async {
-        let user = session_user(&gw, &channel, &headers, &id)?;
-        // Long polls hold a request open: bounded per gateway so they cannot starve webhooks.
-        let _slot = gw.polls.clone().try_acquire_owned().map_err(|_| {
+        let (user, session) = session_user(&gw, &channel, &headers, &id)?;
+        // Authenticated: now charged to the user's poll rate.
+        let user_key = format!("{channel}\n{user}");
+        gw.poll_rate
+            .take(&user_key, POLL_RATE_PER_SECOND, POLL_BURST)
+            .map_err(|wait| {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many widget polls for this user; slow down",
+                    &id,
+                );
+                e.retry_after = Some(wait);
+                gw.refused(&channel, e)
+            })?;
+        // Long polls hold a request open: bounded per gateway so they cannot starve webhooks,
+        // and per session and user so that one of them cannot take every slot.
+        let _slot = gw.polls.open(&session, &user_key).map_err(|cap| {
+            let message = match cap {
+                PollCap::Session => {
+                    "this session already has as many polls open as it may; retry when one ends"
+                }
+                PollCap::User => {
+                    "this user already has as many polls open as they may; retry when one ends"
+                }
+                PollCap::Gateway => "too many widget polls at once; retry shortly",
+            };
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_polls",
-                "too many widget polls at once; retry shortly",
+                message,
                 &id,
             );
             e.retry_after = Some(1);
-            e
+            gw.refused(&channel, e)
         })?;
         let after = q.after.unwrap_or(0);
         let deadline =

@@ -95,6 +95,8 @@ struct Harness {
     pool: PgPool,
     routes_file: std::path::PathBuf,
     metrics: HttpMetrics,
+    /// The gateway being served (to observe its state).
+    gw: Gateway,
 }
 
 async fn start(channels: Vec<ChannelRoute>) -> Harness {
@@ -123,17 +125,16 @@ async fn start(channels: Vec<ChannelRoute>) -> Harness {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let router = app(
-        Gateway::new(
-            "acme".into(),
-            table,
-            pool.clone(),
-            b"tenant-signing-key-0123456789".to_vec(),
-        ),
-        metrics.clone(),
+    let gw = Gateway::new(
+        "acme".into(),
+        table,
+        pool.clone(),
+        b"tenant-signing-key-0123456789".to_vec(),
     );
+    let router = app(gw.clone(), metrics.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
     Harness {
+        gw,
         addr,
         pool,
         routes_file,
@@ -960,6 +961,114 @@ async fn widget_cors_identity_and_session_tokens() {
         405,
         "not_a_webhook_channel",
     );
+}
+
+/// Starts a widget long poll and leaves it open (the answer is read later, or never).
+fn open_poll(addr: &str, bearer: &str, wait: u64) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /widget/web/messages?wait={wait} HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+fn read_reply(mut s: TcpStream) -> String {
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn widget_polls_are_capped_per_session_and_user_and_rate_limited() {
+    let h = start(vec![web_route("web")]).await;
+    let key = b"tenant-signing-key-0123456789";
+    let bearer = |user: &str, exp: i64| {
+        format!(
+            "Bearer {}",
+            xin_gateway::widget::issue_session(key, "web", user, exp)
+        )
+    };
+    let far = xin_runtime::signing::now() + 3600;
+    // Three sessions of user-7 (tabs), one of user-8.
+    let (a1, a2, a3) = (
+        bearer("user-7", far),
+        bearer("user-7", far + 1),
+        bearer("user-7", far + 2),
+    );
+    let b = bearer("user-8", far);
+    let poll_now = async |bearer: &str| {
+        h.req(
+            "GET",
+            "/widget/web/messages?wait=0",
+            &[("Authorization", bearer)],
+            b"",
+        )
+        .await
+    };
+    // Positive evidence that the held polls are open on the gateway before probing.
+    let wait_open = async |n: usize| {
+        for _ in 0..200 {
+            if h.gw.polls.open_now() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{n} polls never open (now {})", h.gw.polls.open_now());
+    };
+
+    // The session's cap: two held polls, then a third is refused.
+    let held: Vec<TcpStream> = (0..xin_gateway::MAX_POLLS_PER_SESSION)
+        .map(|_| open_poll(&h.addr, &a1, 5))
+        .collect();
+    wait_open(xin_gateway::MAX_POLLS_PER_SESSION).await;
+    let capped = poll_now(&a1).await;
+    assert_json_error(&capped, 429, "too_many_polls");
+    assert!(
+        capped.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("session")
+    );
+    assert_eq!(capped.header("retry-after").as_deref(), Some("1"));
+    // The user's cap: the user's other sessions may add polls up to the user's total only.
+    let more: Vec<TcpStream> = (xin_gateway::MAX_POLLS_PER_SESSION
+        ..xin_gateway::MAX_POLLS_PER_USER)
+        .map(|_| open_poll(&h.addr, &a2, 5))
+        .collect();
+    wait_open(xin_gateway::MAX_POLLS_PER_USER).await;
+    let capped = poll_now(&a3).await;
+    assert_json_error(&capped, 429, "too_many_polls");
+    assert!(capped.json()["message"].as_str().unwrap().contains("user"));
+    // Another user is not held back by user-7's polls.
+    assert_eq!(poll_now(&b).await.status, 200);
+    // Held polls end (their wait runs out) and free their places.
+    for s in held.into_iter().chain(more) {
+        let reply = tokio::task::spawn_blocking(move || read_reply(s))
+            .await
+            .unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    assert_eq!(poll_now(&a1).await.status, 200);
+
+    // The poll rate: user-8 polling in a tight loop meets 429 rate_limited.
+    let mut limited = None;
+    for _ in 0..(2 * xin_gateway::polls::POLL_BURST as usize + 10) {
+        let r = poll_now(&b).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let limited = limited.expect("user-8's polls were never rate limited");
+    assert_json_error(&limited, 429, "rate_limited");
+    assert!(limited.header("retry-after").is_some());
+    let refused = format!("{}_total", xin_gateway::REFUSED_REQUESTS);
+    assert!(labelled(&h, &refused, r#"channel="web",reason="too_many_polls""#) >= 2);
+    assert!(labelled(&h, &refused, r#"channel="web",reason="rate_limited""#) >= 1);
 }
 
 #[tokio::test]
