@@ -9,6 +9,7 @@ pub mod polls;
 pub mod providers;
 pub mod reply;
 pub mod routes;
+pub mod server;
 pub mod verify;
 pub mod widget;
 
@@ -35,6 +36,14 @@ use crate::routes::RouteTable;
 use crate::verify::Refusal;
 
 pub use polls::{MAX_POLLS, MAX_POLLS_PER_SESSION, MAX_POLLS_PER_USER};
+pub use server::serve;
+
+/// The longest `hub.challenge` echoed (Meta sends a short number); longer is a 400.
+pub const MAX_CHALLENGE_CHARS: usize = 256;
+
+/// How long `/ready` waits for the database before answering 503 (not the pool's acquire
+/// timeout: a probe must get its answer quickly).
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The `channel` label of a request for a channel that is not in the routes: the label never
 /// comes from the URL, so a client cannot grow the metrics with names of its own.
@@ -69,6 +78,8 @@ pub struct Gateway {
     /// Signs the widget's session tokens (the tenant signing key).
     pub session_key: Arc<Vec<u8>>,
     pub widget_session_ttl: std::time::Duration,
+    /// How long a request body may take to arrive (`GATEWAY_BODY_READ_TIMEOUT_SECONDS`).
+    pub body_read_timeout: std::time::Duration,
     /// Wakes the forwarding worker after an accept.
     pub wake: Arc<tokio::sync::Notify>,
     /// Wakes widget long polls when the worker stores an answer.
@@ -94,6 +105,7 @@ impl Gateway {
             pool,
             session_key: Arc::new(session_key),
             widget_session_ttl: std::time::Duration::from_secs(900),
+            body_read_timeout: server::DEFAULT_BODY_READ_TIMEOUT,
             wake: Arc::default(),
             answered: Arc::default(),
             polls: polls::Polls::default(),
@@ -129,6 +141,27 @@ impl Gateway {
                 e.retry_after = Some(wait);
                 self.refused(channel, e)
             })
+    }
+
+    /// Reads a request body of at most `limit` bytes within [`Gateway::body_read_timeout`]:
+    /// 413 `payload_too_large` above the limit, 408 `body_timeout` when it does not arrive in
+    /// time (a client trickling its body cannot hold a connection and a task for long).
+    pub(crate) async fn read_body(
+        &self,
+        body: Body,
+        limit: usize,
+        id: &CorrelationId,
+    ) -> Result<axum::body::Bytes, ApiError> {
+        match tokio::time::timeout(self.body_read_timeout, to_bytes(body, limit)).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(_)) => Err(too_large(limit, id)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time",
+                id,
+            )),
+        }
     }
 
     /// Counts a refusal of a request for `channel` (a name from the routes) and returns it.
@@ -233,10 +266,13 @@ pub fn app(gw: Gateway, metrics: HttpMetrics) -> Router {
         ))
 }
 
+/// 200 when the database answers within [`READY_TIMEOUT`], else 503.
 async fn ready(State(gw): State<Gateway>) -> Response {
-    match sqlx::query("SELECT 1").execute(&gw.pool).await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+    match tokio::time::timeout(READY_TIMEOUT, sqlx::query("SELECT 1").execute(&gw.pool)).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(_)) | Err(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
     }
 }
 
@@ -284,9 +320,26 @@ async fn handshake(
     let ok = q.mode.as_deref() == Some("subscribe")
         && verify::telegram_token(Some(token.as_bytes()), &expected).is_ok();
     match (ok, q.challenge) {
+        (true, Some(c)) if c.chars().count() > MAX_CHALLENGE_CHARS => Err(gw.refused(
+            &channel,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_challenge",
+                format!("hub.challenge is longer than {MAX_CHALLENGE_CHARS} characters"),
+                &id,
+            ),
+        )),
+        // Echoed as plain text that a browser must not sniff into anything else.
         (true, Some(c)) => Ok((
             StatusCode::OK,
-            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+            [
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8",
+                ),
+                (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+            ],
             c,
         )
             .into_response()),
@@ -402,9 +455,7 @@ async fn receive(
     {
         return Err(refuse(too_large(limit, &id)));
     }
-    let bytes = to_bytes(body, limit)
-        .await
-        .map_err(|_| refuse(too_large(limit, &id)))?;
+    let bytes = gw.read_body(body, limit, &id).await.map_err(refuse)?;
     if let Some(sig) = &signature {
         verify::meta_signature_matches(sig, &bytes, &routes::accepted_app_secrets(&route, now))
             .map_err(unverified)?;

@@ -82,6 +82,13 @@ struct Args {
     /// seconds; renewed every third of it while the worker is busy with the message.
     #[arg(long, env = "GATEWAY_FORWARD_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
     forward_lease_seconds: u64,
+    /// How long a client may take to send a request's line and headers, in seconds (from the
+    /// connection, or from the end of its previous request); then the connection is closed.
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    header_read_timeout_seconds: u64,
+    /// How long a client may take to send a request's body, in seconds; then 408.
+    #[arg(long, env = "GATEWAY_BODY_READ_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    body_read_timeout_seconds: u64,
 }
 
 /// Every setting but the secrets (`DATABASE_URL` holds a password; `TENANT_SIGNING_KEY`).
@@ -110,6 +117,11 @@ impl std::fmt::Debug for Args {
                 &self.orchestrator_timeout_seconds,
             )
             .field("forward_lease_seconds", &self.forward_lease_seconds)
+            .field(
+                "header_read_timeout_seconds",
+                &self.header_read_timeout_seconds,
+            )
+            .field("body_read_timeout_seconds", &self.body_read_timeout_seconds)
             .finish()
     }
 }
@@ -188,6 +200,7 @@ async fn run(args: Args) -> Result<(), String> {
         args.signing_key.clone().into_bytes(),
     );
     gw.widget_session_ttl = Duration::from_secs(args.widget_session_ttl_seconds);
+    gw.body_read_timeout = Duration::from_secs(args.body_read_timeout_seconds);
     let forwarder = Forwarder {
         pool,
         routes: table,
@@ -206,10 +219,14 @@ async fn run(args: Args) -> Result<(), String> {
     };
     let worker = tokio::spawn(forwarder.run());
     tracing::info!(%addr, metrics = %maddr, tenant = %args.tenant, "xin-gateway serving");
-    let served = axum::serve(listener, app(gw, metrics))
-        .with_graceful_shutdown(xin_runtime::shutdown_signal())
-        .await
-        .map_err(|e| format!("server failed: {e}"));
+    let served = xin_gateway::serve(
+        listener,
+        app(gw, metrics),
+        Duration::from_secs(args.header_read_timeout_seconds),
+        xin_runtime::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| format!("server failed: {e}"));
     // A message being forwarded now keeps its lease and is taken again after a restart.
     worker.abort();
     served

@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -298,19 +298,16 @@ pub async fn preflight(
 }
 
 async fn json_body<T: serde::de::DeserializeOwned>(
+    gw: &Gateway,
     route: &ChannelRoute,
     body: Body,
     id: &CorrelationId,
 ) -> Result<T, ApiError> {
     let limit = route.max_body_bytes.max(0) as usize;
-    let bytes = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body exceeds this channel's limit of {limit} bytes"),
-            id,
-        )
-    })?;
+    let bytes = gw
+        .read_body(body, limit, id)
+        .await
+        .map_err(|e| gw.refused(&route.name, e))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -344,7 +341,7 @@ pub async fn session(
         Err(r) => return *r,
     };
     let result = async {
-        let req: SessionRequest = json_body(&route, body, &id).await?;
+        let req: SessionRequest = json_body(&gw, &route, body, &id).await?;
         if !valid_user(&req.user_id) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -444,7 +441,7 @@ pub async fn post_message(
     let result = async {
         let (user, _) = session_user(&gw, &channel, &headers, &id)?;
         gw.limit(&channel, &route, &id)?;
-        let req: MessageRequest = json_body(&route, body, &id).await?;
+        let req: MessageRequest = json_body(&gw, &route, body, &id).await?;
         let len = req.text.chars().count();
         if req.text.trim().is_empty() || len > 4096 || req.text.contains('\0') {
             return Err(ApiError::new(

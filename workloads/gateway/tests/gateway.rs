@@ -100,6 +100,20 @@ struct Harness {
 }
 
 async fn start(channels: Vec<ChannelRoute>) -> Harness {
+    start_with(
+        channels,
+        xin_gateway::server::DEFAULT_HEADER_READ_TIMEOUT,
+        xin_gateway::server::DEFAULT_BODY_READ_TIMEOUT,
+    )
+    .await
+}
+
+/// [`start`] with the public listener's timeouts.
+async fn start_with(
+    channels: Vec<ChannelRoute>,
+    header_read_timeout: Duration,
+    body_read_timeout: Duration,
+) -> Harness {
     let url = xin_store::fresh_test_database().await;
     let db = url.rsplit('/').next().unwrap().to_string();
     let pool = xin_store::connect(&url, 4).await.unwrap();
@@ -125,14 +139,24 @@ async fn start(channels: Vec<ChannelRoute>) -> Harness {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let gw = Gateway::new(
+    let mut gw = Gateway::new(
         "acme".into(),
         table,
         pool.clone(),
         b"tenant-signing-key-0123456789".to_vec(),
     );
+    gw.body_read_timeout = body_read_timeout;
     let router = app(gw.clone(), metrics.clone());
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    tokio::spawn(async move {
+        xin_gateway::serve(
+            listener,
+            router,
+            header_read_timeout,
+            std::future::pending(),
+        )
+        .await
+        .unwrap()
+    });
     Harness {
         gw,
         addr,
@@ -386,6 +410,30 @@ async fn whatsapp_handshake_signature_and_batches() {
         .await;
     assert_eq!((ok.status, ok.body.as_str()), (200, "1158201444"));
     assert!(ok.header("content-type").unwrap().starts_with("text/plain"));
+    assert_eq!(
+        ok.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    // The echo is bounded: a long "challenge" is not reflected.
+    let long = "7".repeat(xin_gateway::MAX_CHALLENGE_CHARS + 1);
+    let r = h
+        .get(&format!(
+            "/webhooks/wa?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge={long}"
+        ))
+        .await;
+    assert_json_error(&r, 400, "invalid_challenge");
+    assert!(!r.body.contains(&long));
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    let longest = "7".repeat(xin_gateway::MAX_CHALLENGE_CHARS);
+    let r = h
+        .get(&format!(
+            "/webhooks/wa?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge={longest}"
+        ))
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, longest.as_str()));
     assert_json_error(
         &h.get("/webhooks/wa?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1")
             .await,
@@ -961,6 +1009,92 @@ async fn widget_cors_identity_and_session_tokens() {
         405,
         "not_a_webhook_channel",
     );
+}
+
+#[tokio::test]
+async fn a_client_stalling_in_its_headers_or_body_is_cut_off() {
+    // Short timeouts for the test; the defaults are 10 s and 30 s.
+    let h = start_with(
+        vec![route("tg", ChannelType::Telegram)],
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .await;
+    let addr = h.addr.clone();
+    tokio::task::spawn_blocking(move || {
+        // Half a header line, then nothing: the gateway closes the connection. The client's
+        // own read timeout is only a bound on the test; reaching it means no disconnect.
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"POST /webhooks/tg HTTP/1.1\r\nHost: x\r\nX-Telegram-Bot-Api-Se")
+            .unwrap();
+        let mut buf = Vec::new();
+        match s.read_to_end(&mut buf) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the stalled connection was not closed: {e}"),
+        }
+        // Nothing but, at most, an error status: never a request served.
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.is_empty() || !text.starts_with("HTTP/1.1 2"), "{text}");
+
+        // Whole headers, part of the body, then nothing: 408 and the connection closed.
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(
+            b"POST /webhooks/tg HTTP/1.1\r\nHost: x\r\nX-Telegram-Bot-Api-Secret-Token: tg-key\r\nContent-Length: 100\r\n\r\n{\"update_id\":",
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)
+            .expect("the stalled body was answered and the connection closed");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains(r#""error":"body_timeout""#), "{text}");
+    })
+    .await
+    .unwrap();
+    // The gateway still serves.
+    let ok = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn ready_answers_503_soon_when_the_database_does_not() {
+    // A port that accepts connections (the kernel's backlog) and never answers: the pool's
+    // connect hangs, as it does for a database behind a dropped route.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("postgres://gw:pw@{}/acme", black_hole.local_addr().unwrap());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(&url)
+        .unwrap();
+    let gw = Gateway::new(
+        "acme".into(),
+        RouteTable::default(),
+        pool,
+        b"tenant-signing-key-0123456789".to_vec(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let router = app(gw, HttpMetrics::default());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    // A hang (or the pool's 5-s acquire timeout) fails the test; the answer must be a 503.
+    let r = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::task::spawn_blocking(move || http(&addr, "GET", "/ready", &[], b"")),
+    )
+    .await
+    .expect("/ready did not answer within 3 s")
+    .unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    drop(black_hole);
 }
 
 /// Starts a widget long poll and leaves it open (the answer is read later, or never).
