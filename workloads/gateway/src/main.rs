@@ -82,6 +82,10 @@ struct Args {
     /// seconds; renewed every third of it while the worker is busy with the message.
     #[arg(long, env = "GATEWAY_FORWARD_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
     forward_lease_seconds: u64,
+    /// Messages forwarded to the orchestrator at once, at most; new ones are leased as soon
+    /// as one finishes.
+    #[arg(long, env = "GATEWAY_FORWARD_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    forward_concurrency: u16,
     /// How long a client may take to send a request's line and headers, in seconds (from the
     /// connection, or from the end of its previous request); then the connection is closed.
     #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
@@ -117,6 +121,7 @@ impl std::fmt::Debug for Args {
                 &self.orchestrator_timeout_seconds,
             )
             .field("forward_lease_seconds", &self.forward_lease_seconds)
+            .field("forward_concurrency", &self.forward_concurrency)
             .field(
                 "header_read_timeout_seconds",
                 &self.header_read_timeout_seconds,
@@ -175,7 +180,7 @@ async fn run(args: Args) -> Result<(), String> {
         .unwrap_or_else(|e| e.into_inner())
         .register(
             "gateway_forwarded_messages",
-            "Inbox messages handled by the forwarding worker, by outcome (replied, retry, failed)",
+            "Inbox messages handled by the forwarding worker, by outcome (replied, retry, failed, lease_lost)",
             outcomes.clone(),
         );
     let maddr: SocketAddr = format!("{}:{}", args.metrics_host, args.metrics_port)
@@ -215,6 +220,7 @@ async fn run(args: Args) -> Result<(), String> {
         answered: gw.answered.clone(),
         lease: Duration::from_secs(args.forward_lease_seconds),
         max_attempts: args.max_attempts,
+        concurrency: usize::from(args.forward_concurrency),
         outcomes,
     };
     let worker = tokio::spawn(forwarder.run());

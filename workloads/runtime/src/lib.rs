@@ -462,6 +462,9 @@ mod tests {
 
     #[tokio::test]
     async fn the_method_label_comes_from_a_fixed_set() {
+        // Logs captured here too: a test thread logging with no subscriber at all, beside one
+        // that captures, can leave tracing's per-callsite cache saying "nobody listens".
+        let (_logs, _guard) = capture();
         for edge in [true, false] {
             let (metrics, resp) = call(edge, "XYZZY-RANDOM", None).await;
             assert_eq!(resp.status(), 200);
