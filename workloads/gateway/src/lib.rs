@@ -194,19 +194,18 @@ impl Gateway {
                 );
                 self.refused(channel, e)
             }
-            Err(wait) => {
-                let mut limited = ApiError {
+            Err(wait) => self.refused(
+                channel,
+                ApiError {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     code: "too_many_failures",
                     message: "too many requests that failed verification for this channel; \
                               retry later"
                         .into(),
                     correlation_id: e.correlation_id,
-                    retry_after: None,
-                };
-                limited.retry_after = Some(wait);
-                self.refused(channel, limited)
-            }
+                    retry_after: Some(wait),
+                },
+            ),
         }
     }
 
@@ -370,7 +369,8 @@ pub(crate) fn not_found(channel: &str, id: &CorrelationId) -> ApiError {
     )
 }
 
-fn refused(r: Refusal, id: &CorrelationId) -> ApiError {
+/// The answer to a webhook that failed verification.
+fn refusal_error(r: Refusal, id: &CorrelationId) -> ApiError {
     match r {
         Refusal::Missing(h) => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -408,7 +408,7 @@ async fn receive(
         .channel(&channel)
         .ok_or_else(|| gw.unknown_channel(&channel, &id))?;
     let refuse = |e: ApiError| gw.refused(&channel, e);
-    let unverified = |r: Refusal| gw.verification_failed(&channel, refused(r, &id));
+    let unverified = |r: Refusal| gw.verification_failed(&channel, refusal_error(r, &id));
     if route.suspended {
         return Err(refuse(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

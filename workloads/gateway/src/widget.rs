@@ -404,9 +404,14 @@ fn session_user(
             )
         })?;
     let token = token.trim();
-    let session = token.rsplit_once('.').map(|(_, tag)| tag).unwrap_or("");
+    // The session is named by its MAC, in one case (hex decoding takes either, so the
+    // same token could otherwise be spelt many ways and count as many sessions).
+    let session = token
+        .split_once('.')
+        .map(|(_, tag)| tag.to_ascii_lowercase())
+        .unwrap_or_default();
     check_session(&gw.session_key, channel, token, now())
-        .map(|user| (user, session.to_string()))
+        .map(|user| (user, session))
         .ok_or_else(|| {
             gw.verification_failed(
                 channel,
