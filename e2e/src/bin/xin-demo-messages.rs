@@ -359,10 +359,17 @@ async fn acme_messages(stack: &Stack, telegram: &StandIn) -> Result<String, Stri
     let secret = web["credentials"]["identitySecret"]
         .as_str()
         .unwrap_or_default();
+    // The site's server signs the visitor for this channel until an expiry (docs/gateway.md,
+    // "Identity tokens"): v1.<exp>.<hex HMAC-SHA256(secret, "xin-identity-v1\n" channel "\n"
+    // exp "\n" user_id)>.
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() + 600)
+        .unwrap_or_default();
     let mut mac =
         Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).map_err(|e| e.to_string())?;
-    mac.update(b"visitor-42");
-    let identity = hex::encode(mac.finalize().into_bytes());
+    mac.update(format!("xin-identity-v1\nweb\n{exp}\nvisitor-42").as_bytes());
+    let identity = format!("v1.{exp}.{}", hex::encode(mac.finalize().into_bytes()));
     let question = "How long do I have to return an item?";
     println!("\n--- web widget (origin {origin}), visitor-42 asks: {question}");
     let (gw2, origin2) = (gw_addr.clone(), origin.clone());
@@ -423,7 +430,8 @@ async fn acme_messages(stack: &Stack, telegram: &StandIn) -> Result<String, Stri
         .unwrap_or(1);
     let question = "When does your support team answer?";
     println!("\n--- Telegram update {update_id} from chat 5000000001: {question}");
-    let update = json!({"update_id": update_id, "message": {"message_id": 1, "date": update_id,
+    // The inbox keys Telegram messages by chat and message id: a new id for every run.
+    let update = json!({"update_id": update_id, "message": {"message_id": update_id, "date": update_id,
         "chat": {"id": 5000000001i64, "type": "private"}, "from": {"id": 5000000001i64, "is_bot": false, "first_name": "Demo"},
         "text": question}})
     .to_string();

@@ -3,11 +3,19 @@
 //!
 //! Nothing accepted is lost: a row is leased (`locked_until`) rather than held in a
 //! transaction, so a gateway that dies mid-way leaves it to be taken again when the lease
-//! ends. The orchestrator is idempotent on the provider's message id, so a retry gets the
-//! same answer without a second LLM call; the answer is stored before the reply is sent, and
-//! the row is marked replied after. A crash between sending and marking can send a reply
-//! twice (at-least-once); nothing is ever dropped. Failures back off exponentially; after
-//! `max_attempts` the row is marked failed (a dead letter, with `last_error`).
+//! ends. Each lease carries a random owner token (`lease_owner`): renewing it, recording a
+//! failure, storing the answer and marking the row replied only succeed while the row still
+//! carries the worker's token, so a worker that stalled past its lease (the row since taken by
+//! another) stops instead of overwriting the new owner's work. The orchestrator is idempotent
+//! on the provider's message id, so a retry gets the same answer without a second LLM call;
+//! the answer is stored before the reply is sent, and the row is marked replied after. A crash
+//! (or a lost lease) between sending and marking can send a reply twice (at-least-once);
+//! nothing is ever dropped. Failures back off exponentially; after `max_attempts` the row is
+//! marked failed (a dead letter, with `last_error`).
+//!
+//! Up to `concurrency` messages are forwarded at once; the worker leases new rows as soon as
+//! slots free, not batch by batch. Every log line of a message's forwarding is in its
+//! `forward` span, so it carries that message's correlation id.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -17,11 +25,17 @@ use prometheus_client::metrics::family::Family;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use tokio::sync::Notify;
+use tokio::task::JoinSet;
 use tracing::Instrument;
 use xin_runtime::signing;
 
 use crate::reply::{self, ProviderApis};
 use crate::routes::RouteTable;
+
+/// Default of `GATEWAY_FORWARD_CONCURRENCY`.
+pub const DEFAULT_CONCURRENCY: usize = 32;
+/// Most rows leased in one statement.
+const LEASE_BATCH: usize = 32;
 
 /// What the worker needs.
 #[derive(Clone)]
@@ -39,33 +53,59 @@ pub struct Forwarder {
     pub answered: Arc<Notify>,
     pub lease: Duration,
     pub max_attempts: i32,
+    /// Messages forwarded at once, at most (`GATEWAY_FORWARD_CONCURRENCY`).
+    pub concurrency: usize,
     pub outcomes: Family<OutcomeLabels, Counter>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
 pub struct OutcomeLabels {
-    /// `replied`, `retry` or `failed`.
+    /// `replied`, `retry`, `failed` or `lease_lost`.
     pub outcome: String,
 }
 
-#[derive(sqlx::FromRow, Debug)]
-struct Row {
-    id: i64,
-    channel: String,
-    provider_message_id: String,
-    sender: String,
-    text: String,
-    correlation_id: String,
-    trace_context: Option<String>,
-    attempts: i32,
-    answer: Option<String>,
+/// A row this worker holds a lease on (`lease_owner` is its token).
+#[derive(sqlx::FromRow)]
+pub struct Leased {
+    pub id: i64,
+    pub lease_owner: String,
+    pub channel: String,
+    pub provider_message_id: String,
+    pub sender: String,
+    pub text: String,
+    pub correlation_id: String,
+    pub trace_context: Option<String>,
+    pub attempts: i32,
+    pub answer: Option<String>,
+}
+
+/// Why forwarding a message stopped short of replying.
+enum Stop {
+    Failed(reply::SendError),
+    /// Another worker holds the row now; the step that found it out.
+    LeaseLost(&'static str),
+}
+
+impl From<reply::SendError> for Stop {
+    fn from(e: reply::SendError) -> Self {
+        Stop::Failed(e)
+    }
 }
 
 impl Forwarder {
-    /// Runs until the process ends.
+    /// Runs until the process ends (aborting it drops the messages in flight; their leases
+    /// lapse and they are taken again).
     pub async fn run(self) {
+        let concurrency = self.concurrency.max(1);
+        let mut tasks = JoinSet::new();
         loop {
-            let batch = match self.lease_batch(32).await {
+            while tasks.try_join_next().is_some() {}
+            let free = concurrency.saturating_sub(tasks.len());
+            if free == 0 {
+                tasks.join_next().await;
+                continue;
+            }
+            let batch = match self.lease_batch(free.min(LEASE_BATCH) as i64).await {
                 Ok(b) => b,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot read the inbox; retrying");
@@ -74,19 +114,29 @@ impl Forwarder {
                 }
             };
             if batch.is_empty() {
-                // Other replicas' accepts and backoffs that end are found by polling.
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(500), self.wake.notified()).await;
+                // Nothing to take now: wait for an accept here, a message finishing (its
+                // user's next one may be free), or the poll that finds other replicas' accepts
+                // and backoffs that end.
+                tokio::select! {
+                    () = self.wake.notified() => {}
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                }
                 continue;
             }
             // At most one message per end user (the lease query's NOT EXISTS): all in parallel.
-            futures::future::join_all(batch.into_iter().map(|r| self.handle(r))).await;
+            for row in batch {
+                let me = self.clone();
+                tasks.spawn(async move { me.handle(row).await });
+            }
         }
     }
 
-    async fn lease_batch(&self, n: i64) -> Result<Vec<Row>, sqlx::Error> {
-        sqlx::query_as::<_, Row>(
-            "UPDATE gateway_inbox SET locked_until = now() + make_interval(secs => $2)
+    /// Leases up to `n` pending rows, each with a new owner token.
+    pub async fn lease_batch(&self, n: i64) -> Result<Vec<Leased>, sqlx::Error> {
+        sqlx::query_as::<_, Leased>(
+            "UPDATE gateway_inbox SET locked_until = now() + make_interval(secs => $2),
+                                      lease_owner = gen_random_uuid()::text
              WHERE id IN (
                SELECT id FROM gateway_inbox i
                WHERE replied_at IS NULL AND failed_at IS NULL
@@ -97,7 +147,7 @@ impl Forwarder {
                    WHERE o.channel = i.channel AND o.sender = i.sender AND o.id < i.id
                      AND o.replied_at IS NULL AND o.failed_at IS NULL)
                ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING id, channel, provider_message_id, sender, text, correlation_id,
+             RETURNING id, lease_owner, channel, provider_message_id, sender, text, correlation_id,
                        trace_context, attempts, answer",
         )
         .bind(n)
@@ -110,7 +160,89 @@ impl Forwarder {
         })
     }
 
-    async fn handle(&self, row: Row) {
+    /// Extends the lease; `false` when the row is no longer this lease's.
+    pub async fn renew(&self, row: &Leased) -> Result<bool, sqlx::Error> {
+        self.renew_lease(row.id, &row.lease_owner).await
+    }
+
+    async fn renew_lease(&self, id: i64, owner: &str) -> Result<bool, sqlx::Error> {
+        Ok(sqlx::query(
+            "UPDATE gateway_inbox SET locked_until = now() + make_interval(secs => $3)
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(self.lease.as_secs_f64())
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Stores the orchestrator's answer; `false` when the row is no longer this lease's.
+    pub async fn store_answer(
+        &self,
+        row: &Leased,
+        conversation: &str,
+        answer: &str,
+    ) -> Result<bool, sqlx::Error> {
+        Ok(sqlx::query(
+            "UPDATE gateway_inbox SET conversation_id = $3, answer = $4, answered_at = now()
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(row.id)
+        .bind(&row.lease_owner)
+        .bind(conversation)
+        .bind(answer)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Marks the row replied and ends the lease; `false` when the row is no longer this
+    /// lease's (another worker owns it, and may send the reply again).
+    pub async fn mark_replied(&self, row: &Leased) -> Result<bool, sqlx::Error> {
+        Ok(sqlx::query(
+            "UPDATE gateway_inbox SET replied_at = now(), locked_until = NULL
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(row.id)
+        .bind(&row.lease_owner)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Records a failed attempt: retried after `backoff` seconds, or set aside when
+    /// `give_up`; `false` when the row is no longer this lease's.
+    pub async fn record_failure(
+        &self,
+        row: &Leased,
+        error: &str,
+        give_up: bool,
+        backoff: f64,
+    ) -> Result<bool, sqlx::Error> {
+        Ok(sqlx::query(
+            "UPDATE gateway_inbox SET attempts = attempts + 1, last_error = $3,
+               locked_until = CASE WHEN $4 THEN NULL ELSE now() + make_interval(secs => $5) END,
+               failed_at = CASE WHEN $4 THEN now() END
+             WHERE id = $1 AND lease_owner = $2",
+        )
+        .bind(row.id)
+        .bind(&row.lease_owner)
+        .bind(error)
+        .bind(give_up)
+        .bind(backoff)
+        .execute(&self.pool)
+        .await?
+        .rows_affected()
+            == 1)
+    }
+
+    /// Forwards one leased row, every log line in its `forward` span.
+    async fn handle(&self, row: Leased) {
         let span = tracing::info_span!("forward", correlation_id = %row.correlation_id, channel = %row.channel, inbox_id = row.id);
         if let Some(tp) = &row.trace_context {
             let mut h = http::HeaderMap::new();
@@ -119,57 +251,64 @@ impl Forwarder {
                 xin_runtime::continue_trace(&span, &h);
             }
         }
-        let id = row.id;
-        let attempts = row.attempts;
+        self.forward(row).instrument(span).await;
+    }
+
+    async fn forward(&self, row: Leased) {
         // Keep the lease while working on the row (the orchestrator may wait on a slow LLM);
-        // only a worker that died lets it lapse.
-        let heartbeat = {
-            let (pool, lease) = (self.pool.clone(), self.lease);
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(lease / 3).await;
-                    let _ = sqlx::query(
-                        "UPDATE gateway_inbox SET locked_until = now() + make_interval(secs => $2) WHERE id = $1",
-                    )
-                    .bind(id)
-                    .bind(lease.as_secs_f64())
-                    .execute(&pool)
-                    .await;
-                }
-            })
+        // only a worker that died lets it lapse. The heartbeat ends when the lease is lost.
+        let mut heartbeat = tokio::spawn(
+            {
+                let me = self.clone();
+                let (id, owner) = (row.id, row.lease_owner.clone());
+                async move { me.heartbeat(id, owner).await }
+            }
+            .instrument(tracing::Span::current()),
+        );
+        let result = tokio::select! {
+            r = self.deliver(&row) => r,
+            _ = &mut heartbeat => Err(Stop::LeaseLost("renewing the lease")),
         };
-        let result = self.deliver(row).instrument(span.clone()).await;
         heartbeat.abort();
-        let _enter = span.enter();
         let outcome = match result {
             Ok(()) => "replied",
-            Err(e) => {
-                let give_up = !e.retry || attempts + 1 >= self.max_attempts;
-                let backoff = backoff_seconds(attempts);
-                let res = sqlx::query(
-                    "UPDATE gateway_inbox SET attempts = attempts + 1, last_error = $2,
-                       locked_until = CASE WHEN $3 THEN NULL ELSE now() + make_interval(secs => $4) END,
-                       failed_at = CASE WHEN $3 THEN now() END
-                     WHERE id = $1",
-                )
-                .bind(id)
-                .bind(&e.message)
-                .bind(give_up)
-                .bind(backoff)
-                .execute(&self.pool)
-                .await;
-                if let Err(db) = res {
-                    tracing::warn!(error = %db, "cannot record a forwarding failure; the lease will expire");
+            Err(Stop::LeaseLost(step)) => {
+                tracing::warn!(
+                    step,
+                    "lost the lease on this message to another worker; stopping without replying \
+                     further (if the reply was already sent, the new owner may send it again)"
+                );
+                "lease_lost"
+            }
+            Err(Stop::Failed(e)) => {
+                let give_up = !e.retry || row.attempts + 1 >= self.max_attempts;
+                let backoff = backoff_seconds(row.attempts);
+                match self
+                    .record_failure(&row, &e.message, give_up, backoff)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(error = %e.message, "forwarding failed, and the lease is lost to another worker; not recording it");
+                        return self.count("lease_lost");
+                    }
+                    Err(db) => {
+                        tracing::warn!(error = %db, "cannot record a forwarding failure; the lease will expire")
+                    }
                 }
                 if give_up {
-                    tracing::error!(error = %e.message, attempts = attempts + 1, "giving up on a message (dead letter)");
+                    tracing::error!(error = %e.message, attempts = row.attempts + 1, "giving up on a message (dead letter)");
                     "failed"
                 } else {
-                    tracing::warn!(error = %e.message, attempts = attempts + 1, retry_in_s = backoff, "forwarding failed; will retry");
+                    tracing::warn!(error = %e.message, attempts = row.attempts + 1, retry_in_s = backoff, "forwarding failed; will retry");
                     "retry"
                 }
             }
         };
+        self.count(outcome);
+    }
+
+    fn count(&self, outcome: &str) {
         self.outcomes
             .get_or_create(&OutcomeLabels {
                 outcome: outcome.into(),
@@ -177,7 +316,21 @@ impl Forwarder {
             .inc();
     }
 
-    async fn deliver(&self, row: Row) -> Result<(), reply::SendError> {
+    /// Renews the lease every third of it; returns once the row is no longer this lease's.
+    async fn heartbeat(&self, id: i64, owner: String) {
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            match self.renew_lease(id, &owner).await {
+                Ok(true) => {}
+                Ok(false) => return,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot renew the lease; trying again")
+                }
+            }
+        }
+    }
+
+    async fn deliver(&self, row: &Leased) -> Result<(), Stop> {
         let route = self
             .routes
             .channel(&row.channel)
@@ -185,19 +338,28 @@ impl Forwarder {
                 message: format!("channel {} is no longer in the routes", row.channel),
                 retry: true,
             })?;
-        let answer = match row.answer {
-            Some(a) => a,
+        let db = |what: &str, e: sqlx::Error| Stop::Failed(retry(format!("{what}: {e}")));
+        let answer = match &row.answer {
+            Some(a) => {
+                // Answered by an earlier attempt: only the reply is left; still ours?
+                if !self
+                    .renew(row)
+                    .await
+                    .map_err(|e| db("cannot renew the lease", e))?
+                {
+                    return Err(Stop::LeaseLost("before sending the stored answer"));
+                }
+                a.clone()
+            }
             None => {
-                let (conversation, answer) = self.ask(&row).await?;
-                sqlx::query(
-                    "UPDATE gateway_inbox SET conversation_id = $2, answer = $3, answered_at = now() WHERE id = $1",
-                )
-                .bind(row.id)
-                .bind(&conversation)
-                .bind(&answer)
-                .execute(&self.pool)
-                .await
-                .map_err(|e| retry(format!("cannot store the answer: {e}")))?;
+                let (conversation, answer) = self.ask(row).await?;
+                if !self
+                    .store_answer(row, &conversation, &answer)
+                    .await
+                    .map_err(|e| db("cannot store the answer", e))?
+                {
+                    return Err(Stop::LeaseLost("storing the answer"));
+                }
                 self.answered.notify_waiters();
                 answer
             }
@@ -211,13 +373,13 @@ impl Forwarder {
             self.trace_headers(&row.correlation_id),
         )
         .await?;
-        sqlx::query(
-            "UPDATE gateway_inbox SET replied_at = now(), locked_until = NULL WHERE id = $1",
-        )
-        .bind(row.id)
-        .execute(&self.pool)
-        .await
-        .map_err(|e| retry(format!("cannot mark the message replied: {e}")))?;
+        if !self
+            .mark_replied(row)
+            .await
+            .map_err(|e| db("cannot mark the message replied", e))?
+        {
+            return Err(Stop::LeaseLost("marking the message replied"));
+        }
         tracing::info!("message answered and replied");
         Ok(())
     }
@@ -233,7 +395,7 @@ impl Forwarder {
 
     /// Finds or creates the user's conversation and posts the message; returns the
     /// conversation id and the answer.
-    async fn ask(&self, row: &Row) -> Result<(String, String), reply::SendError> {
+    async fn ask(&self, row: &Leased) -> Result<(String, String), reply::SendError> {
         let conv = self
             .call(
                 "/v1/conversations",

@@ -4,15 +4,17 @@
 #![forbid(unsafe_code)]
 
 pub mod forward;
+pub mod limits;
+pub mod polls;
 pub mod providers;
 pub mod reply;
 pub mod routes;
+pub mod server;
 pub mod verify;
 pub mod widget;
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime};
+use std::sync::Arc;
+use std::time::SystemTime;
 
 use axum::body::{Body, to_bytes};
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, State};
@@ -20,17 +22,53 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, options};
 use axum::{Json, Router};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use serde::Deserialize;
 use sqlx::PgPool;
 use xin_api::channel::ChannelType;
 use xin_runtime::{ApiError, CorrelationId, HttpMetrics};
 
-use crate::providers::Inbound;
+use crate::limits::{Buckets, FAILURE_BURST, FAILURE_RATE_PER_SECOND};
+use crate::providers::{Inbound, MetaMessages};
 use crate::routes::RouteTable;
 use crate::verify::Refusal;
 
-/// Widget long polls one gateway holds open at once; more get a 429.
-pub const MAX_POLLS: usize = 256;
+pub use polls::{MAX_POLLS, MAX_POLLS_PER_SESSION, MAX_POLLS_PER_USER};
+pub use server::serve;
+
+/// The longest `hub.challenge` echoed (Meta sends a short number); longer is a 400.
+pub const MAX_CHALLENGE_CHARS: usize = 256;
+
+/// How long `/ready` waits for the database before answering 503 (not the pool's acquire
+/// timeout: a probe must get its answer quickly).
+pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The `channel` label of a request for a channel that is not in the routes: the label never
+/// comes from the URL, so a client cannot grow the metrics with names of its own.
+pub const UNKNOWN_CHANNEL: &str = "unknown";
+
+/// Name of the counter of refused requests (`…_total` once exposed).
+pub const REFUSED_REQUESTS: &str = "gateway_refused_requests";
+
+/// Labels of [`REFUSED_REQUESTS`].
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RefusalLabels {
+    /// A channel of the routes, or [`UNKNOWN_CHANNEL`].
+    pub channel: String,
+    /// The error code answered (`missing_signature`, `too_many_failures`, `rate_limited` …).
+    pub reason: String,
+}
+
+/// Name of the counter of dropped Meta notification items (`…_total` once exposed).
+pub const FOREIGN_ENTRIES: &str = "gateway_foreign_entries";
+
+/// A `channel` label alone.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ChannelLabel {
+    pub channel: String,
+}
 
 #[derive(Clone)]
 pub struct Gateway {
@@ -40,13 +78,23 @@ pub struct Gateway {
     /// Signs the widget's session tokens (the tenant signing key).
     pub session_key: Arc<Vec<u8>>,
     pub widget_session_ttl: std::time::Duration,
+    /// How long a request body may take to arrive (`GATEWAY_BODY_READ_TIMEOUT_SECONDS`).
+    pub body_read_timeout: std::time::Duration,
     /// Wakes the forwarding worker after an accept.
     pub wake: Arc<tokio::sync::Notify>,
     /// Wakes widget long polls when the worker stores an answer.
     pub answered: Arc<tokio::sync::Notify>,
-    /// Widget long polls in progress (at most [`MAX_POLLS`]).
-    pub polls: Arc<tokio::sync::Semaphore>,
-    limiter: Arc<Mutex<HashMap<String, Bucket>>>,
+    /// Widget long polls in progress (at most [`MAX_POLLS`], and fewer per session and user).
+    pub polls: polls::Polls,
+    /// The rate at which each end user may start widget polls ([`polls::POLL_RATE_PER_SECOND`]).
+    pub(crate) poll_rate: Arc<Buckets>,
+    /// Requests refused, by channel and reason ([`REFUSED_REQUESTS`], registered by [`app`]).
+    pub refusals: Family<RefusalLabels, Counter>,
+    /// Meta notification items for another phone number or page ([`FOREIGN_ENTRIES`]).
+    pub foreign: Family<ChannelLabel, Counter>,
+    limiter: Arc<Buckets>,
+    /// Each channel's failure budget (see [`limits::FAILURE_RATE_PER_SECOND`]).
+    failures: Arc<Buckets>,
 }
 
 impl Gateway {
@@ -57,21 +105,32 @@ impl Gateway {
             pool,
             session_key: Arc::new(session_key),
             widget_session_ttl: std::time::Duration::from_secs(900),
+            body_read_timeout: server::DEFAULT_BODY_READ_TIMEOUT,
             wake: Arc::default(),
             answered: Arc::default(),
-            polls: Arc::new(tokio::sync::Semaphore::new(MAX_POLLS)),
+            polls: polls::Polls::default(),
+            poll_rate: Arc::default(),
+            refusals: Family::default(),
+            foreign: Family::default(),
             limiter: Arc::default(),
+            failures: Arc::default(),
         }
     }
 
-    /// The channel's rate limit as a 429 with `Retry-After`.
+    /// The channel's rate limit as a 429 with `Retry-After`. Only verified requests are
+    /// charged: call it after the signature, identity or session token is checked.
     pub(crate) fn limit(
         &self,
         channel: &str,
         route: &xin_api::routes::ChannelRoute,
         id: &CorrelationId,
     ) -> Result<(), ApiError> {
-        self.take(channel, route.requests_per_second, route.burst)
+        self.limiter
+            .take(
+                channel,
+                route.requests_per_second as f64,
+                route.burst as f64,
+            )
             .map_err(|wait| {
                 let mut e = ApiError::new(
                     StatusCode::TOO_MANY_REQUESTS,
@@ -80,40 +139,109 @@ impl Gateway {
                     id,
                 );
                 e.retry_after = Some(wait);
-                e
+                self.refused(channel, e)
             })
     }
-}
 
-/// Token bucket per channel.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-impl Gateway {
-    /// `Ok` when the channel may take one more request now, else the seconds to wait.
-    fn take(&self, channel: &str, rps: i32, burst: i32) -> Result<(), u64> {
-        let mut m = self.limiter.lock().unwrap_or_else(|e| e.into_inner());
-        let now = Instant::now();
-        let b = m.entry(channel.to_string()).or_insert(Bucket {
-            tokens: burst as f64,
-            at: now,
-        });
-        b.tokens =
-            (b.tokens + now.duration_since(b.at).as_secs_f64() * rps as f64).min(burst as f64);
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(((1.0 - b.tokens) / rps.max(1) as f64).ceil().max(1.0) as u64)
+    /// Reads a request body of at most `limit` bytes within [`Gateway::body_read_timeout`]:
+    /// 413 `payload_too_large` above the limit, 408 `body_timeout` when it does not arrive in
+    /// time (a client trickling its body cannot hold a connection and a task for long).
+    pub(crate) async fn read_body(
+        &self,
+        body: Body,
+        limit: usize,
+        id: &CorrelationId,
+    ) -> Result<axum::body::Bytes, ApiError> {
+        match tokio::time::timeout(self.body_read_timeout, to_bytes(body, limit)).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(_)) => Err(too_large(limit, id)),
+            Err(_) => Err(ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                "the request body did not arrive in time",
+                id,
+            )),
         }
+    }
+
+    /// Counts a refusal of a request for `channel` (a name from the routes) and returns it.
+    pub(crate) fn refused(&self, channel: &str, e: ApiError) -> ApiError {
+        self.refusals
+            .get_or_create(&RefusalLabels {
+                channel: channel.to_string(),
+                reason: e.code.to_string(),
+            })
+            .inc();
+        e
+    }
+
+    /// A request for `channel` (a name from the routes) failed verification: it spends the
+    /// channel's failure budget, never its rate limit. While the budget lasts the refusal is
+    /// answered as is and logged; once it is spent the answer is 429 `too_many_failures`
+    /// (with `Retry-After`) and only the next logged refusal says how many were not logged.
+    pub(crate) fn verification_failed(&self, channel: &str, e: ApiError) -> ApiError {
+        match self
+            .failures
+            .take_counting(channel, FAILURE_RATE_PER_SECOND, FAILURE_BURST)
+        {
+            Ok(unlogged) => {
+                tracing::warn!(
+                    channel,
+                    reason = e.code,
+                    status = e.status.as_u16(),
+                    unlogged_since_last = unlogged,
+                    "request refused: verification failed"
+                );
+                self.refused(channel, e)
+            }
+            Err(wait) => self.refused(
+                channel,
+                ApiError {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    code: "too_many_failures",
+                    message: "too many requests that failed verification for this channel; \
+                              retry later"
+                        .into(),
+                    correlation_id: e.correlation_id,
+                    retry_after: Some(wait),
+                },
+            ),
+        }
+    }
+
+    /// 404 for a channel that is not in the routes: counted under [`UNKNOWN_CHANNEL`], and
+    /// logged within a budget of its own.
+    pub(crate) fn unknown_channel(&self, channel: &str, id: &CorrelationId) -> ApiError {
+        // "" is no channel name: the budget of the unknown ones.
+        if let Ok(unlogged) =
+            self.failures
+                .take_counting("", FAILURE_RATE_PER_SECOND, FAILURE_BURST)
+        {
+            tracing::warn!(
+                unlogged_since_last = unlogged,
+                "request refused: unknown channel"
+            );
+        }
+        self.refused(UNKNOWN_CHANNEL, not_found(channel, id))
     }
 }
 
-/// The gateway's routes, wrapped with correlation ids and HTTP metrics.
+/// The gateway's routes, wrapped with correlation ids and HTTP metrics; registers the
+/// gateway's own metrics in `metrics` (call it once per registry).
 pub fn app(gw: Gateway, metrics: HttpMetrics) -> Router {
+    {
+        let mut registry = metrics.registry.lock().unwrap_or_else(|e| e.into_inner());
+        registry.register(
+            REFUSED_REQUESTS,
+            "Requests refused by channel (a name from the routes, or unknown) and reason (the error code answered)",
+            gw.refusals.clone(),
+        );
+        registry.register(
+            FOREIGN_ENTRIES,
+            "Meta notification items addressed to another phone number or page than the channel's, dropped and not stored",
+            gw.foreign.clone(),
+        );
+    }
     Router::new()
         .route("/webhooks/{channel}", get(handshake).post(receive))
         .route(
@@ -128,7 +256,7 @@ pub fn app(gw: Gateway, metrics: HttpMetrics) -> Router {
         )
         .route("/health", get(|| async { "ok" }))
         .route("/ready", get(ready))
-        .with_state(gw)
+        .with_state(gw.clone())
         // Each channel has its own limit, enforced in `receive`.
         .layer(DefaultBodyLimit::disable())
         .layer(axum::middleware::from_fn_with_state(
@@ -137,10 +265,13 @@ pub fn app(gw: Gateway, metrics: HttpMetrics) -> Router {
         ))
 }
 
+/// 200 when the database answers within [`READY_TIMEOUT`], else 503.
 async fn ready(State(gw): State<Gateway>) -> Response {
-    match sqlx::query("SELECT 1").execute(&gw.pool).await {
-        Ok(_) => (StatusCode::OK, "ready").into_response(),
-        Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response(),
+    match tokio::time::timeout(READY_TIMEOUT, sqlx::query("SELECT 1").execute(&gw.pool)).await {
+        Ok(Ok(_)) => (StatusCode::OK, "ready").into_response(),
+        Ok(Err(_)) | Err(_) => {
+            (StatusCode::SERVICE_UNAVAILABLE, "database unreachable").into_response()
+        }
     }
 }
 
@@ -165,15 +296,18 @@ async fn handshake(
     let route = gw
         .routes
         .channel(&channel)
-        .ok_or_else(|| not_found(&channel, &id))?;
+        .ok_or_else(|| gw.unknown_channel(&channel, &id))?;
     match route.type_ {
         ChannelType::Whatsapp | ChannelType::Instagram => {}
         ChannelType::Telegram | ChannelType::Web => {
-            return Err(ApiError::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "method_not_allowed",
-                "only WhatsApp and Instagram channels have a GET handshake",
-                &id,
+            return Err(gw.refused(
+                &channel,
+                ApiError::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "method_not_allowed",
+                    "only WhatsApp and Instagram channels have a GET handshake",
+                    &id,
+                ),
             ));
         }
     }
@@ -185,9 +319,26 @@ async fn handshake(
     let ok = q.mode.as_deref() == Some("subscribe")
         && verify::telegram_token(Some(token.as_bytes()), &expected).is_ok();
     match (ok, q.challenge) {
+        (true, Some(c)) if c.chars().count() > MAX_CHALLENGE_CHARS => Err(gw.refused(
+            &channel,
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_challenge",
+                format!("hub.challenge is longer than {MAX_CHALLENGE_CHARS} characters"),
+                &id,
+            ),
+        )),
+        // Echoed as plain text that a browser must not sniff into anything else.
         (true, Some(c)) => Ok((
             StatusCode::OK,
-            [(axum::http::header::CONTENT_TYPE, "text/plain")],
+            [
+                (
+                    axum::http::header::CONTENT_TYPE,
+                    "text/plain; charset=utf-8",
+                ),
+                (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+                (axum::http::header::CACHE_CONTROL, "no-store"),
+            ],
             c,
         )
             .into_response()),
@@ -197,11 +348,14 @@ async fn handshake(
             "hub.challenge is required",
             &id,
         )),
-        (false, _) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "verification_failed",
-            "hub.mode or hub.verify_token is wrong",
-            &id,
+        (false, _) => Err(gw.verification_failed(
+            &channel,
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "verification_failed",
+                "hub.mode or hub.verify_token is wrong",
+                &id,
+            ),
         )),
     }
 }
@@ -215,7 +369,8 @@ pub(crate) fn not_found(channel: &str, id: &CorrelationId) -> ApiError {
     )
 }
 
-fn refused(r: Refusal, id: &CorrelationId) -> ApiError {
+/// The answer to a webhook that failed verification.
+fn refusal_error(r: Refusal, id: &CorrelationId) -> ApiError {
     match r {
         Refusal::Missing(h) => ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -238,7 +393,9 @@ fn refused(r: Refusal, id: &CorrelationId) -> ApiError {
     }
 }
 
-/// A provider webhook: limits, verification on the raw bytes, parsing, durable accept.
+/// A provider webhook: verification (on the raw bytes), then the channel's rate limit, then
+/// parsing and the durable accept. A request that fails verification spends the channel's
+/// failure budget, never its rate limit.
 async fn receive(
     State(gw): State<Gateway>,
     Path(channel): Path<String>,
@@ -249,64 +406,92 @@ async fn receive(
     let route = gw
         .routes
         .channel(&channel)
-        .ok_or_else(|| not_found(&channel, &id))?;
+        .ok_or_else(|| gw.unknown_channel(&channel, &id))?;
+    let refuse = |e: ApiError| gw.refused(&channel, e);
+    let unverified = |r: Refusal| gw.verification_failed(&channel, refusal_error(r, &id));
     if route.suspended {
-        return Err(ApiError::new(
+        return Err(refuse(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "channel_suspended",
             "this channel is suspended",
             &id,
-        ));
+        )));
     }
-    gw.limit(&channel, &route, &id)?;
-    let limit = route.max_body_bytes.max(0) as usize;
-    if headers
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
-        .is_some_and(|n| n > limit)
-    {
-        return Err(too_large(limit, &id));
-    }
-    let bytes = to_bytes(body, limit)
-        .await
-        .map_err(|_| too_large(limit, &id))?;
-
     let header = |n: &str| headers.get(n).map(|v| v.as_bytes());
-    let meta_signed = || {
-        let secret = route.credentials.app_secret.as_deref().unwrap_or_default();
-        verify::meta_signature(header("x-hub-signature-256"), &bytes, &[secret])
-            .map_err(|r| refused(r, &id))
-    };
-    let parsed = match route.type_ {
+    let now = SystemTime::now();
+    // What can be checked before the body is read is: the token, or the signature's form.
+    let signature = match route.type_ {
         ChannelType::Telegram => {
             verify::telegram_token(
                 header("x-telegram-bot-api-secret-token"),
-                &routes::accepted_keys(&route, SystemTime::now()),
+                &routes::accepted_keys(&route, now),
             )
-            .map_err(|r| refused(r, &id))?;
-            providers::telegram(&bytes)
+            .map_err(unverified)?;
+            None
         }
-        ChannelType::Whatsapp => {
-            meta_signed()?;
-            providers::whatsapp(&bytes)
-        }
-        ChannelType::Instagram => {
-            meta_signed()?;
-            providers::instagram(&bytes)
-        }
+        ChannelType::Whatsapp | ChannelType::Instagram => Some(
+            verify::meta_signature_header(
+                header("x-hub-signature-256"),
+                &routes::accepted_app_secrets(&route, now),
+            )
+            .map_err(unverified)?,
+        ),
         ChannelType::Web => {
-            return Err(ApiError::new(
+            return Err(refuse(ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
                 "not_a_webhook_channel",
                 format!(
                     "web channels are not served by webhook POST; the widget uses /widget/{channel}/…"
                 ),
                 &id,
-            ));
+            )));
         }
     };
-    let messages = parsed
-        .map_err(|m| ApiError::new(StatusCode::BAD_REQUEST, "malformed_payload", m.0, &id))?;
+    let limit = route.max_body_bytes.max(0) as usize;
+    if headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
+    {
+        return Err(refuse(too_large(limit, &id)));
+    }
+    let bytes = gw.read_body(body, limit, &id).await.map_err(refuse)?;
+    if let Some(sig) = &signature {
+        verify::meta_signature_matches(sig, &bytes, &routes::accepted_app_secrets(&route, now))
+            .map_err(unverified)?;
+    }
+    // Verified: now, and only now, the channel's rate limit.
+    gw.limit(&channel, &route, &id)?;
+    let parsed = match route.type_ {
+        ChannelType::Telegram => providers::telegram(&bytes).map(|messages| MetaMessages {
+            messages,
+            foreign: 0,
+        }),
+        ChannelType::Whatsapp => providers::whatsapp_for(&bytes, route.phone_number_id.as_deref()),
+        ChannelType::Instagram => providers::instagram_for(&bytes, route.page_id.as_deref()),
+        // Refused above.
+        ChannelType::Web => Ok(MetaMessages::default()),
+    };
+    let MetaMessages { messages, foreign } = parsed.map_err(|m| {
+        refuse(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "malformed_payload",
+            m.0,
+            &id,
+        ))
+    })?;
+    if foreign > 0 {
+        gw.foreign
+            .get_or_create(&ChannelLabel {
+                channel: channel.clone(),
+            })
+            .inc_by(foreign as u64);
+        tracing::warn!(
+            channel = %channel,
+            dropped = foreign,
+            "notification items for another phone number or page dropped (the app secret is shared by several of them)"
+        );
+    }
     let accepted = accept(&gw, &channel, &messages, &id)
         .await
         .map_err(|e| store_failed(&e, &id))?;

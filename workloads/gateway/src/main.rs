@@ -14,7 +14,7 @@ use xin_gateway::routes::{self, RouteTable};
 use xin_gateway::{Gateway, app};
 use xin_runtime::HttpMetrics;
 
-#[derive(Parser, Debug)]
+#[derive(Parser)]
 #[command(
     name = "xin-gateway",
     version,
@@ -82,6 +82,53 @@ struct Args {
     /// seconds; renewed every third of it while the worker is busy with the message.
     #[arg(long, env = "GATEWAY_FORWARD_LEASE_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(5..=3600))]
     forward_lease_seconds: u64,
+    /// Messages forwarded to the orchestrator at once, at most; new ones are leased as soon
+    /// as one finishes.
+    #[arg(long, env = "GATEWAY_FORWARD_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    forward_concurrency: u16,
+    /// How long a client may take to send a request's line and headers, in seconds (from the
+    /// connection, or from the end of its previous request); then the connection is closed.
+    #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    header_read_timeout_seconds: u64,
+    /// How long a client may take to send a request's body, in seconds; then 408.
+    #[arg(long, env = "GATEWAY_BODY_READ_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
+    body_read_timeout_seconds: u64,
+}
+
+/// Every setting but the secrets (`DATABASE_URL` holds a password; `TENANT_SIGNING_KEY`).
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        use xin_runtime::redacted;
+        f.debug_struct("Args")
+            .field("tenant", &self.tenant)
+            .field("http_host", &self.http_host)
+            .field("http_port", &self.http_port)
+            .field("routes_file", &self.routes_file)
+            .field("metrics_host", &self.metrics_host)
+            .field("metrics_port", &self.metrics_port)
+            .field("database_url", &redacted(&self.database_url))
+            .field("orchestrator_url", &self.orchestrator_url)
+            .field("signing_key", &redacted(&self.signing_key))
+            .field("telegram_api_base", &self.telegram_api_base)
+            .field("meta_graph_api_base", &self.meta_graph_api_base)
+            .field(
+                "widget_session_ttl_seconds",
+                &self.widget_session_ttl_seconds,
+            )
+            .field("max_attempts", &self.max_attempts)
+            .field(
+                "orchestrator_timeout_seconds",
+                &self.orchestrator_timeout_seconds,
+            )
+            .field("forward_lease_seconds", &self.forward_lease_seconds)
+            .field("forward_concurrency", &self.forward_concurrency)
+            .field(
+                "header_read_timeout_seconds",
+                &self.header_read_timeout_seconds,
+            )
+            .field("body_read_timeout_seconds", &self.body_read_timeout_seconds)
+            .finish()
+    }
 }
 
 #[tokio::main]
@@ -133,7 +180,7 @@ async fn run(args: Args) -> Result<(), String> {
         .unwrap_or_else(|e| e.into_inner())
         .register(
             "gateway_forwarded_messages",
-            "Inbox messages handled by the forwarding worker, by outcome (replied, retry, failed)",
+            "Inbox messages handled by the forwarding worker, by outcome (replied, retry, failed, lease_lost)",
             outcomes.clone(),
         );
     let maddr: SocketAddr = format!("{}:{}", args.metrics_host, args.metrics_port)
@@ -158,6 +205,7 @@ async fn run(args: Args) -> Result<(), String> {
         args.signing_key.clone().into_bytes(),
     );
     gw.widget_session_ttl = Duration::from_secs(args.widget_session_ttl_seconds);
+    gw.body_read_timeout = Duration::from_secs(args.body_read_timeout_seconds);
     let forwarder = Forwarder {
         pool,
         routes: table,
@@ -172,15 +220,50 @@ async fn run(args: Args) -> Result<(), String> {
         answered: gw.answered.clone(),
         lease: Duration::from_secs(args.forward_lease_seconds),
         max_attempts: args.max_attempts,
+        concurrency: usize::from(args.forward_concurrency),
         outcomes,
     };
     let worker = tokio::spawn(forwarder.run());
     tracing::info!(%addr, metrics = %maddr, tenant = %args.tenant, "xin-gateway serving");
-    let served = axum::serve(listener, app(gw, metrics))
-        .with_graceful_shutdown(xin_runtime::shutdown_signal())
-        .await
-        .map_err(|e| format!("server failed: {e}"));
+    let served = xin_gateway::serve(
+        listener,
+        app(gw, metrics),
+        Duration::from_secs(args.header_read_timeout_seconds),
+        xin_runtime::shutdown_signal(),
+    )
+    .await
+    .map_err(|e| format!("server failed: {e}"));
     // A message being forwarded now keeps its lease and is taken again after a restart.
     worker.abort();
     served
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_never_shows_the_database_password_or_the_signing_key() {
+        let args = Args::try_parse_from([
+            "xin-gateway",
+            "--tenant",
+            "acme",
+            "--database-url",
+            "postgres://gw:db-pa55word@db:5432/acme",
+            "--orchestrator-url",
+            "http://orchestrator:8080",
+            "--signing-key",
+            "signing-key-0123456789-s3cret",
+        ])
+        .unwrap();
+        let shown = format!("{args:?} {args:#?}");
+        assert!(
+            !shown.contains("db-pa55word") && !shown.contains("s3cret"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("acme") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+    }
 }

@@ -6,7 +6,7 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime};
 
 use prometheus_client::metrics::counter::Counter;
-use xin_api::routes::{ChannelRoute, Routes};
+use xin_api::routes::{ChannelRoute, Routes, WebhookKey};
 use xin_runtime::HttpMetrics;
 
 /// The current routes, swapped whole on reload.
@@ -86,22 +86,37 @@ pub fn watch(
 /// The keys a channel accepts at `now`: expired previous keys are dropped even before the
 /// operator rewrites the file.
 pub fn accepted_keys(route: &ChannelRoute, now: SystemTime) -> Vec<&str> {
+    unexpired(&route.keys, now).collect()
+}
+
+/// The Meta app secrets a channel accepts signatures from at `now`: the current
+/// `credentials.appSecret` and each of `credentials.previousAppSecrets` until its expiry
+/// (the same rule as [`accepted_keys`]).
+pub fn accepted_app_secrets(route: &ChannelRoute, now: SystemTime) -> Vec<&str> {
     route
-        .keys
-        .iter()
-        .filter(|k| match &k.expires_at {
+        .credentials
+        .app_secret
+        .as_deref()
+        .into_iter()
+        .chain(unexpired(&route.credentials.previous_app_secrets, now))
+        .collect()
+}
+
+/// The keys whose expiry (if any) is after `now`.
+fn unexpired(keys: &[WebhookKey], now: SystemTime) -> impl Iterator<Item = &str> {
+    keys.iter()
+        .filter(move |k| match &k.expires_at {
             None => true,
             Some(t) => SystemTime::from(t.0) > now,
         })
         .map(|k| k.key.as_str())
-        .collect()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use xin_api::channel::ChannelType;
-    use xin_api::routes::{Credentials, Time, WebhookKey};
+    use xin_api::routes::{Credentials, Time};
 
     #[test]
     fn a_previous_key_is_accepted_until_its_expiry() {

@@ -48,24 +48,45 @@ pub fn telegram_token(header: Option<&[u8]>, accepted: &[&str]) -> Result<(), Re
 }
 
 /// Meta (WhatsApp Cloud API, Instagram): `X-Hub-Signature-256: sha256=<hex>`, an
-/// HMAC-SHA256 of the exact raw body with the app secret. Verified before any parsing.
+/// HMAC-SHA256 of the exact raw body with the app secret (the current one, or a previous one
+/// until its expiry). Verified before any parsing.
 pub fn meta_signature(
     header: Option<&[u8]>,
     body: &[u8],
     app_secrets: &[&str],
 ) -> Result<(), Refusal> {
-    let app_secrets = usable(app_secrets)?;
+    let sig = meta_signature_header(header, app_secrets)?;
+    meta_signature_matches(&sig, body, app_secrets)
+}
+
+/// The first half of [`meta_signature`], before the body is read: that there is a key to
+/// check with, and the signature the header holds (present and well-formed).
+pub fn meta_signature_header(
+    header: Option<&[u8]>,
+    app_secrets: &[&str],
+) -> Result<Vec<u8>, Refusal> {
+    usable(app_secrets)?;
     let got = header.ok_or(Refusal::Missing("X-Hub-Signature-256"))?;
     let hex = got
         .strip_prefix(b"sha256=")
         .ok_or(Refusal::Invalid("X-Hub-Signature-256"))?;
-    let sig = decode_hex(hex).ok_or(Refusal::Invalid("X-Hub-Signature-256"))?;
+    decode_hex(hex).ok_or(Refusal::Invalid("X-Hub-Signature-256"))
+}
+
+/// The second half of [`meta_signature`]: `sig` is the HMAC of `body` with one of the
+/// secrets. Every secret is tried, match or not.
+pub fn meta_signature_matches(
+    sig: &[u8],
+    body: &[u8],
+    app_secrets: &[&str],
+) -> Result<(), Refusal> {
+    let app_secrets = usable(app_secrets)?;
     let mut ok = false;
     for secret in &app_secrets {
         let mut mac =
             Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
         mac.update(body);
-        ok |= mac.verify_slice(&sig).is_ok();
+        ok |= mac.verify_slice(sig).is_ok();
     }
     if ok {
         Ok(())

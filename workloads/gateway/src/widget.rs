@@ -1,8 +1,8 @@
-//! The web widget's endpoints. The site that embeds the widget signs each end user's id with
-//! the channel's identity secret (`identity_token = hex(HMAC-SHA256(secret, user_id))`,
-//! computed on the site's server); the gateway exchanges a valid one for a short-lived
-//! session token, which authorises sending messages and reading the answers. Browsers may
-//! call only from the channel's allowed origins (CORS).
+//! The web widget's endpoints. The site that embeds the widget signs each end user's id, for
+//! this channel and until an expiry, with the channel's identity secret (an identity token,
+//! see [`identity_token`], computed on the site's server); the gateway exchanges a valid one
+//! for a short-lived session token, which authorises sending messages and reading the
+//! answers. Browsers may call only from the channel's allowed origins (CORS).
 //!
 //! - `POST /widget/{channel}/session` `{"user_id","identity_token"}` → `{"session_token","expires_at"}`
 //! - `POST /widget/{channel}/messages` (Bearer session) `{"text","client_message_id"?}` → 202 `{"message_id"}`
@@ -11,7 +11,7 @@
 
 use std::time::Duration;
 
-use axum::body::{Body, to_bytes};
+use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -25,18 +25,141 @@ use xin_api::channel::ChannelType;
 use xin_api::routes::ChannelRoute;
 use xin_runtime::{ApiError, CorrelationId};
 
+use crate::polls::{POLL_BURST, POLL_RATE_PER_SECOND, PollCap};
 use crate::providers::Inbound;
-use crate::{Gateway, accept, inbox_unavailable, not_found, store_failed};
+use crate::{Gateway, accept, inbox_unavailable, store_failed};
 
 fn hmac(key: &[u8]) -> Hmac<Sha256> {
     Hmac::<Sha256>::new_from_slice(key).expect("HMAC takes keys of any length")
 }
 
-/// The identity token the embedding site computes for `user_id`.
-pub fn identity_token(secret: &str, user_id: &str) -> String {
+/// The furthest ahead an identity token may expire: 24 hours after it is presented (plus
+/// [`IDENTITY_CLOCK_SKEW`]). A token is a bearer credential for the user; a site hands out a
+/// fresh one rather than one that lasts.
+pub const IDENTITY_TOKEN_MAX_LIFETIME_SECONDS: i64 = 86_400;
+/// Allowance for the site's clock running ahead of the gateway's, on the far-future bound only.
+pub const IDENTITY_CLOCK_SKEW_SECONDS: i64 = 300;
+
+fn identity_mac(secret: &str, channel: &str, exp: &str, user_id: &str) -> Hmac<Sha256> {
+    let mut m = hmac(secret.as_bytes());
+    m.update(b"xin-identity-v1\n");
+    m.update(channel.as_bytes());
+    m.update(b"\n");
+    m.update(exp.as_bytes());
+    m.update(b"\n");
+    m.update(user_id.as_bytes());
+    m
+}
+
+/// The identity token the embedding site computes for `user_id` on `channel`, valid until
+/// `exp` (Unix seconds): `v1.<exp>.<hex HMAC-SHA256(secret, "xin-identity-v1\n" ‖ channel ‖
+/// "\n" ‖ exp ‖ "\n" ‖ user_id)>`, with `exp` in decimal as it appears in the token.
+pub fn identity_token(secret: &str, channel: &str, user_id: &str, exp: i64) -> String {
+    let exp = exp.to_string();
+    let tag = identity_mac(secret, channel, &exp, user_id).finalize();
+    format!("v1.{exp}.{}", hex::encode(tag.into_bytes()))
+}
+
+/// The identity token of Xin before 0.2: `hex(HMAC-SHA256(secret, user_id))`, bound to no
+/// channel and never expiring. Accepted only on channels with `acceptLegacyIdentityTokens`.
+pub fn legacy_identity_token(secret: &str, user_id: &str) -> String {
     let mut m = hmac(secret.as_bytes());
     m.update(user_id.as_bytes());
     hex::encode(m.finalize().into_bytes())
+}
+
+/// Why an identity token is refused.
+#[derive(Debug, PartialEq, Eq)]
+pub enum IdentityRefusal {
+    /// Malformed, or its MAC does not match the user, channel and expiry (a wrong secret).
+    Invalid,
+    /// Its expiry has passed.
+    Expired,
+    /// It expires more than [`IDENTITY_TOKEN_MAX_LIFETIME_SECONDS`] ahead.
+    TooFarAhead,
+    /// The old format, on a channel that no longer accepts it.
+    Legacy,
+    /// The channel has no identity secret: nothing is accepted.
+    NoSecret,
+}
+
+/// Checks `token` for `user_id` on `channel` at `now` (Unix seconds). The MAC is compared in
+/// constant time, and checked before the expiry, so the reasons beyond `Invalid` are only
+/// ever told to someone holding a token the site signed.
+pub fn check_identity_token(
+    secret: &str,
+    channel: &str,
+    user_id: &str,
+    token: &str,
+    now: i64,
+    accept_legacy: bool,
+) -> Result<(), IdentityRefusal> {
+    if secret.trim().is_empty() {
+        return Err(IdentityRefusal::NoSecret);
+    }
+    let token = token.trim();
+    if let Some(rest) = token.strip_prefix("v1.") {
+        let (exp, tag) = rest.split_once('.').ok_or(IdentityRefusal::Invalid)?;
+        if exp.is_empty() || exp.len() > 18 || !exp.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(IdentityRefusal::Invalid);
+        }
+        let tag = hex::decode(tag).map_err(|_| IdentityRefusal::Invalid)?;
+        identity_mac(secret, channel, exp, user_id)
+            .verify_slice(&tag)
+            .map_err(|_| IdentityRefusal::Invalid)?;
+        let exp: i64 = exp.parse().map_err(|_| IdentityRefusal::Invalid)?;
+        if exp <= now {
+            return Err(IdentityRefusal::Expired);
+        }
+        if exp > now + IDENTITY_TOKEN_MAX_LIFETIME_SECONDS + IDENTITY_CLOCK_SKEW_SECONDS {
+            return Err(IdentityRefusal::TooFarAhead);
+        }
+        return Ok(());
+    }
+    let legacy_form = token.len() == 64 && token.bytes().all(|b| b.is_ascii_hexdigit());
+    if !legacy_form {
+        return Err(IdentityRefusal::Invalid);
+    }
+    if !accept_legacy {
+        return Err(IdentityRefusal::Legacy);
+    }
+    let given = hex::decode(token).map_err(|_| IdentityRefusal::Invalid)?;
+    let mut m = hmac(secret.as_bytes());
+    m.update(user_id.as_bytes());
+    m.verify_slice(&given).map_err(|_| IdentityRefusal::Invalid)
+}
+
+fn identity_refused(r: IdentityRefusal, id: &CorrelationId) -> ApiError {
+    let (status, code, message) = match r {
+        IdentityRefusal::Invalid => (
+            StatusCode::FORBIDDEN,
+            "invalid_identity_token",
+            "identity_token does not match user_id and this channel",
+        ),
+        IdentityRefusal::Expired => (
+            StatusCode::FORBIDDEN,
+            "identity_token_expired",
+            "identity_token has expired; the site must sign a fresh one",
+        ),
+        IdentityRefusal::TooFarAhead => (
+            StatusCode::FORBIDDEN,
+            "identity_token_expiry_too_far",
+            "identity_token expires more than 24 hours ahead; sign one with a nearer expiry",
+        ),
+        IdentityRefusal::Legacy => (
+            StatusCode::FORBIDDEN,
+            "legacy_identity_token",
+            "identity tokens of the old format (hex HMAC of the user id) are not accepted on \
+             this channel; sign v1.<exp>.<mac> tokens (see the gateway documentation)",
+        ),
+        IdentityRefusal::NoSecret => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "channel_not_configured",
+            "this channel has no identity secret to verify tokens with; nothing is accepted \
+             until it has one",
+        ),
+    };
+    ApiError::new(status, code, message, id)
 }
 
 fn session_mac(key: &[u8], payload: &str) -> Hmac<Sha256> {
@@ -82,6 +205,7 @@ pub fn widget_message_id(user: &str, client_id: &str) -> String {
 /// origin. Requests without `Origin` (not from a browser) are let through: they still need an
 /// identity or session token.
 fn allowed_origin(
+    gw: &Gateway,
     route: &ChannelRoute,
     headers: &HeaderMap,
     id: &CorrelationId,
@@ -96,11 +220,14 @@ fn allowed_origin(
         {
             Ok(Some(o.clone()))
         }
-        Some(_) => Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "origin_not_allowed",
-            "this origin may not use the widget of this channel",
-            id,
+        Some(_) => Err(gw.verification_failed(
+            &route.name,
+            ApiError::new(
+                StatusCode::FORBIDDEN,
+                "origin_not_allowed",
+                "this origin may not use the widget of this channel",
+                id,
+            ),
         )),
     }
 }
@@ -126,7 +253,7 @@ fn web_route(gw: &Gateway, channel: &str, id: &CorrelationId) -> Result<ChannelR
             ChannelType::Web => true,
             ChannelType::Telegram | ChannelType::Whatsapp | ChannelType::Instagram => false,
         })
-        .ok_or_else(|| not_found(channel, id))
+        .ok_or_else(|| gw.unknown_channel(channel, id))
 }
 
 /// Resolves the route and the CORS origin, answering a refused origin itself.
@@ -138,7 +265,7 @@ fn prelude(
 ) -> Result<(ChannelRoute, Option<HeaderValue>), Box<Response>> {
     let route = web_route(gw, channel, id).map_err(|e| Box::new(e.into_response()))?;
     let origin =
-        allowed_origin(&route, headers, id).map_err(|e| Box::new(with_cors(None, Err(e))))?;
+        allowed_origin(gw, &route, headers, id).map_err(|e| Box::new(with_cors(None, Err(e))))?;
     Ok((route, origin))
 }
 
@@ -171,19 +298,16 @@ pub async fn preflight(
 }
 
 async fn json_body<T: serde::de::DeserializeOwned>(
+    gw: &Gateway,
     route: &ChannelRoute,
     body: Body,
     id: &CorrelationId,
 ) -> Result<T, ApiError> {
     let limit = route.max_body_bytes.max(0) as usize;
-    let bytes = to_bytes(body, limit).await.map_err(|_| {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
-            format!("the body exceeds this channel's limit of {limit} bytes"),
-            id,
-        )
-    })?;
+    let bytes = gw
+        .read_body(body, limit, id)
+        .await
+        .map_err(|e| gw.refused(&route.name, e))?;
     serde_json::from_slice(&bytes).map_err(|e| {
         ApiError::new(
             StatusCode::BAD_REQUEST,
@@ -217,7 +341,7 @@ pub async fn session(
         Err(r) => return *r,
     };
     let result = async {
-        let req: SessionRequest = json_body(&route, body, &id).await?;
+        let req: SessionRequest = json_body(&gw, &route, body, &id).await?;
         if !valid_user(&req.user_id) {
             return Err(ApiError::new(
                 StatusCode::BAD_REQUEST,
@@ -231,17 +355,15 @@ pub async fn session(
             .identity_secret
             .as_deref()
             .unwrap_or_default();
-        let given = hex::decode(req.identity_token.trim()).unwrap_or_default();
-        let mut m = hmac(secret.as_bytes());
-        m.update(req.user_id.as_bytes());
-        if secret.is_empty() || m.verify_slice(&given).is_err() {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "invalid_identity_token",
-                "identity_token does not match user_id",
-                &id,
-            ));
-        }
+        check_identity_token(
+            secret,
+            &channel,
+            &req.user_id,
+            &req.identity_token,
+            now(),
+            route.legacy_identity_tokens,
+        )
+        .map_err(|r| gw.verification_failed(&channel, identity_refused(r, &id)))?;
         // Counted only once verified, so a flood of bad tokens cannot use up real users' rate.
         gw.limit(&channel, &route, &id)?;
         let expires = now() + gw.widget_session_ttl.as_secs() as i64;
@@ -258,32 +380,49 @@ pub async fn session(
     with_cors(origin, result)
 }
 
+/// The user of the request's valid session token, and the token's MAC (which names the
+/// session).
 fn session_user(
     gw: &Gateway,
     channel: &str,
     headers: &HeaderMap,
     id: &CorrelationId,
-) -> Result<String, ApiError> {
+) -> Result<(String, String), ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "missing_session",
-                "Authorization: Bearer <session_token> is required",
-                id,
+            gw.verification_failed(
+                channel,
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "missing_session",
+                    "Authorization: Bearer <session_token> is required",
+                    id,
+                ),
             )
         })?;
-    check_session(&gw.session_key, channel, token.trim(), now()).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_session",
-            "the session token is invalid or expired; start a new session",
-            id,
-        )
-    })
+    let token = token.trim();
+    // The session is named by its MAC, in one case (hex decoding takes either, so the
+    // same token could otherwise be spelt many ways and count as many sessions).
+    let session = token
+        .split_once('.')
+        .map(|(_, tag)| tag.to_ascii_lowercase())
+        .unwrap_or_default();
+    check_session(&gw.session_key, channel, token, now())
+        .map(|user| (user, session))
+        .ok_or_else(|| {
+            gw.verification_failed(
+                channel,
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "invalid_session",
+                    "the session token is invalid or expired; start a new session",
+                    id,
+                ),
+            )
+        })
 }
 
 #[derive(Deserialize)]
@@ -305,9 +444,9 @@ pub async fn post_message(
         Err(r) => return *r,
     };
     let result = async {
-        let user = session_user(&gw, &channel, &headers, &id)?;
+        let (user, _) = session_user(&gw, &channel, &headers, &id)?;
         gw.limit(&channel, &route, &id)?;
-        let req: MessageRequest = json_body(&route, body, &id).await?;
+        let req: MessageRequest = json_body(&gw, &route, body, &id).await?;
         let len = req.text.chars().count();
         if req.text.trim().is_empty() || len > 4096 || req.text.contains('\0') {
             return Err(ApiError::new(
@@ -378,17 +517,41 @@ pub async fn get_messages(
         Err(r) => return *r,
     };
     let result = async {
-        let user = session_user(&gw, &channel, &headers, &id)?;
-        // Long polls hold a request open: bounded per gateway so they cannot starve webhooks.
-        let _slot = gw.polls.clone().try_acquire_owned().map_err(|_| {
+        let (user, session) = session_user(&gw, &channel, &headers, &id)?;
+        // Authenticated: now charged to the user's poll rate.
+        let user_key = format!("{channel}\n{user}");
+        gw.poll_rate
+            .take(&user_key, POLL_RATE_PER_SECOND, POLL_BURST)
+            .map_err(|wait| {
+                let mut e = ApiError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "too many widget polls for this user; slow down",
+                    &id,
+                );
+                e.retry_after = Some(wait);
+                gw.refused(&channel, e)
+            })?;
+        // Long polls hold a request open: bounded per gateway so they cannot starve webhooks,
+        // and per session and user so that one of them cannot take every slot.
+        let _slot = gw.polls.open(&session, &user_key).map_err(|cap| {
+            let message = match cap {
+                PollCap::Session => {
+                    "this session already has as many polls open as it may; retry when one ends"
+                }
+                PollCap::User => {
+                    "this user already has as many polls open as they may; retry when one ends"
+                }
+                PollCap::Gateway => "too many widget polls at once; retry shortly",
+            };
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_polls",
-                "too many widget polls at once; retry shortly",
+                message,
                 &id,
             );
             e.retry_after = Some(1);
-            e
+            gw.refused(&channel, e)
         })?;
         let after = q.after.unwrap_or(0);
         let deadline =
@@ -434,6 +597,104 @@ mod tests {
             None
         );
         assert_eq!(check_session(b"k", "web", p, 99), None);
-        assert_eq!(identity_token("s", "u").len(), 64);
+    }
+
+    /// The worked example of docs/gateway.md.
+    const EXAMPLE: &str =
+        "v1.1767225600.a918f3085681d842dd492ea2d949aec7aa59f01cb1dbb8d90e7842f438300282";
+
+    #[test]
+    fn identity_tokens_are_bound_to_user_channel_and_expiry() {
+        let secret = "site-identity-secret";
+        assert_eq!(
+            identity_token(secret, "web", "u-42", 1_767_225_600),
+            EXAMPLE
+        );
+        let now = 1_767_225_600 - 3600;
+        let check = |channel: &str, user: &str, token: &str, now: i64| {
+            check_identity_token(secret, channel, user, token, now, false)
+        };
+        assert_eq!(check("web", "u-42", EXAMPLE, now), Ok(()));
+        // Bound to the user, the channel and the secret.
+        assert_eq!(
+            check("web", "u-43", EXAMPLE, now),
+            Err(IdentityRefusal::Invalid)
+        );
+        assert_eq!(
+            check("web2", "u-42", EXAMPLE, now),
+            Err(IdentityRefusal::Invalid)
+        );
+        assert_eq!(
+            check_identity_token("other", "web", "u-42", EXAMPLE, now, false),
+            Err(IdentityRefusal::Invalid)
+        );
+        // The expiry is covered by the MAC: moving it forges nothing.
+        let moved = EXAMPLE.replace("1767225600", "1767229200");
+        assert_eq!(
+            check("web", "u-42", &moved, now),
+            Err(IdentityRefusal::Invalid)
+        );
+        // Expired at its second, not before.
+        assert_eq!(check("web", "u-42", EXAMPLE, 1_767_225_599), Ok(()));
+        assert_eq!(
+            check("web", "u-42", EXAMPLE, 1_767_225_600),
+            Err(IdentityRefusal::Expired)
+        );
+        // At most 24 h (and the clock skew allowance) ahead.
+        let far = 1_767_225_600 - IDENTITY_TOKEN_MAX_LIFETIME_SECONDS - IDENTITY_CLOCK_SKEW_SECONDS;
+        assert_eq!(check("web", "u-42", EXAMPLE, far), Ok(()));
+        assert_eq!(
+            check("web", "u-42", EXAMPLE, far - 1),
+            Err(IdentityRefusal::TooFarAhead)
+        );
+        let year = identity_token(secret, "web", "u-42", now + 365 * 86_400);
+        assert_eq!(
+            check("web", "u-42", &year, now),
+            Err(IdentityRefusal::TooFarAhead)
+        );
+        for bad in [
+            "",
+            "v1.",
+            "v1.x.00",
+            "v1.-5.00",
+            "v1.1767225600",
+            "v2.1.ab",
+            "zz",
+        ] {
+            assert_eq!(
+                check("web", "u-42", bad, now),
+                Err(IdentityRefusal::Invalid),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            check_identity_token(" ", "web", "u-42", EXAMPLE, now, false),
+            Err(IdentityRefusal::NoSecret)
+        );
+    }
+
+    #[test]
+    fn legacy_identity_tokens_only_where_the_channel_accepts_them() {
+        let legacy = legacy_identity_token("s", "u");
+        assert_eq!(legacy.len(), 64);
+        assert_eq!(
+            check_identity_token("s", "web", "u", &legacy, 0, false),
+            Err(IdentityRefusal::Legacy)
+        );
+        assert_eq!(
+            check_identity_token("s", "web", "u", &legacy, 0, true),
+            Ok(())
+        );
+        assert_eq!(
+            check_identity_token("s", "web", "v", &legacy, 0, true),
+            Err(IdentityRefusal::Invalid)
+        );
+        // A v1 token is still checked as one where legacy tokens are accepted.
+        let v1 = identity_token("s", "web", "u", 100);
+        assert_eq!(check_identity_token("s", "web", "u", &v1, 50, true), Ok(()));
+        assert_eq!(
+            check_identity_token("s", "web", "u", &v1, 100, true),
+            Err(IdentityRefusal::Expired)
+        );
     }
 }

@@ -11,6 +11,7 @@ use xin_api::channel::ChannelType;
 use xin_api::routes::{ChannelRoute, Credentials, Routes, Time, WebhookKey};
 use xin_gateway::routes::{self, RouteTable};
 use xin_gateway::verify::meta_sign;
+use xin_gateway::widget::{identity_token, legacy_identity_token};
 use xin_gateway::{Gateway, app};
 use xin_runtime::HttpMetrics;
 
@@ -94,9 +95,25 @@ struct Harness {
     pool: PgPool,
     routes_file: std::path::PathBuf,
     metrics: HttpMetrics,
+    /// The gateway being served (to observe its state).
+    gw: Gateway,
 }
 
 async fn start(channels: Vec<ChannelRoute>) -> Harness {
+    start_with(
+        channels,
+        xin_gateway::server::DEFAULT_HEADER_READ_TIMEOUT,
+        xin_gateway::server::DEFAULT_BODY_READ_TIMEOUT,
+    )
+    .await
+}
+
+/// [`start`] with the public listener's timeouts.
+async fn start_with(
+    channels: Vec<ChannelRoute>,
+    header_read_timeout: Duration,
+    body_read_timeout: Duration,
+) -> Harness {
     let url = xin_store::fresh_test_database().await;
     let db = url.rsplit('/').next().unwrap().to_string();
     let pool = xin_store::connect(&url, 4).await.unwrap();
@@ -122,17 +139,26 @@ async fn start(channels: Vec<ChannelRoute>) -> Harness {
     );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let router = app(
-        Gateway::new(
-            "acme".into(),
-            table,
-            pool.clone(),
-            b"tenant-signing-key-0123456789".to_vec(),
-        ),
-        metrics.clone(),
+    let mut gw = Gateway::new(
+        "acme".into(),
+        table,
+        pool.clone(),
+        b"tenant-signing-key-0123456789".to_vec(),
     );
-    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    gw.body_read_timeout = body_read_timeout;
+    let router = app(gw.clone(), metrics.clone());
+    tokio::spawn(async move {
+        xin_gateway::serve(
+            listener,
+            router,
+            header_read_timeout,
+            std::future::pending(),
+        )
+        .await
+        .unwrap()
+    });
     Harness {
+        gw,
         addr,
         pool,
         routes_file,
@@ -205,11 +231,16 @@ async fn telegram_updates_are_verified_stored_once_and_other_kinds_ignored() {
         )
         .await;
     assert_eq!(ok.status, 200, "{}", ok.body);
-    assert_eq!(
-        ok.header("x-request-id").as_deref(),
-        Some("req-123"),
-        "the correlation id is echoed"
+    // The public edge makes its own correlation id (a client's X-Request-ID is only logged)
+    // and echoes it.
+    let correlation = ok
+        .header("x-request-id")
+        .expect("the correlation id is echoed");
+    assert_ne!(
+        correlation, "req-123",
+        "a client's X-Request-ID is not trusted"
     );
+    assert_eq!(correlation.len(), 32);
     assert_eq!(ok.json()["new"], 1);
     // The provider retries: accepted again, stored once.
     let again = h
@@ -222,16 +253,19 @@ async fn telegram_updates_are_verified_stored_once_and_other_kinds_ignored() {
     assert_eq!((again.status, again.json()["new"].clone()), (200, json!(0)));
     assert_eq!(
         h.inbox("tg").await,
-        vec![("tg:42".to_string(), "سلام, where is my order?".to_string())]
+        vec![(
+            "tg:5000000001:7".to_string(),
+            "سلام, where is my order?".to_string()
+        )]
     );
     let cid: String = sqlx::query_scalar(
-        "SELECT correlation_id FROM gateway_inbox WHERE provider_message_id = 'tg:42'",
+        "SELECT correlation_id FROM gateway_inbox WHERE provider_message_id = 'tg:5000000001:7'",
     )
     .fetch_one(&h.pool)
     .await
     .unwrap();
     assert_eq!(
-        cid, "req-123",
+        cid, correlation,
         "the stored message carries the request's correlation id"
     );
 
@@ -278,6 +312,41 @@ async fn telegram_updates_are_verified_stored_once_and_other_kinds_ignored() {
 }
 
 #[tokio::test]
+async fn telegram_messages_are_keyed_by_chat_and_message_id_not_update_id() {
+    let h = start(vec![route("tg", ChannelType::Telegram)]).await;
+    let update = |update_id: i64, message_id: i64, text: &str| {
+        serde_json::to_vec(
+            &json!({"update_id": update_id, "message": {"message_id": message_id,
+            "date": 1700000000, "chat": {"id": 5000000001i64, "type": "private"}, "text": text}}),
+        )
+        .unwrap()
+    };
+    let post = async |body: Vec<u8>| {
+        let r = h
+            .post(
+                "/webhooks/tg",
+                &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+                &body,
+            )
+            .await;
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["new"].as_u64().unwrap()
+    };
+    assert_eq!(post(update(100, 1, "first")).await, 1);
+    // The webhook was set up again: update_ids start over, the new message is still new.
+    assert_eq!(post(update(100, 2, "after the reset")).await, 1);
+    // Telegram delivers the first message again under another update_id: stored once.
+    assert_eq!(post(update(7, 1, "first")).await, 0);
+    assert_eq!(
+        h.inbox("tg").await,
+        vec![
+            ("tg:5000000001:1".to_string(), "first".to_string()),
+            ("tg:5000000001:2".to_string(), "after the reset".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
 async fn during_a_rotation_both_keys_are_accepted_until_the_old_one_expires() {
     let mut r = route("tg", ChannelType::Telegram);
     r.keys = vec![
@@ -297,7 +366,7 @@ async fn during_a_rotation_both_keys_are_accepted_until_the_old_one_expires() {
     let h = start(vec![r]).await;
     let body = |id: u32| {
         format!(
-            r#"{{"update_id":{id},"message":{{"message_id":1,"date":1,"chat":{{"id":1,"type":"private"}},"text":"hi"}}}}"#
+            r#"{{"update_id":{id},"message":{{"message_id":{id},"date":1,"chat":{{"id":1,"type":"private"}},"text":"hi"}}}}"#
         )
     };
     assert_eq!(
@@ -341,6 +410,30 @@ async fn whatsapp_handshake_signature_and_batches() {
         .await;
     assert_eq!((ok.status, ok.body.as_str()), (200, "1158201444"));
     assert!(ok.header("content-type").unwrap().starts_with("text/plain"));
+    assert_eq!(
+        ok.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    // The echo is bounded: a long "challenge" is not reflected.
+    let long = "7".repeat(xin_gateway::MAX_CHALLENGE_CHARS + 1);
+    let r = h
+        .get(&format!(
+            "/webhooks/wa?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge={long}"
+        ))
+        .await;
+    assert_json_error(&r, 400, "invalid_challenge");
+    assert!(!r.body.contains(&long));
+    assert_eq!(
+        r.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    let longest = "7".repeat(xin_gateway::MAX_CHALLENGE_CHARS);
+    let r = h
+        .get(&format!(
+            "/webhooks/wa?hub.mode=subscribe&hub.verify_token=verify-me&hub.challenge={longest}"
+        ))
+        .await;
+    assert_eq!((r.status, r.body.as_str()), (200, longest.as_str()));
     assert_json_error(
         &h.get("/webhooks/wa?hub.mode=subscribe&hub.verify_token=nope&hub.challenge=1")
             .await,
@@ -420,6 +513,90 @@ async fn whatsapp_handshake_signature_and_batches() {
 }
 
 #[tokio::test]
+async fn meta_previous_app_secrets_count_until_expiry_and_other_accounts_are_dropped() {
+    let mut wa = route("wa", ChannelType::Whatsapp);
+    wa.credentials.app_secret = Some("new-secret".into());
+    wa.credentials.previous_app_secrets = vec![
+        WebhookKey {
+            key: "old-secret".into(),
+            expires_at: Some(Time("2999-01-01T00:00:00Z".parse().unwrap())),
+        },
+        WebhookKey {
+            key: "older-secret".into(),
+            expires_at: Some(Time("2001-01-01T00:00:00Z".parse().unwrap())),
+        },
+    ];
+    wa.phone_number_id = Some("111".into());
+    let mut ig = route("ig", ChannelType::Instagram);
+    ig.page_id = Some("P1".into());
+    let h = start(vec![wa, ig]).await;
+    let foreign = format!("{}_total", xin_gateway::FOREIGN_ENTRIES);
+
+    let wa_body = |id: &str, phone: &str| {
+        format!(
+            r#"{{"object":"whatsapp_business_account","entry":[{{"id":"W","changes":[{{"field":"messages","value":{{"metadata":{{"phone_number_id":"{phone}"}},"messages":[{{"from":"1","id":"{id}","type":"text","text":{{"body":"{id}"}}}}]}}}}]}}]}}"#
+        )
+        .into_bytes()
+    };
+    let post_signed = async |path: &str, secret: &str, body: &[u8]| {
+        let sig = format!("sha256={}", meta_sign(secret, body));
+        h.post(path, &[("X-Hub-Signature-256", sig.as_str())], body)
+            .await
+    };
+    // The current secret and a previous one until its expiry; an expired one is refused.
+    for (secret, id) in [("new-secret", "wamid.1"), ("old-secret", "wamid.2")] {
+        let r = post_signed("/webhooks/wa", secret, &wa_body(id, "111")).await;
+        assert_eq!(
+            (r.status, r.json()["new"].clone()),
+            (200, json!(1)),
+            "{secret}"
+        );
+    }
+    assert_json_error(
+        &post_signed("/webhooks/wa", "older-secret", &wa_body("wamid.3", "111")).await,
+        403,
+        "invalid_signature",
+    );
+    // Signed with our app's secret, but for another of the app's numbers: not ours to store.
+    let r = post_signed("/webhooks/wa", "new-secret", &wa_body("wamid.4", "222")).await;
+    assert_eq!(
+        (r.status, r.json()["new"].clone()),
+        (200, json!(0)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        h.inbox("wa")
+            .await
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
+        ["wa:wamid.1", "wa:wamid.2"]
+    );
+    assert_eq!(labelled(&h, &foreign, r#"channel="wa""#), 1);
+
+    // Instagram: another account's entry, and a message to another recipient, are dropped.
+    let ig_body = br#"{"object":"instagram","entry":[
+      {"id":"P1","time":1,"messaging":[
+        {"sender":{"id":"U1"},"recipient":{"id":"P1"},"timestamp":1,"message":{"mid":"m1","text":"ours"}},
+        {"sender":{"id":"U2"},"recipient":{"id":"P9"},"timestamp":1,"message":{"mid":"m2","text":"not ours"}}]},
+      {"id":"P2","time":1,"messaging":[
+        {"sender":{"id":"U3"},"recipient":{"id":"P2"},"timestamp":1,"message":{"mid":"m3","text":"not ours"}}]}]}"#;
+    let r = post_signed("/webhooks/ig", "app-secret", ig_body).await;
+    assert_eq!(
+        (r.status, r.json()["new"].clone()),
+        (200, json!(1)),
+        "{}",
+        r.body
+    );
+    assert_eq!(
+        h.inbox("ig").await,
+        vec![("ig:m1".to_string(), "ours".to_string())]
+    );
+    assert_eq!(labelled(&h, &foreign, r#"channel="ig""#), 2);
+}
+
+#[tokio::test]
 async fn instagram_echoes_are_ignored() {
     let h = start(vec![route("ig", ChannelType::Instagram)]).await;
     let body = br#"{"object":"instagram","entry":[{"id":"1","time":1,"messaging":[{"sender":{"id":"U1"},"recipient":{"id":"P"},"timestamp":1,"message":{"mid":"m1","text":"hello"}},{"sender":{"id":"P"},"recipient":{"id":"U1"},"timestamp":2,"message":{"mid":"m2","text":"echo","is_echo":true}}]}]}"#;
@@ -439,8 +616,9 @@ async fn body_and_rate_limits_answer_413_and_429_with_retry_after() {
     let mut r = route("tg", ChannelType::Telegram);
     r.max_body_bytes = 1024;
     r.requests_per_second = 1;
-    r.burst = 2;
+    r.burst = 1;
     let h = start(vec![r]).await;
+    // Refused before it is verified, so it takes nothing from the channel's rate.
     let big = vec![b' '; 2048];
     assert_json_error(
         &h.post(
@@ -477,6 +655,106 @@ async fn body_and_rate_limits_answer_413_and_429_with_retry_after() {
         .parse()
         .unwrap();
     assert!((1..=2).contains(&wait), "Retry-After {wait}");
+}
+
+/// A counter with labels in the gateway's metrics (0 when never incremented).
+fn labelled(h: &Harness, name: &str, labels: &str) -> u64 {
+    let m = h.metrics.encode();
+    let prefix = format!("{name}{{{labels}}} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map_or(0, |v| v.parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_flood_of_unverified_requests_spends_its_own_budget_not_the_channels_rate() {
+    // A channel rate of one request at a time: a flood charged to it would shut the real
+    // provider out.
+    let mut tg = route("tg", ChannelType::Telegram);
+    let mut wa = route("wa", ChannelType::Whatsapp);
+    for r in [&mut tg, &mut wa] {
+        r.requests_per_second = 1;
+        r.burst = 1;
+    }
+    let h = start(vec![tg, wa]).await;
+    let refused = format!("{}_total", xin_gateway::REFUSED_REQUESTS);
+
+    // Unsigned and wrongly signed POSTs, well past the failure budget: refused as they are
+    // until the budget is spent, then 429 too_many_failures, never the channel's rate_limited.
+    let body = br#"{"object":"whatsapp_business_account","entry":[]}"#;
+    let forged = format!("sha256={}", meta_sign("not-the-secret", body));
+    let flood = 3 * xin_gateway::limits::FAILURE_BURST as usize;
+    let unsigned: &[(&str, &str)] = &[];
+    let wrong_token = &[("X-Telegram-Bot-Api-Secret-Token", "wrong")];
+    let wrong_signature = &[("X-Hub-Signature-256", forged.as_str())];
+    for (path, kinds) in [
+        ("/webhooks/tg", vec![(unsigned, 401), (wrong_token, 403)]),
+        (
+            "/webhooks/wa",
+            vec![(unsigned, 401), (wrong_signature, 403)],
+        ),
+    ] {
+        let mut budget_spent = 0;
+        for i in 0..flood {
+            let (headers, expected) = kinds[i % kinds.len()];
+            let r = h.post(path, headers, body).await;
+            if r.status == 429 {
+                assert_json_error(&r, 429, "too_many_failures");
+                assert!(r.header("retry-after").is_some());
+                budget_spent += 1;
+            } else {
+                assert_eq!(r.status, expected, "{path}: {}", r.body);
+            }
+        }
+        assert!(
+            budget_spent > 0,
+            "{path}: the failure budget was never spent"
+        );
+    }
+    // A genuine delivery still gets through, on both channels, during the flood.
+    let ok = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let sig = format!("sha256={}", meta_sign("app-secret", body));
+    let ok = h
+        .post(
+            "/webhooks/wa",
+            &[("X-Hub-Signature-256", sig.as_str())],
+            body,
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    // Verified requests do meet the channel's own limit.
+    let limited = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_json_error(&limited, 429, "rate_limited");
+
+    // Counted by channel and reason; an unknown channel under "unknown", never its URL name.
+    assert!(h.post("/webhooks/nosuch-xq7", &[], b"{}").await.status == 404);
+    for (labels, at_least) in [
+        (r#"channel="tg",reason="missing_signature""#, 1),
+        (r#"channel="tg",reason="invalid_signature""#, 1),
+        (r#"channel="tg",reason="too_many_failures""#, 1),
+        (r#"channel="tg",reason="rate_limited""#, 1),
+        (r#"channel="wa",reason="missing_signature""#, 1),
+        (r#"channel="wa",reason="invalid_signature""#, 1),
+        (r#"channel="wa",reason="too_many_failures""#, 1),
+        (r#"channel="unknown",reason="unknown_channel""#, 1),
+    ] {
+        let n = labelled(&h, &refused, labels);
+        assert!(n >= at_least, "{labels}: {n}\n{}", h.metrics.encode());
+    }
+    assert!(!h.metrics.encode().contains("nosuch-xq7"));
 }
 
 /// Replaces the routes file in one step (as the kubelet swaps a Secret volume), so the
@@ -567,7 +845,17 @@ async fn http_metrics_count_by_route_method_and_status() {
     )
     .await;
     h.post("/webhooks/tg", &[], TG_TEXT.as_bytes()).await;
+    // A method of the client's own making is counted as OTHER, not as a label of its choice.
+    let custom = h.req("XMETHOD-7F3A", "/webhooks/tg", &[], b"").await;
+    assert_eq!(custom.status, 405);
     let m = h.metrics.encode();
+    assert!(!m.contains("XMETHOD"), "{m}");
+    assert!(
+        m.contains(
+            r#"http_requests_total{route="/webhooks/{channel}",method="OTHER",status_code="405"} 1"#
+        ),
+        "{m}"
+    );
     assert!(
         m.contains(
             r#"http_requests_total{route="/webhooks/{channel}",method="POST",status_code="200"} 1"#
@@ -620,9 +908,10 @@ async fn widget_cors_identity_and_session_tokens() {
     assert_json_error(&evil, 403, "origin_not_allowed");
     assert_eq!(evil.header("access-control-allow-origin"), None);
 
-    // Identity token: HMAC of the user id with the site's secret.
-    let good = xin_gateway::widget::identity_token("site-identity-secret", "user-7");
-    let wrong = xin_gateway::widget::identity_token("another-secret", "user-7");
+    // Identity token: the user id, channel and expiry signed with the site's secret.
+    let exp = xin_runtime::signing::now() + 600;
+    let good = identity_token("site-identity-secret", "web", "user-7", exp);
+    let wrong = identity_token("another-secret", "web", "user-7", exp);
     let sess = |tok: &str| {
         serde_json::to_vec(&json!({"user_id": "user-7", "identity_token": tok})).unwrap()
     };
@@ -723,6 +1012,252 @@ async fn widget_cors_identity_and_session_tokens() {
 }
 
 #[tokio::test]
+async fn a_client_stalling_in_its_headers_or_body_is_cut_off() {
+    // Short timeouts for the test; the defaults are 10 s and 30 s.
+    let h = start_with(
+        vec![route("tg", ChannelType::Telegram)],
+        Duration::from_secs(1),
+        Duration::from_secs(1),
+    )
+    .await;
+    let addr = h.addr.clone();
+    tokio::task::spawn_blocking(move || {
+        // Half a header line, then nothing: the gateway closes the connection. The client's
+        // own read timeout is only a bound on the test; reaching it means no disconnect.
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(b"POST /webhooks/tg HTTP/1.1\r\nHost: x\r\nX-Telegram-Bot-Api-Se")
+            .unwrap();
+        let mut buf = Vec::new();
+        match s.read_to_end(&mut buf) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("the stalled connection was not closed: {e}"),
+        }
+        // Nothing but, at most, an error status: never a request served.
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.is_empty() || !text.starts_with("HTTP/1.1 2"), "{text}");
+
+        // Whole headers, part of the body, then nothing: 408 and the connection closed.
+        let mut s = TcpStream::connect(&addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        s.write_all(
+            b"POST /webhooks/tg HTTP/1.1\r\nHost: x\r\nX-Telegram-Bot-Api-Secret-Token: tg-key\r\nContent-Length: 100\r\n\r\n{\"update_id\":",
+        )
+        .unwrap();
+        let mut buf = Vec::new();
+        s.read_to_end(&mut buf)
+            .expect("the stalled body was answered and the connection closed");
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains(r#""error":"body_timeout""#), "{text}");
+    })
+    .await
+    .unwrap();
+    // The gateway still serves.
+    let ok = h
+        .post(
+            "/webhooks/tg",
+            &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+            TG_TEXT.as_bytes(),
+        )
+        .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+}
+
+#[tokio::test]
+async fn ready_answers_503_soon_when_the_database_does_not() {
+    // A port that accepts connections (the kernel's backlog) and never answers: the pool's
+    // connect hangs, as it does for a database behind a dropped route.
+    let black_hole = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("postgres://gw:pw@{}/acme", black_hole.local_addr().unwrap());
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(&url)
+        .unwrap();
+    let gw = Gateway::new(
+        "acme".into(),
+        RouteTable::default(),
+        pool,
+        b"tenant-signing-key-0123456789".to_vec(),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let router = app(gw, HttpMetrics::default());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    // A hang (or the pool's 5-s acquire timeout) fails the test; the answer must be a 503.
+    let r = tokio::time::timeout(
+        Duration::from_secs(3),
+        tokio::task::spawn_blocking(move || http(&addr, "GET", "/ready", &[], b"")),
+    )
+    .await
+    .expect("/ready did not answer within 3 s")
+    .unwrap();
+    assert_eq!(r.status, 503, "{}", r.body);
+    drop(black_hole);
+}
+
+/// Starts a widget long poll and leaves it open (the answer is read later, or never).
+fn open_poll(addr: &str, bearer: &str, wait: u64) -> TcpStream {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "GET /widget/web/messages?wait={wait} HTTP/1.1\r\nHost: x\r\nAuthorization: {bearer}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    s
+}
+
+fn read_reply(mut s: TcpStream) -> String {
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn widget_polls_are_capped_per_session_and_user_and_rate_limited() {
+    let h = start(vec![web_route("web")]).await;
+    let key = b"tenant-signing-key-0123456789";
+    let bearer = |user: &str, exp: i64| {
+        format!(
+            "Bearer {}",
+            xin_gateway::widget::issue_session(key, "web", user, exp)
+        )
+    };
+    let far = xin_runtime::signing::now() + 3600;
+    // Three sessions of user-7 (tabs), one of user-8.
+    let (a1, a2, a3) = (
+        bearer("user-7", far),
+        bearer("user-7", far + 1),
+        bearer("user-7", far + 2),
+    );
+    let b = bearer("user-8", far);
+    let poll_now = async |bearer: &str| {
+        h.req(
+            "GET",
+            "/widget/web/messages?wait=0",
+            &[("Authorization", bearer)],
+            b"",
+        )
+        .await
+    };
+    // Positive evidence that the held polls are open on the gateway before probing.
+    let wait_open = async |n: usize| {
+        for _ in 0..200 {
+            if h.gw.polls.open_now() == n {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("{n} polls never open (now {})", h.gw.polls.open_now());
+    };
+
+    // The session's cap: two held polls, then a third is refused.
+    let held: Vec<TcpStream> = (0..xin_gateway::MAX_POLLS_PER_SESSION)
+        .map(|_| open_poll(&h.addr, &a1, 5))
+        .collect();
+    wait_open(xin_gateway::MAX_POLLS_PER_SESSION).await;
+    let capped = poll_now(&a1).await;
+    assert_json_error(&capped, 429, "too_many_polls");
+    assert!(
+        capped.json()["message"]
+            .as_str()
+            .unwrap()
+            .contains("session")
+    );
+    assert_eq!(capped.header("retry-after").as_deref(), Some("1"));
+    // The user's cap: the user's other sessions may add polls up to the user's total only.
+    let more: Vec<TcpStream> = (xin_gateway::MAX_POLLS_PER_SESSION
+        ..xin_gateway::MAX_POLLS_PER_USER)
+        .map(|_| open_poll(&h.addr, &a2, 5))
+        .collect();
+    wait_open(xin_gateway::MAX_POLLS_PER_USER).await;
+    let capped = poll_now(&a3).await;
+    assert_json_error(&capped, 429, "too_many_polls");
+    assert!(capped.json()["message"].as_str().unwrap().contains("user"));
+    // Another user is not held back by user-7's polls.
+    assert_eq!(poll_now(&b).await.status, 200);
+    // Held polls end (their wait runs out) and free their places.
+    for s in held.into_iter().chain(more) {
+        let reply = tokio::task::spawn_blocking(move || read_reply(s))
+            .await
+            .unwrap();
+        assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    }
+    assert_eq!(poll_now(&a1).await.status, 200);
+
+    // The poll rate: user-8 polling in a tight loop meets 429 rate_limited.
+    let mut limited = None;
+    for _ in 0..(2 * xin_gateway::polls::POLL_BURST as usize + 10) {
+        let r = poll_now(&b).await;
+        if r.status == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status, 200, "{}", r.body);
+    }
+    let limited = limited.expect("user-8's polls were never rate limited");
+    assert_json_error(&limited, 429, "rate_limited");
+    assert!(limited.header("retry-after").is_some());
+    let refused = format!("{}_total", xin_gateway::REFUSED_REQUESTS);
+    assert!(labelled(&h, &refused, r#"channel="web",reason="too_many_polls""#) >= 2);
+    assert!(labelled(&h, &refused, r#"channel="web",reason="rate_limited""#) >= 1);
+}
+
+#[tokio::test]
+async fn identity_tokens_expire_are_bound_to_the_channel_and_legacy_ones_need_the_flag() {
+    let mut legacy_ok = web_route("old-site");
+    legacy_ok.legacy_identity_tokens = true;
+    let h = start(vec![web_route("web"), legacy_ok]).await;
+    let now = xin_runtime::signing::now();
+    let session = async |channel: &str, token: &str| {
+        let body =
+            serde_json::to_vec(&json!({"user_id": "user-7", "identity_token": token})).unwrap();
+        h.post(&format!("/widget/{channel}/session"), &[], &body)
+            .await
+    };
+    let secret = "site-identity-secret";
+    let ok = session("web", &identity_token(secret, "web", "user-7", now + 600)).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_json_error(
+        &session("web", &identity_token(secret, "web", "user-7", now - 1)).await,
+        403,
+        "identity_token_expired",
+    );
+    assert_json_error(
+        &session(
+            "web",
+            &identity_token(secret, "web", "user-7", now + 7 * 86_400),
+        )
+        .await,
+        403,
+        "identity_token_expiry_too_far",
+    );
+    // A token for another channel of the same site (same secret) does not open this one.
+    assert_json_error(
+        &session(
+            "web",
+            &identity_token(secret, "old-site", "user-7", now + 600),
+        )
+        .await,
+        403,
+        "invalid_identity_token",
+    );
+    // The old format: refused with its own code, unless the channel still accepts it.
+    let legacy = legacy_identity_token(secret, "user-7");
+    assert_json_error(&session("web", &legacy).await, 403, "legacy_identity_token");
+    let r = session("old-site", &legacy).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = session(
+        "old-site",
+        &identity_token(secret, "old-site", "user-7", now + 600),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+}
+
+#[tokio::test]
 async fn nul_bytes_and_long_widget_ids_are_stored_not_refused_with_a_5xx() {
     let mut web = web_route("web");
     web.max_body_bytes = 1 << 16;
@@ -743,7 +1278,12 @@ async fn nul_bytes_and_long_widget_ids_are_stored_not_refused_with_a_5xx() {
     // The widget refuses NUL in text with a 400; the longest user and client ids still give
     // a fixed-length inbox key, and ids with ':' cannot collide.
     let user = "u:".repeat(64);
-    let token = xin_gateway::widget::identity_token("site-identity-secret", &user);
+    let token = identity_token(
+        "site-identity-secret",
+        "web",
+        &user,
+        xin_runtime::signing::now() + 600,
+    );
     let s = h
         .post(
             "/widget/web/session",

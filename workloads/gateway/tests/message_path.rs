@@ -233,7 +233,7 @@ fn sent_to(reqs: &[Recorded], path: &str) -> Vec<Recorded> {
 }
 
 fn tg_update(update_id: i64, chat: i64, text: &str) -> Vec<u8> {
-    serde_json::to_vec(&json!({"update_id": update_id, "message": {"message_id": 1, "date": 1700000000,
+    serde_json::to_vec(&json!({"update_id": update_id, "message": {"message_id": update_id, "date": 1700000000,
         "chat": {"id": chat, "type": "private"}, "from": {"id": chat, "is_bot": false, "first_name": "U"}, "text": text}}))
     .unwrap()
 }
@@ -252,20 +252,27 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
         5000000001,
         "How many days do I have to return an order?",
     );
+    // The gateway makes the correlation id of each delivery (the client's X-Request-ID is only
+    // logged, as client_request_id); the first delivery's is the one the message keeps.
+    let mut ids = vec![];
     for _ in 0..2 {
         let r = s
             .post(
                 "/webhooks/tg",
                 h(&[
                     ("X-Telegram-Bot-Api-Secret-Token", "tg-key"),
-                    ("X-Request-ID", "corr-tg-1"),
+                    ("X-Request-ID", "client-tg-1"),
                 ]),
                 update.clone(),
             )
             .await;
         assert_eq!(r.status, 200, "{}", r.body);
-        assert_eq!(r.header("x-request-id"), Some("corr-tg-1"));
+        let id = r.header("x-request-id").expect("echoed").to_string();
+        assert_ne!(id, "client-tg-1");
+        ids.push(id);
     }
+    assert_ne!(ids[0], ids[1], "every request has its own correlation id");
+    let corr_tg = ids[0].clone();
     let sent = s.telegram.wait_for("sendMessage", WAIT, |r| {
         !sent_to(r, "/bot123:bot-token/sendMessage").is_empty()
     });
@@ -274,7 +281,7 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
         reply.json(),
         json!({"chat_id": 5000000001i64, "text": ANSWER})
     );
-    assert_eq!(reply.header("x-request-id"), Some("corr-tg-1"));
+    assert_eq!(reply.header("x-request-id"), Some(corr_tg.as_str()));
 
     // WhatsApp: a signed batch of two users' messages (one Persian) and a status.
     let wa = br#"{"object":"whatsapp_business_account","entry":[{"id":"1","changes":[{"field":"messages","value":{"messaging_product":"whatsapp","metadata":{"phone_number_id":"106540352242922"},
@@ -322,7 +329,12 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
     assert_eq!(ig_sends[0].json()["recipient"]["id"], "IGSID1");
 
     // The web widget: identity token → session → message → answer by long poll.
-    let id_token = xin_gateway::widget::identity_token("site-secret", "visitor-1");
+    let id_token = xin_gateway::widget::identity_token(
+        "site-secret",
+        "web",
+        "visitor-1",
+        xin_runtime::signing::now() + 600,
+    );
     let origin = ("Origin", "https://shop.example");
     let sess = s
         .post(
@@ -374,18 +386,25 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
     // The correlation id reached the orchestrator's rows, both logs and both services' traces.
     let (corr, path): (String, Option<String>) = sqlx::query_as(
         "SELECT u.correlation_id, a.answer_path FROM messages u JOIN messages a ON a.reply_to = u.id
-         WHERE u.client_message_id = 'tg:9001'",
+         WHERE u.client_message_id = 'tg:5000000001:9001'",
     )
     .fetch_one(&s.pool)
     .await
     .unwrap();
-    assert_eq!((corr.as_str(), path.as_deref()), ("corr-tg-1", Some("llm")));
+    assert_eq!(
+        (corr.as_str(), path.as_deref()),
+        (corr_tg.as_str(), Some("llm"))
+    );
     assert!(
-        gw.logs().contains("corr-tg-1"),
+        gw.logs().contains(&corr_tg),
         "gateway log lacks the correlation id"
     );
     assert!(
-        orch.logs().contains("corr-tg-1"),
+        gw.logs().contains(r#""client_request_id":"client-tg-1""#),
+        "gateway log lacks the client's request id"
+    );
+    assert!(
+        orch.logs().contains(&corr_tg),
         "orchestrator log lacks the correlation id"
     );
     for l in gw.logs().lines().chain(orch.logs().lines()) {
@@ -405,7 +424,7 @@ async fn messages_from_every_channel_are_answered_once_with_correlation_ids_and_
             let has = |svc: &str| {
                 r.iter().any(|x| {
                     let b = String::from_utf8_lossy(&x.body);
-                    b.contains("corr-tg-1") && b.contains(svc)
+                    b.contains(corr_tg.as_str()) && b.contains(svc)
                 })
             };
             has("xin-gateway") && has("xin-orchestrator")
@@ -472,7 +491,7 @@ async fn a_gateway_killed_after_accepting_still_replies_after_restart() {
     let deadline = std::time::Instant::now() + WAIT;
     loop {
         let attempts: i32 = sqlx::query_scalar(
-            "SELECT attempts FROM gateway_inbox WHERE provider_message_id = 'tg:77'",
+            "SELECT attempts FROM gateway_inbox WHERE provider_message_id = 'tg:-1001234567890:77'",
         )
         .fetch_one(&s.pool)
         .await
@@ -508,7 +527,7 @@ async fn a_gateway_killed_after_accepting_still_replies_after_restart() {
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(s.telegram.requests().len(), 2, "each replied once");
     let untried: i32 = sqlx::query_scalar(
-        "SELECT attempts FROM gateway_inbox WHERE provider_message_id = 'tg:78'",
+        "SELECT attempts FROM gateway_inbox WHERE provider_message_id = 'tg:-1001234567890:78'",
     )
     .fetch_one(&s.pool)
     .await
@@ -518,7 +537,7 @@ async fn a_gateway_killed_after_accepting_still_replies_after_restart() {
         "the second message was never tried before the first"
     );
     let (replied, error): (bool, Option<String>) = sqlx::query_as(
-        "SELECT replied_at IS NOT NULL, last_error FROM gateway_inbox WHERE provider_message_id = 'tg:77'",
+        "SELECT replied_at IS NOT NULL, last_error FROM gateway_inbox WHERE provider_message_id = 'tg:-1001234567890:77'",
     )
     .fetch_one(&s.pool)
     .await
@@ -554,7 +573,7 @@ async fn a_provider_refusing_the_reply_is_retried_then_set_aside() {
     let deadline = std::time::Instant::now() + WAIT;
     let error = loop {
         let row: (Option<String>, bool) = sqlx::query_as(
-            "SELECT last_error, failed_at IS NOT NULL FROM gateway_inbox WHERE provider_message_id = 'tg:5'",
+            "SELECT last_error, failed_at IS NOT NULL FROM gateway_inbox WHERE provider_message_id = 'tg:42:5'",
         )
         .fetch_one(&s.pool)
         .await

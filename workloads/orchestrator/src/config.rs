@@ -7,8 +7,8 @@ use std::time::Duration;
 use clap::Parser;
 use xin_runtime::outbound::{DEFAULT_SERVICE_CIDR, DestinationPolicy, OutboundArgs};
 
-/// The command line / environment of `xin-orchestrator`.
-#[derive(Parser, Debug, Clone)]
+/// The command line / environment of `xin-orchestrator`. `Debug` redacts the secrets.
+#[derive(Parser, Clone)]
 #[command(
     name = "xin-orchestrator",
     version,
@@ -116,8 +116,8 @@ pub struct Args {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Visibilities(pub Vec<String>);
 
-/// Where and how to call an OpenAI-compatible endpoint.
-#[derive(Debug, Clone)]
+/// Where and how to call an OpenAI-compatible endpoint. `Debug` redacts the API key.
+#[derive(Clone)]
 pub struct LlmConfig {
     /// Base URL without a trailing slash.
     pub endpoint: String,
@@ -127,7 +127,8 @@ pub struct LlmConfig {
     pub api_key: Option<String>,
 }
 
-#[derive(Debug, Clone)]
+/// `Debug` redacts the API key.
+#[derive(Clone)]
 pub struct EmbeddingConfig {
     pub endpoint: String,
     pub model: String,
@@ -157,8 +158,8 @@ impl Default for RetrievalConfig {
     }
 }
 
-/// Everything the service needs, validated.
-#[derive(Debug, Clone)]
+/// Everything the service needs, validated. `Debug` redacts the signing key.
+#[derive(Clone)]
 pub struct Config {
     pub tenant: String,
     pub signing_key: Vec<u8>,
@@ -171,6 +172,81 @@ pub struct Config {
     pub history_messages: usize,
     /// Destinations the LLM and embedding endpoints may lead to.
     pub outbound: DestinationPolicy,
+}
+
+use xin_runtime::{redacted, redacted_opt};
+
+impl std::fmt::Debug for Args {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Args")
+            .field("tenant", &self.tenant)
+            .field("namespace", &self.namespace)
+            .field("time_zone", &self.time_zone)
+            .field("http_host", &self.http_host)
+            .field("http_port", &self.http_port)
+            .field("metrics_host", &self.metrics_host)
+            .field("metrics_port", &self.metrics_port)
+            .field("database_url", &redacted(&self.database_url))
+            .field("database_max_connections", &self.database_max_connections)
+            .field("signing_key", &redacted(&self.signing_key))
+            .field("hybrid_weight", &self.hybrid_weight)
+            .field("min_score", &self.min_score)
+            .field("max_documents", &self.max_documents)
+            .field("context_budget_tokens", &self.context_budget_tokens)
+            .field("visibility", &self.visibility)
+            .field("llm_endpoint", &self.llm_endpoint)
+            .field("llm_model", &self.llm_model)
+            .field("llm_fallback_model", &self.llm_fallback_model)
+            .field("llm_timeout", &self.llm_timeout)
+            .field("llm_api_key", &redacted_opt(&self.llm_api_key))
+            .field("embedding_endpoint", &self.embedding_endpoint)
+            .field("embedding_model", &self.embedding_model)
+            .field("embedding_api_key", &redacted_opt(&self.embedding_api_key))
+            .field("embedding_timeout", &self.embedding_timeout)
+            .field("embedding_refresh", &self.embedding_refresh)
+            .field("handoff_keywords", &self.handoff_keywords)
+            .field("outbound", &self.outbound)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for LlmConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmConfig")
+            .field("endpoint", &self.endpoint)
+            .field("model", &self.model)
+            .field("fallback_model", &self.fallback_model)
+            .field("timeout", &self.timeout)
+            .field("api_key", &redacted_opt(&self.api_key))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for EmbeddingConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddingConfig")
+            .field("endpoint", &self.endpoint)
+            .field("model", &self.model)
+            .field("timeout", &self.timeout)
+            .field("api_key", &redacted_opt(&self.api_key))
+            .field("refresh", &self.refresh)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("tenant", &self.tenant)
+            .field("signing_key", &redacted(&self.signing_key))
+            .field("retrieval", &self.retrieval)
+            .field("llm", &self.llm)
+            .field("embedding", &self.embedding)
+            .field("handoff_keywords", &self.handoff_keywords)
+            .field("history_messages", &self.history_messages)
+            .field("outbound", &self.outbound)
+            .finish()
+    }
 }
 
 impl Config {
@@ -355,6 +431,47 @@ mod tests {
         ];
         argv.extend_from_slice(extra);
         Args::try_parse_from(argv).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn debug_never_shows_a_secret() {
+        let args = Args::try_parse_from([
+            "xin-orchestrator",
+            "--tenant",
+            "acme",
+            "--database-url",
+            "postgres://orch:db-pa55word@db/acme",
+            "--signing-key",
+            "signing-key-0123456789-s3cret",
+            "--llm-endpoint",
+            "http://llm:8000",
+            "--llm-model",
+            "m",
+            "--llm-api-key",
+            "sk-llm-k3y",
+            "--embedding-endpoint",
+            "http://emb:8000",
+            "--embedding-model",
+            "e",
+            "--embedding-api-key",
+            "sk-emb-k3y",
+        ])
+        .unwrap();
+        let config = args.clone().into_config().unwrap();
+        for shown in [
+            format!("{args:?}"),
+            format!("{args:#?}"),
+            format!("{config:?}"),
+            format!("{config:#?}"),
+        ] {
+            for secret in ["db-pa55word", "s3cret", "sk-llm-k3y", "sk-emb-k3y"] {
+                assert!(!shown.contains(secret), "{secret} in {shown}");
+            }
+            assert!(
+                shown.contains("acme") && shown.contains("Some(<redacted>)"),
+                "{shown}"
+            );
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! What every Xin workload binary shares: JSON logs carrying a `correlation_id` (taken from
-//! `X-Request-ID` or generated, and echoed), Prometheus metrics `http_requests_total` and
+//! What every Xin workload binary shares: JSON logs carrying a `correlation_id` (internal
+//! services take a caller's `X-Request-ID`; the public edge always generates its own), echoed in
+//! `X-Request-ID`, Prometheus metrics `http_requests_total` and
 //! `http_request_latency_seconds` by route, method and status code, JSON error bodies, a
 //! metrics server that fails clearly when its port is taken, shutdown on SIGTERM, and
 //! [`outbound`], the one HTTP client for tenant-supplied URLs.
@@ -29,6 +30,21 @@ pub mod telemetry;
 pub use telemetry::{Telemetry, continue_trace, init_telemetry, inject_trace};
 
 pub const REQUEST_ID: &str = "x-request-id";
+
+/// What the redacting `Debug` impls of secret-holding types show in place of a secret:
+/// `redacted(&secret)` for one that is always set, `redacted_opt(&maybe)` for an optional one
+/// (which still says whether it is set).
+pub fn redacted<T: ?Sized>(_secret: &T) -> std::fmt::Arguments<'static> {
+    format_args!("<redacted>")
+}
+
+/// [`redacted`] for an optional secret: `Some(<redacted>)` or `None`.
+pub fn redacted_opt<T>(secret: &Option<T>) -> std::fmt::Arguments<'static> {
+    match secret {
+        Some(_) => format_args!("Some(<redacted>)"),
+        None => format_args!("None"),
+    }
+}
 
 /// JSON logs on stdout only, filtered by `RUST_LOG` (default `info`); binaries use
 /// [`init_telemetry`], which adds traces.
@@ -128,14 +144,34 @@ fn valid_id(v: &HeaderValue) -> Option<String> {
         .then(|| s.to_string())
 }
 
-/// Middleware for internal services: correlation id in, span around the request (continuing
-/// the caller's `traceparent`), metrics, id echoed out.
+/// The `method` label of the HTTP metrics: one of a fixed set, so a client cannot grow the
+/// metric's label space by sending methods of its own (`OTHER` for anything else).
+pub fn method_label(m: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *m {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "OTHER",
+    }
+}
+
+/// Middleware for internal services: correlation id in (a caller's valid `X-Request-ID`, else
+/// a new one), span around the request (continuing the caller's `traceparent`), metrics, id
+/// echoed out.
 pub async fn observe(State(metrics): State<HttpMetrics>, req: Request, next: Next) -> Response {
     observe_request(metrics, req, next, true).await
 }
 
-/// [`observe`] for endpoints the public internet calls (provider webhooks, the widget): a
-/// client's `traceparent` is not trusted, every request starts its own trace.
+/// [`observe`] for endpoints the public internet calls (provider webhooks, the widget):
+/// nothing the client sends is trusted. Every request gets a new correlation id (echoed in
+/// `X-Request-ID`), and the client's own valid `X-Request-ID` is only logged, as
+/// `client_request_id`; a client's `traceparent` is ignored, every request starts its own
+/// trace.
 pub async fn observe_edge(
     State(metrics): State<HttpMetrics>,
     req: Request,
@@ -148,29 +184,34 @@ async fn observe_request(
     metrics: HttpMetrics,
     mut req: Request,
     next: Next,
-    continue_caller: bool,
+    trust_caller: bool,
 ) -> Response {
     let start = Instant::now();
-    let id = req
-        .headers()
-        .get(REQUEST_ID)
-        .and_then(valid_id)
-        .unwrap_or_else(new_id);
+    let given = req.headers().get(REQUEST_ID).and_then(valid_id);
+    let (id, client_request_id) = if trust_caller {
+        (given.unwrap_or_else(new_id), None)
+    } else {
+        (new_id(), given)
+    };
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let method = req.method().to_string();
+    let method = method_label(req.method()).to_string();
     req.extensions_mut().insert(CorrelationId(id.clone()));
     let span = tracing::info_span!(
         "request",
         otel.name = %format!("{method} {route}"),
         correlation_id = %id,
+        client_request_id = tracing::field::Empty,
         route = %route,
         method = %method
     );
-    if continue_caller {
+    if let Some(c) = &client_request_id {
+        span.record("client_request_id", c.as_str());
+    }
+    if trust_caller {
         continue_trace(&span, req.headers());
     }
     let mut resp = next.run(req).instrument(span.clone()).await;
@@ -231,6 +272,10 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({"error": self.code, "message": self.message, "correlation_id": self.correlation_id});
         let mut resp = (self.status, axum::Json(body)).into_response();
+        resp.headers_mut().insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
         if let Some(s) = self.retry_after {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(s));
@@ -304,6 +349,137 @@ mod tests {
         );
         assert_eq!(valid_id(&HeaderValue::from_static("a b")), None);
         assert_eq!(new_id().len(), 32);
+    }
+
+    /// Log lines written while the guard lives, as JSON values.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Captured {
+        fn lines(&self) -> Vec<serde_json::Value> {
+            String::from_utf8_lossy(&self.0.lock().unwrap())
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect()
+        }
+    }
+
+    fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+        use tracing_subscriber::layer::SubscriberExt;
+        let out = Captured::default();
+        let w = out.clone();
+        let sub = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .flatten_event(true)
+                .with_current_span(true)
+                .with_writer(move || w.clone()),
+        );
+        (out, tracing::subscriber::set_default(sub))
+    }
+
+    /// A router answering its correlation id, behind `observe` or `observe_edge`.
+    async fn call(edge: bool, method: &str, request_id: Option<&str>) -> (HttpMetrics, Response) {
+        use tower::ServiceExt;
+        let metrics = HttpMetrics::default();
+        let handler = || async |axum::Extension(id): axum::Extension<CorrelationId>| id.0;
+        let router = Router::new().route("/x", axum::routing::any(handler()));
+        let router = if edge {
+            router.layer(axum::middleware::from_fn_with_state(
+                metrics.clone(),
+                observe_edge,
+            ))
+        } else {
+            router.layer(axum::middleware::from_fn_with_state(
+                metrics.clone(),
+                observe,
+            ))
+        };
+        let mut req = axum::http::Request::builder().method(method).uri("/x");
+        if let Some(r) = request_id {
+            req = req.header(REQUEST_ID, r);
+        }
+        let resp = router
+            .oneshot(req.body(axum::body::Body::empty()).unwrap())
+            .await
+            .unwrap();
+        (metrics, resp)
+    }
+
+    async fn body(resp: Response) -> String {
+        let b = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_edge_generates_its_own_correlation_id_and_logs_the_clients_apart() {
+        let (logs, _guard) = capture();
+        let (_, resp) = call(true, "POST", Some("client-abc")).await;
+        let echoed = resp.headers()[REQUEST_ID].to_str().unwrap().to_string();
+        let seen = body(resp).await;
+        assert_ne!(
+            echoed, "client-abc",
+            "a client's id is not the correlation id"
+        );
+        assert_eq!(echoed.len(), 32);
+        assert_eq!(seen, echoed, "the handler and the response agree");
+        let served: Vec<_> = logs
+            .lines()
+            .into_iter()
+            .filter(|l| l["message"] == "request served")
+            .collect();
+        assert_eq!(served.len(), 1, "{served:?}");
+        assert_eq!(served[0]["span"]["correlation_id"], echoed.as_str());
+        assert_eq!(served[0]["span"]["client_request_id"], "client-abc");
+
+        // An invalid client id is not logged at all.
+        let (_, resp) = call(true, "POST", Some("a b")).await;
+        let echoed = resp.headers()[REQUEST_ID].to_str().unwrap().to_string();
+        let line = logs
+            .lines()
+            .into_iter()
+            .find(|l| l["span"]["correlation_id"] == echoed.as_str())
+            .unwrap();
+        assert!(line["span"].get("client_request_id").is_none(), "{line}");
+
+        // Internal services keep trusting their caller (the gateway) for the id.
+        let (_, resp) = call(false, "POST", Some("client-abc")).await;
+        assert_eq!(resp.headers()[REQUEST_ID], "client-abc");
+        assert_eq!(body(resp).await, "client-abc");
+    }
+
+    #[tokio::test]
+    async fn the_method_label_comes_from_a_fixed_set() {
+        // Logs captured here too: a test thread logging with no subscriber at all, beside one
+        // that captures, can leave tracing's per-callsite cache saying "nobody listens".
+        let (_logs, _guard) = capture();
+        for edge in [true, false] {
+            let (metrics, resp) = call(edge, "XYZZY-RANDOM", None).await;
+            assert_eq!(resp.status(), 200);
+            let m = metrics.encode();
+            assert!(
+                m.contains(r#"http_requests_total{route="/x",method="OTHER",status_code="200"} 1"#),
+                "{m}"
+            );
+            assert!(!m.contains("XYZZY"), "{m}");
+        }
+        assert_eq!(method_label(&axum::http::Method::DELETE), "DELETE");
+        assert_eq!(
+            method_label(&axum::http::Method::from_bytes(b"PROPFIND").unwrap()),
+            "OTHER"
+        );
     }
 
     #[tokio::test]

@@ -37,11 +37,24 @@ impl Drop for Telemetry {
 }
 
 /// The OTLP settings read from the environment.
-#[derive(Debug, PartialEq)]
+#[derive(PartialEq)]
 pub struct OtlpConfig {
     /// Full URL of the traces endpoint.
     pub endpoint: String,
+    /// Often a collector's credentials (`authorization=…`): never shown by `Debug`.
     pub headers: HashMap<String, String>,
+}
+
+/// Shows the endpoint and the header names; the header values (credentials) are redacted.
+impl std::fmt::Debug for OtlpConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&str> = self.headers.keys().map(String::as_str).collect();
+        names.sort_unstable();
+        f.debug_struct("OtlpConfig")
+            .field("endpoint", &self.endpoint)
+            .field("headers", &format_args!("{names:?} (values redacted)"))
+            .finish()
+    }
 }
 
 fn first_env(
@@ -289,6 +302,11 @@ mod tests {
         .unwrap();
         assert_eq!(c.headers.len(), 2);
         assert_eq!(c.headers["authorization"], "Bearer s3cret");
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && shown.contains("authorization"),
+            "{shown}"
+        );
         let c = cfg(&[
             ("OTEL_EXPORTER_ENDPOINT", "http://c"),
             ("OTEL_EXPORTER_OTLP_HEADERS", "a=b"),
