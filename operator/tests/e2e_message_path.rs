@@ -166,12 +166,18 @@ async fn workloads_run_with_the_configuration_the_operator_rendered() {
         "no API key Secret was referenced, so none is sent"
     );
 
-    // The widget, with the identity secret from the referenced Secret.
+    // The widget, with the identity secret from the referenced Secret: a v1 identity token
+    // for user u1 on channel `web`, valid for an hour (docs/gateway.md).
     let token = {
         use hmac::{Hmac, KeyInit, Mac};
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 3600;
         let mut m = Hmac::<sha2::Sha256>::new_from_slice(b"wired-site-secret").unwrap();
-        m.update(b"u1");
-        hex::encode(m.finalize().into_bytes())
+        m.update(format!("xin-identity-v1\nweb\n{exp}\nu1").as_bytes());
+        format!("v1.{exp}.{}", hex::encode(m.finalize().into_bytes()))
     };
     let s = http(
         &gw_addr,
