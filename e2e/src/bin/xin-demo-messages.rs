@@ -290,13 +290,32 @@ async fn run() -> Result<(), String> {
     println!("\n--- metrics");
     acme.metrics("acme");
     globex.metrics("globex");
+    // The edge makes its own correlation id; the client's X-Request-ID is only logged beside it.
+    let edge_id = acme
+        .gw
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| {
+            v.to_string()
+                .contains("\"client_request_id\":\"demo-telegram-1\"")
+        })
+        .and_then(|v| {
+            v.pointer("/span/correlation_id")
+                .or(v.get("correlation_id"))
+                .and_then(|c| c.as_str())
+                .map(str::to_string)
+        })
+        .ok_or("no gateway log line records the client's X-Request-ID demo-telegram-1")?;
     let corr = acme
         .orch
         .logs()
         .lines()
-        .filter(|l| l.contains("demo-telegram-1"))
+        .filter(|l| l.contains(&edge_id))
         .count();
-    println!("  acme orchestrator log lines carrying correlation id demo-telegram-1: {corr}");
+    println!(
+        "  the gateway's correlation id {edge_id} (the client's X-Request-ID demo-telegram-1 logged as client_request_id): {corr} acme orchestrator log lines carry it"
+    );
     for s in [&mut acme, &mut globex] {
         s.gw.terminate();
         s.orch.terminate();
