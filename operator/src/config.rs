@@ -110,7 +110,7 @@ pub struct Config {
     )]
     pub operator_service_account: String,
     /// The ClusterRole the operator binds to itself in each tenant namespace it takes (its
-    /// rights on Secrets and on deleting that namespace; the chart's `<release>-tenant`).
+    /// rights on Secrets and on deleting that namespace; the chart's `<release>-operator-tenant`).
     /// Unset: no binding is made, and the operator's ClusterRole must grant those rights.
     #[arg(long, env = "XIN_TENANT_ACCESS_CLUSTER_ROLE")]
     pub tenant_access_cluster_role: Option<String>,

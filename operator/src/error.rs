@@ -131,10 +131,8 @@ pub enum ValidateError {
         "spec.ingress.host {host:?} is not a host Tenant {tenant} may use: add its domain to the Tenant's spec.network.allowedDomains, or have the platform allow it (XIN_INGRESS_ALLOWED_HOSTS)"
     )]
     HostNotAllowed { host: String, tenant: String },
-    #[error(
-        "spec.ingress.host {host:?} is already used by a Channel in namespace {namespace}, another Tenant's"
-    )]
-    HostTaken { host: String, namespace: String },
+    #[error("spec.ingress.host {host:?} is already used by another Tenant's Channel")]
+    HostTaken { host: String },
     #[error(
         "spec.ingress.annotations: {key:?} is not an annotation the platform allows on Ingresses (XIN_INGRESS_ANNOTATION_ALLOWLIST)"
     )]

@@ -1023,6 +1023,64 @@ fn an_ingress_host_or_annotation_the_platform_does_not_allow_is_refused() {
     // Another Tenant allowed the same domain cannot take a host this one had first.
     bot(&other, "hooks.shared.example", "");
     let c = refused(&other, "HostNotAllowed");
-    assert!(condition_message(&c, "Ready").contains(&t.ns), "{c}");
+    // Named without naming the other Tenant.
+    let msg = condition_message(&c, "Ready");
+    assert!(
+        msg.contains("another Tenant's Channel") && !msg.contains(&t.ns),
+        "{msg}"
+    );
     assert!(ingress_hosts(&other).is_empty());
+}
+
+#[test]
+fn an_earlier_meta_app_secret_that_cannot_be_read_is_reported_on_the_channel() {
+    operator();
+    let t = TestTenant::create("metaprev", "");
+    apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: meta, namespace: {ns}}}\nstringData: {{app: new-secret, token: t}}\n---\n\
+         apiVersion: xin.dev/v1alpha1\nkind: Channel\nmetadata: {{name: wa, namespace: {ns}}}\n\
+         spec:\n  type: whatsapp\n  displayName: wa\n  meta:\n    phoneNumberId: '106540352242922'\n    \
+         appSecretRef: {{name: meta, key: app}}\n    accessTokenSecretRef: {{name: meta, key: token}}\n    \
+         previousAppSecrets: [{{secretRef: {{name: meta-old, key: app}}, expiresAt: '2999-01-01T00:00:00Z'}}]\n",
+        ns = t.ns
+    ));
+    // The gateway could not serve it (its routes need every unexpired secret): the Channel
+    // says so instead of looking Ready.
+    let c = wait_condition(
+        "channel",
+        "wa",
+        &t.ns,
+        "CredentialsResolved",
+        "False",
+        MINUTE,
+    );
+    assert!(
+        condition_message(&c, "CredentialsResolved").contains("meta-old"),
+        "{}",
+        condition_message(&c, "CredentialsResolved")
+    );
+    assert_eq!(condition_status(&c, "Ready"), Some("False"));
+    apply(&format!(
+        "apiVersion: v1\nkind: Secret\nmetadata: {{name: meta-old, namespace: {}}}\nstringData: {{app: old-secret}}\n",
+        t.ns
+    ));
+    ready("channel", "wa", &t.ns);
+    let routes = wait_until(
+        "the channel in the routes with both app secrets",
+        MINUTE,
+        || {
+            let r: Value = serde_json::from_str(
+                &secret_value(&t.ns, "xin-gateway-routes", "routes.json").ok_or("no routes")?,
+            )
+            .map_err(|e| e.to_string())?;
+            match r["channels"][0]["credentials"]["previousAppSecrets"][0]["key"].as_str() {
+                Some("old-secret") => Ok(r),
+                _ => Err(r["channels"].to_string().len().to_string()),
+            }
+        },
+    );
+    assert_eq!(
+        routes["channels"][0]["credentials"]["appSecret"],
+        "new-secret"
+    );
 }

@@ -9,7 +9,8 @@ use serde::{Deserialize, Serialize};
 use crate::common::{DNS1123_SUBDOMAIN, SecretKeyRef, impl_has_conditions};
 
 /// Annotation that requests a new webhook key: set it to any new value (for example a
-/// timestamp). The previous key stays valid for `webhook.rotationGracePeriodSeconds`.
+/// timestamp). The previous key stays valid for `webhook.rotationGracePeriodSeconds` (on a
+/// Telegram channel with a public URL, also until Telegram has acknowledged the new key).
 pub const ROTATE_ANNOTATION: &str = "xin.dev/rotate-webhook-key";
 
 /// A messaging channel (web widget, Telegram bot, WhatsApp number or Instagram account) in a
@@ -181,7 +182,8 @@ pub struct WebhookSpec {
     /// Use this Secret key instead of a generated one (rotation is then up to you).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<SecretKeyRef>,
-    /// After a rotation, how long the previous key is still accepted.
+    /// After a rotation, how long the previous key is still accepted (on a Telegram channel with
+    /// an Ingress host, at least until Telegram has acknowledged the new key).
     #[serde(default = "default_grace")]
     #[schemars(range(min = 0, max = 604800))]
     pub rotation_grace_period_seconds: i64,
@@ -279,7 +281,8 @@ pub struct ChannelStatus {
     /// When the current key was created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key_created_at: Option<Time>,
-    /// Until when the most recent previous key is still accepted (absent when there is none).
+    /// End of the most recent previous key's grace period (absent when there is none); on
+    /// Telegram it is kept past that until Telegram acknowledges the new key (`previousKeys`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous_key_expires_at: Option<Time>,
     /// Every earlier key still accepted, newest first (never the value).

@@ -72,16 +72,13 @@ pub fn check<'a>(
             c.name_any(),
         )
     };
-    if let Some(other) = others.into_iter().find(|o| {
+    if others.into_iter().any(|o| {
         o.namespace() != ns
             && o.metadata.deletion_timestamp.is_none()
             && o.spec.ingress.as_ref().is_some_and(|i| i.host == host)
             && first(o) < first(ch)
     }) {
-        return Err(ValidateError::HostTaken {
-            host: host.into(),
-            namespace: other.namespace().unwrap_or_default(),
-        });
+        return Err(ValidateError::HostTaken { host: host.into() });
     }
     if let Some(key) = ing
         .annotations

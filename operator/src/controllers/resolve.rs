@@ -199,7 +199,7 @@ pub fn credentials(
 
 /// A Meta channel's earlier app secrets that have not expired at `now` (expired ones are not
 /// read, so their Secrets may be gone).
-fn previous_app_secrets(
+pub fn previous_app_secrets(
     secrets: &Store<Secret>,
     ch: &Channel,
     now: jiff::Timestamp,

@@ -44,8 +44,8 @@ struct Args {
     /// Port of the metrics server.
     #[arg(long, env = "GATEWAY_METRICS_PORT", default_value_t = 9102)]
     metrics_port: u16,
-    /// PostgreSQL URL of the tenant's database (the inbox lives there). Must be an ordinary
-    /// role: row-level security keeps tenants apart.
+    /// PostgreSQL URL of the tenant's own database (the inbox lives there), as its runtime
+    /// role: data rights only (the gateway refuses a role that can do more).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: String,
     /// Base URL of the tenant's orchestrator.

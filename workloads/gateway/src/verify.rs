@@ -32,7 +32,7 @@ fn usable<'a>(keys: &[&'a str]) -> Result<Vec<&'a str>, Refusal> {
 }
 
 /// Telegram: `X-Telegram-Bot-Api-Secret-Token` must equal one of the accepted keys (the
-/// current one, or the previous one during a rotation). Compared in constant time.
+/// current one, or an earlier one during a rotation). Compared in constant time.
 pub fn telegram_token(header: Option<&[u8]>, accepted: &[&str]) -> Result<(), Refusal> {
     let accepted = usable(accepted)?;
     let got = header.ok_or(Refusal::Missing("X-Telegram-Bot-Api-Secret-Token"))?;

@@ -4,7 +4,7 @@
 //! for a short-lived session token, which authorises sending messages and reading the
 //! answers. Browsers may call only from the channel's allowed origins (CORS).
 //!
-//! - `POST /widget/{channel}/session` `{"user_id","identity_token"}` → `{"session_token","expires_at"}`
+//! - `POST /widget/{channel}/session` `{"user_id","identity_token"}` → `{"session_token","expires_in"}`
 //! - `POST /widget/{channel}/messages` (Bearer session) `{"text","client_message_id"?}` → 202 `{"message_id"}`
 //! - `GET /widget/{channel}/messages?after=<id>&wait=<s>` (Bearer session) → the user's
 //!   messages after `after` with their answers, waiting up to `wait` s (≤ 25) for one.

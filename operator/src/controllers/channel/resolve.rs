@@ -12,7 +12,7 @@ use xin_api::tenant::Tenant;
 use super::HANDLED_ROTATION_ANNOTATION;
 use crate::controllers::Context;
 use crate::controllers::resolve::{
-    credentials, owning_tenant, referenced_key, webhook_secret_name,
+    credentials, owning_tenant, previous_app_secrets, referenced_key, webhook_secret_name,
 };
 use crate::error::{Error, Problem, ResolveError};
 
@@ -70,7 +70,16 @@ pub async fn resolve(ch: &Channel, ctx: &Context) -> Result<ResolvedChannel, Res
     let secrets: Store<Secret> = ctx.stores.secrets.store(&ns).await?;
     let object = crate::error::object_name(ch);
     let info = |e: crate::error::Cause| Problem::from(&Error::new(&object, e));
-    let creds = credentials(&secrets, ch).map_err(info);
+    // The earlier Meta app secrets are credentials too: one that cannot be read keeps the
+    // channel off the routes, so the Channel must say so.
+    let creds = credentials(&secrets, ch)
+        .and_then(|c| {
+            Ok(Credentials {
+                previous_app_secrets: previous_app_secrets(&secrets, ch, ctx.now().0)?,
+                ..c
+            })
+        })
+        .map_err(info);
 
     let requested = ch.annotations().get(ROTATE_ANNOTATION).cloned();
     let mut resolved = ResolvedChannel {

@@ -150,17 +150,17 @@ pub async fn set_webhook(
     if status.is_success() && body["ok"] == true {
         return Ok(());
     }
+    // Redacted before it is cut short, so no part of a token survives a cut through it.
     let description: String = body["description"]
         .as_str()
         .unwrap_or("no description")
+        .replace(bot_token, "<bot token>")
+        .replace(secret_token, "<key>")
         .chars()
         .take(200)
         .collect();
     Err(format!(
-        "Telegram refused setWebhook ({status}): {}",
-        description
-            .replace(bot_token, "<bot token>")
-            .replace(secret_token, "<key>")
+        "Telegram refused setWebhook ({status}): {description}"
     ))
 }
 
