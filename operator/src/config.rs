@@ -217,21 +217,7 @@ fn service_cidr(s: &str) -> Result<CidrList, String> {
 }
 
 /// A secret setting: parsed like a string, never shown by `Debug`.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Redacted(pub String);
-
-impl std::str::FromStr for Redacted {
-    type Err = std::convert::Infallible;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Ok(Redacted(s.to_string()))
-    }
-}
-
-impl std::fmt::Debug for Redacted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+pub use xin_api::Redacted;
 
 /// Where the platform's own endpoints are, as the tenants' NetworkPolicies must name them.
 /// A policy sees addresses and ports after a Service is resolved: give the addresses of the

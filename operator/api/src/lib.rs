@@ -11,12 +11,14 @@ pub mod common;
 pub mod destination;
 pub mod ingestion;
 pub mod routes;
+pub mod secret;
 pub mod tenant;
 
 pub use automation::{AutomationRule, AutomationRuleSpec, AutomationRuleStatus};
 pub use channel::{Channel, ChannelSpec, ChannelStatus, ChannelType};
 pub use common::{HasConditions, SecretKeyRef, SecretRef};
 pub use ingestion::{IngestionJob, IngestionJobSpec, IngestionJobStatus};
+pub use secret::Redacted;
 pub use tenant::{Tenant, TenantSpec, TenantStatus};
 
 /// The API group.

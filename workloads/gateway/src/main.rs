@@ -12,9 +12,11 @@ use xin_gateway::forward::{Forwarder, OutcomeLabels};
 use xin_gateway::reply::ProviderApis;
 use xin_gateway::routes::{self, RouteTable};
 use xin_gateway::{Gateway, app};
-use xin_runtime::HttpMetrics;
+use xin_runtime::{HttpMetrics, Redacted};
 
-#[derive(Parser)]
+/// `Debug` shows every setting; the secrets (`DATABASE_URL`, `TENANT_SIGNING_KEY`) are
+/// [`Redacted`].
+#[derive(Parser, Debug)]
 #[command(
     name = "xin-gateway",
     version,
@@ -47,13 +49,13 @@ struct Args {
     /// PostgreSQL URL of the tenant's own database (the inbox lives there), as its runtime
     /// role: data rights only (the gateway refuses a role that can do more).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    database_url: String,
+    database_url: Redacted,
     /// Base URL of the tenant's orchestrator.
     #[arg(long, env = "ORCHESTRATOR_URL")]
     orchestrator_url: String,
     /// The tenant signing key: signs calls to the orchestrator and widget sessions.
     #[arg(long, env = "TENANT_SIGNING_KEY", hide_env_values = true)]
-    signing_key: String,
+    signing_key: Redacted,
     /// Telegram Bot API base URL.
     #[arg(
         long,
@@ -95,42 +97,6 @@ struct Args {
     body_read_timeout_seconds: u64,
 }
 
-/// Every setting but the secrets (`DATABASE_URL` holds a password; `TENANT_SIGNING_KEY`).
-impl std::fmt::Debug for Args {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        use xin_runtime::redacted;
-        f.debug_struct("Args")
-            .field("tenant", &self.tenant)
-            .field("http_host", &self.http_host)
-            .field("http_port", &self.http_port)
-            .field("routes_file", &self.routes_file)
-            .field("metrics_host", &self.metrics_host)
-            .field("metrics_port", &self.metrics_port)
-            .field("database_url", &redacted(&self.database_url))
-            .field("orchestrator_url", &self.orchestrator_url)
-            .field("signing_key", &redacted(&self.signing_key))
-            .field("telegram_api_base", &self.telegram_api_base)
-            .field("meta_graph_api_base", &self.meta_graph_api_base)
-            .field(
-                "widget_session_ttl_seconds",
-                &self.widget_session_ttl_seconds,
-            )
-            .field("max_attempts", &self.max_attempts)
-            .field(
-                "orchestrator_timeout_seconds",
-                &self.orchestrator_timeout_seconds,
-            )
-            .field("forward_lease_seconds", &self.forward_lease_seconds)
-            .field("forward_concurrency", &self.forward_concurrency)
-            .field(
-                "header_read_timeout_seconds",
-                &self.header_read_timeout_seconds,
-            )
-            .field("body_read_timeout_seconds", &self.body_read_timeout_seconds)
-            .finish()
-    }
-}
-
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
@@ -145,7 +111,7 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    if args.signing_key.len() < 16 {
+    if args.signing_key.0.len() < 16 {
         return Err("TENANT_SIGNING_KEY must be at least 16 bytes".into());
     }
     for (var, v) in [
@@ -170,7 +136,7 @@ async fn run(args: Args) -> Result<(), String> {
         Duration::from_secs(1),
         &metrics,
     );
-    let pool = xin_store::connect(&args.database_url, 16).await?;
+    let pool = xin_store::connect(args.database_url.expose(), 16).await?;
     xin_store::check_runtime_role(&pool).await?;
     xin_store::check_schema(&pool).await?;
     let outcomes = Family::<OutcomeLabels, Counter>::default();
@@ -202,7 +168,7 @@ async fn run(args: Args) -> Result<(), String> {
         args.tenant.clone(),
         table.clone(),
         pool.clone(),
-        args.signing_key.clone().into_bytes(),
+        args.signing_key.0.clone().into_bytes(),
     );
     gw.widget_session_ttl = Duration::from_secs(args.widget_session_ttl_seconds);
     gw.body_read_timeout = Duration::from_secs(args.body_read_timeout_seconds);
@@ -211,7 +177,7 @@ async fn run(args: Args) -> Result<(), String> {
         routes: table,
         client: xin_runtime::http_client(Duration::from_secs(args.orchestrator_timeout_seconds)),
         orchestrator: args.orchestrator_url,
-        signing_key: Arc::new(args.signing_key.into_bytes()),
+        signing_key: Arc::new(args.signing_key.0.into_bytes()),
         apis: ProviderApis {
             telegram: args.telegram_api_base,
             meta: args.meta_graph_api_base,

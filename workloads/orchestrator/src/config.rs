@@ -8,7 +8,8 @@ use clap::Parser;
 use xin_runtime::outbound::{DEFAULT_SERVICE_CIDR, DestinationPolicy, OutboundArgs};
 
 /// The command line / environment of `xin-orchestrator`. `Debug` redacts the secrets.
-#[derive(Parser, Clone)]
+/// `Debug` shows every setting; the secrets are [`Redacted`].
+#[derive(Parser, Clone, Debug)]
 #[command(
     name = "xin-orchestrator",
     version,
@@ -36,10 +37,10 @@ pub struct Args {
     /// Port of the metrics server.
     #[arg(long, env = "ORCHESTRATOR_METRICS_PORT", default_value_t = 9101)]
     pub metrics_port: u16,
-    /// PostgreSQL URL of the platform database. The role must not be a superuser nor have
-    /// BYPASSRLS, or tenant isolation would not hold and the orchestrator refuses to start.
+    /// PostgreSQL URL of the tenant's own database, as its runtime role: data rights only (the
+    /// orchestrator refuses a role that can do more).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
-    pub database_url: String,
+    pub database_url: Redacted,
     /// Most connections in the database pool.
     #[arg(long, env = "DATABASE_MAX_CONNECTIONS", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1000))]
@@ -47,7 +48,7 @@ pub struct Args {
     /// The tenant's signing key: every /v1 request must be signed with it (HMAC-SHA256).
     #[arg(long, env = "TENANT_SIGNING_KEY", hide_env_values = true,
           value_parser = signing_key)]
-    pub signing_key: String,
+    pub signing_key: Redacted,
     /// Weight of vector similarity against the lexical score (0 = lexical only, 1 = vector only).
     #[arg(long, env = "RETRIEVAL_HYBRID_WEIGHT", default_value_t = 0.5,
           value_parser = unit_interval("RETRIEVAL_HYBRID_WEIGHT"))]
@@ -84,7 +85,7 @@ pub struct Args {
     pub llm_timeout: Duration,
     /// API key sent to the LLM endpoint as a bearer token.
     #[arg(long, env = "LLM_API_KEY", hide_env_values = true)]
-    pub llm_api_key: Option<String>,
+    pub llm_api_key: Option<Redacted>,
     /// Base URL of an OpenAI-compatible embeddings API (`<url>/v1/embeddings`), used to embed
     /// questions for vector retrieval. Without it retrieval is lexical only.
     #[arg(long, env = "EMBEDDING_ENDPOINT", value_parser = http_url("EMBEDDING_ENDPOINT"))]
@@ -95,7 +96,7 @@ pub struct Args {
     pub embedding_model: Option<String>,
     /// API key sent to the embedding endpoint as a bearer token.
     #[arg(long, env = "EMBEDDING_API_KEY", hide_env_values = true)]
-    pub embedding_api_key: Option<String>,
+    pub embedding_api_key: Option<Redacted>,
     /// Seconds to wait for a question's embedding before answering from lexical retrieval.
     #[arg(long, env = "EMBEDDING_TIMEOUT_SECONDS", default_value = "2",
           value_parser = seconds("EMBEDDING_TIMEOUT_SECONDS"))]
@@ -117,23 +118,23 @@ pub struct Args {
 pub struct Visibilities(pub Vec<String>);
 
 /// Where and how to call an OpenAI-compatible endpoint. `Debug` redacts the API key.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct LlmConfig {
     /// Base URL without a trailing slash.
     pub endpoint: String,
     pub model: String,
     pub fallback_model: Option<String>,
     pub timeout: Duration,
-    pub api_key: Option<String>,
+    pub api_key: Option<Redacted>,
 }
 
 /// `Debug` redacts the API key.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct EmbeddingConfig {
     pub endpoint: String,
     pub model: String,
     pub timeout: Duration,
-    pub api_key: Option<String>,
+    pub api_key: Option<Redacted>,
     pub refresh: Duration,
 }
 
@@ -174,65 +175,7 @@ pub struct Config {
     pub outbound: DestinationPolicy,
 }
 
-use xin_runtime::{redacted, redacted_opt};
-
-impl std::fmt::Debug for Args {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Args")
-            .field("tenant", &self.tenant)
-            .field("namespace", &self.namespace)
-            .field("time_zone", &self.time_zone)
-            .field("http_host", &self.http_host)
-            .field("http_port", &self.http_port)
-            .field("metrics_host", &self.metrics_host)
-            .field("metrics_port", &self.metrics_port)
-            .field("database_url", &redacted(&self.database_url))
-            .field("database_max_connections", &self.database_max_connections)
-            .field("signing_key", &redacted(&self.signing_key))
-            .field("hybrid_weight", &self.hybrid_weight)
-            .field("min_score", &self.min_score)
-            .field("max_documents", &self.max_documents)
-            .field("context_budget_tokens", &self.context_budget_tokens)
-            .field("visibility", &self.visibility)
-            .field("llm_endpoint", &self.llm_endpoint)
-            .field("llm_model", &self.llm_model)
-            .field("llm_fallback_model", &self.llm_fallback_model)
-            .field("llm_timeout", &self.llm_timeout)
-            .field("llm_api_key", &redacted_opt(&self.llm_api_key))
-            .field("embedding_endpoint", &self.embedding_endpoint)
-            .field("embedding_model", &self.embedding_model)
-            .field("embedding_api_key", &redacted_opt(&self.embedding_api_key))
-            .field("embedding_timeout", &self.embedding_timeout)
-            .field("embedding_refresh", &self.embedding_refresh)
-            .field("handoff_keywords", &self.handoff_keywords)
-            .field("outbound", &self.outbound)
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for LlmConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LlmConfig")
-            .field("endpoint", &self.endpoint)
-            .field("model", &self.model)
-            .field("fallback_model", &self.fallback_model)
-            .field("timeout", &self.timeout)
-            .field("api_key", &redacted_opt(&self.api_key))
-            .finish()
-    }
-}
-
-impl std::fmt::Debug for EmbeddingConfig {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EmbeddingConfig")
-            .field("endpoint", &self.endpoint)
-            .field("model", &self.model)
-            .field("timeout", &self.timeout)
-            .field("api_key", &redacted_opt(&self.api_key))
-            .field("refresh", &self.refresh)
-            .finish()
-    }
-}
+use xin_runtime::{Redacted, redacted};
 
 impl std::fmt::Debug for Config {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -286,7 +229,7 @@ impl Args {
                 model,
                 fallback_model: self.llm_fallback_model.filter(|m| !m.trim().is_empty()),
                 timeout: self.llm_timeout,
-                api_key: self.llm_api_key.filter(|k| !k.is_empty()),
+                api_key: self.llm_api_key.filter(|k| !k.0.is_empty()),
             }),
             (Some(_), _) => return Err("LLM_MODEL is required when LLM_ENDPOINT is set".into()),
             (None, _) => None,
@@ -296,7 +239,7 @@ impl Args {
                 endpoint,
                 model,
                 timeout: self.embedding_timeout,
-                api_key: self.embedding_api_key.filter(|k| !k.is_empty()),
+                api_key: self.embedding_api_key.filter(|k| !k.0.is_empty()),
                 refresh: self.embedding_refresh,
             }),
             (Some(_), _) => {
@@ -307,7 +250,7 @@ impl Args {
         let handoff_keywords = parse_keywords(&self.handoff_keywords);
         Ok(Config {
             tenant: self.tenant,
-            signing_key: self.signing_key.into_bytes(),
+            signing_key: self.signing_key.0.into_bytes(),
             retrieval: RetrievalConfig {
                 hybrid_weight: self.hybrid_weight,
                 min_score: self.min_score,
@@ -333,11 +276,11 @@ pub fn parse_keywords(s: &str) -> Vec<Vec<String>> {
 }
 
 /// The tenant signing key: at least 16 bytes, as the gateway requires too.
-fn signing_key(s: &str) -> Result<String, String> {
+fn signing_key(s: &str) -> Result<Redacted, String> {
     if s.len() < 16 {
         return Err("TENANT_SIGNING_KEY must be at least 16 bytes".into());
     }
-    Ok(s.to_string())
+    Ok(Redacted(s.to_string()))
 }
 
 fn non_empty(var: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
@@ -467,8 +410,10 @@ mod tests {
             for secret in ["db-pa55word", "s3cret", "sk-llm-k3y", "sk-emb-k3y"] {
                 assert!(!shown.contains(secret), "{secret} in {shown}");
             }
+            // `{:#?}` spreads `Some(<redacted>)` over lines.
+            let compact: String = shown.split_whitespace().collect();
             assert!(
-                shown.contains("acme") && shown.contains("Some(<redacted>)"),
+                compact.contains("acme") && compact.contains("Some(<redacted>"),
                 "{shown}"
             );
         }

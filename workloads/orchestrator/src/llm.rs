@@ -166,7 +166,7 @@ impl Llm {
         let body = json!({"model": model, "messages": messages, "temperature": 0.2, "max_tokens": MAX_ANSWER_TOKENS});
         let mut req = self.http.post(&self.url).json(&body);
         if let Some(k) = &cfg.api_key {
-            req = req.bearer_auth(k);
+            req = req.bearer_auth(k.expose());
         }
         let resp = self.http.send(req).await.map_err(|e| failure(&e))?;
         let status = resp.status;

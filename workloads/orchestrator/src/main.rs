@@ -36,7 +36,7 @@ async fn run(args: Args) -> Result<(), String> {
         .parse()
         .map_err(|e| format!("ORCHESTRATOR_METRICS_HOST/PORT: {e}"))?;
 
-    let pool = xin_store::connect(&url, max_connections).await?;
+    let pool = xin_store::connect(url.expose(), max_connections).await?;
     xin_store::check_runtime_role(&pool).await?;
     xin_store::check_schema(&pool).await?;
 

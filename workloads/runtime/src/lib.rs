@@ -28,22 +28,15 @@ pub mod signing;
 pub mod telemetry;
 
 pub use telemetry::{Telemetry, continue_trace, init_telemetry, inject_trace};
+pub use xin_api::Redacted;
 
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// What the redacting `Debug` impls of secret-holding types show in place of a secret:
-/// `redacted(&secret)` for one that is always set, `redacted_opt(&maybe)` for an optional one
-/// (which still says whether it is set).
+/// `redacted(&secret)` (for a key held as bytes); a secret setting that is a string is a
+/// [`Redacted`] instead.
 pub fn redacted<T: ?Sized>(_secret: &T) -> std::fmt::Arguments<'static> {
     format_args!("<redacted>")
-}
-
-/// [`redacted`] for an optional secret: `Some(<redacted>)` or `None`.
-pub fn redacted_opt<T>(secret: &Option<T>) -> std::fmt::Arguments<'static> {
-    match secret {
-        Some(_) => format_args!("Some(<redacted>)"),
-        None => format_args!("None"),
-    }
 }
 
 /// JSON logs on stdout only, filtered by `RUST_LOG` (default `info`); binaries use

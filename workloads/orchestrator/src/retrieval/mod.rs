@@ -536,7 +536,7 @@ struct Embedder {
     http: Outbound,
     url: String,
     model: String,
-    api_key: Option<String>,
+    api_key: Option<xin_runtime::Redacted>,
 }
 
 impl Embedder {
@@ -546,7 +546,7 @@ impl Embedder {
             .post(&self.url)
             .json(&serde_json::json!({"model": self.model, "input": text}));
         if let Some(k) = &self.api_key {
-            req = req.bearer_auth(k);
+            req = req.bearer_auth(k.expose());
         }
         let resp = self.http.send(req).await.map_err(|e| e.to_string())?;
         let status = resp.status;
