@@ -137,6 +137,7 @@ fn children(tenant_name: &str, ns: &str, cfg: &Config) -> Vec<Value> {
             },
             database: None,
             llm_key: vec![],
+            embedding_key: vec![],
             signing_key: b"signing-key".to_vec(),
             routes,
             live_channels: channels.to_vec(),

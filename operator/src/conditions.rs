@@ -47,6 +47,9 @@ pub mod reason {
     pub const KEY_NOT_GENERATED: &str = "KeyNotGenerated";
     pub const HOST_NOT_ALLOWED: &str = "HostNotAllowed";
     pub const INGRESS_ANNOTATION_NOT_ALLOWED: &str = "IngressAnnotationNotAllowed";
+    pub const AWAITING_WORKER_REPORT: &str = "AwaitingWorkerReport";
+    /// The ingestion worker failed the run for a reason this operator does not know.
+    pub const INGESTION_FAILED: &str = "IngestionFailed";
 
     /// Every reason above.
     pub const ALL: &[&str] = &[
@@ -91,6 +94,8 @@ pub mod reason {
         KEY_NOT_GENERATED,
         HOST_NOT_ALLOWED,
         INGRESS_ANNOTATION_NOT_ALLOWED,
+        AWAITING_WORKER_REPORT,
+        INGESTION_FAILED,
     ];
 }
 

@@ -23,6 +23,7 @@ use crate::common::{DATA_KEY, DNS1123_SUBDOMAIN, SecretRef, impl_has_conditions}
     printcolumn(name = "Phase", type_ = "string", json_path = ".status.phase"),
     printcolumn(name = "Documents", type_ = "integer", json_path = ".status.documents"),
     printcolumn(name = "Chunks", type_ = "integer", json_path = ".status.chunks"),
+    printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failedDocuments"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("self.spec == oldSelf.spec").message("an IngestionJob's spec is immutable: create a new IngestionJob to ingest again")
@@ -59,6 +60,93 @@ pub struct IngestionJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 31536000))]
     pub ttl_seconds_after_finished: Option<i32>,
+    /// Which fields of a JSONL record hold its text, title, id and metadata (JSONL documents
+    /// only; by default the text is the `text` field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonl: Option<JsonlSpec>,
+    /// How many documents may fail (unsupported, corrupt, unreachable) before the whole
+    /// IngestionJob fails. The documents that did not fail are ingested either way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_threshold: Option<FailureThreshold>,
+}
+
+/// A field of a JSONL record: a top-level key, or a dotted path into nested objects
+/// (`meta.lang`).
+pub const JSONL_FIELD: &str = r"^[A-Za-z0-9_\-]+(\.[A-Za-z0-9_\-]+)*$";
+
+/// JSONL fields. Each non-blank line of a JSONL document is one record, ingested as its own
+/// document.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JsonlSpec {
+    /// The field holding the record's text (a string).
+    #[serde(default = "default_text_field")]
+    #[schemars(length(min = 1, max = 253), pattern(JSONL_FIELD))]
+    pub text_field: String,
+    /// The field holding the record's title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(JSONL_FIELD))]
+    pub title_field: Option<String>,
+    /// The field holding the record's stable id (a string or a number); without it a record
+    /// is known by its line number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253), pattern(JSONL_FIELD))]
+    pub id_field: Option<String>,
+    /// Fields copied into every chunk's metadata.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 253), pattern(JSONL_FIELD))
+    )]
+    pub metadata_fields: Vec<String>,
+}
+
+fn default_text_field() -> String {
+    "text".into()
+}
+
+impl Default for JsonlSpec {
+    fn default() -> Self {
+        JsonlSpec {
+            text_field: default_text_field(),
+            title_field: None,
+            id_field: None,
+            metadata_fields: Vec::new(),
+        }
+    }
+}
+
+/// When failed documents fail the IngestionJob: more than `maxFailedDocuments`, or more than
+/// `maxFailedPercent` percent of the documents found. Only the limits given apply; without
+/// this field, more than 10 % fails it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.maxFailedDocuments) || has(self.maxFailedPercent)").message("failureThreshold needs maxFailedDocuments, maxFailedPercent or both"))]
+pub struct FailureThreshold {
+    /// At most this many documents may fail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 1000000))]
+    pub max_failed_documents: Option<i32>,
+    /// At most this percentage of the documents may fail (100: never fail because of
+    /// documents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub max_failed_percent: Option<i32>,
+}
+
+impl FailureThreshold {
+    /// The default: more than 10 % of the documents.
+    pub const DEFAULT_PERCENT: i32 = 10;
+
+    /// Whether `failed` of `found` documents is past the threshold.
+    pub fn exceeded(threshold: Option<&FailureThreshold>, failed: u64, found: u64) -> bool {
+        let (count, percent) = match threshold {
+            Some(t) => (t.max_failed_documents, t.max_failed_percent),
+            None => (None, Some(Self::DEFAULT_PERCENT)),
+        };
+        count.is_some_and(|c| failed > c.max(0) as u64)
+            || percent.is_some_and(|p| failed * 100 > p.max(0) as u64 * found)
+    }
 }
 
 fn default_backoff_limit() -> i32 {
@@ -203,14 +291,77 @@ pub enum Phase {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestionFailure {
-    /// The document (ConfigMap key, URL or object key).
+    /// The document (ConfigMap key, URL or object key; a JSONL record as `<document>#<id>`).
+    #[schemars(length(max = 2100))]
     pub document: String,
-    /// Why it failed.
+    /// Why it failed, a reason from `docs/ingestion.md` (`UnsupportedFormat`, `CorruptDocument`,
+    /// `FetchFailed`, …).
+    #[schemars(length(max = 64))]
     pub reason: String,
+    /// The detail.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub message: Option<String>,
+}
+
+/// Why the ingestion worker failed a run: `status.worker.reason`.
+pub mod worker_reason {
+    /// More documents failed than `spec.failureThreshold` allows.
+    pub const FAILURE_THRESHOLD_EXCEEDED: &str = "FailureThresholdExceeded";
+    /// The source held no document (nothing is replaced by nothing).
+    pub const NO_DOCUMENTS: &str = "NoDocuments";
+    /// The source could not be listed or read at all (ConfigMap, bucket).
+    pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
+    /// The worker's configuration is wrong (a setting the operator renders).
+    pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+
+    pub const ALL: &[&str] = &[
+        FAILURE_THRESHOLD_EXCEEDED,
+        NO_DOCUMENTS,
+        SOURCE_UNAVAILABLE,
+        INVALID_CONFIGURATION,
+    ];
+}
+
+/// What the ingestion worker reports of its run.
+#[derive(
+    Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, schemars::JsonSchema,
+)]
+pub enum WorkerState {
+    /// Reading, parsing and writing documents.
+    #[default]
+    Running,
+    /// Every document was handled (some may have failed, within the threshold) and written.
+    Succeeded,
+    /// The run failed: past the failure threshold, no documents, or the source unreadable.
+    Failed,
+}
+
+/// The ingestion worker's own report, written under its field manager (`xin-ingest`). The
+/// operator reports `Succeeded` or `Failed` only from it: a Job whose pod exited without a
+/// report has not ingested anything the operator can vouch for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerReport {
+    /// `Running`, `Succeeded` or `Failed`.
+    pub state: WorkerState,
+    /// Why it failed (`FailureThresholdExceeded`, `NoDocuments`, `SourceUnavailable`, …).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// A sentence for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// When the worker started this run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<Time>,
+    /// When the worker finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
 }
 
 /// Observed state of an IngestionJob. The operator writes the phase, times and conditions from
-/// the Job; the ingestion worker writes the counts and failures under its own field manager.
+/// the Job and the worker's report; the ingestion worker writes the counts, failures and its
+/// report under its own field manager.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct IngestionJobStatus {
@@ -232,9 +383,16 @@ pub struct IngestionJobStatus {
     /// Chunks written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub chunks: Option<i64>,
-    /// Documents that failed, with reasons.
+    /// Documents that failed, with reasons: the first ones only (see `failedDocuments`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 50))]
     pub failures: Vec<IngestionFailure>,
+    /// How many documents failed in all.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_documents: Option<i64>,
+    /// The worker's report of its run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<WorkerReport>,
     /// When the Job started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,

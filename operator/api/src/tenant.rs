@@ -54,6 +54,9 @@ pub struct TenantSpec {
     /// How the orchestrator reaches an OpenAI-compatible LLM. Without it, answers are extractive.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub llm: Option<LlmSpec>,
+    /// Embeddings for hybrid retrieval; lexical only without.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub embeddings: Option<EmbeddingSpec>,
     /// Retrieval over the tenant's knowledge.
     #[serde(default)]
     pub retrieval: RetrievalSpec,
@@ -154,6 +157,29 @@ pub struct LlmSpec {
 
 fn default_llm_timeout() -> i32 {
     20
+}
+
+/// OpenAI-compatible embeddings endpoint: the ingestion worker embeds every chunk with it and
+/// the orchestrator every question, so retrieval is hybrid (lexical and vector, weighted by
+/// `retrieval.hybridWeight`). Without it retrieval is lexical only. Changing the model needs a
+/// `Replace` ingestion of the knowledge: vectors of two models do not compare.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EmbeddingSpec {
+    /// Base URL of the API (`<endpoint>/v1/embeddings` is called).
+    #[schemars(length(max = 2048), pattern(r"^https?://[^\s/$.?#][^\s]*$"))]
+    pub endpoint: String,
+    /// Model name.
+    #[schemars(length(min = 1, max = 128))]
+    pub model: String,
+    /// Dimensions to ask for (models that can shorten their vectors); the model's own
+    /// otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 8192))]
+    pub dimensions: Option<i32>,
+    /// Secret key holding the API key, sent as a bearer token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_secret_ref: Option<SecretKeyRef>,
 }
 
 /// How knowledge is retrieved for an answer.

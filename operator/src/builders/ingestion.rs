@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use k8s_openapi::api::core::v1::{Container, PodSpec, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{
+    Container, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 use xin_api::ingestion::IngestionJob;
@@ -13,6 +15,9 @@ use xin_api::tenant::Tenant;
 use super::workload::restricted_security;
 use super::*;
 use crate::component::Component;
+
+/// Where the headers Secret of a URL source is mounted (one file per header).
+pub const HEADERS_DIR: &str = "/var/run/xin/ingest-headers";
 
 /// Name of the Job of an IngestionJob: `ingest-<name>`, shortened with a hash when that would
 /// exceed 63 characters (Job names become pod label values).
@@ -44,6 +49,44 @@ pub fn build_ingestion_job(
         ),
         crate::builders::tenant::database_url_env(tenant),
     ];
+    // Chunks are embedded with the model the orchestrator embeds questions with.
+    env.extend(crate::builders::tenant::embedding_env(tenant));
+    let mut volumes = vec![];
+    let mut mounts = vec![];
+    if let Some(s3) = &ij.spec.source.s3 {
+        let secret = &s3.credentials_secret_ref.name;
+        env.push(env_secret("INGEST_S3_ACCESS_KEY_ID", secret, "accessKeyId"));
+        env.push(env_secret(
+            "INGEST_S3_SECRET_ACCESS_KEY",
+            secret,
+            "secretAccessKey",
+        ));
+    }
+    if let Some(r) = ij
+        .spec
+        .source
+        .url
+        .as_ref()
+        .and_then(|u| u.headers_secret_ref.as_ref())
+    {
+        // Header names are not variable names: one file per key, read at start.
+        volumes.push(Volume {
+            name: "headers".into(),
+            secret: Some(SecretVolumeSource {
+                secret_name: Some(r.name.clone()),
+                default_mode: Some(0o400),
+                ..SecretVolumeSource::default()
+            }),
+            ..Volume::default()
+        });
+        mounts.push(VolumeMount {
+            name: "headers".into(),
+            mount_path: HEADERS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        });
+        env.push(self::env("INGEST_HEADERS_DIR", HEADERS_DIR));
+    }
     env.extend(otel_env(config));
     env.extend(outbound_env(config));
     let (pod_sec, container_sec) = restricted_security();
@@ -81,8 +124,10 @@ pub fn build_ingestion_job(
                         image_pull_policy: Some(config.image_pull_policy.clone()),
                         env: Some(env),
                         security_context: Some(container_sec),
+                        volume_mounts: (!mounts.is_empty()).then_some(mounts),
                         ..Container::default()
                     }],
+                    volumes: (!volumes.is_empty()).then_some(volumes),
                     ..PodSpec::default()
                 }),
             },

@@ -259,8 +259,28 @@ pub fn orchestrator_env(
             out.push(env_secret("LLM_API_KEY", &k.name, &k.key));
         }
     }
+    out.extend(embedding_env(tenant));
     out.extend(otel_env(config));
     out.extend(outbound_env(config));
+    out
+}
+
+/// `EMBEDDING_*` from the Tenant's embeddings (the orchestrator's and the ingestion Job's:
+/// questions and chunks must be embedded by the same model).
+pub fn embedding_env(tenant: &Tenant) -> Vec<k8s_openapi::api::core::v1::EnvVar> {
+    let Some(e) = &tenant.spec.embeddings else {
+        return vec![];
+    };
+    let mut out = vec![
+        env("EMBEDDING_ENDPOINT", e.endpoint.clone()),
+        env("EMBEDDING_MODEL", e.model.clone()),
+    ];
+    if let Some(d) = e.dimensions {
+        out.push(env("EMBEDDING_DIMENSIONS", d.to_string()));
+    }
+    if let Some(k) = &e.api_key_secret_ref {
+        out.push(env_secret("EMBEDDING_API_KEY", &k.name, &k.key));
+    }
     out
 }
 

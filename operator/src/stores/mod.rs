@@ -15,6 +15,7 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
+use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
@@ -235,7 +236,10 @@ pub fn wire(client: &Client) -> Wiring {
             IngestionJob,
             watcher::Config::default(),
             move |ij: &IngestionJob, gone| {
-                if seen.changed(ij, gone) {
+                // The worker's report is news: it decides the outcome.
+                let worker = ij.status.as_ref().and_then(|s| s.worker.as_ref());
+                let report = worker.map(|w| (w.state, w.finished_at.as_ref().map(|t| t.0)));
+                if seen.changed_with(ij, gone, report) {
                     let _ = t.ingestion.unbounded_send(ObjectRef::from_obj(ij));
                 }
             }
@@ -392,7 +396,12 @@ struct Seen(HashMap<(Option<String>, String), u64>);
 impl Seen {
     /// Whether `o` differs from when it was last seen; `gone` forgets it.
     fn changed<K: Resource>(&mut self, o: &K, gone: bool) -> bool {
-        use std::hash::{Hash, Hasher};
+        self.changed_with(o, gone, ())
+    }
+
+    /// [`Seen::changed`], with `more` (a part of the status the controller acts on) too.
+    fn changed_with<K: Resource>(&mut self, o: &K, gone: bool, more: impl Hash) -> bool {
+        use std::hash::Hasher;
         let m = o.meta();
         let mut h = std::collections::hash_map::DefaultHasher::new();
         (
@@ -402,6 +411,7 @@ impl Seen {
             &m.annotations,
             &m.finalizers,
             m.deletion_timestamp.as_ref().map(|t| t.0.as_second()),
+            more,
         )
             .hash(&mut h);
         let key = (m.namespace.clone(), m.name.clone().unwrap_or_default());

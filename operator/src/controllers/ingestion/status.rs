@@ -1,7 +1,9 @@
 //! An IngestionJob's status from its Job, as pure functions.
 
 use k8s_openapi::api::batch::v1::Job;
-use xin_api::ingestion::{IngestionJob, IngestionJobStatus, Phase};
+use xin_api::ingestion::{
+    IngestionJob, IngestionJobStatus, Phase, WorkerReport, WorkerState, worker_reason,
+};
 
 use crate::conditions::{Health, reason, types};
 use crate::controllers::runner::{Extra, Pass, Requeue};
@@ -23,8 +25,19 @@ pub fn waiting() -> Health {
     }
 }
 
-/// Phase and health from the Job's status.
-pub fn from_job(job: &Job) -> (Phase, Health) {
+/// A reason the worker gave, as one of the known constants (condition reasons are a fixed
+/// set operators grep for); [`reason::INGESTION_FAILED`] for any other.
+fn worker_reason(r: Option<&str>) -> &'static str {
+    r.and_then(|r| worker_reason::ALL.iter().find(|k| **k == r).copied())
+        .unwrap_or(reason::INGESTION_FAILED)
+}
+
+/// Phase and health from the worker's report and the Job's status. Only the worker's report
+/// makes an IngestionJob `Succeeded`: a Job can complete without the worker having ingested
+/// anything (a pod that exited early, or a node that only pretends to run pods), and that must
+/// not read as knowledge ingested. A failed Job fails the IngestionJob unless the worker
+/// reported success first.
+pub fn from_job(job: &Job, worker: Option<&WorkerReport>) -> (Phase, Health) {
     let st = job.status.clone().unwrap_or_default();
     let cond = |t: &str| {
         st.conditions
@@ -33,13 +46,28 @@ pub fn from_job(job: &Job) -> (Phase, Health) {
             .find(|c| c.type_ == t && c.status == "True")
             .cloned()
     };
-    if cond("Complete").is_some() {
-        let h = Health::Ready {
-            reason: reason::JOB_SUCCEEDED,
-            message: "ingestion finished".into(),
-        };
-        (Phase::Succeeded, h)
-    } else if let Some(f) = cond("Failed") {
+    match worker.map(|w| w.state) {
+        Some(WorkerState::Succeeded) => {
+            let h = Health::Ready {
+                reason: reason::JOB_SUCCEEDED,
+                message: "ingestion finished".into(),
+            };
+            return (Phase::Succeeded, h);
+        }
+        Some(WorkerState::Failed) => {
+            let w = worker.expect("matched Some");
+            let h = Health::Stalled {
+                reason: worker_reason(w.reason.as_deref()),
+                message: format!(
+                    "ingestion failed: {}",
+                    w.message.as_deref().unwrap_or("the worker gave no detail")
+                ),
+            };
+            return (Phase::Failed, h);
+        }
+        _ => {}
+    }
+    if let Some(f) = cond("Failed") {
         let message = format!(
             "ingestion Job failed: {}",
             f.message.unwrap_or(f.reason.unwrap_or_default())
@@ -49,7 +77,15 @@ pub fn from_job(job: &Job) -> (Phase, Health) {
             message,
         };
         (Phase::Failed, h)
-    } else if st.active.unwrap_or(0) > 0 {
+    } else if cond("Complete").is_some() {
+        let h = Health::Progressing {
+            reason: reason::AWAITING_WORKER_REPORT,
+            message: "the ingestion Job finished; waiting for the worker's report in \
+                      status.worker"
+                .into(),
+        };
+        (Phase::Running, h)
+    } else if st.active.unwrap_or(0) > 0 || worker.is_some() {
         let h = Health::Progressing {
             reason: reason::JOB_RUNNING,
             message: "ingestion Job is running".into(),
@@ -60,7 +96,8 @@ pub fn from_job(job: &Job) -> (Phase, Health) {
     }
 }
 
-fn outcome(phase: Phase) -> [Extra; 2] {
+/// `Complete` and `Failed`; `failed_reason` is the reason the IngestionJob failed for.
+fn outcome(phase: Phase, failed_reason: &'static str) -> [Extra; 2] {
     let flag = |type_, on: bool, reason_on| Extra {
         type_,
         status: on,
@@ -73,24 +110,50 @@ fn outcome(phase: Phase) -> [Extra; 2] {
             phase == Phase::Succeeded,
             reason::JOB_SUCCEEDED,
         ),
-        flag(types::FAILED, phase == Phase::Failed, reason::JOB_FAILED),
+        flag(types::FAILED, phase == Phase::Failed, failed_reason),
     ]
+}
+
+/// When the Job's condition `type_` became true.
+fn cond_time(
+    job: &Job,
+    type_: &str,
+) -> Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time> {
+    job.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == type_ && c.status == "True")
+        .and_then(|c| c.last_transition_time.clone())
 }
 
 /// The pass of an IngestionJob whose Job exists.
 pub fn follow(ij: &IngestionJob, job_name: &str, job: &Job) -> Pass<IngestionJobStatus> {
-    let (phase, health) = from_job(job);
+    let worker = ij.status.as_ref().and_then(|s| s.worker.as_ref());
+    let (phase, health) = from_job(job, worker);
     let st = job.status.clone().unwrap_or_default();
-    let duration = match (&st.start_time, &st.completion_time) {
-        (Some(s), Some(c)) => Some(c.0.as_second() - s.0.as_second()),
+    // Finished when the worker says so (or when the Job failed without its report).
+    let start_time = st
+        .start_time
+        .or_else(|| worker.and_then(|w| w.started_at.clone()));
+    let completion_time = match phase {
+        Phase::Succeeded | Phase::Failed => worker
+            .and_then(|w| w.finished_at.clone())
+            .or(st.completion_time)
+            .or_else(|| cond_time(job, "Failed")),
+        _ => None,
+    };
+    let duration = match (&start_time, &completion_time) {
+        (Some(s), Some(c)) => Some((c.0.as_second() - s.0.as_second()).max(0)),
         _ => None,
     };
     let status = IngestionJobStatus {
         observed_generation: ij.metadata.generation,
         phase: Some(phase),
         job_name: Some(job_name.into()),
-        start_time: st.start_time,
-        completion_time: st.completion_time,
+        start_time,
+        completion_time,
         duration_seconds: duration,
         ..IngestionJobStatus::default()
     };
@@ -98,7 +161,11 @@ pub fn follow(ij: &IngestionJob, job_name: &str, job: &Job) -> Pass<IngestionJob
         Phase::Succeeded | Phase::Failed => Requeue::AwaitChange,
         _ => Requeue::Resync,
     };
-    let [complete, failed] = outcome(phase);
+    let failed_reason = match &health {
+        Health::Stalled { reason, .. } => reason,
+        _ => reason::JOB_FAILED,
+    };
+    let [complete, failed] = outcome(phase, failed_reason);
     // A finished Job is final: no retries with backoff.
     Pass::new(status, health)
         .with_extra(complete)
@@ -158,29 +225,61 @@ mod tests {
     }
 
     #[test]
-    fn the_status_follows_the_job() {
+    fn the_status_follows_the_job_and_the_outcome_the_workers_report() {
+        let complete = serde_json::json!({"startTime": "2026-11-30T11:00:00Z", "completionTime": "2026-11-30T11:02:05Z",
+            "conditions": [{"type": "Complete", "status": "True"}]});
+        let none = serde_json::json!({});
         let cases = [
-            ("pending", serde_json::json!({})),
+            ("pending", serde_json::json!({}), none.clone()),
             (
                 "running",
                 serde_json::json!({"active": 1, "startTime": "2026-11-30T11:00:00Z"}),
+                serde_json::json!({"worker": {"state": "Running", "startedAt": "2026-11-30T11:00:03Z"}, "documents": 10, "chunks": 31}),
             ),
+            // The pod exited but no report came: not Succeeded (a fake node completes pods
+            // without running them).
+            ("awaiting-report", complete.clone(), none.clone()),
             (
                 "succeeded",
-                serde_json::json!({"startTime": "2026-11-30T11:00:00Z", "completionTime": "2026-11-30T11:02:05Z",
-                    "conditions": [{"type": "Complete", "status": "True"}]}),
+                complete.clone(),
+                serde_json::json!({"worker": {"state": "Succeeded", "startedAt": "2026-11-30T11:00:03Z",
+                    "finishedAt": "2026-11-30T11:02:01Z"}, "documents": 3, "chunks": 3}),
+            ),
+            (
+                "failed-threshold",
+                complete.clone(),
+                serde_json::json!({"worker": {"state": "Failed", "reason": "FailureThresholdExceeded",
+                    "message": "3 of 4 documents failed; spec.failureThreshold allows 10 %",
+                    "startedAt": "2026-11-30T11:00:03Z", "finishedAt": "2026-11-30T11:00:09Z"}}),
             ),
             (
                 "failed",
                 serde_json::json!({"startTime": "2026-11-30T11:00:00Z",
-                    "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit"}]}),
+                    "conditions": [{"type": "Failed", "status": "True", "reason": "BackoffLimitExceeded", "message": "Job has reached the specified backoff limit",
+                        "lastTransitionTime": "2026-11-30T11:05:00Z"}]}),
+                none.clone(),
             ),
         ];
-        for (name, st) in cases {
-            let obj = ij(serde_json::json!({}));
+        for (name, st, worker) in cases {
+            let obj = ij(worker);
             let out = follow(&obj, "ingest-faq", &job(st)).outcome(&obj, &now());
             golden::check(&format!("ingestion/{name}.status"), &out);
         }
+        // An unknown reason from a worker is reported as the generic one.
+        let odd = WorkerReport {
+            state: WorkerState::Failed,
+            reason: Some("Whatever".into()),
+            ..WorkerReport::default()
+        };
+        let (phase, health) = from_job(&job(complete), Some(&odd));
+        assert_eq!(phase, Phase::Failed);
+        assert!(matches!(
+            health,
+            Health::Stalled {
+                reason: reason::INGESTION_FAILED,
+                ..
+            }
+        ));
     }
 
     #[test]

@@ -146,12 +146,17 @@ fn build_workloads(v: &ValidatedTenant, config: &Config) -> Result<Workloads, Bu
     let orch = &t.spec.orchestrator;
     let env = orchestrator_env(t, ns, config);
     let env_json = serde_json::to_vec(&env).map_err(serialize("the orchestrator's environment"))?;
-    let hash = hash_parts([
+    let mut parts = vec![
         env_json.as_slice(),
         &inputs.db_url,
         &inputs.llm_key,
         &inputs.signing_key,
-    ]);
+    ];
+    // Only when there is one: a Tenant without embeddings keeps the digest (and pods) it had.
+    if !inputs.embedding_key.is_empty() {
+        parts.push(&inputs.embedding_key);
+    }
+    let hash = hash_parts(parts);
     w.deployments.push(build_workload_deployment(
         t,
         ns,

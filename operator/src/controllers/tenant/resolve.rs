@@ -38,13 +38,15 @@ pub struct Resolved {
 /// Everything the workloads' objects are built from besides the spec.
 #[derive(Clone, PartialEq)]
 pub struct WorkloadInputs {
-    /// The database URL and LLM key, only to digest them into the pod templates' hash (a
+    /// The database URL and LLM key (and the embedding key below), only to digest them into the pod templates' hash (a
     /// changed Secret rolls the pods); never rendered. The URL is set by the database step.
     pub db_url: Vec<u8>,
     /// What the database step works from, and (once it ran) what it produced.
     pub database_plan: DatabasePlan,
     pub database: Option<Database>,
     pub llm_key: Vec<u8>,
+    /// The embedding API key, like the LLM key only digested.
+    pub embedding_key: Vec<u8>,
     /// The tenant signing key: the existing one, or a fresh one when there is none yet.
     pub signing_key: Vec<u8>,
     /// The routes of the channels that resolve and that the Channel controller has not marked
@@ -67,6 +69,7 @@ impl std::fmt::Debug for WorkloadInputs {
             .field("database_plan", &self.database_plan)
             .field("database", &self.database)
             .field("llm_key", &value(&self.llm_key))
+            .field("embedding_key", &value(&self.embedding_key))
             .field("signing_key", &value(&self.signing_key))
             .field("routes", &self.routes)
             .field(
@@ -197,6 +200,15 @@ async fn workload_inputs(
         Some(r) => secret_key(secrets, ns, r)?,
         None => Vec::new(),
     };
+    let embedding_key = match tenant
+        .spec
+        .embeddings
+        .as_ref()
+        .and_then(|e| e.api_key_secret_ref.as_ref())
+    {
+        Some(r) => secret_key(secrets, ns, r)?,
+        None => Vec::new(),
+    };
     let signing_key = signing_key(secrets, ns, ctx).await?;
 
     let now = jiff::Timestamp::now();
@@ -241,6 +253,7 @@ async fn workload_inputs(
         database_plan,
         database: None,
         llm_key,
+        embedding_key,
         signing_key,
         routes,
         live_channels,

@@ -68,6 +68,7 @@ fn inputs(routes: Vec<ChannelRoute>, channels: Vec<Channel>) -> WorkloadInputs {
         },
         database: None,
         llm_key: vec![],
+        embedding_key: vec![],
         signing_key: b"signing-key-of-acme".to_vec(),
         routes: Routes {
             tenant: "acme".into(),

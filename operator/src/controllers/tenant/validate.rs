@@ -69,15 +69,16 @@ pub fn validate(
     }
 }
 
+/// The LLM and embedding endpoints are not destinations the outbound policy refuses.
 fn llm_destination(tenant: &Tenant, config: &Config) -> Result<(), ValidateError> {
-    match &tenant.spec.llm {
-        Some(llm) => ValidateError::check_destination(
-            &config.destination_policy(),
-            "spec.llm.endpoint",
-            &llm.endpoint,
-        ),
-        None => Ok(()),
+    let policy = config.destination_policy();
+    if let Some(llm) = &tenant.spec.llm {
+        ValidateError::check_destination(&policy, "spec.llm.endpoint", &llm.endpoint)?;
     }
+    if let Some(e) = &tenant.spec.embeddings {
+        ValidateError::check_destination(&policy, "spec.embeddings.endpoint", &e.endpoint)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -112,6 +113,7 @@ mod tests {
                 },
                 database: None,
                 llm_key: vec![],
+                embedding_key: vec![],
                 signing_key: b"signing-key-of-acme".to_vec(),
                 routes: Routes {
                     tenant: "acme".into(),
