@@ -314,12 +314,15 @@ pub mod worker_reason {
     pub const SOURCE_UNAVAILABLE: &str = "SourceUnavailable";
     /// The worker's configuration is wrong (a setting the operator renders).
     pub const INVALID_CONFIGURATION: &str = "InvalidConfiguration";
+    /// The source holds more documents than the worker takes in one run.
+    pub const TOO_MANY_DOCUMENTS: &str = "TooManyDocuments";
 
     pub const ALL: &[&str] = &[
         FAILURE_THRESHOLD_EXCEEDED,
         NO_DOCUMENTS,
         SOURCE_UNAVAILABLE,
         INVALID_CONFIGURATION,
+        TOO_MANY_DOCUMENTS,
     ];
 }
 

@@ -120,6 +120,9 @@ pub struct Replace {
     /// Every document the source holds, those that failed this time included (their earlier
     /// chunks stay until they can be read again).
     pub keep: Vec<String>,
+    /// Files that failed as a whole and held several documents (JSONL): every document
+    /// `<file>#…` stays too.
+    pub keep_parts_of: Vec<String>,
 }
 
 /// One atomic write.
@@ -229,11 +232,14 @@ async fn write_in(
     if let Some(r) = set.replace {
         deleted += sqlx::query(
             "DELETE FROM knowledge_chunks
-             WHERE tenant = $1 AND tags = $2::text[] AND NOT (document_id = ANY($3))",
+             WHERE tenant = $1 AND tags = $2::text[] AND NOT (document_id = ANY($3))
+               AND NOT EXISTS (SELECT 1 FROM unnest($4::text[]) f
+                               WHERE starts_with(document_id, f || '#'))",
         )
         .bind(set.tenant)
         .bind(&r.tags)
         .bind(&r.keep)
+        .bind(&r.keep_parts_of)
         .execute(&mut **tx)
         .await?
         .rows_affected();

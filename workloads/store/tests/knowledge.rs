@@ -119,6 +119,8 @@ async fn replace_removes_documents_gone_from_the_source_atomically() {
             row("gone", 0, "g0", &["faq"]),
             row("failed", 0, "f0", &["faq"]),
             row("other-tags", 0, "o0", &["faq", "internal"]),
+            row("records.jsonl#7", 0, "r7", &["faq"]),
+            row("records.jsonl-other#1", 0, "x", &["faq"]),
         ],
         None,
     )
@@ -126,6 +128,7 @@ async fn replace_removes_documents_gone_from_the_source_atomically() {
     let replace = Replace {
         tags: vec!["faq".into()],
         keep: vec!["a".into(), "failed".into(), "new".into()],
+        keep_parts_of: vec!["records.jsonl".into()],
     };
     // A write that fails half-way (a row the table refuses) leaves everything as it was.
     let mut bad = row("new", 0, "n0", &["faq"]);
@@ -143,7 +146,7 @@ async fn replace_removes_documents_gone_from_the_source_atomically() {
     assert!(err.is_err());
     assert_eq!(
         rows(&pool).await.len(),
-        4,
+        6,
         "nothing of a failed write shows"
     );
 
@@ -153,10 +156,14 @@ async fn replace_removes_documents_gone_from_the_source_atomically() {
         Some(&replace),
     )
     .await;
-    assert_eq!((w.inserted, w.unchanged, w.deleted), (1, 1, 1));
+    assert_eq!((w.inserted, w.unchanged, w.deleted), (1, 1, 2));
     let docs: Vec<String> = rows(&pool).await.into_iter().map(|r| r.0).collect();
-    // `gone` is removed; `failed` (unreadable this time) and another tag set stay.
-    assert_eq!(docs, ["a", "failed", "new", "other-tags"]);
+    // `gone` is removed; `failed` (unreadable this time), the records of a JSONL file that
+    // failed as a whole, and another tag set stay.
+    assert_eq!(
+        docs,
+        ["a", "failed", "new", "other-tags", "records.jsonl#7"]
+    );
 }
 
 #[tokio::test]

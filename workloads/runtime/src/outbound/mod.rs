@@ -111,6 +111,7 @@ struct RefusedLabels {
 #[derive(Clone)]
 pub struct Outbound {
     client: reqwest::Client,
+    lookup: Arc<dyn Lookup>,
     policy: Arc<DestinationPolicy>,
     refused: Family<RefusedLabels, Counter>,
     limits: Limits,
@@ -136,7 +137,7 @@ impl Outbound {
             .redirect(reqwest::redirect::Policy::none())
             .no_proxy()
             .dns_resolver(CheckedResolver {
-                lookup,
+                lookup: lookup.clone(),
                 policy: policy.clone(),
             })
             .connect_timeout(Duration::from_secs(5))
@@ -161,10 +162,62 @@ impl Outbound {
             );
         Ok(Outbound {
             client,
+            lookup,
             policy,
             refused,
             limits: Limits::default(),
         })
+    }
+
+    /// A plain client for a library that makes its own requests (an object-store client):
+    /// host names resolve through the same checks, no proxy, no redirects followed. Its
+    /// caller checks each URL's literal host first with [`Outbound::check_url`], and bounds
+    /// what it reads itself.
+    pub fn checked_client(&self, timeout: Duration) -> Result<reqwest::Client, String> {
+        reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .no_proxy()
+            .dns_resolver(CheckedResolver {
+                lookup: self.lookup.clone(),
+                policy: self.policy.clone(),
+            })
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the outbound HTTP client: {e}"))
+    }
+
+    /// Refuses a URL whose literal host the policy refuses (counted and logged like any
+    /// refusal); host names are checked again, with their addresses, when connecting.
+    pub fn check_url(&self, url: &str) -> Result<(), OutboundError> {
+        let parsed = Url::parse(url).map_err(|_| OutboundError::DestinationNotAllowed {
+            reason: Reason::InvalidUrl,
+            url_redacted: redact_url(url),
+        })?;
+        let result = self.check(&parsed);
+        if let Err(e) = &result {
+            self.count_refusal(e);
+        }
+        result
+    }
+
+    fn count_refusal(&self, e: &OutboundError) {
+        if let OutboundError::DestinationNotAllowed {
+            reason,
+            url_redacted,
+        } = e
+        {
+            self.refused
+                .get_or_create(&RefusedLabels {
+                    reason: reason.as_str().into(),
+                })
+                .inc();
+            tracing::warn!(
+                reason = reason.as_str(),
+                url = %url_redacted,
+                "outbound request refused: destination not allowed"
+            );
+        }
     }
 
     /// A copy of this client (same connections, policy and metric) with other bounds.
@@ -205,21 +258,8 @@ impl Outbound {
         let result = tokio::time::timeout(deadline, self.follow(req))
             .await
             .unwrap_or(Err(OutboundError::Timeout));
-        if let Err(OutboundError::DestinationNotAllowed {
-            reason,
-            url_redacted,
-        }) = &result
-        {
-            self.refused
-                .get_or_create(&RefusedLabels {
-                    reason: reason.as_str().into(),
-                })
-                .inc();
-            tracing::warn!(
-                reason = reason.as_str(),
-                url = %url_redacted,
-                "outbound request refused: destination not allowed"
-            );
+        if let Err(e) = &result {
+            self.count_refusal(e);
         }
         result
     }

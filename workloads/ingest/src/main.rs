@@ -1,0 +1,30 @@
+//! `xin-ingest`: configuration from the environment the operator renders into the Job.
+
+use clap::Parser;
+use xin_ingest::Exit;
+use xin_ingest::config::Args;
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    // JSON logs, and OTLP traces when OTEL_EXPORTER_ENDPOINT (or the OTEL_EXPORTER_OTLP_*
+    // names) is set; also installs the rustls crypto provider reqwest needs.
+    let telemetry = xin_runtime::init_telemetry("xin-ingest");
+    let correlation_id = format!("{:032x}", rand::random::<u128>());
+    let span = tracing::info_span!(
+        "ingest",
+        tenant = %args.tenant,
+        job = %args.job,
+        correlation_id = %correlation_id,
+    );
+    let exit = tracing::Instrument::instrument(xin_ingest::main(args), span).await;
+    drop(telemetry);
+    match exit {
+        Exit::Done(_) => std::process::ExitCode::SUCCESS,
+        Exit::Retry(e) => {
+            tracing::error!(error = %e, "xin-ingest stopped; the Job will retry");
+            eprintln!("xin-ingest: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
