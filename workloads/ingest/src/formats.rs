@@ -1000,6 +1000,77 @@ fn scalar_string(v: &Value) -> Option<String> {
     }
 }
 
+/// Test support: a minimal PDF with a text layer (Helvetica, one line of ASCII text per entry,
+/// one slice per page), built by hand.
+#[doc(hidden)]
+pub fn sample_pdf(pages: &[&[&str]]) -> Vec<u8> {
+    let mut objects: Vec<Vec<u8>> = Vec::new();
+    let kids: Vec<String> = (0..pages.len())
+        .map(|i| format!("{} 0 R", 4 + 2 * i))
+        .collect();
+    objects.push(b"<< /Type /Catalog /Pages 2 0 R >>".to_vec());
+    objects.push(
+        format!(
+            "<< /Type /Pages /Kids [{}] /Count {} >>",
+            kids.join(" "),
+            pages.len()
+        )
+        .into_bytes(),
+    );
+    objects.push(
+        b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
+            .to_vec(),
+    );
+    for (i, lines) in pages.iter().enumerate() {
+        objects.push(
+            format!(
+                "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
+                 /Resources << /Font << /F1 3 0 R >> >> /Contents {} 0 R >>",
+                5 + 2 * i
+            )
+            .into_bytes(),
+        );
+        let mut content = String::new();
+        if !lines.is_empty() {
+            content.push_str("BT /F1 12 Tf 72 720 Td 14 TL\n");
+            for l in *lines {
+                content.push_str(&format!("({l}) Tj T*\n"));
+            }
+            content.push_str("ET");
+        }
+        objects.push(
+            format!(
+                "<< /Length {} >>\nstream\n{content}\nendstream",
+                content.len()
+            )
+            .into_bytes(),
+        );
+    }
+    let mut out = b"%PDF-1.4\n".to_vec();
+    let mut offsets = Vec::new();
+    for (i, o) in objects.iter().enumerate() {
+        offsets.push(out.len());
+        out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
+        out.extend_from_slice(o);
+        out.extend_from_slice(b"\nendobj\n");
+    }
+    let xref = out.len();
+    out.extend_from_slice(
+        format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
+    );
+    for off in offsets {
+        out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
+    }
+    out.extend_from_slice(
+        format!(
+            "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
+            objects.len() + 1
+        )
+        .as_bytes(),
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1240,78 +1311,9 @@ mod tests {
         );
     }
 
-    /// Builds a minimal PDF (Helvetica, one text line per entry) by hand.
-    fn make_pdf(pages: &[&[&str]]) -> Vec<u8> {
-        let mut objects: Vec<Vec<u8>> = Vec::new();
-        let kids: Vec<String> = (0..pages.len())
-            .map(|i| format!("{} 0 R", 4 + 2 * i))
-            .collect();
-        objects.push(b"<< /Type /Catalog /Pages 2 0 R >>".to_vec());
-        objects.push(
-            format!(
-                "<< /Type /Pages /Kids [{}] /Count {} >>",
-                kids.join(" "),
-                pages.len()
-            )
-            .into_bytes(),
-        );
-        objects.push(
-            b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica /Encoding /WinAnsiEncoding >>"
-                .to_vec(),
-        );
-        for (i, lines) in pages.iter().enumerate() {
-            objects.push(
-                format!(
-                    "<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] \
-                     /Resources << /Font << /F1 3 0 R >> >> /Contents {} 0 R >>",
-                    5 + 2 * i
-                )
-                .into_bytes(),
-            );
-            let mut content = String::new();
-            if !lines.is_empty() {
-                content.push_str("BT /F1 12 Tf 72 720 Td 14 TL\n");
-                for l in *lines {
-                    content.push_str(&format!("({l}) Tj T*\n"));
-                }
-                content.push_str("ET");
-            }
-            objects.push(
-                format!(
-                    "<< /Length {} >>\nstream\n{content}\nendstream",
-                    content.len()
-                )
-                .into_bytes(),
-            );
-        }
-        let mut out = b"%PDF-1.4\n".to_vec();
-        let mut offsets = Vec::new();
-        for (i, o) in objects.iter().enumerate() {
-            offsets.push(out.len());
-            out.extend_from_slice(format!("{} 0 obj\n", i + 1).as_bytes());
-            out.extend_from_slice(o);
-            out.extend_from_slice(b"\nendobj\n");
-        }
-        let xref = out.len();
-        out.extend_from_slice(
-            format!("xref\n0 {}\n0000000000 65535 f \n", objects.len() + 1).as_bytes(),
-        );
-        for off in offsets {
-            out.extend_from_slice(format!("{off:010} 00000 n \n").as_bytes());
-        }
-        out.extend_from_slice(
-            format!(
-                "trailer\n<< /Size {} /Root 1 0 R >>\nstartxref\n{xref}\n%%EOF\n",
-                objects.len() + 1
-            )
-            .as_bytes(),
-        );
-        out
-    }
-
     #[test]
     fn pdf_text_layer() {
-        let pdf = make_pdf(&[
+        let pdf = sample_pdf(&[
             &["Shipping policy", "We ship    within two days."],
             &[],
             &["Returns are free."],
@@ -1324,7 +1326,7 @@ mod tests {
         assert!(!p.text.contains("  "));
         assert_eq!(p.title, "");
 
-        let scan = make_pdf(&[&[], &[]]);
+        let scan = sample_pdf(&[&[], &[]]);
         assert_eq!(
             one(Format::Pdf, &scan).unwrap_err(),
             ParseError::NoTextLayer
@@ -1333,7 +1335,7 @@ mod tests {
 
     #[test]
     fn corrupt_pdf_never_panics() {
-        let pdf = make_pdf(&[&["Hello world"]]);
+        let pdf = sample_pdf(&[&["Hello world"]]);
         let mut inputs: Vec<Vec<u8>> = vec![
             Vec::new(),
             b"not a pdf at all".to_vec(),
