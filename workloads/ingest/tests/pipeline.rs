@@ -24,10 +24,12 @@ use xin_ingest::source::{Open, Source};
 use xin_runtime::HttpMetrics;
 use xin_runtime::outbound::{DestinationPolicy, Outbound};
 
+type Files = Arc<BTreeMap<String, (&'static str, Vec<u8>)>>;
+
 /// An HTTP server on 127.0.0.1 serving `files` (path → content type, body); `/private/*`
 /// needs the header `X-Api-Key: k-123`.
 async fn serve(files: Vec<(&'static str, &'static str, Vec<u8>)>) -> String {
-    let files: Arc<BTreeMap<String, (&'static str, Vec<u8>)>> = Arc::new(
+    let files: Files = Arc::new(
         files
             .into_iter()
             .map(|(p, ct, b)| (p.to_string(), (ct, b)))
@@ -35,7 +37,7 @@ async fn serve(files: Vec<(&'static str, &'static str, Vec<u8>)>) -> String {
     );
     let app = Router::new()
         .fallback(get(
-            |State(files): State<Arc<BTreeMap<String, (&'static str, Vec<u8>)>>>,
+            |State(files): State<Files>,
              uri: axum::http::Uri,
              headers: HeaderMap| async move {
                 let path = uri.path().to_string();
