@@ -162,3 +162,163 @@ pub fn gateway_env(ns: &str, o: &Overrides) -> Result<Vec<(String, String)>, Str
     );
     Ok(env)
 }
+
+/// A finished run of the ingestion worker.
+#[derive(Debug)]
+pub struct IngestRun {
+    pub success: bool,
+    pub log: String,
+}
+
+/// What differs from the Job's configuration when the worker runs on this machine.
+#[derive(Default)]
+pub struct IngestOverrides {
+    /// Replaces the rendered `DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// Added to `XIN_OUTBOUND_ALLOW` (a URL source or an embedding stand-in on loopback).
+    pub allow: Option<String>,
+    /// Replaces the rendered `EMBEDDING_ENDPOINT` (when the Tenant has embeddings).
+    pub embedding_endpoint: Option<String>,
+}
+
+/// A kubeconfig for the current cluster that authenticates as service account `ns/sa`, with
+/// a short-lived token from the TokenRequest API (what the Job's pod would mount).
+pub fn service_account_kubeconfig(ns: &str, sa: &str, dir: &Path) -> Result<PathBuf, String> {
+    let token = crate::kubectl(&["create", "token", sa, "-n", ns, "--duration", "15m"]);
+    if !token.ok {
+        return Err(format!("kubectl create token {sa}: {}", token.stderr));
+    }
+    let view = crate::kubectl(&["config", "view", "--minify", "--raw", "-o", "json"]);
+    if !view.ok {
+        return Err(format!("kubectl config view: {}", view.stderr));
+    }
+    let v: Value = serde_json::from_str(&view.stdout).map_err(|e| e.to_string())?;
+    let cluster = &v["clusters"][0]["cluster"];
+    let config = serde_json::json!({
+        "apiVersion": "v1", "kind": "Config",
+        "clusters": [{"name": "c", "cluster": cluster}],
+        "users": [{"name": sa, "user": {"token": token.stdout.trim()}}],
+        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": sa, "namespace": ns}}],
+        "current-context": "sa",
+    });
+    std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    let file = dir.join("kubeconfig");
+    std::fs::write(&file, config.to_string()).map_err(|e| e.to_string())?;
+    Ok(file)
+}
+
+/// The environment of the ingestion Job of IngestionJob `ns/name` as the operator rendered it,
+/// secrets resolved, the headers Secret written into `dir`, with `o` applied and a free
+/// metrics port.
+pub fn ingest_env(
+    ns: &str,
+    name: &str,
+    dir: &Path,
+    o: &IngestOverrides,
+) -> Result<Vec<(String, String)>, String> {
+    let ij = crate::get_json(&["ingestionjob", name, "-n", ns])
+        .ok_or_else(|| format!("IngestionJob {ns}/{name} not found"))?;
+    let job_name = ij
+        .pointer("/status/jobName")
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("IngestionJob {ns}/{name} has no Job yet"))?;
+    let job = crate::get_json(&["job", job_name, "-n", ns])
+        .ok_or_else(|| format!("Job {ns}/{job_name} not found"))?;
+    let pod = job
+        .pointer("/spec/template/spec")
+        .cloned()
+        .unwrap_or_default();
+    let env = pod
+        .pointer("/containers/0/env")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    let mut out = Vec::new();
+    for e in &env {
+        let var = e["name"].as_str().unwrap_or_default().to_string();
+        if let Some(v) = e["value"].as_str() {
+            out.push((var, v.to_string()));
+            continue;
+        }
+        let r = &e["valueFrom"]["secretKeyRef"];
+        match (r["name"].as_str(), r["key"].as_str()) {
+            (Some(s), Some(k)) => out.push((var, secret_value(ns, s, k)?)),
+            _ => {
+                return Err(format!(
+                    "{job_name}: variable {var} has a source this runner does not resolve"
+                ));
+            }
+        }
+    }
+    // The headers Secret, as the kubelet would mount it: one file per key.
+    for v in pod["volumes"].as_array().into_iter().flatten() {
+        let Some(secret) = v.pointer("/secret/secretName").and_then(Value::as_str) else {
+            continue;
+        };
+        let s = crate::get_json(&["secret", secret, "-n", ns])
+            .ok_or_else(|| format!("Secret {ns}/{secret} not found"))?;
+        let headers = dir.join("headers");
+        std::fs::create_dir_all(&headers).map_err(|e| e.to_string())?;
+        for (k, _) in s["data"].as_object().cloned().unwrap_or_default() {
+            std::fs::write(headers.join(&k), secret_value(ns, secret, &k)?)
+                .map_err(|e| e.to_string())?;
+        }
+        set(
+            &mut out,
+            "INGEST_HEADERS_DIR",
+            headers.display().to_string(),
+        );
+    }
+    set(&mut out, "INGEST_METRICS_HOST", "127.0.0.1".into());
+    set(
+        &mut out,
+        "INGEST_METRICS_PORT",
+        crate::workload::free_port().to_string(),
+    );
+    if let Some(url) = &o.database_url {
+        set(&mut out, "DATABASE_URL", url.clone());
+    }
+    if let Some(e) = &o.embedding_endpoint
+        && out.iter().any(|(k, _)| k == "EMBEDDING_ENDPOINT")
+    {
+        set(&mut out, "EMBEDDING_ENDPOINT", e.clone());
+    }
+    if let Some(a) = &o.allow {
+        let allow = match out.iter().find(|(k, _)| k == "XIN_OUTBOUND_ALLOW") {
+            Some((_, v)) if !v.is_empty() => format!("{v},{a}"),
+            _ => a.clone(),
+        };
+        set(&mut out, "XIN_OUTBOUND_ALLOW", allow);
+    }
+    Ok(out)
+}
+
+/// Runs the ingestion worker for IngestionJob `ns/name` to completion, as its Job would:
+/// the Job's environment ([`ingest_env`]) and the Job's service account
+/// ([`service_account_kubeconfig`]) for the API server.
+pub fn run_ingestion(ns: &str, name: &str, o: &IngestOverrides) -> Result<IngestRun, String> {
+    let dir = std::env::temp_dir().join(format!("xin-ingest-{ns}-{name}-{}", std::process::id()));
+    let env = ingest_env(ns, name, &dir, o)?;
+    let kubeconfig = service_account_kubeconfig(ns, "xin-ingest", &dir)?;
+    let log = crate::operator::repo_root().join("target/e2e-logs");
+    std::fs::create_dir_all(&log).map_err(|e| e.to_string())?;
+    let log = log.join(format!("xin-ingest-{ns}-{name}-{}.log", std::process::id()));
+    let out = std::fs::File::create(&log).map_err(|e| e.to_string())?;
+    let mut cmd = std::process::Command::new(crate::workload::binary("xin-ingest"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("RUST_LOG", "info")
+        .env("KUBECONFIG", &kubeconfig)
+        .stdin(std::process::Stdio::null())
+        .stdout(out.try_clone().map_err(|e| e.to_string())?)
+        .stderr(out);
+    for (k, v) in &env {
+        cmd.env(k, v);
+    }
+    let status = cmd.status().map_err(|e| format!("start xin-ingest: {e}"))?;
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(IngestRun {
+        success: status.success(),
+        log: std::fs::read_to_string(&log).unwrap_or_default(),
+    })
+}

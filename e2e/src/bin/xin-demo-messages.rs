@@ -1,16 +1,13 @@
 //! The end of `make demo`: runs both example tenants' gateways and orchestrators as local
 //! processes with the configuration the operator rendered (see `xin_e2e::local` for the few
-//! local overrides), each on the database the operator provisioned for it; loads each
-//! tenant's example knowledge into its own database; then sends acme a signed web-widget
+//! local overrides), each on the database the operator provisioned for it; runs each
+//! tenant's example IngestionJob with the ingestion worker (as its Job is configured, with its
+//! service account); then sends acme a signed web-widget
 //! message and a Telegram update, and globex a signed WhatsApp message, and prints the answers
 //! (each from its own tenant's knowledge) and the metrics.
 //!
 //! Stand-ins, on loopback: the LLM (an OpenAI-compatible endpoint that answers with the
 //! context sentence closest to the question) and the Telegram Bot API (prints what it gets).
-//! The example knowledge is read from the `<tenant>-faq` ConfigMaps and written to each
-//! tenant's knowledge table directly (as its runtime role), one chunk per file: the ingestion
-//! worker is not written yet.
-//!
 //! Needs `KUBECONFIG` (the local control plane, with examples/ applied and Ready, the operator
 //! provisioning databases on the local PostgreSQL).
 
@@ -77,38 +74,76 @@ fn llm_answer(r: &Recorded) -> Answer {
     )
 }
 
-/// The example knowledge: one chunk per file of the `<tenant>-faq` ConfigMap, tagged like the
-/// example IngestionJob.
-async fn load_knowledge(url: &str, tenant: &str) -> Result<usize, String> {
-    let pool = xin_store::connect(url, 1).await?;
-    let (ns, name) = (format!("xin-{tenant}"), format!("{tenant}-faq"));
-    let cm =
-        get_json(&["configmap", &name, "-n", &ns]).ok_or(format!("ConfigMap {name} not found"))?;
-    let data = cm["data"].as_object().cloned().unwrap_or_default();
-    for (file, text) in &data {
-        let text = text.as_str().unwrap_or_default();
-        let title = text
-            .lines()
-            .find_map(|l| l.strip_prefix("# "))
-            .unwrap_or(file)
-            .to_string();
-        sqlx::query(
-            "INSERT INTO knowledge_chunks (tenant, document_id, chunk_index, title, source, text, token_count, tags)
-             VALUES ($6, $1, 0, $2, $3, $4, $5, ARRAY['faq'])
-             ON CONFLICT (tenant, document_id, chunk_index) DO UPDATE SET title = EXCLUDED.title, text = EXCLUDED.text,
-               token_count = EXCLUDED.token_count, updated_at = now()",
-        )
-        .bind(file)
-        .bind(&title)
-        .bind(format!("configmap/{ns}/{name}/{file}"))
-        .bind(text)
-        .bind((text.split_whitespace().count() * 4 / 3) as i32)
-        .bind(tenant)
-        .execute(&pool)
-        .await
-        .map_err(|e| format!("{e}"))?;
+/// Runs the ingestion worker for every IngestionJob of the tenant's namespace with its Job's
+/// configuration and service account, waits for the operator to report it `Succeeded`, and
+/// checks that its status counts are what the tenant's database holds. Returns the jobs'
+/// documents and chunks.
+async fn ingest(tenant: &str, db: &str) -> Result<(i64, i64), String> {
+    use xin_e2e::local::{IngestOverrides, run_ingestion};
+    let ns = format!("xin-{tenant}");
+    let list = get_json(&["ingestionjobs", "-n", &ns]).ok_or("cannot list IngestionJobs")?;
+    let names: Vec<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i.pointer("/metadata/name").and_then(Value::as_str))
+        .map(str::to_string)
+        .collect();
+    if names.is_empty() {
+        return Err(format!("no IngestionJob in {ns}"));
     }
-    Ok(data.len())
+    let pool = xin_store::connect(db, 1).await?;
+    let (mut documents, mut chunks) = (0, 0);
+    for name in &names {
+        let ij = get_json(&["ingestionjob", name, "-n", &ns]).ok_or("IngestionJob gone")?;
+        let done = ij.pointer("/status/phase").and_then(Value::as_str) == Some("Succeeded");
+        if !done {
+            let run = run_ingestion(&ns, name, &IngestOverrides::default())?;
+            if !run.success {
+                return Err(format!("xin-ingest failed for {ns}/{name}:\n{}", run.log));
+            }
+        }
+        let mut status = Value::Null;
+        for _ in 0..120 {
+            status =
+                get_json(&["ingestionjob", name, "-n", &ns]).unwrap_or_default()["status"].clone();
+            if status["phase"] == "Succeeded" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        if status["phase"] != "Succeeded" {
+            return Err(format!(
+                "IngestionJob {ns}/{name} is not Succeeded: {status}"
+            ));
+        }
+        let (d, c) = (
+            status["documents"].as_i64().unwrap_or(-1),
+            status["chunks"].as_i64().unwrap_or(-1),
+        );
+        documents += d;
+        chunks += c;
+        println!(
+            "IngestionJob {name}: {d} documents, {c} chunks ({})",
+            status
+                .pointer("/worker/message")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+        );
+    }
+    // The status counts are the store's (every chunk of these example jobs is tagged `faq`).
+    let (d, c): (i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT document_id), count(*) FROM knowledge_chunks WHERE tags = ARRAY['faq']",
+    )
+    .fetch_one(&pool)
+    .await
+    .map_err(|e| e.to_string())?;
+    if (d, c) != (documents, chunks) {
+        return Err(format!(
+            "{tenant}: the IngestionJobs report {documents} documents and {chunks} chunks, the database holds {d} and {c}"
+        ));
+    }
+    Ok((documents, chunks))
 }
 
 fn metric_lines(addr: &str, prefixes: &[&str]) -> Vec<String> {
@@ -155,10 +190,13 @@ impl Stack {
             .find(|(k, _)| k == "DATABASE_URL")
             .map(|(_, v)| v.clone())
             .ok_or("the orchestrator has no DATABASE_URL")?;
-        let n = load_knowledge(&db, tenant).await?;
         let database = db.rsplit('/').next().unwrap_or_default();
         println!(
-            "\n=== {tenant}: loaded {n} example documents from configmap/{tenant}-faq into its own database {database}"
+            "\n=== {tenant}: the ingestion worker (xin-ingest), as its Job is configured, into the tenant's own database {database}"
+        );
+        let (documents, chunks) = ingest(tenant, &db).await?;
+        println!(
+            "{tenant}: {documents} documents in {chunks} chunks, as the IngestionJobs' status and the database both say"
         );
         let dir = std::env::temp_dir().join(format!("xin-demo-{tenant}-{}", std::process::id()));
         let o = Overrides {

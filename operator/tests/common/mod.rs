@@ -319,3 +319,43 @@ impl Drop for Examples {
         }
     }
 }
+
+/// Runs IngestionJob `ns/name` as its Job would, and returns it once the operator reports it
+/// `Complete`. First waits for positive evidence that the operator does not report success on
+/// its own: the local cluster's fake node completes the Job's pod without running anything,
+/// and the IngestionJob must then wait for the worker's report (`AwaitingWorkerReport`).
+/// The worker runs as a local process with the Job's environment and service account
+/// (`xin_e2e::local::run_ingestion`).
+pub fn ingest(ns: &str, name: &str) -> serde_json::Value {
+    wait_until(
+        "the operator to wait for the worker's report",
+        2 * MINUTE,
+        || {
+            let ij = get_json(&["ingestionjob", name, "-n", ns]).ok_or("no IngestionJob")?;
+            let reason = ij["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|c| c["type"] == "Ready")
+                .map(|c| c["reason"].as_str().unwrap_or_default().to_string());
+            match reason.as_deref() {
+                Some("AwaitingWorkerReport") => {
+                    assert_eq!(str_at(&ij, "/status/phase"), "Running");
+                    Ok(())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        },
+    );
+    let run = xin_e2e::local::run_ingestion(ns, name, &Default::default())
+        .unwrap_or_else(|e| panic!("run the ingestion worker for {ns}/{name}: {e}"));
+    assert!(
+        run.success,
+        "xin-ingest failed for {ns}/{name}:\n{}",
+        run.log
+    );
+    let ij = wait_condition("ingestionjob", name, ns, "Complete", "True", MINUTE);
+    assert_eq!(str_at(&ij, "/status/phase"), "Succeeded");
+    assert_eq!(str_at(&ij, "/status/worker/state"), "Succeeded");
+    ij
+}

@@ -37,9 +37,7 @@ async fn serve(files: Vec<(&'static str, &'static str, Vec<u8>)>) -> String {
     );
     let app = Router::new()
         .fallback(get(
-            |State(files): State<Files>,
-             uri: axum::http::Uri,
-             headers: HeaderMap| async move {
+            |State(files): State<Files>, uri: axum::http::Uri, headers: HeaderMap| async move {
                 let path = uri.path().to_string();
                 if path.starts_with("/private/")
                     && headers.get("x-api-key").and_then(|v| v.to_str().ok()) != Some("k-123")
