@@ -156,6 +156,91 @@ mod tests {
     }
 
     #[test]
+    fn sources_and_embeddings_reach_the_job_as_secret_references_never_values() {
+        let mut j = ij("kb");
+        j.spec.source = serde_json::from_value(serde_json::json!({
+            "url": {"urls": ["https://docs.example.com/a.md"], "headersSecretRef": {"name": "kb-headers"}}
+        }))
+        .unwrap();
+        let mut t = tenant("acme");
+        t.spec.embeddings = Some(
+            serde_json::from_value(serde_json::json!({
+                "endpoint": "https://embed.example.com", "model": "e5", "dimensions": 384,
+                "apiKeySecretRef": {"name": "embed", "key": "key"}}))
+            .unwrap(),
+        );
+        let job = build_ingestion_job(&j, &t, &Config::for_tests()).unwrap();
+        let pod = job.spec.unwrap().template.spec.unwrap();
+        let c = &pod.containers[0];
+        let env = c.env.as_ref().unwrap();
+        let find = |n: &str| env.iter().find(|e| e.name == n).cloned();
+        assert_eq!(
+            find("EMBEDDING_MODEL").unwrap().value.as_deref(),
+            Some("e5")
+        );
+        assert_eq!(
+            find("EMBEDDING_DIMENSIONS").unwrap().value.as_deref(),
+            Some("384")
+        );
+        let key = find("EMBEDDING_API_KEY").unwrap();
+        assert!(key.value.is_none());
+        assert_eq!(
+            key.value_from.unwrap().secret_key_ref.unwrap().name,
+            "embed"
+        );
+        assert_eq!(
+            find("INGEST_HEADERS_DIR").unwrap().value.as_deref(),
+            Some(HEADERS_DIR)
+        );
+        let vol = &pod.volumes.as_ref().unwrap()[0];
+        assert_eq!(
+            vol.secret.as_ref().unwrap().secret_name.as_deref(),
+            Some("kb-headers")
+        );
+        assert_eq!(c.volume_mounts.as_ref().unwrap()[0].read_only, Some(true));
+        // The orchestrator embeds questions with the same settings.
+        let orch = crate::builders::tenant::orchestrator_env(&t, "xin-acme", &Config::for_tests());
+        for n in [
+            "EMBEDDING_ENDPOINT",
+            "EMBEDDING_MODEL",
+            "EMBEDDING_DIMENSIONS",
+            "EMBEDDING_API_KEY",
+        ] {
+            assert_eq!(
+                orch.iter().find(|e| e.name == n),
+                find(n).as_ref(),
+                "{n} differs between the orchestrator and the ingestion Job"
+            );
+        }
+
+        let mut s3 = ij("bucket");
+        s3.spec.source = serde_json::from_value(serde_json::json!({
+            "s3": {"endpoint": "https://s3.example.com", "bucket": "docs", "credentialsSecretRef": {"name": "s3"}}
+        }))
+        .unwrap();
+        let job = build_ingestion_job(&s3, &tenant("acme"), &Config::for_tests()).unwrap();
+        let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        for (n, key) in [
+            ("INGEST_S3_ACCESS_KEY_ID", "accessKeyId"),
+            ("INGEST_S3_SECRET_ACCESS_KEY", "secretAccessKey"),
+        ] {
+            let e = env.iter().find(|e| e.name == n).unwrap();
+            let r = e
+                .value_from
+                .as_ref()
+                .unwrap()
+                .secret_key_ref
+                .as_ref()
+                .unwrap();
+            assert_eq!((r.name.as_str(), r.key.as_str()), ("s3", key));
+        }
+        assert!(!env.iter().any(|e| e.name.starts_with("EMBEDDING_")));
+    }
+
+    #[test]
     fn job_names_fit_in_a_label() {
         assert_eq!(job_name("faq"), "ingest-faq");
         let long = job_name(&"x".repeat(80));

@@ -313,6 +313,7 @@ async fn run() {
         let hybrid = Retriever::new(
             RetrievalConfig::default(),
             Some(&EmbeddingConfig {
+                dimensions: None,
                 endpoint: "http://127.0.0.1:9".into(),
                 model: "unused".into(),
                 timeout: Duration::from_secs(1),

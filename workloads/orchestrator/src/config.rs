@@ -97,6 +97,11 @@ pub struct Args {
     /// API key sent to the embedding endpoint as a bearer token.
     #[arg(long, env = "EMBEDDING_API_KEY", hide_env_values = true)]
     pub embedding_api_key: Option<Redacted>,
+    /// Dimensions asked of the embedding model (models that can shorten their vectors); must
+    /// match what the knowledge was embedded with (the operator renders the Tenant's to both).
+    #[arg(long, env = "EMBEDDING_DIMENSIONS",
+          value_parser = positive("EMBEDDING_DIMENSIONS", 8192))]
+    pub embedding_dimensions: Option<usize>,
     /// Seconds to wait for a question's embedding before answering from lexical retrieval.
     #[arg(long, env = "EMBEDDING_TIMEOUT_SECONDS", default_value = "2",
           value_parser = seconds("EMBEDDING_TIMEOUT_SECONDS"))]
@@ -133,6 +138,8 @@ pub struct LlmConfig {
 pub struct EmbeddingConfig {
     pub endpoint: String,
     pub model: String,
+    /// `dimensions` in each request, when set.
+    pub dimensions: Option<usize>,
     pub timeout: Duration,
     pub api_key: Option<Redacted>,
     pub refresh: Duration,
@@ -238,6 +245,7 @@ impl Args {
             (Some(endpoint), Some(model)) if !model.trim().is_empty() => Some(EmbeddingConfig {
                 endpoint,
                 model,
+                dimensions: self.embedding_dimensions,
                 timeout: self.embedding_timeout,
                 api_key: self.embedding_api_key.filter(|k| !k.0.is_empty()),
                 refresh: self.embedding_refresh,

@@ -315,6 +315,7 @@ async fn the_hybrid_weight_moves_between_lexical_and_vector_order() {
             ..RetrievalConfig::default()
         };
         let e = EmbeddingConfig {
+            dimensions: None,
             endpoint: stand_in.url.clone(),
             model: "embed-small".into(),
             timeout: Duration::from_secs(2),
@@ -412,6 +413,7 @@ async fn message_tags_and_embeddings_apply_through_the_api() {
     let mut cfg = config("acme");
     cfg.retrieval.hybrid_weight = 0.7;
     cfg.embedding = Some(EmbeddingConfig {
+        dimensions: None,
         endpoint: stand_in.url.clone(),
         model: "e".into(),
         timeout: Duration::from_secs(2),

@@ -68,10 +68,15 @@ pub fn from_job(job: &Job, worker: Option<&WorkerReport>) -> (Phase, Health) {
         _ => {}
     }
     if let Some(f) = cond("Failed") {
-        let message = format!(
+        let mut message = format!(
             "ingestion Job failed: {}",
             f.message.unwrap_or(f.reason.unwrap_or_default())
         );
+        // What the worker said of its last attempt, when it said something.
+        if let Some(m) = worker.and_then(|w| w.message.as_deref()) {
+            message.push_str("; the worker's last report: ");
+            message.push_str(m);
+        }
         let h = Health::Stalled {
             reason: reason::JOB_FAILED,
             message,
@@ -264,6 +269,25 @@ mod tests {
             let obj = ij(worker);
             let out = follow(&obj, "ingest-faq", &job(st)).outcome(&obj, &now());
             golden::check(&format!("ingestion/{name}.status"), &out);
+        }
+        // A Job out of retries says what the worker said of its last attempt.
+        let trying = WorkerReport {
+            state: WorkerState::Running,
+            reason: Some("SourceUnavailable".into()),
+            message: Some(
+                "attempt failed, the Job retries it: ConfigMap xin-acme/faq not found".into(),
+            ),
+            ..WorkerReport::default()
+        };
+        let failed_job = job(
+            serde_json::json!({"conditions": [{"type": "Failed", "status": "True", "message": "Job has reached the specified backoff limit"}]}),
+        );
+        match from_job(&failed_job, Some(&trying)) {
+            (Phase::Failed, Health::Stalled { reason, message }) => {
+                assert_eq!(reason, reason::JOB_FAILED);
+                assert!(message.ends_with("the worker's last report: attempt failed, the Job retries it: ConfigMap xin-acme/faq not found"), "{message}");
+            }
+            other => panic!("{other:?}"),
         }
         // An unknown reason from a worker is reported as the generic one.
         let odd = WorkerReport {

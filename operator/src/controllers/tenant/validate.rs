@@ -126,6 +126,32 @@ mod tests {
     }
 
     #[test]
+    fn a_refused_embedding_endpoint_is_refused_like_the_llm_one() {
+        let config = Config::for_tests();
+        let mut t = with_llm("https://llm.example.com/v1");
+        t.spec.embeddings = Some(
+            serde_json::from_value(serde_json::json!({
+                "endpoint": "http://10.1.2.3:8080", "model": "e5"}))
+            .unwrap(),
+        );
+        let v = validate(&t, resolved(), "Tenant acme", &config);
+        let p = v.workloads.as_ref().err().expect("refused");
+        assert_eq!(p.reason, reason::DESTINATION_NOT_ALLOWED);
+        assert!(
+            p.message
+                .starts_with("spec.embeddings.endpoint http://10.1.2.3:8080"),
+            "{}",
+            p.message
+        );
+        t.spec.embeddings.as_mut().unwrap().endpoint = "https://embed.example.com".into();
+        assert!(
+            validate(&t, resolved(), "Tenant acme", &config)
+                .workloads
+                .is_ok()
+        );
+    }
+
+    #[test]
     fn a_refused_llm_endpoint_keeps_the_workloads_from_being_built() {
         let config = Config::for_tests();
         for (endpoint, refused) in [

@@ -206,6 +206,7 @@ impl Retriever {
             }),
             url: format!("{}/v1/embeddings", e.endpoint),
             model: e.model.clone(),
+            dimensions: e.dimensions,
             api_key: e.api_key.clone(),
         });
         Retriever {
@@ -536,15 +537,17 @@ struct Embedder {
     http: Outbound,
     url: String,
     model: String,
+    dimensions: Option<usize>,
     api_key: Option<xin_runtime::Redacted>,
 }
 
 impl Embedder {
     async fn embed(&self, text: &str) -> Result<Vec<f32>, String> {
-        let mut req = self
-            .http
-            .post(&self.url)
-            .json(&serde_json::json!({"model": self.model, "input": text}));
+        let mut body = serde_json::json!({"model": self.model, "input": text});
+        if let Some(d) = self.dimensions {
+            body["dimensions"] = d.into();
+        }
+        let mut req = self.http.post(&self.url).json(&body);
         if let Some(k) = &self.api_key {
             req = req.bearer_auth(k.expose());
         }
