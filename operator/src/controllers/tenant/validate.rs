@@ -135,7 +135,9 @@ mod tests {
             .unwrap(),
         );
         let v = validate(&t, resolved(), "Tenant acme", &config);
-        let p = v.workloads.as_ref().err().expect("refused");
+        let Err(p) = v.workloads.as_ref() else {
+            panic!("not refused")
+        };
         assert_eq!(p.reason, reason::DESTINATION_NOT_ALLOWED);
         assert!(
             p.message
