@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CLUSTER := e2e/controlplane/cluster.sh
 
-.PHONY: demo test bench bench-operator bench-orchestrator bench-gateway bench-store fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
+.PHONY: demo test bench bench-operator bench-orchestrator bench-gateway bench-store bench-ingest fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
 
 ## demo: the local control plane, the operator, examples/ applied and Ready, shown
 demo:
@@ -13,7 +13,7 @@ test:
 	@e2e/run-tests.sh
 
 ## bench: every benchmark (figures beside a baseline measured in the same run; no pass/fail)
-bench: bench-operator bench-gateway bench-orchestrator bench-store
+bench: bench-operator bench-gateway bench-orchestrator bench-store bench-ingest
 
 ## bench-operator: N tenants (XIN_BENCH_TENANTS, default 100) vs direct server-side apply, on
 ## the test cluster (the demo's shows only examples/); the tenants bring their own database (one,
@@ -37,6 +37,11 @@ bench-gateway:
 ## XIN_BENCH_PROVISION (default 100) in a row, vs a bare CREATE DATABASE in the same run
 bench-store:
 	@XIN_TEST_DATABASE_URL=$$(e2e/postgres.sh start) cargo bench -p xin-store --bench provision
+
+## bench-ingest: XIN_BENCH_DOCUMENTS (default 10,000) Markdown documents of ~2 KB through the
+## ingestion pipeline (read, parse, chunk, write; lexical only) vs the same rows in one COPY
+bench-ingest:
+	@XIN_TEST_DATABASE_URL=$$(e2e/postgres.sh start) cargo bench -p xin-ingest --bench ingest
 
 ## fuzz: the cargo-fuzz targets (nightly + cargo-fuzz, installed when missing), XIN_FUZZ_SECONDS each (default 60)
 fuzz:

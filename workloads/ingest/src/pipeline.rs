@@ -48,6 +48,7 @@ pub const FAILURE_REASONS: &[&str] = &[
     "NotFound",
     "FetchFailed",
     "DestinationNotAllowed",
+    "DuplicateDocument",
 ];
 
 /// A PDF (or any document) may take this long to parse.
@@ -355,10 +356,24 @@ impl<'a> Run<'a> {
             .buffered(self.concurrency);
         let mut pending: Vec<Doc> = vec![];
         let mut pending_docs = 0usize;
-        while let Some((doc, read)) = reads.next().await {
-            p.found += read.docs.len().max(1) as u64;
+        let mut seen = std::collections::HashSet::new();
+        while let Some((doc, mut read)) = reads.next().await {
+            p.found += (read.docs.len() + read.failures.len()).max(1) as u64;
             if read.whole_failed {
                 p.failed_entries.push(doc.id.clone());
+            }
+            // One document per id: a URL listed twice, two JSONL records with one id.
+            let (unique, repeated): (Vec<Doc>, Vec<Doc>) = read
+                .docs
+                .into_iter()
+                .partition(|d| seen.insert(d.id.clone()));
+            read.docs = unique;
+            for d in repeated {
+                read.failures.push(failure(
+                    &d.rows[0].source,
+                    "DuplicateDocument",
+                    "another document of this job has the same id (a URL listed twice, or a JSONL id repeated); the first one was ingested".into(),
+                ));
             }
             for f in read.failures {
                 self.metrics.failure(static_reason(&f.reason));

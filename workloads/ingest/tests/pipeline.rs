@@ -230,6 +230,7 @@ async fn every_format_from_urls_bad_documents_reported_and_the_same_job_twice_ad
     .await;
     let urls: Vec<String> = [
         "/faq.md",
+        "/faq.md",
         "/private/page.html",
         "/records.jsonl",
         "/manual.pdf",
@@ -254,6 +255,7 @@ async fn every_format_from_urls_bad_documents_reported_and_the_same_job_twice_ad
         reasons(&r),
         [
             (format!("{base}/broken.pdf"), "CorruptDocument".into()),
+            (format!("{base}/faq.md"), "DuplicateDocument".into()),
             (format!("{base}/gone.md"), "NotFound".into()),
             (format!("{base}/logo.png"), "UnsupportedFormat".into()),
             (
@@ -262,7 +264,7 @@ async fn every_format_from_urls_bad_documents_reported_and_the_same_job_twice_ad
             ),
         ]
     );
-    assert_eq!(r.failed, 4);
+    assert_eq!(r.failed, 5);
     // faq.md, page.html, two records, manual.pdf, fa.txt.
     let (docs, chunks, rows) = store(&e.pool).await;
     assert_eq!(

@@ -154,7 +154,8 @@ pub async fn write(pool: &PgPool, set: &WriteSet<'_>) -> Result<Written, sqlx::E
     Ok(written)
 }
 
-const STAGE_COLUMNS: &str = "document_id, chunk_index, title, source, text, token_count, \
+/// The columns of a [`csv_row`], in order (`tenant` and `ingestion_job` are not among them).
+pub const COPY_COLUMNS: &str = "document_id, chunk_index, title, source, text, token_count, \
      visibility, tags, metadata, embedding, embedding_model, content_hash";
 
 async fn write_in(
@@ -174,7 +175,7 @@ async fn write_in(
     if !set.rows.is_empty() {
         let mut copy = tx
             .copy_in_raw(&format!(
-                "COPY xin_ingest_stage ({STAGE_COLUMNS}) FROM STDIN (FORMAT csv)"
+                "COPY xin_ingest_stage ({COPY_COLUMNS}) FROM STDIN (FORMAT csv)"
             ))
             .await?;
         let mut buf = String::with_capacity(64 * 1024);
@@ -301,7 +302,9 @@ fn text_array(tags: &[String]) -> String {
     a
 }
 
-fn csv_row(buf: &mut String, r: &ChunkRow) {
+/// `r` as one line of `COPY … (FORMAT csv)` for the columns [`COPY_COLUMNS`]: every text
+/// quoted, arrays as PostgreSQL array literals, a missing embedding as NULL.
+pub fn csv_row(buf: &mut String, r: &ChunkRow) {
     quoted(buf, &r.document_id);
     let _ = write!(buf, ",{},", r.chunk_index);
     quoted(buf, &r.title);
