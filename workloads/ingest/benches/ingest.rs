@@ -139,9 +139,24 @@ fn peak_rss_mib() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// A stored chunk row: id, position, title, source, text, tokens, visibility, tags, metadata,
+/// digest.
+type Raw = (
+    String,
+    i32,
+    String,
+    String,
+    String,
+    i32,
+    String,
+    Vec<String>,
+    serde_json::Value,
+    String,
+);
+
 /// Every chunk row of the store, as the worker wrote it.
 async fn rows(pool: &PgPool) -> Vec<ChunkRow> {
-    let raw: Vec<(String, i32, String, String, String, i32, String, Vec<String>, serde_json::Value, String)> =
+    let raw: Vec<Raw> =
         sqlx::query_as(
             "SELECT document_id, chunk_index, title, source, text, token_count, visibility, tags, metadata, content_hash
              FROM knowledge_chunks ORDER BY document_id, chunk_index",
