@@ -1080,3 +1080,59 @@ fn an_earlier_meta_app_secret_that_cannot_be_read_is_reported_on_the_channel() {
         "new-secret"
     );
 }
+
+/// Documents the worker cannot read fail one by one, with reasons in the status; past the
+/// spec's threshold the IngestionJob is `Failed` with the worker's reason, and what it could
+/// read is in the tenant's store all the same.
+#[test]
+fn an_ingestion_past_its_failure_threshold_fails_with_the_reason() {
+    operator();
+    let t = TestTenant::create("ingfail", "");
+    apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: kb, namespace: {ns}}}\n\
+         data: {{good.md: \"# Good\\n\\nThe loyalty word is marigold.\", broken.pdf: '%PDF-1.4 broken', logo.png: 'not an image'}}\n---\n\
+         apiVersion: xin.dev/v1alpha1\nkind: IngestionJob\nmetadata: {{name: kb, namespace: {ns}}}\n\
+         spec: {{source: {{configMap: {{name: kb}}}}, tags: [kb], failureThreshold: {{maxFailedDocuments: 1}}}}\n",
+        ns = t.ns
+    ));
+    run_ingestion_worker(&t.ns, "kb");
+    let ij = wait_condition("ingestionjob", "kb", &t.ns, "Failed", "True", MINUTE);
+    assert_eq!(str_at(&ij, "/status/phase"), "Failed");
+    let ready = ij["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .unwrap();
+    assert_eq!(ready["status"], "False");
+    assert_eq!(ready["reason"], "FailureThresholdExceeded");
+    assert!(
+        str_at(ready, "/message").starts_with("ingestion failed: 2 of 3 documents failed"),
+        "{ready}"
+    );
+    assert_eq!(ij["status"]["failedDocuments"], 2);
+    let mut reasons: Vec<(String, String)> = ij["status"]["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            (
+                str_at(f, "/document").to_string(),
+                str_at(f, "/reason").to_string(),
+            )
+        })
+        .collect();
+    reasons.sort();
+    assert_eq!(
+        reasons,
+        [
+            ("broken.pdf".to_string(), "CorruptDocument".to_string()),
+            ("logo.png".to_string(), "UnsupportedFormat".to_string()),
+        ]
+    );
+    assert_eq!(
+        ij["status"]["documents"], 1,
+        "what it could read was ingested"
+    );
+    assert_eq!(ij["status"]["chunks"], 1);
+}

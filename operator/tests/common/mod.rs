@@ -320,13 +320,13 @@ impl Drop for Examples {
     }
 }
 
-/// Runs IngestionJob `ns/name` as its Job would, and returns it once the operator reports it
-/// `Complete`. First waits for positive evidence that the operator does not report success on
-/// its own: the local cluster's fake node completes the Job's pod without running anything,
-/// and the IngestionJob must then wait for the worker's report (`AwaitingWorkerReport`).
-/// The worker runs as a local process with the Job's environment and service account
-/// (`xin_e2e::local::run_ingestion`).
-pub fn ingest(ns: &str, name: &str) -> serde_json::Value {
+/// Runs the worker of IngestionJob `ns/name` as its Job would, to completion. First waits for
+/// positive evidence that the operator does not report an outcome on its own: the local
+/// cluster's fake node completes the Job's pod without running anything, and the
+/// IngestionJob must then wait for the worker's report (`AwaitingWorkerReport`). The worker
+/// runs as a local process with the Job's environment and service account
+/// (`xin_e2e::local::run_ingestion`) and must exit 0 (a run it finished and reported).
+pub fn run_ingestion_worker(ns: &str, name: &str) {
     wait_until(
         "the operator to wait for the worker's report",
         2 * MINUTE,
@@ -354,6 +354,11 @@ pub fn ingest(ns: &str, name: &str) -> serde_json::Value {
         "xin-ingest failed for {ns}/{name}:\n{}",
         run.log
     );
+}
+
+/// [`run_ingestion_worker`], then the IngestionJob once the operator reports it `Complete`.
+pub fn ingest(ns: &str, name: &str) -> serde_json::Value {
+    run_ingestion_worker(ns, name);
     let ij = wait_condition("ingestionjob", name, ns, "Complete", "True", MINUTE);
     assert_eq!(str_at(&ij, "/status/phase"), "Succeeded");
     assert_eq!(str_at(&ij, "/status/worker/state"), "Succeeded");
