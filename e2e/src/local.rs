@@ -5,8 +5,8 @@
 //! Only what cannot work outside the cluster is replaced, and [`Overrides`] names each:
 //! listen addresses and ports (every process on 127.0.0.1, free ports), the in-cluster URL of
 //! the orchestrator, the routes file path, the database URL (the local PostgreSQL), and the
-//! external endpoints (LLM, Telegram, Meta) which point at local stand-ins — with the
-//! loopback address added to the orchestrator's `XIN_OUTBOUND_ALLOW`, since the outbound
+//! external endpoints (LLM, embeddings, Telegram, Meta) which point at local stand-ins — with
+//! the loopback address added to `XIN_OUTBOUND_ALLOW`, since the outbound
 //! policy refuses loopback destinations by default. Everything else
 //! (tenant, signing key, retrieval settings, models, timeouts, channel keys and credentials)
 //! is used exactly as rendered.
@@ -79,6 +79,8 @@ pub struct Overrides {
     pub routes_file: PathBuf,
     /// Replaces the rendered `LLM_ENDPOINT` (when the Tenant has one).
     pub llm_endpoint: Option<String>,
+    /// Replaces the rendered `EMBEDDING_ENDPOINT` (when the Tenant has embeddings).
+    pub embedding_endpoint: Option<String>,
     pub telegram_api_base: String,
     pub meta_graph_api_base: String,
 }
@@ -106,11 +108,20 @@ pub fn orchestrator_env(ns: &str, o: &Overrides) -> Result<Vec<(String, String)>
     if let Some(url) = &o.database_url {
         set(&mut env, "DATABASE_URL", url.clone());
     }
-    if let Some(llm) = &o.llm_endpoint
-        && env.iter().any(|(k, _)| k == "LLM_ENDPOINT")
-    {
-        set(&mut env, "LLM_ENDPOINT", llm.clone());
-        // The stand-in listens on 127.0.0.1: allow exactly that, beside what was rendered.
+    let mut local = false;
+    for (var, over) in [
+        ("LLM_ENDPOINT", &o.llm_endpoint),
+        ("EMBEDDING_ENDPOINT", &o.embedding_endpoint),
+    ] {
+        if let Some(url) = over
+            && env.iter().any(|(k, _)| k == var)
+        {
+            set(&mut env, var, url.clone());
+            local = true;
+        }
+    }
+    if local {
+        // The stand-ins listen on 127.0.0.1: allow exactly that, beside what was rendered.
         let allow = match env.iter().find(|(k, _)| k == "XIN_OUTBOUND_ALLOW") {
             Some((_, v)) if !v.is_empty() => format!("{v},127.0.0.1/32"),
             _ => "127.0.0.1/32".to_string(),

@@ -103,6 +103,7 @@ async fn workloads_run_with_the_configuration_the_operator_rendered() {
         orchestrator_metrics_port: free_port(),
         routes_file: write_routes(&ns, &dir).unwrap(),
         llm_endpoint: Some(llm.url()),
+        embedding_endpoint: None,
         telegram_api_base: telegram.url(),
         meta_graph_api_base: telegram.url(),
     };
@@ -266,4 +267,180 @@ fn the_example_tenants_answer_side_by_side_from_their_own_knowledge() {
         stdout.contains("each tenant answered from its own knowledge"),
         "{stdout}"
     );
+}
+
+/// With `spec.embeddings`, the ingestion Job and the orchestrator get the same settings: the
+/// worker embeds every chunk and the orchestrator the question, at the same endpoint, with the
+/// same model, dimensions and key, and retrieval is hybrid over what the worker wrote.
+#[tokio::test(flavor = "multi_thread")]
+async fn embeddings_reach_the_ingestion_worker_and_the_orchestrator_alike() {
+    operator();
+    let t = TestTenant::create_with_objects(
+        "embed",
+        "  embeddings: {endpoint: 'https://embed.example.com', model: e-small, dimensions: 4, apiKeySecretRef: {name: embed, key: key}}\n  \
+           retrieval: {hybridWeight: 0.5, minScore: 0.0, maxDocuments: 3, contextBudgetTokens: 1500}\n",
+        |ns| {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: embed, namespace: {ns}}}\nstringData: {{key: embed-api-key}}\n---\n"
+            )
+        },
+    );
+    let ns = t.ns.clone();
+    ready("tenant", &t.name, "");
+    // Vectors from the text: "marigold" and "loyalty" point one way, everything else another.
+    let embed = StandIn::start(|r| {
+        let inputs = r.json()["input"].clone();
+        let texts: Vec<String> = match inputs {
+            serde_json::Value::String(s) => vec![s],
+            v => v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|x| x.as_str().unwrap_or_default().to_string())
+                .collect(),
+        };
+        let data: Vec<serde_json::Value> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let t = t.to_lowercase();
+                let v = if t.contains("marigold") || t.contains("loyalty") {
+                    [1.0, 0.1, 0.0, 0.0]
+                } else {
+                    [0.0, 0.1, 1.0, 0.0]
+                };
+                json!({"index": i, "embedding": v})
+            })
+            .collect();
+        Answer::json(200, json!({"data": data}))
+    });
+    apply(&format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: kb, namespace: {ns}}}\n\
+         data: {{loyalty.md: \"# Loyalty\\n\\nThe loyalty word is marigold.\", shipping.md: \"# Shipping\\n\\nParcels ship in two days.\"}}\n---\n\
+         apiVersion: xin.dev/v1alpha1\nkind: IngestionJob\nmetadata: {{name: kb, namespace: {ns}}}\n\
+         spec: {{source: {{configMap: {{name: kb}}}}, tags: [kb]}}\n"
+    ));
+    run_ingestion_worker_with(
+        &ns,
+        "kb",
+        &xin_e2e::local::IngestOverrides {
+            embedding_endpoint: Some(embed.url()),
+            allow: Some("127.0.0.1/32".into()),
+            ..Default::default()
+        },
+    );
+    let ij = wait_condition("ingestionjob", "kb", &ns, "Complete", "True", MINUTE);
+    assert_eq!(ij["status"]["chunks"], 2);
+    let chunk_requests = embed.requests();
+    assert!(!chunk_requests.is_empty());
+    for r in &chunk_requests {
+        assert_eq!(r.json()["model"], "e-small");
+        assert_eq!(r.json()["dimensions"], 4);
+        assert_eq!(r.header("authorization"), Some("Bearer embed-api-key"));
+    }
+    let rendered = rendered_env(&ns, "xin-orchestrator").unwrap();
+    let db = rendered
+        .iter()
+        .find(|(k, _)| k == "DATABASE_URL")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    let pool = xin_store::connect(&db, 1).await.unwrap();
+    let embedded: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM knowledge_chunks WHERE embedding_model = 'e-small' AND array_length(embedding, 1) = 4",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(embedded, 2, "every chunk embedded by the worker");
+
+    let o = Overrides {
+        database_url: None,
+        gateway_port: free_port(),
+        gateway_metrics_port: free_port(),
+        orchestrator_port: free_port(),
+        orchestrator_metrics_port: free_port(),
+        routes_file: std::path::PathBuf::from("/nonexistent"),
+        llm_endpoint: None,
+        embedding_endpoint: Some(embed.url()),
+        telegram_api_base: embed.url(),
+        meta_graph_api_base: embed.url(),
+    };
+    let addr = format!("127.0.0.1:{}", o.orchestrator_port);
+    let mut orch = Workload::start(
+        "xin-orchestrator",
+        "embed-orchestrator",
+        &orchestrator_env(&ns, &o).unwrap(),
+    );
+    orch.wait_ready(&addr, "/ready");
+    let key = secret_value(&ns, "xin-tenant-signing", "key").expect("signing key");
+    let signed = |path: &str, body: serde_json::Value| {
+        let body = body.to_string();
+        let ts = xin_runtime_now();
+        let sig = {
+            use hmac::{Hmac, KeyInit, Mac};
+            let mut m = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
+            m.update(format!("{ts}\nPOST\n{path}\n").as_bytes());
+            m.update(body.as_bytes());
+            format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+        };
+        let ts = ts.to_string();
+        let r = http(
+            &addr,
+            "POST",
+            path,
+            &[
+                ("Content-Type", "application/json"),
+                ("X-Xin-Timestamp", ts.as_str()),
+                ("X-Xin-Signature", sig.as_str()),
+            ],
+            body.as_bytes(),
+        )
+        .expect("orchestrator reachable");
+        assert!(
+            r.status == 200 || r.status == 201,
+            "{path}: {} {}",
+            r.status,
+            r.body
+        );
+        r.json()
+    };
+    let conv = signed(
+        "/v1/conversations",
+        json!({"channel": "web", "external_user": "u1"}),
+    );
+    let id = conv["id"].as_str().unwrap().to_string();
+    let before = embed.requests().len();
+    let answer = signed(
+        &format!("/v1/conversations/{id}/messages"),
+        json!({"text": "what is the loyalty word?"}),
+    );
+    let sources = answer["answer"]["sources"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        sources
+            .first()
+            .is_some_and(|s| s["document_id"] == "configmap:loyalty.md"),
+        "{answer}"
+    );
+    assert!(
+        answer["answer"]["text"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("marigold"),
+        "{answer}"
+    );
+    let question = &embed.requests()[before];
+    assert_eq!(question.json()["input"], "what is the loyalty word?");
+    assert_eq!(question.json()["model"], "e-small");
+    assert_eq!(question.json()["dimensions"], 4);
+    assert!(orch.terminate());
+}
+
+fn xin_runtime_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }

@@ -207,6 +207,7 @@ impl Stack {
             orchestrator_metrics_port: free_port(),
             routes_file: write_routes(&ns, &dir)?,
             llm_endpoint: Some(llm.url()),
+            embedding_endpoint: None,
             telegram_api_base: telegram.url(),
             meta_graph_api_base: format!("{}/v21.0", meta.url()),
         };

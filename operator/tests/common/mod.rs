@@ -327,6 +327,15 @@ impl Drop for Examples {
 /// runs as a local process with the Job's environment and service account
 /// (`xin_e2e::local::run_ingestion`) and must exit 0 (a run it finished and reported).
 pub fn run_ingestion_worker(ns: &str, name: &str) {
+    run_ingestion_worker_with(ns, name, &Default::default());
+}
+
+/// [`run_ingestion_worker`] with local overrides (stand-ins for external endpoints).
+pub fn run_ingestion_worker_with(
+    ns: &str,
+    name: &str,
+    overrides: &xin_e2e::local::IngestOverrides,
+) {
     wait_until(
         "the operator to wait for the worker's report",
         2 * MINUTE,
@@ -347,7 +356,7 @@ pub fn run_ingestion_worker(ns: &str, name: &str) {
             }
         },
     );
-    let run = xin_e2e::local::run_ingestion(ns, name, &Default::default())
+    let run = xin_e2e::local::run_ingestion(ns, name, overrides)
         .unwrap_or_else(|e| panic!("run the ingestion worker for {ns}/{name}: {e}"));
     assert!(
         run.success,
