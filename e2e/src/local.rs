@@ -309,8 +309,16 @@ pub fn ingest_env(
 /// ([`service_account_kubeconfig`]) for the API server.
 pub fn run_ingestion(ns: &str, name: &str, o: &IngestOverrides) -> Result<IngestRun, String> {
     let dir = std::env::temp_dir().join(format!("xin-ingest-{ns}-{name}-{}", std::process::id()));
-    let env = ingest_env(ns, name, &dir, o)?;
-    let kubeconfig = service_account_kubeconfig(ns, "xin-ingest", &dir)?;
+    // The directory holds the headers Secret's values and a token: removed on every way out.
+    let prepared = ingest_env(ns, name, &dir, o)
+        .and_then(|env| Ok((env, service_account_kubeconfig(ns, "xin-ingest", &dir)?)));
+    let (env, kubeconfig) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
+        }
+    };
     let log = crate::operator::repo_root().join("target/e2e-logs");
     std::fs::create_dir_all(&log).map_err(|e| e.to_string())?;
     let log = log.join(format!("xin-ingest-{ns}-{name}-{}.log", std::process::id()));
@@ -326,7 +334,24 @@ pub fn run_ingestion(ns: &str, name: &str, o: &IngestOverrides) -> Result<Ingest
     for (k, v) in &env {
         cmd.env(k, v);
     }
-    let status = cmd.status().map_err(|e| format!("start xin-ingest: {e}"))?;
+    let mut child = cmd.spawn().map_err(|e| format!("start xin-ingest: {e}"))?;
+    // A run of the suites' small jobs takes seconds; a hang must not hang the suite.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
+    let status = loop {
+        match child.try_wait().map_err(|e| e.to_string())? {
+            Some(s) => break s,
+            None if std::time::Instant::now() > deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = std::fs::remove_dir_all(&dir);
+                return Err(format!(
+                    "xin-ingest did not finish within 300 s; log: {}",
+                    log.display()
+                ));
+            }
+            None => std::thread::sleep(std::time::Duration::from_millis(100)),
+        }
+    };
     let _ = std::fs::remove_dir_all(&dir);
     Ok(IngestRun {
         success: status.success(),

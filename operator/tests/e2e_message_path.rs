@@ -421,7 +421,7 @@ async fn embeddings_reach_the_ingestion_worker_and_the_orchestrator_alike() {
     assert!(
         sources
             .first()
-            .is_some_and(|s| s["document_id"] == "configmap:loyalty.md"),
+            .is_some_and(|s| s["document_id"] == "configmap:kb/loyalty.md"),
         "{answer}"
     );
     assert!(

@@ -26,7 +26,8 @@ use crate::common::{DATA_KEY, DNS1123_SUBDOMAIN, SecretRef, impl_has_conditions}
     printcolumn(name = "Failed", type_ = "integer", json_path = ".status.failedDocuments"),
     printcolumn(name = "Ready", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].status"),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("self.spec == oldSelf.spec").message("an IngestionJob's spec is immutable: create a new IngestionJob to ingest again")
+    validation = Rule::new("self.spec == oldSelf.spec").message("an IngestionJob's spec is immutable: create a new IngestionJob to ingest again"),
+    validation = Rule::new("!has(self.spec.mode) || self.spec.mode != 'Replace' || (has(self.spec.tags) && size(self.spec.tags) > 0)").message("mode Replace needs tags: it replaces the knowledge with exactly these tags, and without tags it would take every untagged document of the tenant")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct IngestionJobSpec {

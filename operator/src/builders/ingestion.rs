@@ -19,6 +19,9 @@ use crate::component::Component;
 /// Where the headers Secret of a URL source is mounted (one file per header).
 pub const HEADERS_DIR: &str = "/var/run/xin/ingest-headers";
 
+/// `INGEST_SPEC` is rendered up to this size; a larger spec is read from the API server.
+pub const MAX_SPEC_ENV_BYTES: usize = 32 << 10;
+
 /// Name of the Job of an IngestionJob: `ingest-<name>`, shortened with a hash when that would
 /// exceed 63 characters (Job names become pod label values).
 pub fn job_name(ij_name: &str) -> String {
@@ -37,11 +40,13 @@ pub fn build_ingestion_job(
 ) -> Result<Job, serde_json::Error> {
     let ns = ij.namespace().unwrap_or_default();
     let t = tenant.name_any();
+    let spec = serde_json::to_string(&ij.spec)?;
     let mut env = vec![
         env("XIN_TENANT", t.clone()),
         env("XIN_NAMESPACE", ns.clone()),
         env("INGEST_JOB_NAME", ij.name_any()),
-        env("INGEST_SPEC", serde_json::to_string(&ij.spec)?),
+        // The worker reports to this IngestionJob only, not to one re-created with its name.
+        env("INGEST_JOB_UID", ij.uid().unwrap_or_default()),
         env("INGEST_METRICS_HOST", "0.0.0.0"),
         env(
             "INGEST_METRICS_PORT",
@@ -49,6 +54,11 @@ pub fn build_ingestion_job(
         ),
         crate::builders::tenant::database_url_env(tenant),
     ];
+    // A process refuses an environment string over 128 KiB; a large spec (a thousand long URLs)
+    // is read by the worker from its IngestionJob instead.
+    if spec.len() <= MAX_SPEC_ENV_BYTES {
+        env.insert(4, self::env("INGEST_SPEC", spec));
+    }
     // Chunks are embedded with the model the orchestrator embeds questions with.
     env.extend(crate::builders::tenant::embedding_env(tenant));
     let mut volumes = vec![];
@@ -74,7 +84,7 @@ pub fn build_ingestion_job(
             name: "headers".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(r.name.clone()),
-                default_mode: Some(0o400),
+                default_mode: Some(0o440),
                 ..SecretVolumeSource::default()
             }),
             ..Volume::default()
@@ -89,7 +99,12 @@ pub fn build_ingestion_job(
     }
     env.extend(otel_env(config));
     env.extend(outbound_env(config));
-    let (pod_sec, container_sec) = restricted_security();
+    let (mut pod_sec, container_sec) = restricted_security();
+    if !volumes.is_empty() {
+        // The headers Secret's files are group-readable by the pod's group (the worker's uid
+        // is not root, the files' owner).
+        pod_sec.fs_group = pod_sec.run_as_user;
+    }
     let c = Component::Ingestion;
     // Like every workload's pod template, the Job's carries a digest of its configuration.
     let env_json = serde_json::to_vec(&env)?;
@@ -238,6 +253,33 @@ mod tests {
             assert_eq!((r.name.as_str(), r.key.as_str()), ("s3", key));
         }
         assert!(!env.iter().any(|e| e.name.starts_with("EMBEDDING_")));
+    }
+
+    #[test]
+    fn a_spec_too_large_for_the_environment_is_left_to_the_api_server() {
+        let mut big = ij("big");
+        let urls: Vec<String> = (0..1000)
+            .map(|i| format!("https://docs.example.com/{i}/{}", "x".repeat(100)))
+            .collect();
+        big.spec.source =
+            serde_json::from_value(serde_json::json!({"url": {"urls": urls}})).unwrap();
+        let job = build_ingestion_job(&big, &tenant("acme"), &Config::for_tests()).unwrap();
+        let env = job.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert!(!env.iter().any(|e| e.name == "INGEST_SPEC"));
+        assert!(env.iter().all(|e| {
+            e.value
+                .as_ref()
+                .is_none_or(|v| v.len() < MAX_SPEC_ENV_BYTES)
+        }));
+        let small = build_ingestion_job(&ij("faq"), &tenant("acme"), &Config::for_tests()).unwrap();
+        let env = small.spec.unwrap().template.spec.unwrap().containers[0]
+            .env
+            .clone()
+            .unwrap();
+        assert!(env.iter().any(|e| e.name == "INGEST_SPEC"));
     }
 
     #[test]

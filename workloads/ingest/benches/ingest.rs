@@ -263,6 +263,7 @@ async fn run() {
         batch_documents: 1000,
         max_documents: 100_000,
         retry_base: Duration::from_millis(100),
+        heavy: Run::heavy_parses(),
     }
     .run()
     .await

@@ -28,9 +28,14 @@ pub struct Args {
     /// Name of the IngestionJob: its status receives the worker's report.
     #[arg(long = "job", env = "INGEST_JOB_NAME", value_parser = non_empty("INGEST_JOB_NAME"))]
     pub job: String,
-    /// The IngestionJob's spec as JSON (the operator renders it; the spec is immutable).
+    /// UID of the IngestionJob: the worker reports to that object only (not to one deleted and
+    /// re-created with the same name).
+    #[arg(long = "job-uid", env = "INGEST_JOB_UID")]
+    pub job_uid: Option<String>,
+    /// The IngestionJob's spec as JSON (the operator renders it unless it is larger than
+    /// 32 KiB; then, and when unset, the worker reads it from the IngestionJob).
     #[arg(long, env = "INGEST_SPEC", value_parser = spec)]
-    pub spec: IngestionJobSpec,
+    pub spec: Option<IngestionJobSpec>,
     /// PostgreSQL URL of the tenant's own database, as its runtime role (data rights only).
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Redacted,
@@ -49,7 +54,7 @@ pub struct Args {
           value_parser = positive("INGEST_CONCURRENCY", 256))]
     pub concurrency: usize,
     /// Largest document read, in bytes (a larger one fails with `TooLarge`).
-    #[arg(long, env = "INGEST_MAX_DOCUMENT_BYTES", default_value_t = 32 << 20,
+    #[arg(long, env = "INGEST_MAX_DOCUMENT_BYTES", default_value_t = 16 << 20,
           value_parser = positive("INGEST_MAX_DOCUMENT_BYTES", 1 << 30))]
     pub max_document_bytes: usize,
     /// Most documents one IngestionJob may hold (objects under an S3 prefix, records of the
@@ -238,7 +243,7 @@ mod tests {
     fn defaults_and_the_spec_parse_and_secrets_stay_out_of_debug() {
         let a = parse(&["--embedding-api-key", "sk-very-secret"]).unwrap();
         assert_eq!(a.metrics_port, 9103);
-        assert_eq!(a.spec.chunking.size, 800);
+        assert_eq!(a.spec.as_ref().unwrap().chunking.size, 800);
         assert!(a.embedding().unwrap().is_none());
         let shown = format!("{a:?}");
         assert!(

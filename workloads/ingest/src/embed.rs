@@ -67,6 +67,11 @@ impl Embedder {
         &self.config.model
     }
 
+    /// The dimensions asked of the model, when asked.
+    pub fn dimensions(&self) -> Option<usize> {
+        self.config.dimensions
+    }
+
     /// One vector per text, in order.
     pub async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>, EmbedError> {
         let batches: Vec<&[String]> = texts.chunks(self.config.batch_size).collect();
@@ -166,7 +171,7 @@ impl Embedder {
     }
 }
 
-/// Exponential backoff with full jitter: a random wait in [d/2, d], d = base · 2^(n−1), at
+/// Exponential backoff with jitter: a random wait in [d/2, d], d = base · 2^(n−1), at
 /// most 30 s.
 pub fn backoff(base: Duration, attempt: usize) -> Duration {
     let exp = base.saturating_mul(1u32 << (attempt.saturating_sub(1)).min(16) as u32);

@@ -199,6 +199,9 @@ pub enum ParseError {
     /// No text at all after parsing.
     #[error("no text")]
     Empty,
+    /// A NUL character (U+0000), which the knowledge store cannot hold.
+    #[error("the text holds a NUL character (U+0000)")]
+    Nul,
 }
 
 impl ParseError {
@@ -211,6 +214,7 @@ impl ParseError {
             ParseError::NoTextLayer => "no_text_layer",
             ParseError::Jsonl { .. } => "invalid_jsonl",
             ParseError::Empty => "empty",
+            ParseError::Nul => "nul",
         }
     }
 }

@@ -68,8 +68,51 @@ pub async fn main(args: Args) -> Exit {
         Err(e) => return Exit::Retry(format!("cannot reach the Kubernetes API: {e}")),
     };
     let api: Api<IngestionJob> = Api::namespaced(kube.clone(), &args.namespace);
-    let reporter = Reporter::new(api.clone(), &args.job);
-    let created = lag_and_backlog(&api, &args.job, &metrics).await;
+    let list = match api.list(&Default::default()).await {
+        Ok(l) => l.items,
+        Err(e) => {
+            return Exit::Retry(format!(
+                "cannot read the IngestionJobs of {}: {e}",
+                args.namespace
+            ));
+        }
+    };
+    backlog(&list, &metrics);
+    // Its own IngestionJob: the very one the Job was made for, not one re-created with its
+    // name; and not one whose result is in already (a pod run again after it reported).
+    let Some(own) = list.iter().find(|ij| {
+        ij.metadata.name.as_deref() == Some(args.job.as_str())
+            && args
+                .job_uid
+                .as_deref()
+                .is_none_or(|u| ij.metadata.uid.as_deref() == Some(u))
+    }) else {
+        return Exit::Retry(format!(
+            "IngestionJob {}/{} (uid {}) not found: deleted, or re-created since this Job was made",
+            args.namespace,
+            args.job,
+            args.job_uid.as_deref().unwrap_or("any")
+        ));
+    };
+    if let Some(state @ (WorkerState::Succeeded | WorkerState::Failed)) = own
+        .status
+        .as_ref()
+        .and_then(|s| s.worker.as_ref())
+        .map(|w| w.state)
+    {
+        tracing::info!(
+            ?state,
+            "this IngestionJob's result is in already; nothing to do"
+        );
+        return Exit::Done(state);
+    }
+    let created = own.metadata.creation_timestamp.as_ref().map(|t| t.0);
+    let reporter = Reporter::new(api.clone(), &args.job, own.metadata.uid.clone());
+    let mut args = args;
+    if args.spec.is_none() {
+        // A spec too large for the environment is not rendered: it is the object's.
+        args.spec = Some(own.spec.clone());
+    }
 
     let exit = run(&args, kube, &outbound, &reporter, &metrics).await;
     let (outcome, report) = match &exit {
@@ -107,14 +150,12 @@ pub async fn main(args: Args) -> Exit {
         },
         Err(e) => {
             // Still Running: the Job tries again, and the operator fails the IngestionJob
-            // when the Job runs out of retries. The message says what went wrong meanwhile.
-            let note = Report {
-                state: WorkerState::Running,
-                reason: Some(e.reason().into()),
-                message: Some(format!("attempt failed, the Job retries it: {e}")),
-                started_at: Some(pipeline::now()),
-                ..Report::default()
-            };
+            // when the Job runs out of retries. The figures reported last stay; the message
+            // says what went wrong.
+            let mut note = reporter.last().await.unwrap_or_default();
+            note.state = WorkerState::Running;
+            note.reason = Some(e.reason().into());
+            note.message = Some(format!("attempt failed, the Job retries it: {e}"));
             let _ = reporter.finish(&note, args.retry_base()).await;
             Exit::Retry(e.to_string())
         }
@@ -141,7 +182,20 @@ async fn run(
     xin_store::check_schema(&pool)
         .await
         .map_err(RunError::Database)?;
-    let embedding = args.embedding().map_err(RunError::Source)?;
+    let embedding = match args.embedding() {
+        Ok(e) => e,
+        // A setting the operator renders: another try would not change it.
+        Err(e) => {
+            return Ok(Report {
+                state: WorkerState::Failed,
+                reason: Some(xin_api::ingestion::worker_reason::INVALID_CONFIGURATION.into()),
+                message: Some(e),
+                started_at: Some(pipeline::now()),
+                finished_at: Some(pipeline::now()),
+                ..Report::default()
+            });
+        }
+    };
     let embedder =
         embedding.map(|c| Embedder::new(outbound, c, args.retry_base(), metrics.clone()));
     let s3_keys = match (&args.s3_access_key_id, &args.s3_secret_access_key) {
@@ -149,7 +203,11 @@ async fn run(
         _ => None,
     };
     let source = Source::open(Open {
-        spec: &args.spec.source,
+        spec: &args
+            .spec
+            .as_ref()
+            .expect("set from the IngestionJob when not rendered")
+            .source,
         namespace: &args.namespace,
         kube: Some(kube),
         outbound,
@@ -160,10 +218,14 @@ async fn run(
     })
     .await
     .map_err(|e| RunError::Source(e.0))?;
+    let spec = args
+        .spec
+        .as_ref()
+        .expect("set from the IngestionJob when not rendered");
     let result = Run {
         tenant: &args.tenant,
         job: &args.job,
-        spec: &args.spec,
+        spec,
         source: &source,
         pool: &pool,
         embedder: embedder.as_ref(),
@@ -173,6 +235,7 @@ async fn run(
         batch_documents: args.batch_documents,
         max_documents: args.max_documents,
         retry_base: args.retry_base(),
+        heavy: Run::heavy_parses(),
     }
     .run()
     .await;
@@ -180,35 +243,20 @@ async fn run(
     result
 }
 
-/// The IngestionJob's creation time (for the lag), and the age of the namespace's oldest
-/// unfinished IngestionJob (the backlog). Best effort: a failure is logged.
-async fn lag_and_backlog(
-    api: &Api<IngestionJob>,
-    name: &str,
-    metrics: &Metrics,
-) -> Option<jiff::Timestamp> {
-    let list = match api.list(&Default::default()).await {
-        Ok(l) => l,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list IngestionJobs for the backlog gauge");
-            return None;
-        }
-    };
+/// The age of the namespace's oldest unfinished IngestionJob (the backlog gauge).
+fn backlog(list: &[IngestionJob], metrics: &Metrics) {
     let now = jiff::Timestamp::now();
-    let unfinished = list.items.iter().filter(|ij| {
-        !matches!(
-            ij.status.as_ref().and_then(|s| s.phase),
-            Some(Phase::Succeeded | Phase::Failed)
-        )
-    });
-    let oldest = unfinished
+    let oldest = list
+        .iter()
+        .filter(|ij| {
+            !matches!(
+                ij.status.as_ref().and_then(|s| s.phase),
+                Some(Phase::Succeeded | Phase::Failed)
+            )
+        })
         .filter_map(|ij| ij.metadata.creation_timestamp.as_ref().map(|t: &Time| t.0))
         .min();
     if let Some(o) = oldest {
         metrics.oldest_unfinished((now - o).get_seconds() as f64);
     }
-    list.items
-        .iter()
-        .find(|ij| ij.metadata.name.as_deref() == Some(name))
-        .and_then(|ij| ij.metadata.creation_timestamp.as_ref().map(|t| t.0))
 }

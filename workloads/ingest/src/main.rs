@@ -5,7 +5,7 @@ use xin_ingest::Exit;
 use xin_ingest::config::Args;
 
 #[tokio::main]
-async fn main() -> std::process::ExitCode {
+async fn main() {
     let args = Args::parse();
     // JSON logs, and OTLP traces when OTEL_EXPORTER_ENDPOINT (or the OTEL_EXPORTER_OTLP_*
     // names) is set; also installs the rustls crypto provider reqwest needs.
@@ -18,13 +18,16 @@ async fn main() -> std::process::ExitCode {
         correlation_id = %correlation_id,
     );
     let exit = tracing::Instrument::instrument(xin_ingest::main(args), span).await;
-    drop(telemetry);
-    match exit {
-        Exit::Done(_) => std::process::ExitCode::SUCCESS,
+    let code = match exit {
+        Exit::Done(_) => 0,
         Exit::Retry(e) => {
             tracing::error!(error = %e, "xin-ingest stopped; the Job will retry");
             eprintln!("xin-ingest: {e}");
-            std::process::ExitCode::FAILURE
+            1
         }
-    }
+    };
+    // Flushes the traces, then exits at once: a parse still running on the blocking pool
+    // (past its deadline) must not keep the pod, and its Job, alive.
+    drop(telemetry);
+    std::process::exit(code)
 }

@@ -92,6 +92,8 @@ pub struct Run<'a> {
     pub batch_documents: usize,
     pub max_documents: usize,
     pub retry_base: Duration,
+    /// Bounds the large documents parsed at once ([`Run::heavy_parses`]).
+    pub heavy: tokio::sync::Semaphore,
 }
 
 /// A document's chunks, ready to write.
@@ -105,8 +107,6 @@ struct Doc {
 struct Read {
     docs: Vec<Doc>,
     failures: Vec<IngestionFailure>,
-    /// The entry failed as a whole (its earlier chunks stay in a `Replace`).
-    whole_failed: bool,
 }
 
 fn failure(document: &str, reason: &'static str, message: String) -> IngestionFailure {
@@ -134,6 +134,7 @@ fn parse_reason(e: &ParseError) -> &'static str {
         ParseError::NoTextLayer => "NoTextLayer",
         ParseError::Jsonl { .. } => "InvalidRecord",
         ParseError::Empty => "EmptyDocument",
+        ParseError::Nul => "InvalidEncoding",
     }
 }
 
@@ -209,9 +210,18 @@ impl Shape {
         let mut out = Read {
             docs: vec![],
             failures: vec![],
-            whole_failed: false,
         };
         for r in results {
+            // PostgreSQL cannot store U+0000 in text or JSON: that document fails, not the write.
+            let r = r.and_then(|p| {
+                let nul = p.text.contains('\0')
+                    || p.title.contains('\0')
+                    || p.part.contains('\0')
+                    || serde_json::Value::Object(p.metadata.clone())
+                        .to_string()
+                        .contains("\\u0000");
+                if nul { Err(ParseError::Nul) } else { Ok(p) }
+            });
             match r {
                 Ok(p) => {
                     let (id, name) = if several {
@@ -272,7 +282,6 @@ impl Shape {
                 }
             }
         }
-        out.whole_failed = out.docs.is_empty() && !out.failures.is_empty();
         out
     }
 }
@@ -283,7 +292,7 @@ struct Progress {
     ingested: Vec<String>,
     failures: Vec<IngestionFailure>,
     failed: u64,
-    /// Entries that failed as a whole, by id (kept in a `Replace`).
+    /// Entries with a failure, by id: in a `Replace`, every document `<id>#…` of theirs stays.
     failed_entries: Vec<String>,
     chunks: i64,
     written: Written,
@@ -291,8 +300,14 @@ struct Progress {
 }
 
 impl<'a> Run<'a> {
-    /// The run. `Ok` carries the final report (Succeeded or Failed) — already written to the
-    /// IngestionJob unless the reporter writes nowhere; `Err` is a run to be tried again.
+    /// The semaphore [`Run::heavy`] starts with: two large documents (PDFs and documents of
+    /// 64 KiB or more) parsed at once.
+    pub fn heavy_parses() -> tokio::sync::Semaphore {
+        tokio::sync::Semaphore::new(2)
+    }
+
+    /// The run. `Ok` carries the final report (Succeeded or Failed), for the caller to write to
+    /// the IngestionJob ([`Reporter::finish`]); `Err` is a run to be tried again.
     pub async fn run(&self) -> Result<Report, RunError> {
         let shape = Arc::new(Shape::new(self.spec));
         let mut p = Progress {
@@ -345,53 +360,75 @@ impl<'a> Run<'a> {
         let all_ids: Vec<String> = listed.iter().map(|d| d.id.clone()).collect();
         let replace = self.spec.mode == IngestMode::Replace;
 
-        let mut reads = futures::stream::iter(listed)
-            .map(|doc| {
-                let shape = shape.clone();
-                async move {
-                    let read = self.read_one(shape, &doc).await;
-                    (doc, read)
+        // Reading and parsing go on while a batch is written: the reader fills a bounded
+        // channel, the writer drains it (one task, two futures polled together).
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<(DocRef, Read)>(self.concurrency * 4);
+        let reader_shape = shape.clone();
+        let reader = async move {
+            let shape = reader_shape;
+            let mut reads = futures::stream::iter(listed)
+                .map(|doc| {
+                    let shape = shape.clone();
+                    async move {
+                        let read = self.read_one(shape, &doc).await;
+                        (doc, read)
+                    }
+                })
+                .buffered(self.concurrency);
+            while let Some(item) = reads.next().await {
+                if tx.send(item).await.is_err() {
+                    break; // the writer stopped (an error): stop reading
                 }
-            })
-            .buffered(self.concurrency);
+            }
+        };
         let mut pending: Vec<Doc> = vec![];
-        let mut pending_docs = 0usize;
-        let mut seen = std::collections::HashSet::new();
-        while let Some((doc, mut read)) = reads.next().await {
-            p.found += (read.docs.len() + read.failures.len()).max(1) as u64;
-            if read.whole_failed {
-                p.failed_entries.push(doc.id.clone());
-            }
-            // One document per id: a URL listed twice, two JSONL records with one id.
-            let (unique, repeated): (Vec<Doc>, Vec<Doc>) = read
-                .docs
-                .into_iter()
-                .partition(|d| seen.insert(d.id.clone()));
-            read.docs = unique;
-            for d in repeated {
-                read.failures.push(failure(
-                    &d.rows[0].source,
-                    "DuplicateDocument",
-                    "another document of this job has the same id (a URL listed twice, or a JSONL id repeated); the first one was ingested".into(),
-                ));
-            }
-            for f in read.failures {
-                self.metrics.failure(static_reason(&f.reason));
-                p.failed += 1;
-                if p.failures.len() < crate::report::MAX_FAILURES {
-                    p.failures.push(f);
+        let progress = &mut p;
+        let pending_ref = &mut pending;
+        let writer = async move {
+            let (p, pending) = (progress, pending_ref);
+            let mut pending_docs = 0usize;
+            let mut seen = std::collections::HashSet::new();
+            while let Some((doc, mut read)) = rx.recv().await {
+                p.found += (read.docs.len() + read.failures.len()).max(1) as u64;
+                // An entry with a failure keeps its earlier chunks in a Replace: all of a file
+                // that failed, and the records of a JSONL file of which one failed.
+                if !read.failures.is_empty() {
+                    p.failed_entries.push(doc.id.clone());
                 }
+                // One document per id: a URL listed twice, two JSONL records with one id.
+                let (unique, repeated): (Vec<Doc>, Vec<Doc>) = read
+                    .docs
+                    .into_iter()
+                    .partition(|d| seen.insert(d.id.clone()));
+                read.docs = unique;
+                for d in repeated {
+                    read.failures.push(failure(
+                        &d.rows[0].source,
+                        "DuplicateDocument",
+                        "another document of this job has the same id (a URL listed twice, or a JSONL id repeated); the first one was ingested".into(),
+                    ));
+                }
+                for f in read.failures {
+                    self.metrics.failure(static_reason(&f.reason));
+                    p.failed += 1;
+                    if p.failures.len() < crate::report::MAX_FAILURES {
+                        p.failures.push(f);
+                    }
+                }
+                pending_docs += read.docs.len();
+                pending.extend(read.docs);
+                if !replace && pending_docs >= self.batch_documents {
+                    self.flush(p, std::mem::take(pending), None).await?;
+                    pending_docs = 0;
+                }
+                // At most every 2 s (the reporter throttles): failures show while a long run
+                // goes on.
+                self.progress(p).await;
             }
-            pending_docs += read.docs.len();
-            pending.extend(read.docs);
-            if !replace && pending_docs >= self.batch_documents {
-                self.flush(&mut p, std::mem::take(&mut pending), None)
-                    .await?;
-                pending_docs = 0;
-                self.progress(&mut p).await;
-            }
-        }
-        drop(reads);
+            Ok::<(), RunError>(())
+        };
+        let ((), written) = futures::join!(reader, writer);
+        written?;
         let replace_scope = replace.then(|| Replace {
             tags: shape.tags.clone(),
             keep: all_ids
@@ -434,6 +471,9 @@ impl<'a> Run<'a> {
     }
 
     async fn progress(&self, p: &mut Progress) {
+        if !self.reporter.due().await {
+            return;
+        }
         p.report.documents = p.ingested.len() as i64;
         p.report.chunks = p.chunks;
         p.report.failed = p.failed as i64;
@@ -474,7 +514,6 @@ impl<'a> Run<'a> {
         let whole = |reason: &'static str, message: String| Read {
             docs: vec![],
             failures: vec![failure(&doc.name, reason, message)],
-            whole_failed: true,
         };
         let fetched = match self.fetch_with_retries(doc).await {
             Ok(f) => f,
@@ -495,6 +534,10 @@ impl<'a> Run<'a> {
         }
         // Large documents and PDFs off the async threads, within a deadline.
         let (doc2, bytes) = (doc.clone(), fetched.bytes);
+        // At most two at once: a large document's analysis takes many times its size in memory.
+        let Ok(_permit) = self.heavy.acquire().await else {
+            return whole("ParseTimeout", "the worker is shutting down".into());
+        };
         let task = tokio::task::spawn_blocking(move || {
             span.in_scope(|| shape.read(&doc2, format, &bytes))
         });
@@ -588,6 +631,9 @@ impl<'a> Run<'a> {
                     .is_none_or(|s| {
                         s.content_hash.as_deref() != Some(r.content_hash.as_str())
                             || s.embedding_model.as_deref() != Some(embedder.model())
+                            || embedder
+                                .dimensions()
+                                .is_some_and(|d| s.embedding_dimensions != Some(d as i32))
                     })
             })
             .map(|(i, _)| i)

@@ -53,15 +53,18 @@ impl Report {
 
 /// Writes reports to the IngestionJob, or nowhere (benchmarks, runs without an API server).
 pub struct Reporter {
-    target: Option<(Api<IngestionJob>, String)>,
+    /// The IngestionJob's API, name and uid (a precondition of every patch).
+    target: Option<(Api<IngestionJob>, String, Option<String>)>,
     last: Mutex<Option<Instant>>,
+    sent: Mutex<Option<Report>>,
 }
 
 impl Reporter {
-    pub fn new(api: Api<IngestionJob>, name: &str) -> Self {
+    pub fn new(api: Api<IngestionJob>, name: &str, uid: Option<String>) -> Self {
         Reporter {
-            target: Some((api, name.to_string())),
+            target: Some((api, name.to_string(), uid)),
             last: Mutex::new(None),
+            sent: Mutex::new(None),
         }
     }
 
@@ -69,17 +72,28 @@ impl Reporter {
         Reporter {
             target: None,
             last: Mutex::new(None),
+            sent: Mutex::new(None),
         }
     }
 
+    /// The last report that reached the IngestionJob.
+    pub async fn last(&self) -> Option<Report> {
+        self.sent.lock().await.clone()
+    }
+
     async fn apply(&self, report: &Report) -> Result<(), kube::Error> {
-        let Some((api, name)) = &self.target else {
+        let Some((api, name, uid)) = &self.target else {
             return Ok(());
         };
+        let mut metadata = serde_json::json!({"name": name});
+        if let Some(uid) = uid {
+            // Refused (409) when the object of that name is another one.
+            metadata["uid"] = uid.as_str().into();
+        }
         let patch = serde_json::json!({
             "apiVersion": "xin.dev/v1alpha1",
             "kind": "IngestionJob",
-            "metadata": {"name": name},
+            "metadata": metadata,
             "status": report.status(),
         });
         api.patch_status(
@@ -87,8 +101,20 @@ impl Reporter {
             &PatchParams::apply(FIELD_MANAGER).force(),
             &Patch::Apply(&patch),
         )
-        .await
-        .map(|_| ())
+        .await?;
+        *self.sent.lock().await = Some(report.clone());
+        Ok(())
+    }
+
+    /// Whether a progress report would go out now (none went out in the last
+    /// [`PROGRESS_INTERVAL`], and there is an IngestionJob to write to).
+    pub async fn due(&self) -> bool {
+        self.target.is_some()
+            && self
+                .last
+                .lock()
+                .await
+                .is_none_or(|t| t.elapsed() >= PROGRESS_INTERVAL)
     }
 
     /// A progress report, unless one went out less than [`PROGRESS_INTERVAL`] ago; a failed
@@ -111,8 +137,8 @@ impl Reporter {
             attempt += 1;
             match self.apply(report).await {
                 Ok(()) => return Ok(()),
-                // Forbidden or gone: retrying will not help.
-                Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 => {
+                // Forbidden, gone, or another object by now: retrying will not help.
+                Err(kube::Error::Api(s)) if s.code == 403 || s.code == 404 || s.code == 409 => {
                     return Err(format!(
                         "cannot report the result in the IngestionJob's status: {}",
                         s.message

@@ -21,16 +21,45 @@ use xin_api::ingestion::Source as SourceSpec;
 use xin_runtime::outbound::{Limits, Outbound, OutboundError};
 
 /// One document to read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct DocRef {
-    /// Stable id in the knowledge store.
+    /// Stable id in the knowledge store: never a secret (a URL's userinfo, query and fragment
+    /// are replaced by a digest).
     pub id: String,
+    /// The URL to fetch, which may hold credentials: never logged, stored or shown.
+    pub url: Option<String>,
     /// For people: the ConfigMap key, URL or object key (the document in `status.failures`).
     pub name: String,
     /// What the format is detected from (a key, an object key, a URL's path).
     pub file_name: String,
     /// Size when the listing tells.
     pub size: Option<u64>,
+}
+
+// The URL may carry credentials.
+impl std::fmt::Debug for DocRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DocRef")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("size", &self.size)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A URL's document id: the URL itself when it has no userinfo, query or fragment; else the
+/// URL cut to `scheme://host[:port]/path` and `~` with 16 hex digits of the whole URL's
+/// SHA-256 (two URLs that differ only in their query stay two documents, and a token in a
+/// query never reaches the store, the prompt or the status).
+pub fn url_id(url: &str) -> String {
+    let redacted = xin_runtime::outbound::redact_url(url);
+    if redacted == url {
+        return redacted;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(url.as_bytes());
+    let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{redacted}~{hex}")
 }
 
 /// A document's bytes.
@@ -49,8 +78,12 @@ pub enum FetchError {
     NotAllowed(String),
     #[error("not found")]
     NotFound,
+    /// Worth another try: a connection, a timeout, a 5xx or 429.
     #[error("{0}")]
     Failed(String),
+    /// Another try would get the same answer (a 401, 403 or other 4xx).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl FetchError {
@@ -59,7 +92,7 @@ impl FetchError {
             FetchError::TooLarge { .. } => "TooLarge",
             FetchError::NotAllowed(_) => "DestinationNotAllowed",
             FetchError::NotFound => "NotFound",
-            FetchError::Failed(_) => "FetchFailed",
+            FetchError::Failed(_) | FetchError::Refused(_) => "FetchFailed",
         }
     }
 }
@@ -70,8 +103,9 @@ impl FetchError {
 pub struct SourceError(pub String);
 
 enum Kind {
-    /// Keys and values; `None` for a key the spec names that the ConfigMap lacks.
-    ConfigMap(BTreeMap<String, Option<Vec<u8>>>),
+    /// The ConfigMap's name; keys and values, `None` for a key the spec names that the
+    /// ConfigMap lacks.
+    ConfigMap(String, BTreeMap<String, Option<Vec<u8>>>),
     Urls {
         urls: Vec<String>,
         headers: HeaderMap,
@@ -143,7 +177,7 @@ impl Source {
                     data.entry(k.clone()).or_insert(None);
                 }
             }
-            Kind::ConfigMap(data)
+            Kind::ConfigMap(cm.name.clone(), data)
         } else if let Some(u) = &o.spec.url {
             let headers = match (&u.headers_secret_ref, o.headers_dir) {
                 (Some(r), Some(dir)) => read_headers(dir).map_err(|e| {
@@ -217,10 +251,11 @@ impl Source {
     /// `max`).
     pub async fn list(&self, max: usize) -> Result<Vec<DocRef>, SourceError> {
         match &self.kind {
-            Kind::ConfigMap(data) => Ok(data
+            Kind::ConfigMap(cm, data) => Ok(data
                 .keys()
                 .map(|k| DocRef {
-                    id: format!("configmap:{k}"),
+                    url: None,
+                    id: format!("configmap:{cm}/{k}"),
                     name: k.clone(),
                     file_name: k.clone(),
                     size: None,
@@ -229,7 +264,8 @@ impl Source {
             Kind::Urls { urls, .. } => Ok(urls
                 .iter()
                 .map(|u| DocRef {
-                    id: u.clone(),
+                    url: Some(u.clone()),
+                    id: url_id(u),
                     name: xin_runtime::outbound::redact_url(u),
                     file_name: reqwest::Url::parse(u)
                         .map(|p| p.path().to_string())
@@ -258,6 +294,7 @@ impl Source {
                         continue;
                     }
                     out.push(DocRef {
+                        url: None,
                         id: format!("s3://{bucket}/{key}"),
                         name: key.clone(),
                         file_name: key,
@@ -278,6 +315,7 @@ impl Source {
                     if e.file_type().is_ok_and(|t| t.is_file()) {
                         let name = e.file_name().to_string_lossy().into_owned();
                         out.push(DocRef {
+                            url: None,
                             id: format!("file:{name}"),
                             name: name.clone(),
                             file_name: name,
@@ -303,7 +341,7 @@ impl Source {
             return Err(too_large);
         }
         match &self.kind {
-            Kind::ConfigMap(data) => match data.get(&doc.name) {
+            Kind::ConfigMap(_, data) => match data.get(&doc.name) {
                 Some(Some(b)) => Ok(Fetched {
                     bytes: b.clone(),
                     content_type: None,
@@ -313,7 +351,8 @@ impl Source {
             Kind::Urls {
                 headers, client, ..
             } => {
-                let req = client.get(&doc.id).headers(headers.clone());
+                let url = doc.url.as_deref().unwrap_or(&doc.id);
+                let req = client.get(url).headers(headers.clone());
                 let resp = client.send(req).await.map_err(|e| match e {
                     OutboundError::ResponseTooLarge { .. } => too_large.clone(),
                     OutboundError::DestinationNotAllowed { .. } => {
@@ -326,8 +365,17 @@ impl Source {
                 {
                     return Err(FetchError::NotFound);
                 }
-                if !resp.status.is_success() {
+                if resp.status.is_server_error()
+                    || resp.status.as_u16() == 429
+                    || resp.status.as_u16() == 408
+                {
                     return Err(FetchError::Failed(format!("answered HTTP {}", resp.status)));
+                }
+                if !resp.status.is_success() {
+                    return Err(FetchError::Refused(format!(
+                        "answered HTTP {}",
+                        resp.status
+                    )));
                 }
                 let content_type = resp
                     .headers
@@ -413,6 +461,31 @@ impl object_store::client::HttpConnector for Connector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn url_ids_never_carry_credentials_or_queries() {
+        assert_eq!(
+            url_id("https://docs.example.com/faq.md"),
+            "https://docs.example.com/faq.md"
+        );
+        let a = url_id("https://u:pw@docs.example.com/faq?token=s3cr3t&page=1");
+        let b = url_id("https://u:pw@docs.example.com/faq?token=s3cr3t&page=2");
+        assert!(
+            a.starts_with("https://docs.example.com/faq~")
+                && a.len() == "https://docs.example.com/faq~".len() + 16,
+            "{a}"
+        );
+        assert_ne!(a, b);
+        assert!(!a.contains("s3cr3t") && !a.contains("pw"));
+        let d = DocRef {
+            id: a,
+            url: Some("https://u:pw@docs.example.com/faq?token=s3cr3t".into()),
+            name: "n".into(),
+            file_name: "f".into(),
+            size: None,
+        };
+        assert!(!format!("{d:?}").contains("s3cr3t"));
+    }
 
     #[test]
     fn headers_come_from_files_and_bad_ones_name_the_key_not_the_value() {

@@ -176,6 +176,7 @@ async fn run(
         batch_documents: 2,
         max_documents: 1000,
         retry_base: Duration::from_millis(10),
+        heavy: Run::heavy_parses(),
     }
     .run()
     .await
@@ -548,5 +549,41 @@ async fn embeddings_throttled_then_answered_are_retried_and_unchanged_chunks_are
         stand_in.requests.load(Ordering::SeqCst),
         before,
         "nothing embedded twice"
+    );
+}
+
+#[tokio::test]
+async fn a_nul_character_fails_only_its_document_and_a_url_token_never_reaches_the_store() {
+    let e = env().await;
+    let base = serve(vec![
+        ("/nul.txt", "text/plain", b"before\0after".to_vec()),
+        ("/doc.md", "text/markdown", b"# Doc\n\nFine.".to_vec()),
+        ("/private/denied.md", "text/markdown", b"# Never".to_vec()),
+    ])
+    .await;
+    let spec = spec(serde_json::json!({
+        "source": {"url": {"urls": [format!("{base}/nul.txt"), format!("{base}/doc.md?token=s3cr3t"), format!("{base}/private/denied.md")]}},
+        "failureThreshold": {"maxFailedPercent": 100},
+    }));
+    let source = open(&e, &spec, None, false).await;
+    let r = run(&e, &spec, &source, None).await;
+    assert_eq!(r.state, WorkerState::Succeeded, "{r:?}");
+    assert_eq!(
+        reasons(&r),
+        [
+            (format!("{base}/nul.txt"), "InvalidEncoding".into()),
+            // 401: refused, and not tried again.
+            (format!("{base}/private/denied.md"), "FetchFailed".into()),
+        ]
+    );
+    let (id, source_name): (String, String) =
+        sqlx::query_as("SELECT document_id, source FROM knowledge_chunks")
+            .fetch_one(&e.pool)
+            .await
+            .unwrap();
+    assert!(id.starts_with(&format!("{base}/doc.md~")), "{id}");
+    assert!(
+        !id.contains("s3cr3t") && !source_name.contains("s3cr3t"),
+        "{id} {source_name}"
     );
 }

@@ -18,8 +18,9 @@ use sqlx::{PgPool, Postgres, Transaction};
 /// One chunk to write.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ChunkRow {
-    /// The document's stable id (`configmap:<name>/<key>`, the URL, `s3://<bucket>/<key>`;
-    /// a JSONL record as `<document>#<id>`).
+    /// The document's stable id (`configmap:<name>/<key>`, the URL — cut to
+    /// `scheme://host/path~<digest>` when it has userinfo, a query or a fragment —,
+    /// `s3://<bucket>/<key>`; a JSONL record as `<document>#<id>`).
     pub document_id: String,
     /// Position in the document, from 0.
     pub chunk_index: i32,
@@ -80,6 +81,8 @@ fn hex(bytes: &[u8]) -> String {
 pub struct Stored {
     pub content_hash: Option<String>,
     pub embedding_model: Option<String>,
+    /// The embedding's length, when there is one.
+    pub embedding_dimensions: Option<i32>,
 }
 
 /// The stored chunks of `documents`, by (document, position).
@@ -88,9 +91,11 @@ pub async fn stored(
     tenant: &str,
     documents: &[String],
 ) -> Result<HashMap<(String, i32), Stored>, sqlx::Error> {
-    let rows: Vec<(String, i32, Option<String>, Option<String>)> = sqlx::query_as(
+    type Row = (String, i32, Option<String>, Option<String>, Option<i32>);
+    let rows: Vec<Row> = sqlx::query_as(
         "SELECT document_id, chunk_index, content_hash,
-                CASE WHEN embedding IS NOT NULL THEN embedding_model END
+                CASE WHEN embedding IS NOT NULL THEN embedding_model END,
+                array_length(embedding, 1)
          FROM knowledge_chunks WHERE tenant = $1 AND document_id = ANY($2)",
     )
     .bind(tenant)
@@ -99,15 +104,18 @@ pub async fn stored(
     .await?;
     Ok(rows
         .into_iter()
-        .map(|(d, i, content_hash, embedding_model)| {
-            (
-                (d, i),
-                Stored {
-                    content_hash,
-                    embedding_model,
-                },
-            )
-        })
+        .map(
+            |(d, i, content_hash, embedding_model, embedding_dimensions)| {
+                (
+                    (d, i),
+                    Stored {
+                        content_hash,
+                        embedding_model,
+                        embedding_dimensions,
+                    },
+                )
+            },
+        )
         .collect())
 }
 
@@ -212,7 +220,9 @@ async fn write_in(
             content_hash = EXCLUDED.content_hash, ingestion_job = EXCLUDED.ingestion_job
          WHERE knowledge_chunks.content_hash IS DISTINCT FROM EXCLUDED.content_hash
             OR (EXCLUDED.embedding IS NOT NULL
-                AND knowledge_chunks.embedding_model IS DISTINCT FROM EXCLUDED.embedding_model)
+                AND (knowledge_chunks.embedding_model IS DISTINCT FROM EXCLUDED.embedding_model
+                     OR array_length(knowledge_chunks.embedding, 1)
+                        IS DISTINCT FROM array_length(EXCLUDED.embedding, 1)))
          RETURNING (xmax = 0)",
     )
     .bind(set.tenant)

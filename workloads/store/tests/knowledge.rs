@@ -202,6 +202,15 @@ async fn an_unchanged_chunk_keeps_its_embedding_and_another_model_replaces_it() 
             .unwrap();
     assert_eq!((emb, model.as_deref()), (Some(vec![0.0, 1.0]), Some("m2")));
 
+    // Same model, other dimensions (the Tenant's `dimensions` changed): rewritten too.
+    r.embedding = Some((vec![0.0, 1.0, 0.0], "m2".into()));
+    let w = write(&pool, std::slice::from_ref(&r), None).await;
+    assert_eq!(w.updated, 1);
+    let stored = knowledge::stored(&pool, "acme", &["a".into()])
+        .await
+        .unwrap();
+    assert_eq!(stored[&("a".to_string(), 0)].embedding_dimensions, Some(3));
+
     // Changed text without an embedding: the old vector no longer describes it.
     write(&pool, &[row("a", 0, "a0 changed", &[])], None).await;
     let emb: Option<Vec<f32>> = sqlx::query_scalar("SELECT embedding FROM knowledge_chunks")

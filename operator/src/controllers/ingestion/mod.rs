@@ -38,12 +38,26 @@ pub enum Decision {
     Create,
     /// Follow the Job's status.
     Follow(Box<Job>),
+    /// A Job of that name belongs to an earlier IngestionJob of the same name (deleted and
+    /// applied again): wait for the garbage collector to remove it.
+    PreviousJob,
 }
 
 pub fn decide(ij: &IngestionJob, job: Option<&Job>) -> Decision {
     let current = ij.status.clone().unwrap_or_default();
     let finished = matches!(current.phase, Some(Phase::Succeeded | Phase::Failed));
+    let controller = |j: &Job| {
+        j.metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .find(|o| o.controller == Some(true))
+            .map(|o| o.uid.clone())
+    };
     match job {
+        Some(j) if controller(j).is_some_and(|u| Some(u) != ij.metadata.uid) => {
+            Decision::PreviousJob
+        }
         Some(j) => Decision::Follow(Box::new(j.clone())),
         None if finished => Decision::Done,
         None if current.job_name.is_some() => Decision::JobMissing,
@@ -166,6 +180,16 @@ impl Reconcile for IngestionJob {
         }
         let job = match decision {
             Decision::Done => return Ok(Pass::gone()),
+            Decision::PreviousJob => {
+                let waiting = crate::conditions::Health::Progressing {
+                    reason: reason::PROGRESSING,
+                    message: format!(
+                        "waiting for Job {name} of an earlier IngestionJob of this name to be removed"
+                    ),
+                };
+                return Ok(Pass::new(status::pending(&ij), waiting)
+                    .requeue(Requeue::After(Duration::from_secs(5))));
+            }
             Decision::JobMissing => {
                 let e = Error::new(&object, ApplyError::JobMissing { name: name.clone() });
                 return Ok(status::job_missing(&ij, &name, &e));

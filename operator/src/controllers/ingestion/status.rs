@@ -119,6 +119,29 @@ fn outcome(phase: Phase, failed_reason: &'static str) -> [Extra; 2] {
     ]
 }
 
+/// The health an IngestionJob finished with, from its `Ready` condition.
+fn kept_health(
+    phase: Phase,
+    conditions: &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition],
+) -> Option<Health> {
+    let ready = conditions
+        .iter()
+        .find(|c| c.type_ == xin_api::common::condition::READY)?;
+    let known = |r: &str| {
+        reason::ALL
+            .iter()
+            .chain(worker_reason::ALL)
+            .find(|k| **k == r)
+            .copied()
+    };
+    let reason = known(&ready.reason)?;
+    let message = ready.message.clone();
+    Some(match phase {
+        Phase::Succeeded => Health::Ready { reason, message },
+        _ => Health::Stalled { reason, message },
+    })
+}
+
 /// When the Job's condition `type_` became true.
 fn cond_time(
     job: &Job,
@@ -136,7 +159,17 @@ fn cond_time(
 /// The pass of an IngestionJob whose Job exists.
 pub fn follow(ij: &IngestionJob, job_name: &str, job: &Job) -> Pass<IngestionJobStatus> {
     let worker = ij.status.as_ref().and_then(|s| s.worker.as_ref());
-    let (phase, health) = from_job(job, worker);
+    let (mut phase, mut health) = from_job(job, worker);
+    // An outcome is final: a pod the Job runs again after the worker reported (a node lost)
+    // reports `Running` for a while, and that must not take the IngestionJob back.
+    let current = ij.status.clone().unwrap_or_default();
+    let mut kept = false;
+    if let Some(done @ (Phase::Succeeded | Phase::Failed)) = current.phase
+        && done != phase
+        && let Some(h) = kept_health(done, &current.conditions)
+    {
+        (phase, health, kept) = (done, h, true);
+    }
     let st = job.status.clone().unwrap_or_default();
     // Finished when the worker says so (or when the Job failed without its report).
     let start_time = st
@@ -148,6 +181,11 @@ pub fn follow(ij: &IngestionJob, job_name: &str, job: &Job) -> Pass<IngestionJob
             .or(st.completion_time)
             .or_else(|| cond_time(job, "Failed")),
         _ => None,
+    };
+    let (start_time, completion_time) = if kept {
+        (current.start_time, current.completion_time)
+    } else {
+        (start_time, completion_time)
     };
     let duration = match (&start_time, &completion_time) {
         (Some(s), Some(c)) => Some((c.0.as_second() - s.0.as_second()).max(0)),
@@ -289,6 +327,27 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+        // Once Succeeded, a pod run again (reporting Running) does not take it back.
+        let rerun = ij(serde_json::json!({
+            "phase": "Succeeded", "jobName": "ingest-faq",
+            "startTime": "2026-11-30T11:00:00Z", "completionTime": "2026-11-30T11:02:01Z",
+            "conditions": [{"type": "Ready", "status": "True", "reason": "JobSucceeded", "message": "ingestion finished",
+                "lastTransitionTime": "2026-11-30T11:02:01Z"}],
+            "worker": {"state": "Running"}}));
+        let again = follow(&rerun, "ingest-faq", &job(serde_json::json!({"active": 1})));
+        let st = again.status.clone().unwrap();
+        assert_eq!(st.phase, Some(Phase::Succeeded));
+        assert_eq!(
+            st.completion_time,
+            rerun.status.as_ref().unwrap().completion_time
+        );
+        assert!(matches!(
+            again.health,
+            Health::Ready {
+                reason: reason::JOB_SUCCEEDED,
+                ..
+            }
+        ));
         // An unknown reason from a worker is reported as the generic one.
         let odd = WorkerReport {
             state: WorkerState::Failed,
@@ -314,6 +373,24 @@ mod tests {
         assert_eq!(decide(&started, None), Decision::JobMissing);
         let new = ij(serde_json::json!({}));
         assert_eq!(decide(&new, None), Decision::Create);
+        // A Job left by an earlier IngestionJob of the same name is not followed.
+        let mut old = job(serde_json::json!({}));
+        old.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "xin.dev/v1alpha1".into(),
+                kind: "IngestionJob".into(),
+                name: "faq".into(),
+                uid: "uid-of-the-deleted-one".into(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        assert_eq!(decide(&new, Some(&old)), Decision::PreviousJob);
+        old.metadata.owner_references.as_mut().unwrap()[0].uid = "uid-faq".into();
+        assert_eq!(
+            decide(&new, Some(&old)),
+            Decision::Follow(Box::new(old.clone()))
+        );
         let j = job(serde_json::json!({}));
         assert_eq!(
             decide(&new, Some(&j)),
