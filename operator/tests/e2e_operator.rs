@@ -674,6 +674,23 @@ fn invalid_manifests_are_refused_by_the_api_server_with_their_messages() {
         "{}",
         run.stderr
     );
+    // A Replace without tags would take every untagged document of the tenant.
+    let run = kubectl_stdin(
+        &["apply", "-f", "-"],
+        Some(&ij(
+            "untagged",
+            "  source: {configMap: {name: faq}}\n  mode: Replace\n",
+        )),
+    );
+    assert!(
+        !run.ok && run.stderr.contains("mode Replace needs tags"),
+        "{}",
+        run.stderr
+    );
+    apply(&ij(
+        "tagged",
+        "  source: {configMap: {name: faq}}\n  mode: Replace\n  tags: [faq]\n",
+    ));
 }
 
 /// Each rule added so that a manifest the operator could only half build is refused up front:
