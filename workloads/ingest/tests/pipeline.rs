@@ -587,3 +587,96 @@ async fn a_nul_character_fails_only_its_document_and_a_url_token_never_reaches_t
         "{id} {source_name}"
     );
 }
+
+/// The database drops the worker's connections (an administrator terminates its backends)
+/// while it writes: the run retries, slows down, and ends with every document once.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_store_dropping_connections_mid_run_loses_and_duplicates_nothing() {
+    let url = xin_store::fresh_test_database().await;
+    let role = url
+        .trim_start_matches("postgres://")
+        .split(':')
+        .next()
+        .unwrap()
+        .to_string();
+    let pool = xin_store::connect(&url, 4).await.unwrap();
+    let http = HttpMetrics::default();
+    let metrics = Metrics::new("acme", &http);
+    let dir = std::env::temp_dir().join(format!("xin-ingest-flaky-{}", rand::random::<u64>()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = 2000;
+    for i in 0..n {
+        std::fs::write(
+            dir.join(format!("doc-{i:04}.md")),
+            format!(
+                "# Doc {i}\n\nParagraph one of document {i}.\n\nParagraph two of document {i}."
+            ),
+        )
+        .unwrap();
+    }
+    let spec = spec(serde_json::json!({"source": {"configMap": {"name": "x"}}, "tags": ["flaky"]}));
+    let source = Source::dir(dir.clone(), 1 << 20);
+    let admin = xin_store::connect(&xin_store::test_admin_url(), 1)
+        .await
+        .unwrap();
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let killer = {
+        let (done, role) = (done.clone(), role.clone());
+        tokio::spawn(async move {
+            let mut killed = 0i64;
+            // A few rounds, so that the run's retries (8 attempts each) can win.
+            for _ in 0..40 {
+                if done.load(Ordering::SeqCst) || killed >= 6 {
+                    break;
+                }
+                let k: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) FROM pg_stat_activity WHERE usename = $1",
+                )
+                .bind(&role)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+                killed += k;
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            killed
+        })
+    };
+    let report = Run {
+        tenant: "acme",
+        job: "flaky",
+        spec: &spec,
+        source: &source,
+        pool: &pool,
+        embedder: None,
+        reporter: &Reporter::none(),
+        metrics: &metrics,
+        concurrency: 4,
+        batch_documents: 50,
+        max_documents: 10_000,
+        retry_base: Duration::from_millis(20),
+        heavy: Run::heavy_parses(),
+    }
+    .run()
+    .await;
+    done.store(true, Ordering::SeqCst);
+    let killed = killer.await.unwrap();
+    assert!(
+        killed > 0,
+        "no connection of the worker was terminated: the test proved nothing"
+    );
+    let report = report.expect("the run survives dropped connections");
+    assert_eq!(report.state, WorkerState::Succeeded, "{report:?}");
+    assert_eq!(report.documents, n);
+    let check = xin_store::connect(&url, 1).await.unwrap();
+    let (docs, chunks, distinct): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(DISTINCT document_id), count(*), count(DISTINCT (document_id, chunk_index)) FROM knowledge_chunks",
+    )
+    .fetch_one(&check)
+    .await
+    .unwrap();
+    assert_eq!(docs, n);
+    assert_eq!(chunks, distinct, "no chunk twice");
+    assert_eq!(chunks, report.chunks, "the status counts are the store's");
+    let _ = std::fs::remove_dir_all(&dir);
+}
