@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use xin_api::ingestion::IngestionJobSpec;
 use xin_runtime::Redacted;
+use xin_runtime::args::{http_url, non_empty, positive, seconds};
 use xin_runtime::outbound::OutboundArgs;
 
 /// The command line / environment of `xin-ingest`. `Debug` shows every setting; the secrets
@@ -168,51 +169,12 @@ fn spec(s: &str) -> Result<IngestionJobSpec, String> {
     serde_json::from_str(s).map_err(|e| format!("INGEST_SPEC is not an IngestionJob spec: {e}"))
 }
 
-fn non_empty(var: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
-    move |s| {
-        if s.trim().is_empty() {
-            Err(format!("{var} must not be empty"))
-        } else {
-            Ok(s.to_string())
-        }
-    }
-}
-
-fn positive(var: &'static str, max: usize) -> impl Fn(&str) -> Result<usize, String> + Clone {
-    move |s| match s.trim().parse::<usize>() {
-        Ok(v) if (1..=max).contains(&v) => Ok(v),
-        _ => Err(format!(
-            "{var} must be a whole number from 1 to {max}, got {s:?}"
-        )),
-    }
-}
-
-fn seconds(var: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone {
-    move |s| match s.trim().parse::<f64>() {
-        Ok(v) if v.is_finite() && v > 0.0 && v <= 3600.0 => Ok(Duration::from_secs_f64(v)),
-        _ => Err(format!(
-            "{var} must be a number of seconds above 0 and at most 3600, got {s:?}"
-        )),
-    }
-}
-
 fn seconds_or_zero(var: &'static str) -> impl Fn(&str) -> Result<Duration, String> + Clone {
     move |s| match s.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && (0.0..=3600.0).contains(&v) => Ok(Duration::from_secs_f64(v)),
         _ => Err(format!(
             "{var} must be a number of seconds from 0 to 3600, got {s:?}"
         )),
-    }
-}
-
-fn http_url(var: &'static str) -> impl Fn(&str) -> Result<String, String> + Clone {
-    move |s| {
-        let s = s.trim().trim_end_matches('/');
-        let url = reqwest::Url::parse(s).map_err(|e| format!("{var} is not a URL: {e}"))?;
-        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
-            return Err(format!("{var} must be an http:// or https:// URL"));
-        }
-        Ok(s.to_string())
     }
 }
 

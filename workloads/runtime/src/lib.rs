@@ -23,6 +23,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 use tracing::Instrument;
 
+pub mod args;
 pub mod outbound;
 pub mod signing;
 pub mod telemetry;
