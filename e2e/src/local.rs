@@ -35,8 +35,14 @@ fn secret_value(ns: &str, name: &str, key: &str) -> Result<String, String> {
 pub fn rendered_env(ns: &str, deployment: &str) -> Result<Vec<(String, String)>, String> {
     let d = get_json(&["deployment", deployment, "-n", ns])
         .ok_or_else(|| format!("Deployment {ns}/{deployment} not found"))?;
-    let env = d
-        .pointer("/spec/template/spec/containers/0/env")
+    resolve_env(ns, deployment, &d["spec"]["template"]["spec"])
+}
+
+/// The environment of a pod template's first container, `secretKeyRef`s read from the
+/// Secrets; `owner` names the workload in errors.
+fn resolve_env(ns: &str, owner: &str, pod: &Value) -> Result<Vec<(String, String)>, String> {
+    let env = pod
+        .pointer("/containers/0/env")
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default();
@@ -50,7 +56,7 @@ pub fn rendered_env(ns: &str, deployment: &str) -> Result<Vec<(String, String)>,
             match (r["name"].as_str(), r["key"].as_str()) {
                 (Some(s), Some(k)) => Ok((name, secret_value(ns, s, k)?)),
                 _ => Err(format!(
-                    "{deployment}: variable {name} has a source this runner does not resolve"
+                    "{owner}: variable {name} has a source this runner does not resolve"
                 )),
             }
         })
@@ -239,28 +245,7 @@ pub fn ingest_env(
         .pointer("/spec/template/spec")
         .cloned()
         .unwrap_or_default();
-    let env = pod
-        .pointer("/containers/0/env")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
-    let mut out = Vec::new();
-    for e in &env {
-        let var = e["name"].as_str().unwrap_or_default().to_string();
-        if let Some(v) = e["value"].as_str() {
-            out.push((var, v.to_string()));
-            continue;
-        }
-        let r = &e["valueFrom"]["secretKeyRef"];
-        match (r["name"].as_str(), r["key"].as_str()) {
-            (Some(s), Some(k)) => out.push((var, secret_value(ns, s, k)?)),
-            _ => {
-                return Err(format!(
-                    "{job_name}: variable {var} has a source this runner does not resolve"
-                ));
-            }
-        }
-    }
+    let mut out = resolve_env(ns, job_name, &pod)?;
     // The headers Secret, as the kubelet would mount it: one file per key.
     for v in pod["volumes"].as_array().into_iter().flatten() {
         let Some(secret) = v.pointer("/secret/secretName").and_then(Value::as_str) else {

@@ -473,7 +473,9 @@ fn heading_line(line: &str) -> Option<(usize, &str)> {
     Some((level, title))
 }
 
-fn fence_marker(line: &str) -> Option<(u8, usize)> {
+/// A fenced code block's marker line: its character (`` ` `` or `~`) and length (at least 3,
+/// indented at most 3 spaces). Shared with [`crate::formats`] (Markdown titles).
+pub(crate) fn fence_marker(line: &str) -> Option<(u8, usize)> {
     let trimmed = line.trim_start_matches(' ');
     if line.len() - trimmed.len() > 3 {
         return None;

@@ -76,6 +76,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::chunk::fence_marker;
+
 /// A supported source format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Format {
@@ -364,19 +366,6 @@ fn atx_heading(line: &str) -> Option<(usize, &str)> {
     Some((level, content))
 }
 
-fn fence_marker(line: &str) -> Option<(u8, usize)> {
-    let trimmed = line.trim_start_matches(' ');
-    if line.len() - trimmed.len() > 3 {
-        return None;
-    }
-    let first = *trimmed.as_bytes().first()?;
-    if first != b'`' && first != b'~' {
-        return None;
-    }
-    let n = trimmed.bytes().take_while(|&b| b == first).count();
-    (n >= 3).then_some((first, n))
-}
-
 /// First level-1 ATX heading, else the first heading of any level, outside
 /// fenced code blocks.
 fn markdown_title(text: &str) -> String {
@@ -544,13 +533,7 @@ fn html_to_text(source: &str) -> (String, String) {
                     });
                 if name == "title" {
                     if title.is_none() {
-                        let mut t = String::new();
-                        for d in node.descendants() {
-                            if let scraper::Node::Text(x) = d.value() {
-                                t.push_str(x);
-                            }
-                        }
-                        let t = collapse_ws(&t);
+                        let t = text_of(node.descendants().map(|d| d.value()));
                         if !t.is_empty() {
                             title = Some(t);
                         }
@@ -580,13 +563,7 @@ fn html_to_text(source: &str) -> (String, String) {
                             if let scraper::Node::Element(e) = d.value()
                                 && e.name() == "title"
                             {
-                                let mut t = String::new();
-                                for x in d.descendants() {
-                                    if let scraper::Node::Text(x) = x.value() {
-                                        t.push_str(x);
-                                    }
-                                }
-                                let t = collapse_ws(&t);
+                                let t = text_of(d.descendants().map(|x| x.value()));
                                 if !t.is_empty() {
                                     title = Some(t);
                                     break;
@@ -655,6 +632,17 @@ fn html_to_text(source: &str) -> (String, String) {
 
     let text = sink.out.trim_end().to_owned();
     (title.or(first_h1).unwrap_or_default(), text)
+}
+
+/// The text of `nodes` (an element's descendants), whitespace collapsed (a `<title>`).
+fn text_of<'a>(nodes: impl Iterator<Item = &'a scraper::Node>) -> String {
+    let mut t = String::new();
+    for d in nodes {
+        if let scraper::Node::Text(x) = d {
+            t.push_str(&x[..]);
+        }
+    }
+    collapse_ws(&t)
 }
 
 fn heading_level(name: &str) -> Option<usize> {
