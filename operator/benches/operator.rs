@@ -129,6 +129,7 @@ fn children(tenant_name: &str, ns: &str, cfg: &Config) -> Vec<Value> {
         namespace: ns.into(),
         channels: channels.len() as i32,
         rules: 1,
+        rule_secrets: vec![],
         workloads: Ok(WorkloadInputs {
             db_url: b"postgres://x:y@db:5432/x".to_vec(),
             database_plan: xin_operator::controllers::tenant::database::DatabasePlan::External {

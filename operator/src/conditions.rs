@@ -17,6 +17,8 @@ pub mod reason {
     pub const TENANT_DELETING: &str = "TenantDeleting";
     pub const INVALID_TIME_ZONE: &str = "InvalidTimeZone";
     pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
+    pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
+    pub const INVALID_HEADERS: &str = "InvalidHeaders";
     pub const JOB_RUNNING: &str = "JobRunning";
     pub const JOB_SUCCEEDED: &str = "JobSucceeded";
     pub const JOB_FAILED: &str = "JobFailed";

@@ -121,6 +121,10 @@ pub enum ValidateError {
     InvalidTimeZone { field: &'static str, value: String },
     #[error("{0}")]
     InvalidSchedule(String),
+    #[error("{0}")]
+    InvalidTemplate(String),
+    #[error("Secret {secret} (spec.action.webhook.headersSecretRef): {problem}")]
+    InvalidHeaders { secret: String, problem: String },
     #[error("spec.{section} is required for this channel type")]
     MissingSection { section: &'static str },
     #[error(
@@ -360,6 +364,8 @@ impl Error {
             Cause::Validate(e) => match e {
                 ValidateError::InvalidTimeZone { .. } => reason::INVALID_TIME_ZONE,
                 ValidateError::InvalidSchedule(_) => reason::INVALID_SCHEDULE,
+                ValidateError::InvalidTemplate(_) => reason::INVALID_TEMPLATE,
+                ValidateError::InvalidHeaders { .. } => reason::INVALID_HEADERS,
                 ValidateError::MissingSection { .. } => reason::INVALID_SPEC,
                 ValidateError::ReservedNamespace { .. } => reason::NAMESPACE_CONFLICT,
                 ValidateError::DestinationNotAllowed { .. } => reason::DESTINATION_NOT_ALLOWED,

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{
     LimitRange, LimitRangeItem, LimitRangeSpec, Namespace, ResourceQuota, ResourceQuotaSpec,
     Secret, ServiceAccount,
 };
-use k8s_openapi::api::rbac::v1::{Role, RoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
@@ -121,9 +121,25 @@ pub fn build_service_account(tenant: &Tenant, ns: &str, component: Component) ->
 }
 
 /// Least privilege: the component's rights ([`Component::role_rules`]); `None` for a component
-/// that never talks to the API server.
-pub fn build_role(tenant: &Tenant, ns: &str, component: Component) -> Option<Role> {
-    let rules = component.role_rules();
+/// that never talks to the API server. The automation worker may also `get` exactly the Secrets
+/// its rules name (`rule_secrets`), by name: not the namespace's others (database credentials,
+/// channel tokens).
+pub fn build_role(
+    tenant: &Tenant,
+    ns: &str,
+    component: Component,
+    rule_secrets: &[String],
+) -> Option<Role> {
+    let mut rules = component.role_rules();
+    if component == Component::Automation && !rule_secrets.is_empty() {
+        rules.push(PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["secrets".into()]),
+            resource_names: Some(rule_secrets.to_vec()),
+            verbs: vec!["get".into()],
+            ..PolicyRule::default()
+        });
+    }
     (!rules.is_empty()).then(|| Role {
         metadata: meta(
             tenant,
@@ -138,7 +154,7 @@ pub fn build_role(tenant: &Tenant, ns: &str, component: Component) -> Option<Rol
 
 /// Binds the component's Role to its ServiceAccount; `None` when it has no Role.
 pub fn build_role_binding(tenant: &Tenant, ns: &str, component: Component) -> Option<RoleBinding> {
-    build_role(tenant, ns, component)?;
+    build_role(tenant, ns, component, &[])?;
     let name = component.workload_name();
     Some(RoleBinding {
         metadata: meta(tenant, &name, ns, &tenant.name_any(), component.as_str()),
@@ -350,15 +366,30 @@ pub(crate) mod tests {
     #[test]
     fn only_workers_get_api_access() {
         let t = tenant("acme");
-        let auto = build_role(&t, "xin-acme", Component::Automation)
+        let auto = build_role(&t, "xin-acme", Component::Automation, &["hooks".into()])
             .unwrap()
             .rules
             .unwrap();
+        // Secrets: `get` by name only, the ones the rules reference.
+        assert!(
+            auto.iter()
+                .any(|r| r.resources.as_ref().unwrap() == &["secrets"]
+                    && r.verbs == ["get"]
+                    && r.resource_names.as_deref() == Some(&["hooks".to_string()][..]))
+        );
+        let no_refs = build_role(&t, "xin-acme", Component::Automation, &[]).unwrap();
+        assert!(
+            !no_refs
+                .rules
+                .unwrap()
+                .iter()
+                .any(|r| r.resources.as_ref().unwrap() == &["secrets"])
+        );
         assert!(auto.iter().any(
             |r| r.resources.as_ref().unwrap() == &["automationrules/status"]
                 && r.verbs == ["patch"]
         ));
-        assert!(build_role(&t, "xin-acme", Component::Gateway).is_none());
+        assert!(build_role(&t, "xin-acme", Component::Gateway, &["x".into()]).is_none());
         assert!(build_role_binding(&t, "xin-acme", Component::Orchestrator).is_none());
         assert!(auto.iter().all(|r| {
             !r.verbs

@@ -221,11 +221,17 @@ pub fn wire(client: &Client) -> Wiring {
             AutomationRule,
             watcher::Config::default(),
             move |r: &AutomationRule, gone| {
-                if seen.changed(r, gone) {
+                // The worker's status reports (every few seconds) are not news to either
+                // controller: only the spec, metadata and existence are.
+                let changed = seen.changed(r, gone);
+                if changed {
                     let _ = t.rule.unbounded_send(ObjectRef::from_obj(r));
                 }
-                // The number of rules decides whether the automation worker runs.
-                t.tenant_of(r.namespace().as_deref());
+                // The rules decide whether the automation worker runs, and which Secrets its
+                // Role names.
+                if changed || gone {
+                    t.tenant_of(r.namespace().as_deref());
+                }
             }
         )
     };

@@ -3,14 +3,18 @@
 //! controller writes only `observedGeneration` and `conditions`.
 //!
 //! One pass: [`resolve`] (the Tenant, the Secrets the action names) → [`validate`] (the
-//! schedule and its time zone, the webhook and CRM URLs' destinations) → status. A rule has
-//! no children.
+//! schedule and its time zone, the webhook and CRM URLs' destinations, the templates rendered
+//! for sample runs, the webhook's extra headers) → status. A rule has no children.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+use k8s_openapi::ByteString;
 
 use kube::ResourceExt;
 use kube::runtime::reflector::Store;
-use xin_api::automation::{AutomationRule, AutomationRuleStatus};
+use xin_api::automation::schedule::parse_cron;
+use xin_api::automation::{AutomationRule, AutomationRuleStatus, check_header, template};
 use xin_api::tenant::Tenant;
 
 use super::Context;
@@ -19,19 +23,6 @@ use super::runner::{Extra, Pass, Reconcile, status_fields};
 use crate::conditions::{Health, reason, types};
 use crate::config::Config;
 use crate::error::{OnObject, ResolveError, Result, ValidateError, object_name};
-
-/// Parses a standard 5-field crontab expression (minute hour day-of-month month day-of-week,
-/// Sunday = 0 or 7), refusing the 6- and 7-field forms some libraries accept.
-pub fn parse_cron(expr: &str) -> std::result::Result<croner::Cron, String> {
-    let fields = expr.split_whitespace().count();
-    if fields != 5 {
-        return Err(format!(
-            "cron {expr:?} has {fields} fields; use standard 5-field crontab syntax (minute hour day-of-month month day-of-week)"
-        ));
-    }
-    expr.parse::<croner::Cron>()
-        .map_err(|e| format!("cron {expr:?} is invalid: {e}"))
-}
 
 /// The Secrets a rule's action names: `(keys, whole Secrets)`.
 fn secret_refs(rule: &AutomationRule) -> (Vec<xin_api::SecretKeyRef>, Vec<String>) {
@@ -50,22 +41,39 @@ fn secret_refs(rule: &AutomationRule) -> (Vec<xin_api::SecretKeyRef>, Vec<String
     (keys, whole)
 }
 
+/// Every Secret `rule` names (the automation worker's Role grants `get` on exactly these).
+pub fn secret_names(rule: &AutomationRule) -> Vec<String> {
+    let (keys, mut whole) = secret_refs(rule);
+    whole.extend(keys.into_iter().map(|k| k.name));
+    whole
+}
+
 /// Whether `rule` names Secret `name` (so a change of it concerns the rule).
 pub fn references_secret(rule: &AutomationRule, name: &str) -> bool {
     let (keys, whole) = secret_refs(rule);
     keys.iter().any(|k| k.name == name) || whole.iter().any(|w| w == name)
 }
 
+/// What a rule's pass reads.
+pub struct Resolved {
+    pub tenant: Arc<Tenant>,
+    /// The webhook's headers Secret's data, when it names one.
+    pub headers: Option<(String, BTreeMap<String, ByteString>)>,
+}
+
 /// The owning Tenant, and every Secret the action names.
 async fn resolve(
     rule: &AutomationRule,
     ctx: &Context,
-) -> std::result::Result<Arc<Tenant>, ResolveError> {
+) -> std::result::Result<Resolved, ResolveError> {
     let ns = rule.namespace().unwrap_or_default();
     let tenant = owning_tenant(&ctx.stores.tenants, &ns)?;
     let (keys, whole) = secret_refs(rule);
     if keys.is_empty() && whole.is_empty() {
-        return Ok(tenant);
+        return Ok(Resolved {
+            tenant,
+            headers: None,
+        });
     }
     let secrets = ctx.stores.secrets.store(&ns).await?;
     for r in &keys {
@@ -74,18 +82,39 @@ async fn resolve(
     for n in &whole {
         secret_exists(&secrets, &ns, n)?;
     }
-    Ok(tenant)
+    let headers = rule
+        .spec
+        .action
+        .webhook
+        .as_ref()
+        .and_then(|w| w.headers_secret_ref.as_ref())
+        .and_then(|r| {
+            let s = super::resolve::secret(&secrets, &ns, &r.name)?;
+            Some((r.name.clone(), s.data.clone().unwrap_or_default()))
+        });
+    Ok(Resolved { tenant, headers })
 }
 
 /// The webhook and CRM URLs are not destinations the outbound policy refuses by their
-/// literal host (the worker checks what names resolve to), and the schedule parses as a
-/// 5-field crontab, in a time zone the tz database knows.
+/// literal host (the worker checks what names resolve to); the templates render (a CRM body
+/// to valid JSON) for sample runs of the rule's triggers; the webhook's extra headers can be
+/// sent; and the schedule parses as a 5-field crontab, in a time zone the tz database knows.
 pub fn validate(
     rule: &AutomationRule,
-    tenant: &Tenant,
+    resolved: &Resolved,
     config: &Config,
 ) -> std::result::Result<(), ValidateError> {
+    let tenant = &resolved.tenant;
     let a = &rule.spec.action;
+    template::check(&rule.spec.trigger, a).map_err(ValidateError::InvalidTemplate)?;
+    if let Some((secret, data)) = &resolved.headers {
+        for (k, v) in data {
+            check_header(k, &v.0).map_err(|problem| ValidateError::InvalidHeaders {
+                secret: secret.clone(),
+                problem,
+            })?;
+        }
+    }
     let policy = config.destination_policy();
     if let Some(w) = &a.webhook {
         ValidateError::check_destination(&policy, "spec.action.webhook.url", &w.url)?;
@@ -166,7 +195,7 @@ impl Reconcile for AutomationRule {
     ) -> Result<Pass<AutomationRuleStatus>> {
         let object = object_name(rule.as_ref());
         let checked = match resolve(&rule, &ctx).await.on(&object) {
-            Ok(tenant) => validate(&rule, &tenant, &ctx.config).on(&object),
+            Ok(resolved) => validate(&rule, &resolved, &ctx.config).on(&object),
             Err(e) => Err(e),
         };
         let pass = match checked {
@@ -175,32 +204,6 @@ impl Reconcile for AutomationRule {
             Err(e) => return Err(e),
         };
         Ok(pass.with_extra(suspended(&rule)))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn standard_crontab_is_accepted_and_other_forms_refused() {
-        assert!(parse_cron("0 9 * * 1-5").is_ok());
-        assert!(parse_cron("*/15 * * * *").is_ok());
-        let six = parse_cron("0 0 9 * * 1-5").unwrap_err();
-        assert!(six.contains("6 fields"), "{six}");
-        assert!(parse_cron("61 * * * *").is_err());
-    }
-
-    #[test]
-    fn weekday_numbers_follow_crontab_not_the_cron_crate() {
-        // `0 9 * * 1` is Monday 09:00 in crontab; the `cron` crate would read 1 as Sunday.
-        use chrono::TimeZone;
-        let cron = parse_cron("0 9 * * 1").unwrap();
-        let sunday = chrono_tz::Europe::Berlin
-            .with_ymd_and_hms(2026, 3, 29, 0, 0, 0)
-            .unwrap();
-        let next = cron.find_next_occurrence(&sunday, false).unwrap();
-        assert_eq!(next.format("%A %H:%M").to_string(), "Monday 09:00");
     }
 }
 
@@ -221,6 +224,19 @@ mod pipeline_tests {
             "status": {"succeeded": 7, "lastError": "timeout"},
         }))
         .unwrap()
+    }
+
+    fn resolved(t: &Tenant, headers: Option<(&str, &[(&str, &str)])>) -> Resolved {
+        Resolved {
+            tenant: Arc::new(t.clone()),
+            headers: headers.map(|(name, kv)| {
+                let data = kv
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), ByteString(v.as_bytes().to_vec())))
+                    .collect();
+                (name.to_string(), data)
+            }),
+        }
     }
 
     fn now() -> Time {
@@ -254,6 +270,13 @@ mod pipeline_tests {
                     "action": {"webhook": {"url": "http://hooks.example@169.254.169.254/latest?token=x"}}}),
             ),
             (
+                "crm-template-not-json",
+                serde_json::json!({"trigger": {"event": {"types": ["MessageReceived"]}},
+                    "action": {"crm": {"endpoint": "https://crm.example/api",
+                        "authSecretRef": {"name": "crm", "key": "token"},
+                        "bodyTemplate": "{\"text\": \"{{ message.text }}\"}"}}}),
+            ),
+            (
                 "refused-crm",
                 serde_json::json!({"trigger": {"schedule": {"cron": "0 9 * * 1-5"}},
                     "action": {"crm": {"endpoint": "http://crm.sales.svc.cluster.local/api",
@@ -263,7 +286,7 @@ mod pipeline_tests {
         let config = crate::config::Config::for_tests();
         for (name, spec) in cases {
             let r = rule(spec);
-            let pass = match validate(&r, &t, &config) {
+            let pass = match validate(&r, &resolved(&t, None), &config) {
                 Ok(()) => status(&r),
                 Err(e) => Pass::stalled(
                     r.current_status(),
@@ -294,15 +317,49 @@ mod pipeline_tests {
             "action": {"webhook": {"url": "http://10.20.0.7:8080/hook?sig=secret"}}}),
         );
         let mut config = crate::config::Config::for_tests();
-        let e = validate(&r, &t, &config).unwrap_err();
+        let e = validate(&r, &resolved(&t, None), &config).unwrap_err();
         assert_eq!(
             e.to_string(),
             "spec.action.webhook.url http://10.20.0.7:8080/hook is not an allowed destination: a private address"
         );
         config.outbound_allow = "10.20.0.0/16".parse().unwrap();
-        assert!(validate(&r, &t, &config).is_ok());
+        assert!(validate(&r, &resolved(&t, None), &config).is_ok());
         config.outbound_deny = "10.20.0.7".parse().unwrap();
-        let e = validate(&r, &t, &config).unwrap_err();
+        let e = validate(&r, &resolved(&t, None), &config).unwrap_err();
         assert!(e.to_string().ends_with("on the outbound deny list"), "{e}");
+    }
+
+    #[test]
+    fn webhook_headers_that_could_split_a_request_are_refused_without_their_value() {
+        let t = crate::builders::tenant::tests::tenant("acme");
+        let r = rule(
+            serde_json::json!({"trigger": {"event": {"types": ["ConversationClosed"]}},
+            "action": {"webhook": {"url": "https://hooks.example/x", "headersSecretRef": {"name": "hooks"}}}}),
+        );
+        let config = crate::config::Config::for_tests();
+        let ok = resolved(&t, Some(("hooks", &[("X-Api-Key", "s3cret value")])));
+        assert!(validate(&r, &ok, &config).is_ok());
+        for (kv, want) in [
+            (
+                ("X-Api-Key", "s3cret\r\nX-Admin: 1"),
+                "contains a line break",
+            ),
+            (("Bad Header", "v"), "is not an HTTP token"),
+            (("Idempotency-Key", "v"), "is set by the worker"),
+        ] {
+            let bad = resolved(&t, Some(("hooks", &[kv])));
+            let e = validate(&r, &bad, &config).unwrap_err();
+            let msg = e.to_string();
+            assert!(
+                msg.starts_with("Secret hooks (spec.action.webhook.headersSecretRef): ")
+                    && msg.contains(want),
+                "{msg}"
+            );
+            assert!(!msg.contains("s3cret"), "{msg}");
+            assert_eq!(
+                crate::error::Error::new("AutomationRule xin-acme/digest", e).reason(),
+                reason::INVALID_HEADERS
+            );
+        }
     }
 }

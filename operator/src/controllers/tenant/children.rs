@@ -97,7 +97,7 @@ pub fn build_tenant_children(
             .collect(),
         roles: components
             .iter()
-            .filter_map(|c| build_role(t, ns, *c))
+            .filter_map(|c| build_role(t, ns, *c, &v.rule_secrets))
             .collect(),
         role_bindings: components
             .iter()

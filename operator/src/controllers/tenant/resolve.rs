@@ -31,6 +31,8 @@ pub struct Resolved {
     pub namespace: String,
     pub channels: i32,
     pub rules: i32,
+    /// The Secrets the rules name, sorted and unique.
+    pub rule_secrets: Vec<String>,
     /// What the workloads need, or the user-fixable reason it cannot be read.
     pub workloads: Result<WorkloadInputs, Error>,
 }
@@ -163,12 +165,16 @@ pub async fn resolve(
         .filter(|c| in_ns(&c.namespace()))
         .map(|c| c.as_ref().clone())
         .collect();
-    let rules = stores
+    let rules: Vec<_> = stores
         .rules
         .state()
-        .iter()
+        .into_iter()
         .filter(|r| in_ns(&r.namespace()))
-        .count() as i32;
+        .collect();
+    let rule_secrets: std::collections::BTreeSet<String> = rules
+        .iter()
+        .flat_map(|r| crate::controllers::automation::secret_names(r))
+        .collect();
     let secrets = stores.secrets.store(&namespace).await?;
     let object = crate::error::object_name(tenant);
     let workloads = match workload_inputs(tenant, &namespace, &channels, &secrets, ctx).await {
@@ -178,7 +184,8 @@ pub async fn resolve(
     Ok(Resolved {
         namespace,
         channels: channels.len() as i32,
-        rules,
+        rules: rules.len() as i32,
+        rule_secrets: rule_secrets.into_iter().collect(),
         workloads,
     })
 }

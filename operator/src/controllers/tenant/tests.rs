@@ -90,6 +90,7 @@ fn validated(
         namespace: "xin-acme".into(),
         channels,
         rules,
+        rule_secrets: vec![],
         workloads: w,
     }
 }

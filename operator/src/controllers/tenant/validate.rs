@@ -20,6 +20,8 @@ pub struct ValidatedTenant {
     /// Channels in the namespace (served or not) and AutomationRules, for the status.
     pub channels: i32,
     pub rules: i32,
+    /// The Secrets the rules name (sorted, unique): the automation worker may read exactly these.
+    pub rule_secrets: Vec<String>,
     pub workloads: std::result::Result<super::resolve::WorkloadInputs, Problem>,
 }
 
@@ -65,6 +67,7 @@ pub fn validate(
         namespace: resolved.namespace,
         channels: resolved.channels,
         rules: resolved.rules,
+        rule_secrets: resolved.rule_secrets,
         workloads,
     }
 }
@@ -105,6 +108,7 @@ mod tests {
             namespace: "xin-acme".into(),
             channels: 0,
             rules: 0,
+            rule_secrets: vec![],
             workloads: Ok(WorkloadInputs {
                 db_url: b"postgres://acme@db/acme".to_vec(),
                 database_plan: super::super::database::DatabasePlan::Managed {

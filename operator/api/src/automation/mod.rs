@@ -1,4 +1,9 @@
-//! `AutomationRule`: a scheduled or event-driven action of a tenant.
+//! `AutomationRule`: a scheduled or event-driven action of a tenant. [`schedule`] and
+//! [`template`] hold the rules both the operator (validation) and the automation worker
+//! (execution) apply, so the two can never disagree about a crontab or a template.
+
+pub mod schedule;
+pub mod template;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -106,13 +111,37 @@ pub struct EventTrigger {
     pub filter: Option<EventFilter>,
 }
 
-/// Conversation event types emitted by the orchestrator.
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+/// Conversation event types emitted by the orchestrator (`docs/automation.md`, "Events").
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, schemars::JsonSchema)]
 pub enum EventType {
     MessageReceived,
     ConversationCreated,
     ConversationClosed,
     HandoffRequested,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 4] = [
+        EventType::MessageReceived,
+        EventType::ConversationCreated,
+        EventType::ConversationClosed,
+        EventType::HandoffRequested,
+    ];
+
+    /// The `kind` of the orchestrator's outbox rows (`outbox_events.kind`).
+    pub const fn kind(self) -> &'static str {
+        match self {
+            EventType::MessageReceived => "message_received",
+            EventType::ConversationCreated => "conversation_created",
+            EventType::ConversationClosed => "conversation_closed",
+            EventType::HandoffRequested => "handoff_requested",
+        }
+    }
+
+    /// The type of an outbox row's `kind`.
+    pub fn from_kind(kind: &str) -> Option<EventType> {
+        EventType::ALL.into_iter().find(|t| t.kind() == kind)
+    }
 }
 
 /// Narrows which events fire a rule; every given field must match.
@@ -169,7 +198,8 @@ pub struct CrmAction {
     pub endpoint: String,
     /// Secret key with the bearer token.
     pub auth_secret_ref: SecretKeyRef,
-    /// Request body template (`{{ conversation.id }}`, `{{ message.text }}`, ...).
+    /// Request body template: JSON in which every `{{ … }}` renders as a complete JSON literal
+    /// (`"text": {{ message.text }}`, no quotes around it); see docs/automation.md.
     #[schemars(length(min = 1, max = 16384))]
     pub body_template: String,
 }
@@ -262,9 +292,152 @@ pub struct AutomationRuleStatus {
     /// The last run's error, if it failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_error: Option<String>,
-    /// Runs waiting in the queue.
+    /// Runs waiting in the queue or running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_depth: Option<i64>,
+    /// The most recent runs, newest first (at most [`RECENT_RUNS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recent_runs: Vec<RunSummary>,
+    /// The answer to each operation requested by annotation (`xin.dev/run-now`, ...), one
+    /// entry per annotation: the last value acted on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub operations: Vec<OperationResult>,
+    /// The request the action would send for a sample event (`xin.dev/test-action`), rendered
+    /// without sending it; Secret values are not shown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<ActionPreview>,
+    /// The schedule's next fire times (`xin.dev/simulate`), in the rule's time zone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub simulation: Option<Simulation>,
+}
+
+/// How many runs `status.recentRuns` lists.
+pub const RECENT_RUNS: usize = 10;
+
+/// One run of a rule, as the worker's queue holds it.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    /// The run's id (for `xin.dev/retry-run` and `xin.dev/cancel-run`).
+    pub id: i64,
+    /// `Schedule`, `Event` or `Manual`.
+    pub trigger: String,
+    /// `Pending`, `Running`, `Succeeded`, `DeadLettered` or `Cancelled`.
+    pub state: String,
+    /// Attempts made so far.
+    pub attempts: i32,
+    /// The scheduled time a `Schedule` run stands for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_for: Option<Time>,
+    /// The conversation of an `Event` run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conversation_id: Option<String>,
+    /// Sent with every attempt (`Idempotency-Key` header, the email's `Message-ID`).
+    pub idempotency_key: String,
+    /// When it was queued.
+    pub created_at: Time,
+    /// When it succeeded, was dead-lettered or cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<Time>,
+    /// The last attempt's error.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+}
+
+/// The worker's answer to an operation annotation.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationResult {
+    /// The annotation, for example `xin.dev/run-now`.
+    pub annotation: String,
+    /// The value acted on.
+    pub value: String,
+    /// `Done` or `Refused`.
+    pub result: String,
+    /// What happened, or why not.
+    pub message: String,
+    /// When.
+    pub time: Time,
+}
+
+/// A rendered action request (`xin.dev/test-action`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionPreview {
+    /// The annotation value this answers.
+    pub value: String,
+    /// `POST` for HTTP actions, `SMTP` for email.
+    pub method: String,
+    /// The URL, or `smtp://host:port` (the host read from the Secret).
+    pub target: String,
+    /// Headers in order; values that come from Secrets are shown as `<from Secret …>`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// The body (for email: the subject line, a blank line, the text).
+    pub body: String,
+    /// The sample event it was rendered for.
+    pub sample: String,
+}
+
+/// The next fire times of a schedule (`xin.dev/simulate`).
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Simulation {
+    /// The annotation value this answers (the count asked for).
+    pub value: String,
+    /// The zone the times are in.
+    pub time_zone: String,
+    /// RFC 3339 times with the zone's offset, for example `2026-03-30T09:00:00+02:00`.
+    pub next_run_times: Vec<String>,
+}
+
+/// Headers the worker sets itself, which a webhook's headers Secret cannot replace.
+pub const RESERVED_HEADERS: [&str; 9] = [
+    "host",
+    "content-length",
+    "content-type",
+    "transfer-encoding",
+    "connection",
+    "idempotency-key",
+    "x-xin-signature-256",
+    "x-xin-timestamp",
+    "x-correlation-id",
+];
+
+/// A header from a webhook's headers Secret (key = name, value = value) can be sent as is: the
+/// name is an HTTP token and not one the worker sets, the value has no line breaks or other
+/// control characters. The error names the key, never the value.
+pub fn check_header(name: &str, value: &[u8]) -> Result<(), String> {
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    if name.is_empty() || !name.bytes().all(tchar) {
+        return Err(format!("header name {name:?} is not an HTTP token"));
+    }
+    if RESERVED_HEADERS.contains(&name.to_ascii_lowercase().as_str()) {
+        return Err(format!(
+            "header {name} is set by the worker and cannot be overridden"
+        ));
+    }
+    if value.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+        return Err(format!(
+            "the value of header {name} contains a line break or another control character"
+        ));
+    }
+    Ok(())
+}
+
+/// Operation annotations the worker answers in `status.operations`.
+pub mod annotations {
+    /// Queue a run now; any new value (for example `$(date +%s)`) queues one more.
+    pub const RUN_NOW: &str = "xin.dev/run-now";
+    /// Render the action for a sample event into `status.preview`, sending nothing.
+    pub const TEST_ACTION: &str = "xin.dev/test-action";
+    /// List the schedule's next N (1–50) fire times in `status.simulation`.
+    pub const SIMULATE: &str = "xin.dev/simulate";
+    /// Queue a dead-lettered run (by id) again, with fresh attempts.
+    pub const RETRY_RUN: &str = "xin.dev/retry-run";
+    /// Cancel a pending run (by id).
+    pub const CANCEL_RUN: &str = "xin.dev/cancel-run";
+    pub const ALL: [&str; 5] = [RUN_NOW, TEST_ACTION, SIMULATE, RETRY_RUN, CANCEL_RUN];
 }
 
 impl_has_conditions!(AutomationRuleStatus);
