@@ -5,7 +5,8 @@
 #      sources (not advisories: the RustSec database needs GitHub; docs/development.md)
 #   2. the test cluster (XIN_CLUSTER=test: state .cluster/test, its own ports; never the
 #      demo's), a throwaway PostgreSQL and an S3-compatible server (moto, e2e/s3.sh, the
-#      ingestion tests' stand-in for a bucket): started here unless running; the test tools
+#      ingestion tests' stand-in for a bucket) and an SMTP relay with STARTTLS (aiosmtpd,
+#      e2e/smtp.sh, the e-mail tests'): started here unless running; the test tools
 #      (cyclonus, the NetworkPolicy engine): built unless cached
 #   3. cargo test --workspace: unit tests, the e2e suites against that cluster, and the
 #      workload tests against that PostgreSQL
@@ -53,6 +54,10 @@ pg_started=0
 if ! psql "$("$REPO/e2e/postgres.sh" url)" -c 'select 1' >/dev/null 2>&1; then
   pg_started=1
 fi
+smtp_started=0
+if ! "$REPO/e2e/smtp.sh" url >/dev/null 2>&1; then
+  smtp_started=1
+fi
 s3_started=0
 if ! curl -fsS -o /dev/null "$("$REPO/e2e/s3.sh" url)/moto-api/" 2>/dev/null; then
   s3_started=1
@@ -61,6 +66,7 @@ cleanup() {
   if ((started)); then say "stopping the test cluster this run started"; "$CLUSTER" down; fi
   if ((pg_started)); then "$REPO/e2e/postgres.sh" stop; fi
   if ((s3_started)); then "$REPO/e2e/s3.sh" stop; fi
+  if ((smtp_started)); then "$REPO/e2e/smtp.sh" stop; fi
 }
 trap cleanup EXIT
 say "PostgreSQL for the workload tests"
@@ -69,6 +75,8 @@ export XIN_TEST_DATABASE_URL
 say "an S3-compatible server for the ingestion tests (moto)"
 XIN_TEST_S3_ENDPOINT=$("$REPO/e2e/s3.sh" start)
 export XIN_TEST_S3_ENDPOINT
+say "an SMTP relay with STARTTLS for the e-mail tests (aiosmtpd, e2e/smtp.sh)"
+"$REPO/e2e/smtp.sh" start >/dev/null
 "$CLUSTER" up
 "$CLUSTER" build-tools
 eval "$("$CLUSTER" env)"

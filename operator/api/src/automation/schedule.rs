@@ -32,6 +32,13 @@ pub fn time_zone(own: Option<&str>, tenant: &str) -> Result<Tz, String> {
         .map_err(|_| format!("time zone {name:?} is not in the tz database"))
 }
 
+/// `t` without its fraction of a second. croner keeps the fraction of the time it starts
+/// from, so every time given to it is whole: fire times are then exact minutes, the same in
+/// every replica (they key the runs).
+fn whole(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(t.timestamp(), 0).unwrap_or(t)
+}
+
 /// The next `n` fire times strictly after `after`.
 pub fn next_times(
     cron: &croner::Cron,
@@ -39,12 +46,14 @@ pub fn next_times(
     after: DateTime<Utc>,
     n: usize,
 ) -> Vec<DateTime<Tz>> {
-    cron.iter_after(after.with_timezone(&tz)).take(n).collect()
+    cron.iter_after(whole(after).with_timezone(&tz))
+        .take(n)
+        .collect()
 }
 
 /// The next fire time strictly after `after`, if the expression ever fires again.
 pub fn next_time(cron: &croner::Cron, tz: Tz, after: DateTime<Utc>) -> Option<DateTime<Utc>> {
-    cron.find_next_occurrence(&after.with_timezone(&tz), false)
+    cron.find_next_occurrence(&whole(after).with_timezone(&tz), false)
         .ok()
         .map(|t| t.with_timezone(&Utc))
 }
@@ -81,6 +90,7 @@ pub fn due(
     let mut missed = Vec::new();
     let mut missed_more = false;
     // `iter_from` is inclusive of `now`: a time exactly at `now` is due.
+    let now = whole(now);
     for t in cron.iter_from(now.with_timezone(&tz), croner::Direction::Backward) {
         let t = t.with_timezone(&Utc);
         if t <= cursor {
@@ -228,6 +238,14 @@ mod tests {
             100,
         );
         assert_eq!(idle, Due::default());
+        // Fractions of a second in `now` do not leak into the fire times.
+        let frac = utc("2026-11-30T12:00:30.123456Z");
+        let d = due(&cron, Berlin, cursor, frac, CatchUpPolicy::Skip, tol, 100);
+        assert_eq!(d.runs, [utc("2026-11-30T12:00:00Z")]);
+        assert_eq!(
+            next_time(&cron, Berlin, frac),
+            Some(utc("2026-11-30T13:00:00Z"))
+        );
         // A year of every-minute misses costs the bound, not 525,600 steps.
         let minutely = parse_cron("* * * * *").unwrap();
         let long = due(

@@ -201,6 +201,46 @@ impl Outbound {
         result
     }
 
+    /// The addresses of `host` that may be connected to, for a protocol the HTTP client does
+    /// not speak (SMTP): the host's literal check, then its resolved addresses', exactly as an
+    /// HTTP request would get (refusals counted and logged). `what` names the destination in
+    /// errors (for example `smtp://mail.example:587`), never a secret.
+    pub async fn resolve_checked(
+        &self,
+        host: &str,
+        what: &str,
+    ) -> Result<Vec<std::net::IpAddr>, OutboundError> {
+        let refused = |reason| OutboundError::DestinationNotAllowed {
+            reason,
+            url_redacted: what.to_string(),
+        };
+        let result = match parse_host(host) {
+            Err(_) => Err(refused(Reason::InvalidUrl)),
+            Ok(h) => match self.policy.check_host(&h) {
+                Verdict::Refused(r) => Err(refused(r)),
+                Verdict::Allowed => match h {
+                    xin_api::destination::Host::Ip(ip) => Ok(vec![ip]),
+                    xin_api::destination::Host::Name(name) => {
+                        let resolver = CheckedResolver {
+                            lookup: self.lookup.clone(),
+                            policy: self.policy.clone(),
+                        };
+                        resolver.checked(&name).await.map_err(|e| {
+                            match e.downcast_ref::<Refusal>() {
+                                Some(Refusal(r)) => refused(*r),
+                                None => OutboundError::Connect(format!("{what}: {e}")),
+                            }
+                        })
+                    }
+                },
+            },
+        };
+        if let Err(e) = &result {
+            self.count_refusal(e);
+        }
+        result
+    }
+
     fn count_refusal(&self, e: &OutboundError) {
         if let OutboundError::DestinationNotAllowed {
             reason,

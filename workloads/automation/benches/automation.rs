@@ -1,0 +1,2 @@
+//! `make bench-automation` (being written).
+fn main() {}

@@ -1,0 +1,202 @@
+//! Claims due runs and runs them, at most `AUTOMATION_CONCURRENCY` at once; outcomes are
+//! recorded in batches by one task (one statement for many runs). A run whose attempt fails is
+//! retried after an exponential backoff with jitter within the rule's `retry`, then
+//! dead-lettered with the last error; a failure no retry can mend is dead-lettered at once.
+//! On shutdown nothing new is claimed, the attempts in flight finish and their outcomes are
+//! recorded; a worker killed instead leaves its leases to expire (the runs are taken again).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Semaphore, mpsc, watch};
+use tracing::Instrument;
+use xin_api::automation::AutomationRule;
+
+use crate::Worker;
+use crate::actions::{Failure, backoff, kind};
+use crate::queue::{Claimed, Outcome, claim, finish};
+
+/// How one attempt ended, for the recorder.
+struct Done {
+    id: i64,
+    outcome: Outcome,
+    action: &'static str,
+}
+
+/// The outcome of an attempt under the rule's retry policy.
+pub fn outcome(rule: &AutomationRule, attempt: i32, result: Result<(), Failure>) -> Outcome {
+    match result {
+        Ok(()) => Outcome::Succeeded,
+        Err(Failure::Permanent(error)) => Outcome::Dead { error },
+        Err(Failure::Retryable(error)) => {
+            let r = &rule.spec.retry;
+            if attempt >= r.max_attempts {
+                Outcome::Dead {
+                    error: format!("{error} (attempt {attempt} of {})", r.max_attempts),
+                }
+            } else {
+                let d = backoff(attempt, r.backoff_seconds, r.max_backoff_seconds);
+                Outcome::Retry {
+                    at: chrono::Utc::now() + chrono::Duration::from_std(d).unwrap_or_default(),
+                    error: format!("{error} (attempt {attempt} of {})", r.max_attempts),
+                }
+            }
+        }
+    }
+}
+
+/// Runs until `stop` turns true, then drains.
+pub async fn run(w: Arc<Worker>, mut stop: watch::Receiver<bool>) {
+    let permits = Arc::new(Semaphore::new(w.settings.concurrency));
+    let (tx, rx) = mpsc::unbounded_channel::<Done>();
+    let recorder = tokio::spawn(record(w.clone(), rx));
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        let free = permits.available_permits().min(w.settings.claim_batch);
+        if free == 0 {
+            tokio::select! {
+                p = permits.clone().acquire_owned() => drop(p),
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        let active = w.rules.active_uids();
+        let claimed = match claim(&w.pool, &w.owner, &active, free, w.settings.lease).await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot claim runs; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.changed() => {}
+                }
+                continue;
+            }
+        };
+        if claimed.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(w.settings.poll) => {}
+                _ = w.wake.notified() => {}
+                _ = stop.changed() => {}
+            }
+            continue;
+        }
+        for run in claimed {
+            let Ok(permit) = permits.clone().acquire_owned().await else {
+                break;
+            };
+            let (w, tx) = (w.clone(), tx.clone());
+            tokio::spawn(async move {
+                let done = attempt(&w, run).await;
+                let _ = tx.send(done);
+                drop(permit);
+            });
+        }
+    }
+    // Drain: every permit back means every attempt has sent its outcome.
+    let all = w.settings.concurrency as u32;
+    let drain = tokio::time::timeout(w.settings.lease, permits.acquire_many(all)).await;
+    if drain.is_err() {
+        tracing::warn!(
+            "attempts still running at shutdown; their leases will expire and other workers take them"
+        );
+    }
+    drop(tx);
+    let _ = recorder.await;
+}
+
+/// One attempt, in a span with the run's ids.
+async fn attempt(w: &Worker, run: Claimed) -> Done {
+    let Some(rule) = w.rules.by_uid(&run.rule_uid) else {
+        return Done {
+            id: run.id,
+            outcome: Outcome::Dead {
+                error: "the AutomationRule was deleted".into(),
+            },
+            action: "webhook",
+        };
+    };
+    let action = kind(&rule);
+    let span = tracing::info_span!(
+        "automation_run",
+        tenant = %w.tenant,
+        rule = %run.rule,
+        run_id = run.id,
+        correlation_id = %run.correlation_id,
+        idempotency_key = %run.idempotency_key,
+        trigger = %run.trigger,
+        action,
+        attempt = run.attempts,
+    );
+    async {
+        let started = Instant::now();
+        let result = w.actions.run(&rule, &run).await;
+        w.metrics
+            .duration
+            .get_or_create(&w.metrics.action(action))
+            .observe(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(()) => tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "run succeeded"
+            ),
+            Err(f) => tracing::warn!(error = %f.message(), "run attempt failed"),
+        }
+        Done {
+            id: run.id,
+            outcome: outcome(&rule, run.attempts, result),
+            action,
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// Records outcomes in batches: whatever has arrived, up to 1,000 at once.
+async fn record(w: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Done>) {
+    let mut batch: Vec<Done> = Vec::new();
+    loop {
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(d) => batch.push(d),
+                None => return,
+            }
+        }
+        while batch.len() < 1000 {
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
+            }
+        }
+        let rows: Vec<(i64, Outcome)> = batch.iter().map(|d| (d.id, d.outcome.clone())).collect();
+        match finish(&w.pool, &w.tenant, &w.owner, &rows).await {
+            Ok(_) => {
+                for d in batch.drain(..) {
+                    let o = match d.outcome {
+                        Outcome::Succeeded => "succeeded",
+                        Outcome::Retry { .. } => "failed",
+                        Outcome::Dead { .. } => "dead_lettered",
+                    };
+                    w.metrics
+                        .runs
+                        .get_or_create(&w.metrics.outcome(d.action, o))
+                        .inc();
+                    if o != "succeeded" {
+                        w.metrics
+                            .failures
+                            .get_or_create(&w.metrics.action(d.action))
+                            .inc();
+                    }
+                }
+                w.wake.notify_one();
+            }
+            Err(e) => {
+                // Kept and tried again; if the process dies first, the leases expire and the
+                // runs are attempted again (at-least-once).
+                tracing::warn!(error = %e, runs = batch.len(), "cannot record run outcomes; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
