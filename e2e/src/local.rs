@@ -180,6 +180,45 @@ pub fn gateway_env(ns: &str, o: &Overrides) -> Result<Vec<(String, String)>, Str
     Ok(env)
 }
 
+/// The automation worker's environment, and where it serves.
+pub struct AutomationEnv {
+    pub env: Vec<(String, String)>,
+    /// `/health` and `/ready`.
+    pub http: String,
+    pub metrics: String,
+}
+
+/// The automation worker's rendered environment (Deployment `xin-automation`), on loopback
+/// with free ports, `allow` added to `XIN_OUTBOUND_ALLOW` (its stand-ins on loopback), and
+/// the database URL replaced when given.
+pub fn automation_env(
+    ns: &str,
+    database_url: Option<&str>,
+    allow: Option<&str>,
+) -> Result<AutomationEnv, String> {
+    let mut env = rendered_env(ns, "xin-automation")?;
+    let (http, metrics) = (crate::workload::free_port(), crate::workload::free_port());
+    set(&mut env, "AUTOMATION_HTTP_HOST", "127.0.0.1".into());
+    set(&mut env, "AUTOMATION_HTTP_PORT", http.to_string());
+    set(&mut env, "AUTOMATION_METRICS_HOST", "127.0.0.1".into());
+    set(&mut env, "AUTOMATION_METRICS_PORT", metrics.to_string());
+    if let Some(url) = database_url {
+        set(&mut env, "DATABASE_URL", url.to_string());
+    }
+    if let Some(a) = allow {
+        let allow = match env.iter().find(|(k, _)| k == "XIN_OUTBOUND_ALLOW") {
+            Some((_, v)) if !v.is_empty() => format!("{v},{a}"),
+            _ => a.to_string(),
+        };
+        set(&mut env, "XIN_OUTBOUND_ALLOW", allow);
+    }
+    Ok(AutomationEnv {
+        env,
+        http: format!("127.0.0.1:{http}"),
+        metrics: format!("127.0.0.1:{metrics}"),
+    })
+}
+
 /// A finished run of the ingestion worker.
 #[derive(Debug)]
 pub struct IngestRun {
@@ -342,4 +381,40 @@ pub fn run_ingestion(ns: &str, name: &str, o: &IngestOverrides) -> Result<Ingest
         success: status.success(),
         log: std::fs::read_to_string(&log).unwrap_or_default(),
     })
+}
+
+/// A `POST` to the orchestrator's conversation API at `addr`, signed with the tenant's signing
+/// `key` as the gateway signs it (`X-Xin-Timestamp`, `X-Xin-Signature`: HMAC-SHA256 of
+/// "<timestamp>\nPOST\n<path>\n<body>"). Panics unless it answers 200 or 201.
+pub fn orchestrator_post(addr: &str, key: &str, path: &str, body: &Value) -> Value {
+    use hmac::{Hmac, KeyInit, Mac};
+    let body = body.to_string();
+    let ts = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        .to_string();
+    let mut m = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).expect("any key length");
+    m.update(format!("{ts}\nPOST\n{path}\n").as_bytes());
+    m.update(body.as_bytes());
+    let sig = format!("sha256={}", hex::encode(m.finalize().into_bytes()));
+    let r = crate::http(
+        addr,
+        "POST",
+        path,
+        &[
+            ("Content-Type", "application/json"),
+            ("X-Xin-Timestamp", ts.as_str()),
+            ("X-Xin-Signature", sig.as_str()),
+        ],
+        body.as_bytes(),
+    )
+    .expect("the orchestrator is reachable");
+    assert!(
+        r.status == 200 || r.status == 201 || r.status == 202,
+        "{path}: {} {}",
+        r.status,
+        r.body
+    );
+    r.json()
 }

@@ -226,7 +226,9 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
     apply(&format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: faq, namespace: {ns}}}\ndata: {{a.md: '# A'}}\n---\n\
          apiVersion: xin.dev/v1alpha1\nkind: IngestionJob\nmetadata: {{name: faq, namespace: {ns}}}\nspec: {{source: {{configMap: {{name: faq}}}}}}\n---\n\
-         apiVersion: xin.dev/v1alpha1\nkind: AutomationRule\nmetadata: {{name: r, namespace: {ns}}}\nspec:\n  trigger: {{event: {{types: [MessageReceived]}}}}\n  action: {{webhook: {{url: 'https://h.example'}}}}\n",
+         apiVersion: v1\nkind: Secret\nmetadata: {{name: hook, namespace: {ns}}}\nstringData: {{k: signing-key}}\n---\n\
+         apiVersion: xin.dev/v1alpha1\nkind: AutomationRule\nmetadata: {{name: r, namespace: {ns}}}\nspec:\n  trigger: {{event: {{types: [MessageReceived]}}}}\n  \
+           action: {{webhook: {{url: 'https://h.example', signingSecretRef: {{name: hook, key: k}}}}}}\n",
         ns = t.ns
     ));
     ready("tenant", &t.name, "");
@@ -234,10 +236,20 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
     ready("automationrule", "r", &t.ns);
     // The worker reads the ConfigMap and reports with the Role the operator granted it.
     ingest(&t.ns, "faq");
-    assert!(
-        get_json(&["role", "xin-automation", "-n", &t.ns]).is_some(),
-        "the operator could grant the workers' Role"
-    );
+    // Including `get` on the Secret the rule names: the operator holds that right in the
+    // tenant namespace, so RBAC lets it grant it.
+    wait_until("the automation worker's Role", MINUTE, || {
+        let role = get_json(&["role", "xin-automation", "-n", &t.ns]).ok_or("no Role")?;
+        let named = role["rules"].as_array().into_iter().flatten().any(|r| {
+            r["resources"] == serde_json::json!(["secrets"])
+                && r["resourceNames"] == serde_json::json!(["hook"])
+        });
+        if named {
+            Ok(())
+        } else {
+            Err(role["rules"].to_string())
+        }
+    });
 
     // Its Secret rights are its tenant namespaces' only, through the RoleBinding it made there.
     let binding = get_json(&["rolebinding", "xin-operator-access", "-n", &t.ns])

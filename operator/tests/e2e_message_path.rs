@@ -374,35 +374,7 @@ async fn embeddings_reach_the_ingestion_worker_and_the_orchestrator_alike() {
     orch.wait_ready(&addr, "/ready");
     let key = secret_value(&ns, "xin-tenant-signing", "key").expect("signing key");
     let signed = |path: &str, body: serde_json::Value| {
-        let body = body.to_string();
-        let ts = xin_runtime_now();
-        let sig = {
-            use hmac::{Hmac, KeyInit, Mac};
-            let mut m = Hmac::<sha2::Sha256>::new_from_slice(key.as_bytes()).unwrap();
-            m.update(format!("{ts}\nPOST\n{path}\n").as_bytes());
-            m.update(body.as_bytes());
-            format!("sha256={}", hex::encode(m.finalize().into_bytes()))
-        };
-        let ts = ts.to_string();
-        let r = http(
-            &addr,
-            "POST",
-            path,
-            &[
-                ("Content-Type", "application/json"),
-                ("X-Xin-Timestamp", ts.as_str()),
-                ("X-Xin-Signature", sig.as_str()),
-            ],
-            body.as_bytes(),
-        )
-        .expect("orchestrator reachable");
-        assert!(
-            r.status == 200 || r.status == 201,
-            "{path}: {} {}",
-            r.status,
-            r.body
-        );
-        r.json()
+        xin_e2e::local::orchestrator_post(&addr, &key, path, &body)
     };
     let conv = signed(
         "/v1/conversations",
@@ -436,11 +408,4 @@ async fn embeddings_reach_the_ingestion_worker_and_the_orchestrator_alike() {
     assert_eq!(question.json()["model"], "e-small");
     assert_eq!(question.json()["dimensions"], 4);
     assert!(orch.terminate());
-}
-
-fn xin_runtime_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }

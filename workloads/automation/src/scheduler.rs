@@ -168,7 +168,7 @@ async fn decide(
             trigger: "schedule",
             scheduled_for: Some(*t),
             event_id: None,
-            context: json!({"scheduled_for": t.with_timezone(&tz).to_rfc3339()}),
+            context: json!({}),
             correlation_id: crate::new_id(),
             run_after: *t,
         })
