@@ -12,7 +12,9 @@
 #      for the worker's report until then); both tenants' gateways and orchestrators as local
 #      processes configured as the operator rendered them; a signed widget message and a
 #      Telegram update to acme, a signed WhatsApp message to globex, each answered from its own
-#      knowledge (e2e/src/bin/xin-demo-messages.rs)
+#      knowledge; acme's automation worker (xin-automation) runs the example rules, their
+#      receivers pointed at local stand-ins: a digest webhook run now and a CRM ticket for a
+#      handoff (e2e/src/bin/xin-demo-messages.rs)
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=$REPO/e2e/controlplane/cluster.sh
@@ -27,7 +29,7 @@ eval "$("$CLUSTER" env)"
 export KUBECONFIG PATH
 
 say "building the operator and the workloads (cargo build)"
-cargo build -q -p xin-operator -p xin-gateway -p xin-orchestrator -p xin-ingest -p xin-e2e --bins
+cargo build -q -p xin-operator -p xin-gateway -p xin-orchestrator -p xin-ingest -p xin-automation -p xin-e2e --bins
 
 say "installing the CRDs and the operator's namespace"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
@@ -47,7 +49,11 @@ export XIN_DATABASE_ADMIN_URL
 say "starting the operator (logs: $STATE/logs/xin-operator.log, metrics: http://$METRICS_ADDR/metrics)"
 # No Telegram in the demo: the example bot token is made up, so the operator's setWebhook call
 # (completing a key rotation) goes nowhere and the channel says so (TelegramWebhookRegistered).
+# The example automation rules' receivers are stand-ins on loopback (xin-demo-messages points
+# the rules at them): the demo's platform allows that destination, as a platform team would
+# allow an on-premises receiver (--outbound-allow).
 XIN_METRICS_ADDR=$METRICS_ADDR XIN_LEASE_NAMESPACE=xin-system XIN_RESYNC_SECONDS=60 \
+  XIN_OUTBOUND_ALLOW=127.0.0.1/32 \
   XIN_TELEGRAM_API_BASE=${XIN_TELEGRAM_API_BASE:-http://127.0.0.1:9} \
   setsid target/debug/xin-operator >"$STATE/logs/xin-operator.log" 2>&1 </dev/null &
 echo $! >"$pidfile"
@@ -76,10 +82,11 @@ kubectl get tenants -o custom-columns='TENANT:.metadata.name,DATABASE:.status.da
 say "the operator's metrics"
 curl -fsS "http://$METRICS_ADDR/metrics" | { grep -E '^xin_operator_(reconciles|reconcile_failures|write_requests)_total' || true; } | sort | head -40
 
-say "ingestion, then the message paths: each tenant's worker, gateway and orchestrator with the configuration the operator rendered"
+say "ingestion, the message paths, then automations: each tenant's workers, gateway and orchestrator with the configuration the operator rendered"
 target/debug/xin-demo-messages
 set -x
 kubectl get ingestionjobs -A
+kubectl get automationrules -A
 { set +x; } 2>/dev/null
 
 cat <<EOT
@@ -94,6 +101,7 @@ Poke at it:
   target/debug/xin-gateway --help; target/debug/xin-orchestrator --help; target/debug/xin-ingest --help   # their configuration
   kubectl get ingestionjob faq-2026-11 -n xin-acme -o yaml   # the worker's report: counts, failures, status.worker
   kubectl annotate tenant acme xin.dev/rotate-database-password=\$(date +%s)              # new database password
-  target/debug/xin-demo-messages                                                          # the message paths again
+  kubectl get xar weekday-digest -n xin-acme -o yaml       # the worker's report: counts, recentRuns, operations
+  target/debug/xin-demo-messages                                                          # the message paths and automations again
 Tear down:  make cluster-down   (stops the operator too)   Wipe: make cluster-reset   PostgreSQL: e2e/postgres.sh stop
 EOT

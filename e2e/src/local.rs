@@ -17,8 +17,8 @@ use serde_json::Value;
 
 use crate::get_json;
 
-/// A rendered environment variable could not be resolved.
-fn secret_value(ns: &str, name: &str, key: &str) -> Result<String, String> {
+/// One key of Secret `ns/name`, as text.
+pub fn secret_value(ns: &str, name: &str, key: &str) -> Result<String, String> {
     use base64::Engine;
     let s = get_json(&["secret", name, "-n", ns])
         .ok_or_else(|| format!("Secret {ns}/{name} not found"))?;

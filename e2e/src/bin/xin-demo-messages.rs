@@ -4,7 +4,10 @@
 //! tenant's example IngestionJob with the ingestion worker (as its Job is configured, with its
 //! service account); then sends acme a signed web-widget
 //! message and a Telegram update, and globex a signed WhatsApp message, and prints the answers
-//! (each from its own tenant's knowledge) and the metrics.
+//! (each from its own tenant's knowledge) and the metrics; then runs acme's automation worker
+//! (as its Deployment is configured, with its service account) on the example rules, their
+//! receivers pointed at local stand-ins: the weekday digest run now (a signed webhook) and a
+//! handoff asked in a web conversation (a CRM ticket), and shows the rules' status.
 //!
 //! Stand-ins, on loopback: the LLM (an OpenAI-compatible endpoint that answers with the
 //! context sentence closest to the question) and the Telegram Bot API (prints what it gets).
@@ -15,7 +18,10 @@ use std::time::Duration;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
-use xin_e2e::local::{Overrides, gateway_env, orchestrator_env, write_routes};
+use xin_e2e::local::{
+    Overrides, automation_env, gateway_env, orchestrator_env, orchestrator_post,
+    service_account_kubeconfig, write_routes,
+};
 use xin_e2e::workload::{Answer, Recorded, StandIn, Workload, free_port};
 use xin_e2e::{get_json, http, http_get};
 
@@ -311,6 +317,7 @@ async fn run() -> Result<(), String> {
     let meta = StandIn::start(|_| Answer::json(200, json!({"messages": [{"id": "wamid.demo"}]})));
     let mut acme = Stack::start("acme", &llm, &telegram, &meta).await?;
     let acme_answers = acme_messages(&acme, &telegram).await?;
+    automations(&acme).await?;
     let mut globex = Stack::start("globex", &llm, &telegram, &meta).await?;
     let globex_answer = globex_message(&globex, &meta).await?;
     // Each tenant answers from its own knowledge, and from nothing of the other's.
@@ -404,6 +411,162 @@ async fn globex_message(stack: &Stack, meta: &StandIn) -> Result<String, String>
 
 /// acme: a web-widget question and a Telegram update.
 /// Returns acme's answers: the widget's, then the one sent back through Telegram.
+/// acme's example AutomationRules run by its automation worker, their receivers (made-up
+/// hosts in examples/) pointed at local stand-ins; the demo's operator allows loopback
+/// destinations (`XIN_OUTBOUND_ALLOW=127.0.0.1/32` in e2e/demo.sh).
+async fn automations(acme: &Stack) -> Result<(), String> {
+    let ns = "xin-acme";
+    let hook = StandIn::start(|_| Answer::json(200, json!({"ok": true})));
+    let crm = StandIn::start(|_| Answer::json(201, json!({"ticket": "ACME-1"})));
+    println!("\n=== acme: the automation worker (xin-automation), as its Deployment is configured");
+    println!(
+        "    the example rules' receivers pointed at stand-ins: webhook {} and CRM {}",
+        hook.url(),
+        crm.url()
+    );
+    for (rule, patch) in [
+        (
+            "weekday-digest",
+            json!({"spec": {"action": {"webhook": {"url": format!("{}/digest", hook.url())}}}}),
+        ),
+        (
+            "handoff-to-crm",
+            json!({"spec": {"action": {"crm": {"endpoint": format!("{}/api/tickets", crm.url())}}}}),
+        ),
+    ] {
+        let out = xin_e2e::kubectl(&[
+            "patch",
+            "automationrule",
+            rule,
+            "-n",
+            ns,
+            "--type=merge",
+            "-p",
+            &patch.to_string(),
+        ]);
+        if !out.ok {
+            return Err(format!(
+                "kubectl patch automationrule {rule}: {}",
+                out.stderr
+            ));
+        }
+        let ready = xin_e2e::kubectl(&[
+            "wait",
+            "--for=condition=Ready",
+            &format!("automationrule/{rule}"),
+            "-n",
+            ns,
+            "--timeout=60s",
+        ]);
+        if !ready.ok {
+            return Err(format!("automationrule {rule} not Ready: {}", ready.stderr));
+        }
+    }
+    let a = automation_env(ns, None, Some("127.0.0.1/32"))?;
+    let dir = std::env::temp_dir().join(format!("xin-demo-automation-{}", std::process::id()));
+    let kubeconfig = service_account_kubeconfig(ns, "xin-automation", &dir)?;
+    let mut env = a.env;
+    env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+    let mut worker = Workload::start("xin-automation", "demo-acme-automation", &env);
+    worker.wait_ready(&a.http, "/ready");
+    println!(
+        "xin-automation on {} (service account xin-automation); log: {}",
+        a.http,
+        worker.log.display()
+    );
+
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+        .to_string();
+    println!("\n--- kubectl annotate automationrule weekday-digest xin.dev/run-now={stamp}");
+    let out = xin_e2e::kubectl(&[
+        "annotate",
+        "automationrule",
+        "weekday-digest",
+        "-n",
+        ns,
+        &format!("xin.dev/run-now={stamp}"),
+        "--overwrite",
+    ]);
+    if !out.ok {
+        return Err(format!("kubectl annotate: {}", out.stderr));
+    }
+    let digest = acme.wait_for(&hook, "/digest").await?;
+    println!(
+        "    webhook stand-in got POST /digest, Idempotency-Key {}, X-Xin-Signature-256 {}",
+        digest.header("idempotency-key").unwrap_or("?"),
+        digest.header("x-xin-signature-256").unwrap_or("?")
+    );
+
+    let key = xin_e2e::local::secret_value(ns, "xin-tenant-signing", "key")?;
+    let addr = format!("127.0.0.1:{}", acme.overrides.orchestrator_port);
+    let text = "This is taking too long, can I talk to a human?";
+    println!("\n--- web conversation, visitor-7 writes: {text}");
+    let (a2, k2) = (addr.clone(), key.clone());
+    let conv = tokio::task::spawn_blocking(move || {
+        orchestrator_post(
+            &a2,
+            &k2,
+            "/v1/conversations",
+            &json!({"channel": "web", "external_user": "visitor-7"}),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let id = conv["id"].as_str().unwrap_or_default().to_string();
+    tokio::task::spawn_blocking(move || {
+        orchestrator_post(
+            &addr,
+            &key,
+            &format!("/v1/conversations/{id}/messages"),
+            &json!({"text": text}),
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    let ticket = acme.wait_for(&crm, "/api/tickets").await?;
+    println!(
+        "    CRM stand-in got POST /api/tickets: {}",
+        String::from_utf8_lossy(&ticket.body)
+    );
+
+    // The worker reports within a few seconds; show the rules once both runs are in.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let done = ["weekday-digest", "handoff-to-crm"].iter().all(|r| {
+            get_json(&["automationrule", r, "-n", ns])
+                .is_some_and(|o| o["status"]["succeeded"].as_i64() >= Some(1))
+        });
+        if done {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!(
+                "the rules' status shows no run within 30 s; worker log: {}",
+                worker.log.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let table = xin_e2e::kubectl(&[
+        "get",
+        "automationrules",
+        "-n",
+        ns,
+        "-o",
+        "custom-columns=RULE:.metadata.name,SUCCEEDED:.status.succeeded,FAILED:.status.failed,DEAD:.status.deadLettered,QUEUE:.status.queueDepth,LAST RUN:.status.lastRunTime,NEXT RUN:.status.nextRunTime",
+    ]);
+    println!(
+        "\n$ kubectl get automationrules -n {ns} -o custom-columns=...\n{}",
+        table.stdout.trim_end()
+    );
+    worker.terminate();
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
 async fn acme_messages(stack: &Stack, telegram: &StandIn) -> Result<String, String> {
     let gw_addr = stack.gw_addr.clone();
     let channel = |name: &str| stack.channel(name);

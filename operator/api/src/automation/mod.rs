@@ -26,7 +26,8 @@ use crate::common::{SecretKeyRef, SecretRef, impl_has_conditions};
     doc = "A scheduled or event-driven action of a tenant, run by its automation worker.",
     printcolumn(name = "Suspended", type_ = "boolean", json_path = ".spec.suspend"),
     printcolumn(name = "Last run", type_ = "date", json_path = ".status.lastRunTime"),
-    printcolumn(name = "Next run", type_ = "date", json_path = ".status.nextRunTime"),
+    // A string, not a date: kubectl shows a future date as `<invalid>`.
+    printcolumn(name = "Next run", type_ = "string", json_path = ".status.nextRunTime"),
     printcolumn(
         name = "Ready",
         type_ = "string",
