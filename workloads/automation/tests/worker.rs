@@ -199,7 +199,7 @@ async fn always_failing_runs_are_dead_lettered_then_retried_or_cancelled_by_anno
            retry: {{maxAttempts: 3, backoffSeconds: 3600, maxBackoffSeconds: 3600}}\n",
         url = hook.url()
     ));
-    let _worker = env.worker(&[]);
+    let worker = env.worker(&[]);
     env.annotate("notify", "xin.dev/run-now", "first");
     let rule = env.wait_status("notify", "the run to be dead-lettered", |s| {
         last_run(s)["state"] == "DeadLettered"
@@ -264,6 +264,17 @@ async fn always_failing_runs_are_dead_lettered_then_retried_or_cancelled_by_anno
         last_run(s)["state"] == "Pending" && last_run(s)["attempts"] == 1
     });
     let id = last_run(&rule["status"])["id"].as_i64().unwrap();
+    wait_until("the queue-depth gauges", MINUTE, || {
+        let (slow, all) = (
+            worker.metric("xin_automation_queue_depth{tenant=\"acme\",rule=\"slow\"}"),
+            worker.metric("xin_automation_queue_depth_all{tenant=\"acme\"}"),
+        );
+        if (slow, all) == (1.0, 1.0) {
+            Ok(())
+        } else {
+            Err(format!("{slow} {all}"))
+        }
+    });
     env.annotate("slow", "xin.dev/cancel-run", &id.to_string());
     let rule = env.wait_status("slow", "the cancellation", |s| {
         last_run(s)["state"] == "Cancelled"
@@ -725,4 +736,48 @@ async fn a_deleted_rule_has_its_pending_runs_cancelled() {
         }
     })
     .await;
+}
+
+/// Without the platform's allowance, a receiver on loopback is a refused destination: the run
+/// is dead-lettered at once with the reason, and nothing reaches it — nor an SMTP relay there.
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_destinations_are_reported_and_never_contacted() {
+    let env = Env::new("auto-ssrf").await;
+    let hook = StandIn::start(|_| Answer::json(200, json!({})));
+    let smtp = common::smtp::server();
+    xin_e2e::apply(
+        &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "smtp", "namespace": env.ns()},
+                "stringData": {"host": "127.0.0.1", "port": smtp.addr.port().to_string(), "from": "a@acme.example"}})
+        .to_string(),
+    );
+    env.apply(&format!(
+        "apiVersion: xin.dev/v1alpha1\nkind: AutomationRule\nmetadata: {{name: hook, namespace: NS}}\n\
+         spec:\n  trigger: {{schedule: {{cron: '0 9 * * *'}}}}\n  action: {{webhook: {{url: '{}/x'}}}}\n---\n\
+         apiVersion: xin.dev/v1alpha1\nkind: AutomationRule\nmetadata: {{name: mail, namespace: NS}}\n\
+         spec:\n  trigger: {{schedule: {{cron: '0 9 * * *'}}}}\n  action:\n    email: {{smtpSecretRef: {{name: smtp}}, to: [a@acme.example], subjectTemplate: 's', bodyTemplate: 'b'}}\n",
+        hook.url()
+    ));
+    // No XIN_OUTBOUND_ALLOW: loopback is refused, as by default in a cluster.
+    let _w = env.worker(&[("XIN_OUTBOUND_ALLOW", "")]);
+    for rule in ["hook", "mail"] {
+        env.annotate(rule, "xin.dev/run-now", "1");
+        let r = env.wait_status(rule, "the refused run dead-lettered", |s| {
+            last_run(s)["state"] == "DeadLettered"
+        });
+        let s = &r["status"];
+        assert_eq!(
+            last_run(s)["attempts"],
+            1,
+            "{rule}: a refusal is not retried"
+        );
+        let err = s["lastError"].as_str().unwrap();
+        assert!(
+            err.contains("destination not allowed") && err.contains("loopback"),
+            "{rule}: {err}"
+        );
+    }
+    assert!(
+        hook.requests().is_empty(),
+        "the refused receiver was never contacted"
+    );
 }
