@@ -306,6 +306,32 @@ pub async fn runs_of(pool: &PgPool, rule_uid: &str) -> Result<Vec<RunRow>, sqlx:
     .await
 }
 
+/// Moves run `id` of `rule_uid` out of state `from` with the assignments `set` (this
+/// module's own SQL, never input): `Ok(Ok(()))` when it moved, else the state it is in
+/// (`None`: the rule has no such run).
+async fn transition<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+    rule_uid: &str,
+    id: i64,
+    from: &str,
+    set: &'static str,
+) -> Result<Result<(), Option<String>>, sqlx::Error> {
+    let sql = format!(
+        "WITH upd AS (
+            UPDATE automation_runs SET {set} WHERE id = $1 AND rule_uid = $2 AND state = $3 RETURNING id
+         )
+         SELECT EXISTS (SELECT 1 FROM upd),
+                (SELECT state FROM automation_runs WHERE id = $1 AND rule_uid = $2)"
+    );
+    let (moved, state): (bool, Option<String>) = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .bind(rule_uid)
+        .bind(from)
+        .fetch_one(db)
+        .await?;
+    Ok(if moved { Ok(()) } else { Err(state) })
+}
+
 /// Queues a dead-lettered run of `rule_uid` again with fresh attempts (same idempotency key).
 /// `Err` says why not.
 pub async fn retry<'c, E: sqlx::PgExecutor<'c>>(
@@ -313,23 +339,13 @@ pub async fn retry<'c, E: sqlx::PgExecutor<'c>>(
     rule_uid: &str,
     id: i64,
 ) -> Result<Result<(), String>, sqlx::Error> {
-    let state: Option<String> = sqlx::query_scalar(
-        "WITH upd AS (
-            UPDATE automation_runs SET state = 'pending', attempts = 0, run_after = now(), finished_at = NULL
-             WHERE id = $1 AND rule_uid = $2 AND state = 'dead' RETURNING state
-         )
-         SELECT COALESCE((SELECT 'retried' FROM upd),
-                         (SELECT state FROM automation_runs WHERE id = $1 AND rule_uid = $2))",
-    )
-    .bind(id)
-    .bind(rule_uid)
-    .fetch_one(db)
-    .await?;
-    Ok(match state.as_deref() {
-        Some("retried") => Ok(()),
-        Some(s) => Err(format!("run {id} is {s}, not dead-lettered")),
-        None => Err(format!("this rule has no run {id}")),
-    })
+    let set = "state = 'pending', attempts = 0, run_after = now(), finished_at = NULL";
+    Ok(transition(db, rule_uid, id, "dead", set)
+        .await?
+        .map_err(|state| match state {
+            Some(s) => format!("run {id} is {s}, not dead-lettered"),
+            None => format!("this rule has no run {id}"),
+        }))
 }
 
 /// Cancels a pending run of `rule_uid`. `Err` says why not.
@@ -338,26 +354,14 @@ pub async fn cancel<'c, E: sqlx::PgExecutor<'c>>(
     rule_uid: &str,
     id: i64,
 ) -> Result<Result<(), String>, sqlx::Error> {
-    let state: Option<String> = sqlx::query_scalar(
-        "WITH upd AS (
-            UPDATE automation_runs SET state = 'cancelled', finished_at = now(),
-                   last_error = 'cancelled (xin.dev/cancel-run)'
-             WHERE id = $1 AND rule_uid = $2 AND state = 'pending' RETURNING state
-         )
-         SELECT COALESCE((SELECT 'cancelled-now' FROM upd),
-                         (SELECT state FROM automation_runs WHERE id = $1 AND rule_uid = $2))",
-    )
-    .bind(id)
-    .bind(rule_uid)
-    .fetch_one(db)
-    .await?;
-    Ok(match state.as_deref() {
-        Some("cancelled-now") => Ok(()),
-        Some(s) => Err(format!(
-            "run {id} is {s}; only a pending run can be cancelled"
-        )),
-        None => Err(format!("this rule has no run {id}")),
-    })
+    let set =
+        "state = 'cancelled', finished_at = now(), last_error = 'cancelled (xin.dev/cancel-run)'";
+    Ok(transition(db, rule_uid, id, "pending", set)
+        .await?
+        .map_err(|state| match state {
+            Some(s) => format!("run {id} is {s}; only a pending run can be cancelled"),
+            None => format!("this rule has no run {id}"),
+        }))
 }
 
 /// Forgets deleted rules (`uids`, from the watch's delete events): cancels their pending
