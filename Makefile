@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CLUSTER := e2e/controlplane/cluster.sh
 
-.PHONY: demo test bench bench-operator bench-orchestrator bench-gateway bench-store bench-ingest fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
+.PHONY: demo test bench bench-operator bench-orchestrator bench-gateway bench-store bench-ingest bench-automation fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
 
 ## demo: the local control plane, the operator, examples/ applied and Ready, shown
 demo:
@@ -13,7 +13,7 @@ test:
 	@e2e/run-tests.sh
 
 ## bench: every benchmark (figures beside a baseline measured in the same run; no pass/fail)
-bench: bench-operator bench-gateway bench-orchestrator bench-store bench-ingest
+bench: bench-operator bench-gateway bench-orchestrator bench-store bench-ingest bench-automation
 
 ## bench-operator: N tenants (XIN_BENCH_TENANTS, default 100) vs direct server-side apply, on
 ## the test cluster (the demo's shows only examples/); the tenants bring their own database (one,
@@ -42,6 +42,14 @@ bench-store:
 ## ingestion pipeline (read, parse, chunk, write; lexical only) vs the same rows in one COPY
 bench-ingest:
 	@XIN_TEST_DATABASE_URL=$$(e2e/postgres.sh start) cargo bench -p xin-ingest --bench ingest
+
+## bench-automation: XIN_BENCH_RUNS (default 10,000) event-triggered webhooks to a local sink vs a
+## bare SKIP LOCKED dequeue-and-ack loop on the same table, then the queue depth under 200 tenants'
+## mix (XIN_BENCH_TENANTS, 5/min each, 60 % webhook / 20 % CRM / 20 % e-mail) for XIN_BENCH_SECONDS (60)
+bench-automation:
+	@XIN_TEST_DATABASE_URL=$$(e2e/postgres.sh start) && export XIN_TEST_DATABASE_URL && \
+		e2e/smtp.sh start >/dev/null && \
+		cargo bench -p xin-automation --bench automation
 
 ## fuzz: the cargo-fuzz targets (nightly + cargo-fuzz, installed when missing), XIN_FUZZ_SECONDS each (default 60)
 fuzz:

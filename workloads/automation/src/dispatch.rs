@@ -8,7 +8,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{Semaphore, mpsc, watch};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tracing::Instrument;
 use xin_api::automation::AutomationRule;
 
@@ -46,24 +48,33 @@ pub fn outcome(rule: &AutomationRule, attempt: i32, result: Result<(), Failure>)
 }
 
 /// Runs until `stop` turns true, then drains.
+///
+/// Claims go in full batches: besides the `AUTOMATION_CONCURRENCY` attempts running, one
+/// batch may wait in the process for a free slot, and the next batch is claimed once a whole
+/// batch has finished. (A waiting run waits at most for the attempts ahead of it, each bounded
+/// by the action timeout; the lease is at least twice that.)
 pub async fn run(w: Arc<Worker>, mut stop: watch::Receiver<bool>) {
     let permits = Arc::new(Semaphore::new(w.settings.concurrency));
+    let batch = w.settings.claim_batch.min(w.settings.concurrency);
+    let capacity = w.settings.concurrency + batch;
+    let held = Arc::new(AtomicUsize::new(0));
+    let freed = Arc::new(Notify::new());
     let (tx, rx) = mpsc::unbounded_channel::<Done>();
     let recorder = tokio::spawn(record(w.clone(), rx));
     loop {
         if *stop.borrow() {
             break;
         }
-        let free = permits.available_permits().min(w.settings.claim_batch);
-        if free == 0 {
+        let room = capacity.saturating_sub(held.load(Ordering::SeqCst));
+        if room < batch {
             tokio::select! {
-                p = permits.clone().acquire_owned() => drop(p),
+                _ = freed.notified() => {}
                 _ = stop.changed() => {}
             }
             continue;
         }
         let active = w.rules.active_uids();
-        let claimed = match claim(&w.pool, &w.owner, &active, free, w.settings.lease).await {
+        let claimed = match claim(&w.pool, &w.owner, &active, batch, w.settings.lease).await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot claim runs; retrying");
@@ -82,22 +93,28 @@ pub async fn run(w: Arc<Worker>, mut stop: watch::Receiver<bool>) {
             }
             continue;
         }
+        held.fetch_add(claimed.len(), Ordering::SeqCst);
         for run in claimed {
-            let Ok(permit) = permits.clone().acquire_owned().await else {
-                break;
-            };
-            let (w, tx) = (w.clone(), tx.clone());
+            let (w, tx, permits) = (w.clone(), tx.clone(), permits.clone());
+            let (held, freed) = (held.clone(), freed.clone());
             tokio::spawn(async move {
-                let done = attempt(&w, run).await;
-                let _ = tx.send(done);
-                drop(permit);
+                if let Ok(_permit) = permits.acquire_owned().await {
+                    let done = attempt(&w, run).await;
+                    let _ = tx.send(done);
+                }
+                held.fetch_sub(1, Ordering::SeqCst);
+                freed.notify_one();
             });
         }
     }
-    // Drain: every permit back means every attempt has sent its outcome.
-    let all = w.settings.concurrency as u32;
-    let drain = tokio::time::timeout(w.settings.lease, permits.acquire_many(all)).await;
-    if drain.is_err() {
+    // Drain: every claimed run has sent its outcome (or the lease is over).
+    let drained = tokio::time::timeout(w.settings.lease, async {
+        while held.load(Ordering::SeqCst) > 0 {
+            freed.notified().await;
+        }
+    })
+    .await;
+    if drained.is_err() {
         tracing::warn!(
             "attempts still running at shutdown; their leases will expire and other workers take them"
         );
@@ -153,7 +170,7 @@ async fn attempt(w: &Worker, run: Claimed) -> Done {
     .await
 }
 
-/// Records outcomes in batches: whatever has arrived, up to 1,000 at once.
+/// Records outcomes in batches: what arrives within 5 ms of the first, up to 1,000 at once.
 async fn record(w: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Done>) {
     let mut batch: Vec<Done> = Vec::new();
     loop {
@@ -163,10 +180,12 @@ async fn record(w: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Done>) {
                 None => return,
             }
         }
+        // Whatever else arrives within a few milliseconds joins the statement.
+        let gather = tokio::time::Instant::now() + Duration::from_millis(5);
         while batch.len() < 1000 {
-            match rx.try_recv() {
-                Ok(d) => batch.push(d),
-                Err(_) => break,
+            match tokio::time::timeout_at(gather, rx.recv()).await {
+                Ok(Some(d)) => batch.push(d),
+                _ => break,
             }
         }
         let rows: Vec<(i64, Outcome)> = batch.iter().map(|d| (d.id, d.outcome.clone())).collect();
