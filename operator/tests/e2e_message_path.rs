@@ -14,9 +14,11 @@ use xin_e2e::local::{Overrides, gateway_env, orchestrator_env, rendered_env, wri
 use xin_e2e::workload::{Answer, StandIn, Workload, free_port};
 
 /// One operator process serves every test of this file (two would fight over the objects).
+/// Like `make demo`'s, it allows loopback destinations: `xin-demo-messages` points the example
+/// AutomationRules at receivers on loopback.
 fn operator() -> &'static OperatorProcess {
     static OP: OnceLock<OperatorProcess> = OnceLock::new();
-    OP.get_or_init(|| OperatorProcess::start(OPERATOR, &[]))
+    OP.get_or_init(|| OperatorProcess::start(OPERATOR, &[("XIN_OUTBOUND_ALLOW", "127.0.0.1/32")]))
 }
 
 #[tokio::test(flavor = "multi_thread")]
