@@ -19,6 +19,7 @@ pub mod reason {
     pub const INVALID_SCHEDULE: &str = "InvalidSchedule";
     pub const INVALID_TEMPLATE: &str = "InvalidTemplate";
     pub const INVALID_HEADERS: &str = "InvalidHeaders";
+    pub const PLATFORM_SECRET: &str = "PlatformSecret";
     pub const JOB_RUNNING: &str = "JobRunning";
     pub const JOB_SUCCEEDED: &str = "JobSucceeded";
     pub const JOB_FAILED: &str = "JobFailed";

@@ -125,6 +125,10 @@ pub enum ValidateError {
     InvalidTemplate(String),
     #[error("Secret {secret} (spec.action.webhook.headersSecretRef): {problem}")]
     InvalidHeaders { secret: String, problem: String },
+    #[error(
+        "Secret {name} belongs to the platform (the operator manages it, or it holds the platform's telemetry headers): a rule cannot use it; put what the action needs in a Secret of your own"
+    )]
+    PlatformSecret { name: String },
     #[error("spec.{section} is required for this channel type")]
     MissingSection { section: &'static str },
     #[error(
@@ -366,6 +370,7 @@ impl Error {
                 ValidateError::InvalidSchedule(_) => reason::INVALID_SCHEDULE,
                 ValidateError::InvalidTemplate(_) => reason::INVALID_TEMPLATE,
                 ValidateError::InvalidHeaders { .. } => reason::INVALID_HEADERS,
+                ValidateError::PlatformSecret { .. } => reason::PLATFORM_SECRET,
                 ValidateError::MissingSection { .. } => reason::INVALID_SPEC,
                 ValidateError::ReservedNamespace { .. } => reason::NAMESPACE_CONFLICT,
                 ValidateError::DestinationNotAllowed { .. } => reason::DESTINATION_NOT_ALLOWED,

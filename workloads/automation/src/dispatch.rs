@@ -21,6 +21,7 @@ use crate::queue::{Claimed, Outcome, claim, finish};
 /// How one attempt ended, for the recorder.
 struct Done {
     id: i64,
+    attempt: i32,
     outcome: Outcome,
     action: &'static str,
 }
@@ -128,6 +129,7 @@ async fn attempt(w: &Worker, run: Claimed) -> Done {
     let Some(rule) = w.rules.by_uid(&run.rule_uid) else {
         return Done {
             id: run.id,
+            attempt: run.attempts,
             outcome: Outcome::Dead {
                 error: "the AutomationRule was deleted".into(),
             },
@@ -148,7 +150,17 @@ async fn attempt(w: &Worker, run: Claimed) -> Done {
     );
     async {
         let started = Instant::now();
-        let result = w.actions.run(&rule, &run).await;
+        // The whole attempt (Secret reads, DNS, every address of a relay) within the action
+        // timeout, so it never outlives its lease.
+        let result =
+            match tokio::time::timeout(w.settings.action_timeout, w.actions.run(&rule, &run)).await
+            {
+                Ok(r) => r,
+                Err(_) => Err(Failure::Retryable(format!(
+                    "timed out after {} s (AUTOMATION_ACTION_TIMEOUT_SECONDS)",
+                    w.settings.action_timeout.as_secs()
+                ))),
+            };
         w.metrics
             .duration
             .get_or_create(&w.metrics.action(action))
@@ -162,6 +174,7 @@ async fn attempt(w: &Worker, run: Claimed) -> Done {
         }
         Done {
             id: run.id,
+            attempt: run.attempts,
             outcome: outcome(&rule, run.attempts, result),
             action,
         }
@@ -173,6 +186,7 @@ async fn attempt(w: &Worker, run: Claimed) -> Done {
 /// Records outcomes in batches: what arrives within 5 ms of the first, up to 1,000 at once.
 async fn record(w: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Done>) {
     let mut batch: Vec<Done> = Vec::new();
+    let mut failures_at_shutdown = 0;
     loop {
         if batch.is_empty() {
             match rx.recv().await {
@@ -188,7 +202,10 @@ async fn record(w: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Done>) {
                 _ => break,
             }
         }
-        let rows: Vec<(i64, Outcome)> = batch.iter().map(|d| (d.id, d.outcome.clone())).collect();
+        let rows: Vec<(i64, i32, Outcome)> = batch
+            .iter()
+            .map(|d| (d.id, d.attempt, d.outcome.clone()))
+            .collect();
         match finish(&w.pool, &w.tenant, &w.owner, &rows).await {
             Ok(_) => {
                 for d in batch.drain(..) {
@@ -211,9 +228,20 @@ async fn record(w: Arc<Worker>, mut rx: mpsc::UnboundedReceiver<Done>) {
                 w.wake.notify_one();
             }
             Err(e) => {
-                // Kept and tried again; if the process dies first, the leases expire and the
-                // runs are attempted again (at-least-once).
+                // Kept and tried again; if the process ends first, the leases expire and the
+                // runs are attempted again (at-least-once). At shutdown (the channel closed),
+                // a few tries only: the process must exit.
                 tracing::warn!(error = %e, runs = batch.len(), "cannot record run outcomes; retrying");
+                if rx.is_closed() {
+                    failures_at_shutdown += 1;
+                    if failures_at_shutdown >= 5 {
+                        tracing::warn!(
+                            runs = batch.len(),
+                            "outcomes not recorded at shutdown; the runs will be attempted again"
+                        );
+                        return;
+                    }
+                }
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }

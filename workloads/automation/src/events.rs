@@ -7,7 +7,7 @@
 //! A `message_received` event's payload holds only the text's length; the text is joined from
 //! `messages` (bounded by the orchestrator's 4,096 characters) and kept in the run's context.
 //! An event is read once it is a second old, so a rule created just before it is in every
-//! replica's watch by then. Events older than a rule do not fire it (a new rule does not act on the backlog), nor do
+//! replica's watch by then, and not at all while the watch fails (until it recovers). Events older than a rule do not fire it (a new rule does not act on the backlog), nor do
 //! events that arrive while it is suspended.
 
 use chrono::{DateTime, Utc};
@@ -91,6 +91,10 @@ pub fn matches(rule: &AutomationRule, t: EventType, event: &Event) -> bool {
 
 /// Reads one batch of events; returns how many were read.
 pub async fn pump(w: &Worker) -> Result<usize, sqlx::Error> {
+    // While the watch is failing, a rule created meanwhile would be missed: events wait.
+    if !w.rules.watching() {
+        return Ok(0);
+    }
     let mut tx = w.pool.begin().await?;
     let events: Vec<Event> = sqlx::query_as(
         "WITH batch AS (

@@ -34,7 +34,7 @@ use sqlx::PgPool;
 use tokio::sync::{Notify, watch};
 use xin_api::automation::AutomationRule;
 use xin_runtime::HttpMetrics;
-use xin_runtime::outbound::Outbound;
+use xin_runtime::outbound::{Limits, Outbound};
 
 use crate::actions::Actions;
 use crate::config::Args;
@@ -50,6 +50,7 @@ pub struct Settings {
     pub event_batch: usize,
     pub poll: Duration,
     pub lease: Duration,
+    pub action_timeout: Duration,
     pub schedule_tolerance: chrono::Duration,
     pub catch_up_limit: usize,
     pub report_interval: Duration,
@@ -64,6 +65,7 @@ impl Settings {
             event_batch: a.event_batch,
             poll: a.poll(),
             lease: a.lease,
+            action_timeout: a.action_timeout,
             schedule_tolerance: chrono::Duration::from_std(a.schedule_tolerance)
                 .unwrap_or(chrono::Duration::seconds(120)),
             catch_up_limit: a.catch_up_limit,
@@ -217,7 +219,12 @@ pub async fn main(args: Args) -> Result<(), String> {
         rules,
         actions: Actions {
             tenant: args.tenant.clone(),
-            outbound,
+            // Redirects are not followed: a 301/302/303 would turn the POST into a GET without
+            // the payload, and a receiver that moved should be edited into the rule.
+            outbound: outbound.with_limits(Limits {
+                max_redirects: 0,
+                ..outbound.limits()
+            }),
             secrets,
             timeout: args.action_timeout,
         },

@@ -155,22 +155,24 @@ pub enum Outcome {
     },
 }
 
-/// Records the outcomes of attempts this worker ran, in one statement, and adds them to the
-/// rules' counters. An outcome for a run whose lease is no longer `owner`'s (it expired and
-/// another worker took the run) changes nothing. Returns how many were recorded.
+/// Records the outcomes of attempts this worker ran (`(run, attempt number, outcome)`), in one
+/// statement, and adds them to the rules' counters. An outcome for a run whose lease is no
+/// longer this attempt's — it expired and another worker, or this one, took the run again —
+/// changes nothing. Returns how many were recorded.
 pub async fn finish(
     pool: &PgPool,
     tenant: &str,
     owner: &str,
-    done: &[(i64, Outcome)],
+    done: &[(i64, i32, Outcome)],
 ) -> Result<u64, sqlx::Error> {
     if done.is_empty() {
         return Ok(0);
     }
-    let ids: Vec<i64> = done.iter().map(|(id, _)| *id).collect();
+    let ids: Vec<i64> = done.iter().map(|(id, _, _)| *id).collect();
+    let attempts: Vec<i32> = done.iter().map(|(_, a, _)| *a).collect();
     let states: Vec<&str> = done
         .iter()
-        .map(|(_, o)| match o {
+        .map(|(_, _, o)| match o {
             Outcome::Succeeded => "succeeded",
             Outcome::Retry { .. } => "pending",
             Outcome::Dead { .. } => "dead",
@@ -178,29 +180,29 @@ pub async fn finish(
         .collect();
     let after: Vec<Option<DateTime<Utc>>> = done
         .iter()
-        .map(|(_, o)| match o {
+        .map(|(_, _, o)| match o {
             Outcome::Retry { at, .. } => Some(*at),
             _ => None,
         })
         .collect();
     let errors: Vec<Option<String>> = done
         .iter()
-        .map(|(_, o)| match o {
+        .map(|(_, _, o)| match o {
             Outcome::Succeeded => None,
             Outcome::Retry { error, .. } | Outcome::Dead { error } => Some(error.clone()),
         })
         .collect();
     let n: Option<i64> = sqlx::query_scalar(
         "WITH o AS (
-            SELECT * FROM unnest($3::bigint[], $4::text[], $5::timestamptz[], $6::text[])
-                AS o (id, state, run_after, error)
+            SELECT * FROM unnest($3::bigint[], $4::text[], $5::timestamptz[], $6::text[], $7::int[])
+                AS o (id, state, run_after, error, attempt)
          ), upd AS (
             UPDATE automation_runs r
                SET state = o.state, run_after = COALESCE(o.run_after, r.run_after),
                    last_error = o.error, lease_owner = NULL, lease_until = NULL,
                    finished_at = CASE WHEN o.state = 'pending' THEN NULL ELSE now() END
               FROM o
-             WHERE r.id = o.id AND r.lease_owner = $2 AND r.state = 'running'
+             WHERE r.id = o.id AND r.lease_owner = $2 AND r.state = 'running' AND r.attempts = o.attempt
          RETURNING r.id, r.rule_uid, o.state, o.error
          ), stats AS (
             INSERT INTO automation_rule_stats AS s
@@ -227,18 +229,21 @@ pub async fn finish(
     .bind(states)
     .bind(after)
     .bind(errors)
+    .bind(attempts)
     .fetch_one(pool)
     .await?;
     Ok(n.unwrap_or(0) as u64)
 }
 
 /// Pending and running runs of every rule: `(rule uid, depth, oldest created)`.
-pub async fn depths(pool: &PgPool) -> Result<Vec<(String, i64, DateTime<Utc>)>, sqlx::Error> {
+pub async fn depths<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+) -> Result<Vec<(String, i64, DateTime<Utc>)>, sqlx::Error> {
     sqlx::query_as(
         "SELECT rule_uid, count(*), min(created_at) FROM automation_runs
           WHERE state IN ('pending', 'running') GROUP BY rule_uid",
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
@@ -253,12 +258,12 @@ pub struct Stats {
     pub last_error: Option<String>,
 }
 
-pub async fn stats(pool: &PgPool) -> Result<Vec<Stats>, sqlx::Error> {
+pub async fn stats<'c, E: sqlx::PgExecutor<'c>>(db: E) -> Result<Vec<Stats>, sqlx::Error> {
     sqlx::query_as(
         "SELECT rule_uid, succeeded, failed, dead_lettered, last_run_at, last_error
            FROM automation_rule_stats",
     )
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
@@ -279,7 +284,10 @@ pub struct RunRow {
 }
 
 /// The newest `n` runs of every rule.
-pub async fn recent(pool: &PgPool, n: usize) -> Result<Vec<RunRow>, sqlx::Error> {
+pub async fn recent<'c, E: sqlx::PgExecutor<'c>>(
+    db: E,
+    n: usize,
+) -> Result<Vec<RunRow>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, rule_uid, trigger, state, attempts, scheduled_for,
                 context #>> '{conversation,id}' AS conversation_id, idempotency_key,
@@ -289,7 +297,7 @@ pub async fn recent(pool: &PgPool, n: usize) -> Result<Vec<RunRow>, sqlx::Error>
           WHERE n <= $1 ORDER BY rule_uid, id DESC",
     )
     .bind(n as i64)
-    .fetch_all(pool)
+    .fetch_all(db)
     .await
 }
 
@@ -402,9 +410,9 @@ pub async fn sweep_orphans(pool: &PgPool, known: &[String]) -> Result<u64, sqlx:
     .rows_affected())
 }
 
-/// Deletes finished runs older than `hours`.
+/// Deletes finished runs, and outbox events read, older than `hours`.
 pub async fn purge(pool: &PgPool, hours: usize) -> Result<u64, sqlx::Error> {
-    Ok(sqlx::query(
+    let runs = sqlx::query(
         "DELETE FROM automation_runs
           WHERE state IN ('succeeded', 'dead', 'cancelled')
             AND finished_at < now() - make_interval(hours => $1)",
@@ -412,5 +420,13 @@ pub async fn purge(pool: &PgPool, hours: usize) -> Result<u64, sqlx::Error> {
     .bind(hours as i32)
     .execute(pool)
     .await?
-    .rows_affected())
+    .rows_affected();
+    sqlx::query(
+        "DELETE FROM outbox_events
+          WHERE processed_at IS NOT NULL AND processed_at < now() - make_interval(hours => $1)",
+    )
+    .bind(hours as i32)
+    .execute(pool)
+    .await?;
+    Ok(runs)
 }

@@ -129,14 +129,19 @@ struct OpRow {
 
 /// The statuses every rule should show, from the database.
 pub async fn desired(w: &Worker) -> Result<HashMap<String, WorkerStatus>, sqlx::Error> {
-    let stats: HashMap<String, queue::Stats> = queue::stats(&w.pool)
+    // One snapshot: counters, depths and recent runs that agree with each other.
+    let mut tx = w.pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let stats: HashMap<String, queue::Stats> = queue::stats(&mut *tx)
         .await?
         .into_iter()
         .map(|s| (s.rule_uid.clone(), s))
         .collect();
-    let depths = queue::depths(&w.pool).await?;
+    let depths = queue::depths(&mut *tx).await?;
     let mut recent: HashMap<String, Vec<RunSummary>> = HashMap::new();
-    for r in queue::recent(&w.pool, RECENT_RUNS).await? {
+    for r in queue::recent(&mut *tx, RECENT_RUNS).await? {
         recent
             .entry(r.rule_uid.clone())
             .or_default()
@@ -146,8 +151,9 @@ pub async fn desired(w: &Worker) -> Result<HashMap<String, WorkerStatus>, sqlx::
         "SELECT DISTINCT ON (rule_uid, annotation) rule_uid, annotation, value, result, message, detail, at
            FROM automation_operations ORDER BY rule_uid, annotation, at DESC",
     )
-    .fetch_all(&w.pool)
+    .fetch_all(&mut *tx)
     .await?;
+    tx.commit().await?;
     // Gauges.
     let m = &w.metrics;
     let total: i64 = depths.iter().map(|d| d.1).sum();

@@ -19,6 +19,8 @@ pub struct Rules {
     changed: Arc<Notify>,
     deleted: Arc<Mutex<Vec<String>>>,
     listed: Arc<AtomicBool>,
+    /// The watch's last word was not an error.
+    watching: Arc<AtomicBool>,
 }
 
 impl Rules {
@@ -28,15 +30,28 @@ impl Rules {
         let changed = Arc::new(Notify::new());
         let deleted = Arc::new(Mutex::new(Vec::new()));
         let listed = Arc::new(AtomicBool::new(false));
+        let watching = Arc::new(AtomicBool::new(false));
         let rules = Rules {
             store,
             changed: changed.clone(),
             deleted: deleted.clone(),
             listed: listed.clone(),
+            watching: watching.clone(),
+        };
+        // What a change is: the spec, annotations, deletion — not the status the worker itself
+        // writes (waking the reporter on its own writes would make it write again at once).
+        let mut seen: std::collections::HashMap<String, u64> = Default::default();
+        let mut news = move |r: &AutomationRule| {
+            use std::hash::{Hash, Hasher};
+            let m = &r.metadata;
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (m.generation, &m.annotations, m.deletion_timestamp.is_some()).hash(&mut h);
+            seen.insert(r.uid().unwrap_or_default(), h.finish()) != Some(h.finish())
         };
         let stream = reflector::reflector(writer, watcher(api, watcher::Config::default()))
             .default_backoff()
             .for_each(move |ev| {
+                watching.store(ev.is_ok(), Ordering::Relaxed);
                 match &ev {
                     Ok(watcher::Event::Delete(r)) => {
                         if let Some(uid) = r.uid() {
@@ -48,7 +63,11 @@ impl Rules {
                         listed.store(true, Ordering::Relaxed);
                         changed.notify_waiters()
                     }
-                    Ok(watcher::Event::Apply(_)) => changed.notify_waiters(),
+                    Ok(watcher::Event::Apply(r)) => {
+                        if news(r) {
+                            changed.notify_waiters()
+                        }
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "watching AutomationRules failed; retrying")
@@ -72,12 +91,19 @@ impl Rules {
             changed: Arc::new(Notify::new()),
             deleted: Arc::default(),
             listed: Arc::new(AtomicBool::new(true)),
+            watching: Arc::new(AtomicBool::new(true)),
         }
     }
 
     /// Resolves once the first list is in.
     pub async fn ready(&self) {
         let _ = self.store.wait_until_ready().await;
+    }
+
+    /// The watch is live (its last word was not an error): events may be matched against
+    /// these rules. While it is not, a rule created meanwhile could be missing.
+    pub fn watching(&self) -> bool {
+        self.watching.load(Ordering::Relaxed)
     }
 
     pub fn is_ready(&self) -> bool {

@@ -87,10 +87,12 @@ pub async fn tick(
             continue;
         }
         queued += decide(w, &rule, &uid, &cron, tz, &sig, now).await?;
+        // An expression that never fires again (the operator refuses those) is not searched
+        // for again until it is edited.
         *memo = Memo {
             sig: sig.clone(),
             suspended: false,
-            next: next_time(&cron, tz, now),
+            next: Some(next_time(&cron, tz, now).unwrap_or(DateTime::<Utc>::MAX_UTC)),
         };
     }
     Ok(queued)

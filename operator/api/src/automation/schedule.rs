@@ -75,8 +75,12 @@ pub struct Due {
 /// - `RunOnce`: the most recent missed one is queued, standing for all of them;
 /// - `RunAll`: each is queued, at most `limit` (the most recent ones).
 ///
-/// The search walks back from `now`, so a cursor far in the past costs at most `limit` + the
-/// on-time times, however often the rule fires.
+/// Bounded however old the cursor and however often the rule fires: a walk back from `now`
+/// finds where the last `limit` missed times start (croner's backward search can repeat itself
+/// around a fall-back change, so it stops at the first time that is not strictly earlier),
+/// then the times are listed walking forward from an hour before that — forward is the
+/// direction whose daylight-saving rules the docs state (a time in a spring-forward gap fires
+/// at the first instant after it, a repeated time once).
 pub fn due(
     cron: &croner::Cron,
     tz: Tz,
@@ -86,38 +90,97 @@ pub fn due(
     tolerance: chrono::Duration,
     limit: usize,
 ) -> Due {
-    let mut on_time = Vec::new();
-    let mut missed = Vec::new();
-    let mut missed_more = false;
-    // `iter_from` is inclusive of `now`: a time exactly at `now` is due.
     let now = whole(now);
-    for t in cron.iter_from(now.with_timezone(&tz), croner::Direction::Backward) {
+    let cap = limit.max(1);
+    // Where to start: the earliest of the last `cap` missed times (and the on-time ones). Where
+    // the backward search repeats itself (a fall-back change), it starts again three hours
+    // before: the forward listing below covers what was jumped over.
+    let mut start = now;
+    let mut missed_seen = 0usize;
+    let mut missed_more = false;
+    let mut from_t = now;
+    let mut restarts = 0;
+    'search: loop {
+        let mut prev = None::<DateTime<Utc>>;
+        for t in cron
+            .iter_from(from_t.with_timezone(&tz), croner::Direction::Backward)
+            .take(cap + MAX_ON_TIME + 2)
+        {
+            let t = t.with_timezone(&Utc);
+            if t > from_t || prev.is_some_and(|p| t >= p) {
+                restarts += 1;
+                if restarts > 4 {
+                    break 'search;
+                }
+                from_t = prev.unwrap_or(from_t) - chrono::Duration::hours(3);
+                start = start.min(from_t.max(cursor));
+                continue 'search;
+            }
+            if t <= cursor {
+                break 'search;
+            }
+            prev = Some(t);
+            if now - t > tolerance {
+                missed_seen += 1;
+                if missed_seen > cap {
+                    missed_more = true;
+                    break 'search;
+                }
+            }
+            start = start.min(t);
+        }
+        break;
+    }
+    // The times themselves, forward, from an hour before the start (or the cursor). Around a
+    // fall-back change croner lists an interval rule's two passes through the repeated hour
+    // interleaved (00:00, 01:00, 00:05, 01:05 … UTC), so the times are gathered, not assumed
+    // in order, until three hours past `now`.
+    let from = cursor.max(start - chrono::Duration::hours(1));
+    let horizon = now + chrono::Duration::hours(3);
+    let mut found = std::collections::BTreeSet::new();
+    // Listed from three hours earlier still (croner's "after" is by wall clock, which would
+    // lose the second pass through a repeated hour when `from` falls in it), kept from `from`.
+    for t in cron
+        .iter_after((from - chrono::Duration::hours(3)).with_timezone(&tz))
+        .take(cap + MAX_ON_TIME + 5_000)
+    {
         let t = t.with_timezone(&Utc);
-        if t <= cursor {
+        if t > horizon {
             break;
         }
-        if now - t <= tolerance {
-            on_time.push(t);
-        } else if missed.len() < limit.max(1) {
-            missed.push(t);
-        } else {
-            missed_more = true;
-            break;
+        if t > from && t <= now {
+            found.insert(t);
         }
     }
+    let (on_time, mut missed): (Vec<_>, Vec<_>) =
+        found.into_iter().partition(|t| now - *t <= tolerance);
+    let mut on_time = on_time;
+    if missed.len() > cap {
+        missed_more = true;
+        missed.drain(..missed.len() - cap);
+    }
+    on_time.truncate(MAX_ON_TIME);
     let missed_count = missed.len();
     let mut runs = match policy {
         CatchUpPolicy::Skip => vec![],
-        CatchUpPolicy::RunOnce => missed.into_iter().take(1).collect(),
-        CatchUpPolicy::RunAll => missed.into_iter().take(limit).collect(),
+        CatchUpPolicy::RunOnce => missed.last().copied().into_iter().collect(),
+        CatchUpPolicy::RunAll => missed,
     };
     runs.extend(on_time);
-    runs.sort();
     Due {
         runs,
         missed: missed_count,
         missed_more,
     }
+}
+
+/// At most this many on-time runs per pass (a tolerance of hours on a minutely rule).
+const MAX_ON_TIME: usize = 1_000;
+
+/// Whether the expression fires again within croner's search horizon (`0 0 30 2 *` never
+/// does): a rule that never fires is refused rather than searched for every second.
+pub fn fires(cron: &croner::Cron, tz: Tz, after: DateTime<Utc>) -> bool {
+    next_time(cron, tz, after).is_some()
 }
 
 #[cfg(test)]
@@ -199,6 +262,116 @@ mod tests {
                 "2026-10-26T08:00:00+00:00",
             ]
         );
+    }
+
+    /// `due` across both of Berlin's changes, for the rules the review found looping (hourly,
+    /// every five minutes) and the ones the docs list.
+    #[test]
+    fn due_across_daylight_saving_changes_is_bounded_and_forward_exact() {
+        let tol = chrono::Duration::seconds(120);
+        let times = |d: &Due| -> Vec<String> { d.runs.iter().map(|t| t.to_rfc3339()).collect() };
+        // Fall back: 00:00–01:00 UTC is 02:00–03:00 CEST, then 02:00–03:00 CET again.
+        let hourly = parse_cron("0 * * * *").unwrap();
+        for now in [
+            "2026-10-25T00:00:00Z",
+            "2026-10-25T01:00:00Z",
+            "2026-10-25T01:30:00Z",
+            "2026-10-25T02:00:05Z",
+        ] {
+            let now = utc(now);
+            let d = due(
+                &hourly,
+                Berlin,
+                now - chrono::Duration::hours(3),
+                now,
+                CatchUpPolicy::RunAll,
+                tol,
+                100,
+            );
+            assert!(
+                d.runs.len() <= 4 && d.runs.iter().all(|t| *t <= now),
+                "{now}: {:?}",
+                d.runs
+            );
+            let mut sorted = d.runs.clone();
+            sorted.dedup();
+            assert_eq!(sorted, d.runs, "{now}: strictly increasing");
+        }
+        let d = due(
+            &hourly,
+            Berlin,
+            utc("2026-10-24T21:30:00Z"),
+            utc("2026-10-25T02:00:30Z"),
+            CatchUpPolicy::RunAll,
+            tol,
+            100,
+        );
+        assert_eq!(
+            times(&d),
+            [
+                "2026-10-24T22:00:00+00:00",
+                "2026-10-24T23:00:00+00:00",
+                "2026-10-25T00:00:00+00:00",
+                "2026-10-25T01:00:00+00:00",
+                "2026-10-25T02:00:00+00:00"
+            ]
+        );
+        let five = parse_cron("*/5 * * * *").unwrap();
+        let d = due(
+            &five,
+            Berlin,
+            utc("2026-10-25T00:00:00Z"),
+            utc("2026-10-25T01:02:00Z"),
+            CatchUpPolicy::RunAll,
+            tol,
+            100,
+        );
+        // 02:05–02:55 CEST (00:05–00:55 UTC), then 02:00 CET (01:00 UTC): both passes.
+        assert_eq!(d.runs.len(), 12, "{:?}", times(&d));
+        assert_eq!(
+            d.runs.last().map(|t| t.to_rfc3339()).as_deref(),
+            Some("2026-10-25T01:00:00+00:00")
+        );
+        // Spring forward: the 02:30 job fires at 03:00 CEST, 01:00:00 UTC, as the docs say.
+        let half_two = parse_cron("30 2 * * *").unwrap();
+        let d = due(
+            &half_two,
+            Berlin,
+            utc("2026-03-28T12:00:00Z"),
+            utc("2026-03-29T01:00:30Z"),
+            CatchUpPolicy::Skip,
+            tol,
+            100,
+        );
+        assert_eq!(times(&d), ["2026-03-29T01:00:00+00:00"]);
+        let d = due(
+            &half_two,
+            Berlin,
+            utc("2026-03-27T12:00:00Z"),
+            utc("2026-03-29T12:00:00Z"),
+            CatchUpPolicy::RunAll,
+            tol,
+            100,
+        );
+        assert_eq!(
+            times(&d),
+            ["2026-03-28T01:30:00+00:00", "2026-03-29T01:00:00+00:00"]
+        );
+        // Fall back: the 02:30 job once, at the first 02:30.
+        let d = due(
+            &half_two,
+            Berlin,
+            utc("2026-10-24T12:00:00Z"),
+            utc("2026-10-25T12:00:00Z"),
+            CatchUpPolicy::RunAll,
+            tol,
+            100,
+        );
+        assert_eq!(times(&d), ["2026-10-25T00:30:00+00:00"]);
+        // An expression that never fires is found out, not searched for each pass.
+        let never = parse_cron("0 0 30 2 *").unwrap();
+        assert!(!fires(&never, Berlin, utc("2026-01-01T00:00:00Z")));
+        assert!(fires(&half_two, Berlin, utc("2026-01-01T00:00:00Z")));
     }
 
     #[test]

@@ -59,6 +59,8 @@ pub struct Resolved {
     pub tenant: Arc<Tenant>,
     /// The webhook's headers Secret's data, when it names one.
     pub headers: Option<(String, BTreeMap<String, ByteString>)>,
+    /// Secrets the rule names that belong to the platform (refused).
+    pub platform: Vec<String>,
 }
 
 /// The owning Tenant, and every Secret the action names.
@@ -73,6 +75,7 @@ async fn resolve(
         return Ok(Resolved {
             tenant,
             headers: None,
+            platform: vec![],
         });
     }
     let secrets = ctx.stores.secrets.store(&ns).await?;
@@ -82,6 +85,18 @@ async fn resolve(
     for n in &whole {
         secret_exists(&secrets, &ns, n)?;
     }
+    let platform: Vec<String> = keys
+        .iter()
+        .map(|k| k.name.clone())
+        .chain(whole.iter().cloned())
+        .filter(|n| {
+            !usable_by_rules(
+                super::resolve::secret(&secrets, &ns, n).as_deref(),
+                n,
+                &ctx.config,
+            )
+        })
+        .collect();
     let headers = rule
         .spec
         .action
@@ -92,7 +107,26 @@ async fn resolve(
             let s = super::resolve::secret(&secrets, &ns, &r.name)?;
             Some((r.name.clone(), s.data.clone().unwrap_or_default()))
         });
-    Ok(Resolved { tenant, headers })
+    Ok(Resolved {
+        tenant,
+        headers,
+        platform,
+    })
+}
+
+/// Whether a rule may name Secret `name`: not one the operator manages (database credentials,
+/// the signing key, routes, webhook keys) nor the platform's telemetry headers — the worker
+/// would be granted it and could send it to the tenant's URL.
+pub fn usable_by_rules(
+    secret: Option<&k8s_openapi::api::core::v1::Secret>,
+    name: &str,
+    config: &Config,
+) -> bool {
+    let managed = secret
+        .and_then(|s| s.metadata.labels.as_ref())
+        .and_then(|l| l.get(crate::builders::MANAGED_BY.0))
+        .is_some_and(|v| v == crate::builders::MANAGED_BY.1);
+    !managed && config.otel_tenant_headers_secret.as_deref() != Some(name)
 }
 
 /// The webhook and CRM URLs are not destinations the outbound policy refuses by their
@@ -106,6 +140,9 @@ pub fn validate(
 ) -> std::result::Result<(), ValidateError> {
     let tenant = &resolved.tenant;
     let a = &rule.spec.action;
+    if let Some(name) = resolved.platform.first() {
+        return Err(ValidateError::PlatformSecret { name: name.clone() });
+    }
     template::check(&rule.spec.trigger, a).map_err(ValidateError::InvalidTemplate)?;
     if let Some((secret, data)) = &resolved.headers {
         for (k, v) in data {
@@ -125,8 +162,16 @@ pub fn validate(
     let Some(s) = &rule.spec.trigger.schedule else {
         return Ok(());
     };
-    parse_cron(&s.cron).map_err(ValidateError::InvalidSchedule)?;
+    let cron = parse_cron(&s.cron).map_err(ValidateError::InvalidSchedule)?;
     let tz = s.time_zone.clone().unwrap_or(tenant.spec.time_zone.clone());
+    if let Ok(zone) = tz.parse::<chrono_tz::Tz>()
+        && !xin_api::automation::schedule::fires(&cron, zone, chrono::Utc::now())
+    {
+        return Err(ValidateError::InvalidSchedule(format!(
+            "cron {:?} never fires (no such date, like 30 February)",
+            s.cron
+        )));
+    }
     if tz.parse::<chrono_tz::Tz>().is_err() {
         let field = if s.time_zone.is_some() {
             "spec.trigger.schedule.timeZone"
@@ -236,6 +281,7 @@ mod pipeline_tests {
                     .collect();
                 (name.to_string(), data)
             }),
+            platform: vec![],
         }
     }
 
@@ -361,5 +407,29 @@ mod pipeline_tests {
                 reason::INVALID_HEADERS
             );
         }
+        // A Secret of the platform is refused, whatever it holds.
+        let mut platform = resolved(&t, None);
+        platform.platform = vec!["xin-database".into()];
+        let e = validate(&r, &platform, &config).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("Secret xin-database belongs to the platform"),
+            "{e}"
+        );
+        let managed = k8s_openapi::api::core::v1::Secret {
+            metadata: kube::api::ObjectMeta {
+                labels: Some(
+                    [(
+                        crate::builders::MANAGED_BY.0.to_string(),
+                        crate::builders::MANAGED_BY.1.to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert!(!usable_by_rules(Some(&managed), "xin-database", &config));
+        assert!(usable_by_rules(None, "hooks", &config));
     }
 }

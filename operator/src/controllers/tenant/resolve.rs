@@ -171,11 +171,19 @@ pub async fn resolve(
         .into_iter()
         .filter(|r| in_ns(&r.namespace()))
         .collect();
+    let secrets = stores.secrets.store(&namespace).await?;
+    // Never a platform Secret, whatever a rule names (such a rule is refused).
     let rule_secrets: std::collections::BTreeSet<String> = rules
         .iter()
         .flat_map(|r| crate::controllers::automation::secret_names(r))
+        .filter(|n| {
+            crate::controllers::automation::usable_by_rules(
+                crate::controllers::resolve::secret(&secrets, &namespace, n).as_deref(),
+                n,
+                &ctx.config,
+            )
+        })
         .collect();
-    let secrets = stores.secrets.store(&namespace).await?;
     let object = crate::error::object_name(tenant);
     let workloads = match workload_inputs(tenant, &namespace, &channels, &secrets, ctx).await {
         Err(e) if !e.user_fixable() => return Err(e),
