@@ -13,7 +13,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use xin_api::automation::template::{self, Output};
-use xin_api::automation::{AutomationRule, EventType, check_header};
+use xin_api::automation::{AutomationRule, check_header};
 use xin_runtime::outbound::{Outbound, OutboundError};
 
 use crate::email::{self, Email, EmailError, SmtpSettings};
@@ -86,7 +86,8 @@ pub fn context(tenant: &str, run: &Claimed) -> Value {
 /// A request about to be sent (or shown).
 struct Prepared {
     url: String,
-    /// Headers; the `bool` says the value came from a Secret (hidden in previews).
+    /// Headers; the third part, when present, is what a preview shows instead of the value
+    /// (it came from a Secret).
     headers: Vec<(String, String, Option<String>)>,
     body: Vec<u8>,
 }
@@ -342,11 +343,6 @@ pub fn backoff(attempt: i32, backoff_seconds: i32, max_seconds: i32) -> Duration
     let capped = base.min(max_seconds.max(1) as u64) as f64;
     let jitter: f64 = rand::random();
     Duration::from_secs_f64(capped / 2.0 + capped / 2.0 * jitter)
-}
-
-/// The event types (for the docs and tests).
-pub fn event_kinds() -> Vec<&'static str> {
-    EventType::ALL.iter().map(|t| t.kind()).collect()
 }
 
 #[cfg(test)]
