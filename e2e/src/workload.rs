@@ -112,6 +112,11 @@ impl Workload {
     }
 
     /// SIGTERM, then waits for the exit (at most 20 s) and returns whether it was a success.
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn terminate(&mut self) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

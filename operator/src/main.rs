@@ -17,15 +17,10 @@ use xin_operator::server::{ServerState, router};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_current_span(true)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube_lease_manager=warn".into()),
-        )
-        .init();
+    // JSON logs; spans exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or
+    // OTEL_EXPORTER_ENDPOINT) is set, and trace ids in the reconcile log lines either way.
+    let _telemetry =
+        xin_runtime::init_telemetry_with("xin-operator", "info,kube_lease_manager=warn", true);
     match run(Config::parse()).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {

@@ -45,10 +45,15 @@ fn chart_lints_and_renders_with_and_without_options() {
         "v1.37.2",
     ]);
     assert!(ok, "{plain}");
-    assert!(
-        !plain.contains("kind: ServiceMonitor"),
-        "ServiceMonitor must be opt-in"
-    );
+    // The Prometheus Operator's objects only where its CRDs are (monitoring.coreos.com/v1);
+    // the dashboards' ConfigMaps always (Grafana's sidecar needs no CRD).
+    for kind in ["ServiceMonitor", "PodMonitor", "PrometheusRule"] {
+        assert!(
+            !plain.contains(&format!("kind: {kind}")),
+            "{kind} rendered without its CRD"
+        );
+    }
+    assert_eq!(plain.matches("grafana_dashboard: \"1\"").count(), 5);
     for kind in [
         "ServiceAccount",
         "ClusterRole",
@@ -70,13 +75,53 @@ fn chart_lints_and_renders_with_and_without_options() {
         "xin-system",
         "--kube-version",
         "v1.37.2",
-        "--set",
-        "metrics.serviceMonitor.enabled=true",
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PodMonitor",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PrometheusRule",
         "--set",
         "workloads.gatewayImage=registry.example/gw:2",
     ]);
     assert!(ok, "{with_sm}");
-    assert!(with_sm.contains("kind: ServiceMonitor"));
+    for kind in ["ServiceMonitor", "PodMonitor", "PrometheusRule"] {
+        assert!(with_sm.contains(&format!("kind: {kind}\n")), "no {kind}");
+    }
+    // One value each turns them off.
+    let (ok, off) = helm(&[
+        "template",
+        "xin",
+        "--namespace",
+        "xin-system",
+        "--kube-version",
+        "v1.37.2",
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PodMonitor",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PrometheusRule",
+        "--set",
+        "metrics.serviceMonitor.enabled=false",
+        "--set",
+        "metrics.podMonitor.enabled=false",
+        "--set",
+        "metrics.prometheusRule.enabled=false",
+        "--set",
+        "metrics.dashboards.enabled=false",
+    ]);
+    assert!(ok, "{off}");
+    for kind in ["ServiceMonitor", "PodMonitor", "PrometheusRule"] {
+        assert!(
+            !off.contains(&format!("kind: {kind}")),
+            "{kind} still rendered"
+        );
+    }
+    assert!(
+        !off.contains("grafana_dashboard"),
+        "dashboards still rendered"
+    );
     assert!(
         with_sm.contains("registry.example/gw:2"),
         "workload images come from values"

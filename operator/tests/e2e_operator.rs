@@ -471,9 +471,42 @@ fn a_missing_secret_is_a_false_condition_with_reason_until_it_is_created() {
         }
     });
 
+    // The same, as the operator's gauge of its objects' conditions.
+    let series = |status: &str, reason: &str| {
+        format!(
+            "xin_operator_object_condition{{kind=\"Channel\",namespace=\"{}\",name=\"bot\",tenant=\"{}\",condition=\"Ready\",status=\"{status}\",reason=\"{reason}\"}} 1",
+            t.ns, t.name
+        )
+    };
+    let scrape = || {
+        operator()
+            .get("/metrics")
+            .map(|(_, b)| b)
+            .unwrap_or_default()
+    };
+    wait_until("the gauge to show the channel's reason", MINUTE, || {
+        let body = scrape();
+        if body.contains(&series("False", "SecretNotFound")) {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
+
     apply(&t.telegram_secret("tg-later"));
     let c = wait_condition("channel", "bot", &t.ns, "Ready", "True", 2 * MINUTE);
     assert_eq!(condition_reason(&c, "Ready"), "Reconciled");
+    // The operator's store sees its own status patch a moment later.
+    wait_until("the gauge to show the channel Ready", MINUTE, || {
+        let body = scrape();
+        if body.contains(&series("True", "Reconciled"))
+            && !body.contains(&series("False", "SecretNotFound"))
+        {
+            Ok(())
+        } else {
+            Err(body)
+        }
+    });
     wait_until("the gateway for the channel", MINUTE, || {
         get_json(&["deployment", "xin-gateway", "-n", &t.ns]).ok_or_else(|| "none".to_string())
     });

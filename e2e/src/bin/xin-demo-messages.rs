@@ -317,7 +317,7 @@ async fn run() -> Result<(), String> {
     let meta = StandIn::start(|_| Answer::json(200, json!({"messages": [{"id": "wamid.demo"}]})));
     let mut acme = Stack::start("acme", &llm, &telegram, &meta).await?;
     let acme_answers = acme_messages(&acme, &telegram).await?;
-    automations(&acme).await?;
+    let mut automation = automations(&acme).await?;
     let mut globex = Stack::start("globex", &llm, &telegram, &meta).await?;
     let globex_answer = globex_message(&globex, &meta).await?;
     // Each tenant answers from its own knowledge, and from nothing of the other's.
@@ -362,10 +362,135 @@ async fn run() -> Result<(), String> {
     println!(
         "  the gateway's correlation id {edge_id} (the client's X-Request-ID demo-telegram-1 logged as client_request_id): {corr} acme orchestrator log lines carry it"
     );
+    if let Ok(hold) = std::env::var("XIN_DEMO_HOLD") {
+        let workloads = [
+            (
+                "acme",
+                "gateway",
+                &acme.gw,
+                acme.overrides.gateway_metrics_port,
+            ),
+            (
+                "acme",
+                "orchestrator",
+                &acme.orch,
+                acme.overrides.orchestrator_metrics_port,
+            ),
+            (
+                "globex",
+                "gateway",
+                &globex.gw,
+                globex.overrides.gateway_metrics_port,
+            ),
+            (
+                "globex",
+                "orchestrator",
+                &globex.orch,
+                globex.overrides.orchestrator_metrics_port,
+            ),
+        ];
+        let mut targets: Vec<Value> = workloads
+            .iter()
+            .map(|(tenant, component, w, port)| {
+                json!({"tenant": tenant, "component": component, "metrics": format!("127.0.0.1:{port}"), "pid": w.pid()})
+            })
+            .collect();
+        targets.push(json!({"tenant": "acme", "component": "automation", "metrics": automation.metrics, "pid": automation.worker.pid()}));
+        // An ingestion run whose metrics stay up (a Job's are served only while it runs).
+        let mut ingest = lingering_ingestion("xin-acme", "faq-2026-11")?;
+        targets.push(json!({"tenant": "acme", "component": "ingest", "metrics": ingest.metrics, "pid": ingest.worker.pid()}));
+        let held = hold_until_released(&hold, &json!({"targets": targets})).await;
+        ingest.worker.terminate();
+        let _ = std::fs::remove_dir_all(&ingest.dir);
+        let _ = xin_e2e::kubectl(&[
+            "delete",
+            "ingestionjob",
+            &ingest.name,
+            "-n",
+            "xin-acme",
+            "--ignore-not-found",
+        ]);
+        held?;
+    }
+    automation.worker.terminate();
+    let _ = std::fs::remove_dir_all(&automation.dir);
     for s in [&mut acme, &mut globex] {
         s.gw.terminate();
         s.orch.terminate();
     }
+    Ok(())
+}
+
+/// A copy of IngestionJob `ns/name` (`<name>-metrics`), its worker run as its Job would be
+/// but serving its metrics after the run (`INGEST_METRICS_LINGER_SECONDS`) until stopped.
+fn lingering_ingestion(ns: &str, name: &str) -> Result<Automation, String> {
+    let mut ij = get_json(&["ingestionjob", name, "-n", ns]).ok_or("IngestionJob gone")?;
+    let copy = format!("{name}-metrics");
+    ij["metadata"] = json!({"name": copy, "namespace": ns});
+    ij.as_object_mut().map(|o| o.remove("status"));
+    let file = std::env::temp_dir().join(format!("xin-demo-{copy}-{}.json", std::process::id()));
+    std::fs::write(&file, ij.to_string()).map_err(|e| e.to_string())?;
+    let applied = xin_e2e::kubectl(&["apply", "-f", &file.display().to_string()]);
+    let _ = std::fs::remove_file(&file);
+    if !applied.ok {
+        return Err(format!("kubectl apply {copy}: {}", applied.stderr));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while get_json(&["ingestionjob", &copy, "-n", ns])
+        .and_then(|v| v.pointer("/status/jobName").cloned())
+        .is_none()
+    {
+        if std::time::Instant::now() > deadline {
+            return Err(format!("IngestionJob {ns}/{copy} got no Job within 60 s"));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let dir = std::env::temp_dir().join(format!("xin-demo-ingest-{}", std::process::id()));
+    let mut env = xin_e2e::local::ingest_env(ns, &copy, &dir, &Default::default())?;
+    let kubeconfig = service_account_kubeconfig(ns, "xin-ingest", &dir)?;
+    env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
+    env.push(("INGEST_METRICS_LINGER_SECONDS".into(), "3600".into()));
+    let port = env
+        .iter()
+        .find(|(k, _)| k == "INGEST_METRICS_PORT")
+        .map(|(_, v)| v.clone())
+        .ok_or("no INGEST_METRICS_PORT")?;
+    let worker = Workload::start("xin-ingest", &format!("demo-{copy}"), &env);
+    let metrics = format!("127.0.0.1:{port}");
+    println!("xin-ingest for IngestionJob {ns}/{copy}, its metrics on {metrics} after the run");
+    Ok(Automation {
+        worker,
+        metrics,
+        dir,
+        name: copy,
+    })
+}
+
+/// With `XIN_DEMO_HOLD=<file>`: writes the running workloads (tenant, component, metrics
+/// address, pid) as JSON to `<file>`, then keeps them running until the file is removed or
+/// the process gets SIGTERM or SIGINT (a Prometheus can scrape them meanwhile, and traces
+/// keep flowing).
+async fn hold_until_released(path: &str, targets: &Value) -> Result<(), String> {
+    let tmp = format!("{path}.tmp");
+    std::fs::write(&tmp, targets.to_string())
+        .and_then(|()| std::fs::rename(&tmp, path))
+        .map_err(|e| format!("XIN_DEMO_HOLD: cannot write {path}: {e}"))?;
+    println!("
+the workloads keep running (their metrics addresses are in {path}) until it is removed or this process is stopped");
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(Duration::from_millis(300)) => {
+                if !std::path::Path::new(path).exists() {
+                    break;
+                }
+            }
+        }
+    }
+    let _ = std::fs::remove_file(path);
     Ok(())
 }
 
@@ -414,7 +539,15 @@ async fn globex_message(stack: &Stack, meta: &StandIn) -> Result<String, String>
 /// acme's example AutomationRules run by its automation worker, their receivers (made-up
 /// hosts in examples/) pointed at local stand-ins; the demo's operator allows loopback
 /// destinations (`XIN_OUTBOUND_ALLOW=127.0.0.1/32` in e2e/demo.sh).
-async fn automations(acme: &Stack) -> Result<(), String> {
+/// A worker still running, with its metrics address, scratch directory and object's name.
+struct Automation {
+    worker: Workload,
+    metrics: String,
+    dir: std::path::PathBuf,
+    name: String,
+}
+
+async fn automations(acme: &Stack) -> Result<Automation, String> {
     let ns = "xin-acme";
     let hook = StandIn::start(|_| Answer::json(200, json!({"ok": true})));
     let crm = StandIn::start(|_| Answer::json(201, json!({"ticket": "ACME-1"})));
@@ -562,9 +695,12 @@ async fn automations(acme: &Stack) -> Result<(), String> {
         "\n$ kubectl get automationrules -n {ns} -o custom-columns=...\n{}",
         table.stdout.trim_end()
     );
-    worker.terminate();
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
+    Ok(Automation {
+        worker,
+        metrics: a.metrics,
+        dir,
+        name: "xin-automation".into(),
+    })
 }
 
 async fn acme_messages(stack: &Stack, telegram: &StandIn) -> Result<String, String> {

@@ -148,6 +148,7 @@ pub async fn run(client: Client, config: Config, metrics: Metrics, wiring: Wirin
     info!("waiting for every watch to list once");
     stores.wait_until_ready().await;
     info!("watches listed; starting the controllers");
+    metrics.watch_stores(&stores);
     let ctx = Arc::new(Context::new(client, config, metrics, stores));
     futures::join!(
         runner::run::<xin_api::Tenant>(ctx.clone(), queues.tenant),

@@ -359,6 +359,10 @@ async fn reconcile<K: Reconcile>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Actio
             Err(e)
         }
     };
+    // Logged here, inside the reconcile's span, so the line carries its trace id.
+    if let Err(e) = &res {
+        warn!(error = %e, error_kind = e.metric_label(), "reconcile failed");
+    }
     ctx.metrics
         .reconciled(K::kind(&()).as_ref(), start.elapsed());
     res
@@ -374,7 +378,7 @@ fn error_policy<K: Reconcile>(obj: Arc<K>, err: &Error, ctx: Arc<Context>) -> Ac
     } else {
         ctx.backoff(&key(obj.as_ref()))
     };
-    warn!(kind, name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), error = %err, retry_in_s = delay.as_secs(), "reconcile failed");
+    debug!(kind, name = %obj.name_any(), namespace = obj.namespace().unwrap_or_default(), retry_in_s = delay.as_secs(), "reconcile failed; retrying");
     Action::requeue(delay)
 }
 
@@ -390,12 +394,19 @@ pub async fn run<K: Reconcile>(ctx: Arc<Context>, triggers: UnboundedReceiver<Ob
         .shutdown_on_signal()
         .run(
             |obj: Arc<K>, ctx: Arc<Context>| {
+                // Each reconcile is a trace of its own; its id is in every log line of
+                // the pass (and the span goes to the OTLP collector, when one is set).
                 let span = info_span!(
+                    parent: None,
                     "reconcile",
                     kind = K::kind(&()).as_ref(),
                     name = %obj.name_any(),
                     namespace = obj.namespace().unwrap_or_default(),
+                    trace_id = tracing::field::Empty,
                 );
+                if let Some(id) = xin_runtime::trace_id(&span) {
+                    span.record("trace_id", id);
+                }
                 reconcile(obj, ctx).instrument(span)
             },
             error_policy,

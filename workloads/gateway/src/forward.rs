@@ -56,6 +56,8 @@ pub struct Forwarder {
     /// Messages forwarded at once, at most (`GATEWAY_FORWARD_CONCURRENCY`).
     pub concurrency: usize,
     pub outcomes: Family<OutcomeLabels, Counter>,
+    /// Where a replied message's accept-to-reply time is recorded.
+    pub backlog: crate::backlog::Backlog,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
@@ -200,19 +202,19 @@ impl Forwarder {
             == 1)
     }
 
-    /// Marks the row replied and ends the lease; `false` when the row is no longer this
-    /// lease's (another worker owns it, and may send the reply again).
-    pub async fn mark_replied(&self, row: &Leased) -> Result<bool, sqlx::Error> {
-        Ok(sqlx::query(
-            "UPDATE gateway_inbox SET replied_at = now(), locked_until = NULL
-             WHERE id = $1 AND lease_owner = $2",
+    /// Marks the row replied and ends the lease: the seconds since the message was
+    /// accepted, or `None` when the row is no longer this lease's (another worker owns it,
+    /// and may send the reply again).
+    pub async fn mark_replied(&self, row: &Leased) -> Result<Option<f64>, sqlx::Error> {
+        sqlx::query_scalar(
+            "UPDATE gateway_inbox SET replied_at = clock_timestamp(), locked_until = NULL
+             WHERE id = $1 AND lease_owner = $2
+             RETURNING EXTRACT(EPOCH FROM clock_timestamp() - received_at)::float8",
         )
         .bind(row.id)
         .bind(&row.lease_owner)
-        .execute(&self.pool)
-        .await?
-        .rows_affected()
-            == 1)
+        .fetch_optional(&self.pool)
+        .await
     }
 
     /// Records a failed attempt: retried after `backoff` seconds, or set aside when
@@ -373,13 +375,14 @@ impl Forwarder {
             self.trace_headers(&row.correlation_id),
         )
         .await?;
-        if !self
+        let Some(took) = self
             .mark_replied(row)
             .await
             .map_err(|e| db("cannot mark the message replied", e))?
-        {
+        else {
             return Err(Stop::LeaseLost("marking the message replied"));
-        }
+        };
+        self.backlog.replied(&row.channel, took);
         tracing::info!("message answered and replied");
         Ok(())
     }

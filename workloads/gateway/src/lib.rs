@@ -3,6 +3,7 @@
 //! the PostgreSQL inbox (idempotent on the provider's message id) before answering 200.
 #![forbid(unsafe_code)]
 
+pub mod backlog;
 pub mod forward;
 pub mod limits;
 pub mod polls;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::Parser;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use xin_gateway::backlog::Backlog;
 use xin_gateway::forward::{Forwarder, OutcomeLabels};
 use xin_gateway::reply::ProviderApis;
 use xin_gateway::routes::{self, RouteTable};
@@ -88,6 +89,9 @@ struct Args {
     /// as one finishes.
     #[arg(long, env = "GATEWAY_FORWARD_CONCURRENCY", default_value_t = 32, value_parser = clap::value_parser!(u16).range(1..=1024))]
     forward_concurrency: u16,
+    /// Seconds between two readings of the inbox's backlog (`gateway_inbox_*` gauges).
+    #[arg(long, env = "GATEWAY_BACKLOG_REPORT_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=300))]
+    backlog_report_seconds: u64,
     /// How long a client may take to send a request's line and headers, in seconds (from the
     /// connection, or from the end of its previous request); then the connection is closed.
     #[arg(long, env = "GATEWAY_HEADER_READ_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
@@ -171,6 +175,7 @@ async fn run(args: Args) -> Result<(), String> {
         args.signing_key.0.clone().into_bytes(),
     );
     gw.widget_session_ttl = Duration::from_secs(args.widget_session_ttl_seconds);
+    let backlog = Backlog::register(&metrics, &gw.polls);
     gw.body_read_timeout = Duration::from_secs(args.body_read_timeout_seconds);
     let forwarder = Forwarder {
         pool,
@@ -188,7 +193,12 @@ async fn run(args: Args) -> Result<(), String> {
         max_attempts: args.max_attempts,
         concurrency: usize::from(args.forward_concurrency),
         outcomes,
+        backlog: backlog.clone(),
     };
+    let reporter = tokio::spawn(backlog.report(
+        forwarder.pool.clone(),
+        Duration::from_secs(args.backlog_report_seconds),
+    ));
     let worker = tokio::spawn(forwarder.run());
     tracing::info!(%addr, metrics = %maddr, tenant = %args.tenant, "xin-gateway serving");
     let served = xin_gateway::serve(
@@ -201,6 +211,7 @@ async fn run(args: Args) -> Result<(), String> {
     .map_err(|e| format!("server failed: {e}"));
     // A message being forwarded now keeps its lease and is taken again after a restart.
     worker.abort();
+    reporter.abort();
     served
 }
 

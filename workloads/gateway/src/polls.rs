@@ -68,7 +68,7 @@ impl PollCounts {
 }
 
 /// The gateway's open polls.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct Polls {
     slots: Arc<Semaphore>,
     counts: Arc<Mutex<PollCounts>>,

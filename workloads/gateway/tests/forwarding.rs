@@ -12,6 +12,7 @@ use sqlx::PgPool;
 use xin_api::channel::ChannelType;
 use xin_api::routes::{ChannelRoute, Credentials, Routes};
 use xin_e2e::workload::{Answer, Recorded, StandIn};
+use xin_gateway::backlog::Backlog;
 use xin_gateway::forward::Forwarder;
 use xin_gateway::providers::Inbound;
 use xin_gateway::reply::ProviderApis;
@@ -115,6 +116,7 @@ async fn setup(orchestrator: &str, concurrency: usize) -> (Gateway, Forwarder) {
         max_attempts: 12,
         concurrency,
         outcomes: Family::default(),
+        backlog: Default::default(),
     };
     (gw, fwd)
 }
@@ -170,6 +172,17 @@ async fn concurrent_forwards_log_each_messages_own_correlation_id() {
         accept_one(&gw, &format!("user-{i}"), text, &corr).await;
         refused.insert(corr, i % 3 == 0);
     }
+    // The backlog gauges, as the gateway registers them.
+    let metrics = xin_runtime::HttpMetrics::default();
+    let mut fwd = fwd;
+    fwd.backlog = Backlog::register(&metrics, &gw.polls);
+    fwd.backlog.refresh(&gw.pool).await.unwrap();
+    let text = metrics.encode();
+    assert!(text.contains("gateway_inbox_pending 50\n"), "{text}");
+    assert!(text.contains("gateway_inbox_dead_letters 0\n"), "{text}");
+    assert!(text.contains("gateway_widget_polls_open 0\n"), "{text}");
+    let oldest = metric_value(&text, "gateway_inbox_oldest_pending_age_seconds");
+    assert!(oldest > 0.0 && oldest < 600.0, "{oldest}");
     let worker = tokio::spawn(fwd.clone().run());
 
     // Positive evidence that every message is done: 50 final log lines are written (whatever
@@ -241,6 +254,34 @@ async fn concurrent_forwards_log_each_messages_own_correlation_id() {
     .await
     .unwrap();
     assert_eq!((replied, failed), (33, 17));
+    // The same, in the gauges; and each reply's accept-to-reply time, by channel.
+    fwd.backlog.refresh(&gw.pool).await.unwrap();
+    let text = metrics.encode();
+    assert!(text.contains("gateway_inbox_pending 0\n"), "{text}");
+    assert!(text.contains("gateway_inbox_dead_letters 17\n"), "{text}");
+    assert_eq!(
+        metric_value(&text, "gateway_inbox_oldest_pending_age_seconds"),
+        0.0
+    );
+    assert!(
+        text.contains("gateway_accept_to_reply_seconds_count{channel=\"web\"} 33\n"),
+        "{text}"
+    );
+    let took = metric_value(
+        &text,
+        "gateway_accept_to_reply_seconds_sum{channel=\"web\"}",
+    );
+    assert!(
+        took >= 33.0 * 0.15,
+        "each reply waited for the stand-in's 150 ms: {took}"
+    );
+}
+
+/// The value of the sample `name` (with its labels, if any) in a text exposition.
+fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in {text}"))
 }
 
 #[tokio::test]
@@ -279,7 +320,7 @@ async fn a_stale_lease_owner_cannot_finish_the_row() {
             .await
             .unwrap()
     );
-    assert!(!fwd.mark_replied(&first).await.unwrap());
+    assert!(fwd.mark_replied(&first).await.unwrap().is_none());
     let row: (Option<String>, i32, bool, bool) = sqlx::query_as(
         "SELECT answer, attempts, replied_at IS NOT NULL, failed_at IS NOT NULL FROM gateway_inbox WHERE id = $1",
     )
@@ -291,7 +332,7 @@ async fn a_stale_lease_owner_cannot_finish_the_row() {
 
     // The current owner can.
     assert!(fwd.store_answer(&second, "c1", "the answer").await.unwrap());
-    assert!(fwd.mark_replied(&second).await.unwrap());
+    assert!(fwd.mark_replied(&second).await.unwrap().is_some());
     let replied: bool =
         sqlx::query_scalar("SELECT replied_at IS NOT NULL FROM gateway_inbox WHERE id = $1")
             .bind(first.id)

@@ -111,6 +111,10 @@ pub struct Args {
     #[arg(long, env = "EMBEDDING_REFRESH_SECONDS", default_value = "5",
           value_parser = seconds("EMBEDDING_REFRESH_SECONDS"))]
     pub embedding_refresh: Duration,
+    /// Seconds between two readings of the outbox's backlog (`orchestrator_outbox_*` gauges).
+    #[arg(long, env = "ORCHESTRATOR_BACKLOG_REPORT_SECONDS", default_value = "15",
+          value_parser = seconds("ORCHESTRATOR_BACKLOG_REPORT_SECONDS"))]
+    pub backlog_report: Duration,
     /// Comma-separated words or phrases that ask for a person (whole words, any case).
     #[arg(long, env = "HANDOFF_KEYWORDS", default_value = "human,agent,operator")]
     pub handoff_keywords: String,
@@ -181,6 +185,8 @@ pub struct Config {
     pub history_messages: usize,
     /// Destinations the LLM and embedding endpoints may lead to.
     pub outbound: DestinationPolicy,
+    /// Between two readings of the outbox's backlog.
+    pub backlog_report: Duration,
 }
 
 use xin_runtime::{Redacted, redacted};
@@ -196,6 +202,7 @@ impl std::fmt::Debug for Config {
             .field("handoff_keywords", &self.handoff_keywords)
             .field("history_messages", &self.history_messages)
             .field("outbound", &self.outbound)
+            .field("backlog_report", &self.backlog_report)
             .finish()
     }
 }
@@ -218,6 +225,7 @@ impl Config {
                     .expect("the default service range parses"),
                 ..DestinationPolicy::default()
             },
+            backlog_report: Duration::from_secs(15),
         }
     }
 }
@@ -272,6 +280,7 @@ impl Args {
             handoff_keywords,
             history_messages: 10,
             outbound: self.outbound.policy(),
+            backlog_report: self.backlog_report,
         })
     }
 }

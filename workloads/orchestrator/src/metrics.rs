@@ -6,7 +6,10 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use sqlx::PgPool;
+use std::sync::atomic::AtomicU64;
 use xin_runtime::HttpMetrics;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +31,10 @@ pub struct OrchestratorMetrics {
     pub llm_seconds: Family<LlmLabels, Histogram>,
     /// `orchestrator_retrieval_seconds`.
     pub retrieval_seconds: Histogram,
+    /// `orchestrator_outbox_pending`: events the automation worker has not read yet.
+    pub outbox_pending: Gauge,
+    /// `orchestrator_outbox_oldest_pending_age_seconds`.
+    pub outbox_oldest: Gauge<f64, AtomicU64>,
 }
 
 impl OrchestratorMetrics {
@@ -40,6 +47,8 @@ impl OrchestratorMetrics {
             retrieval_seconds: Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.25, 0.5, 1.0,
             ]),
+            outbox_pending: Gauge::default(),
+            outbox_oldest: Gauge::default(),
         };
         let mut reg = http.registry.lock().unwrap_or_else(|e| e.into_inner());
         reg.register(
@@ -57,6 +66,16 @@ impl OrchestratorMetrics {
             "Duration of knowledge retrieval (question embedding included)",
             m.retrieval_seconds.clone(),
         );
+        reg.register(
+            "orchestrator_outbox_pending",
+            "Conversation events in the outbox not yet read by the automation worker",
+            m.outbox_pending.clone(),
+        );
+        reg.register(
+            "orchestrator_outbox_oldest_pending_age_seconds",
+            "Age of the oldest outbox event not yet read (0 when none)",
+            m.outbox_oldest.clone(),
+        );
         drop(reg);
         m
     }
@@ -68,6 +87,42 @@ impl OrchestratorMetrics {
                 outcome: outcome.to_string(),
             })
             .observe(d.as_secs_f64());
+    }
+
+    /// Reads the outbox's backlog once into the gauges (on the partial index of unread
+    /// events: the cost follows the backlog, not the table).
+    pub async fn refresh_outbox(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+        let (pending, oldest): (i64, f64) = sqlx::query_as(
+            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
+             FROM outbox_events WHERE processed_at IS NULL",
+        )
+        .fetch_one(pool)
+        .await?;
+        self.outbox_pending.set(pending);
+        self.outbox_oldest.set(oldest.max(0.0));
+        Ok(())
+    }
+
+    /// Refreshes the outbox gauges every `every`, for as long as the runtime runs; a failed
+    /// read is logged once per run of failures and the gauges keep their last values.
+    pub fn spawn_outbox_reporter(&self, pool: PgPool, every: Duration) {
+        let me = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut failing = false;
+            loop {
+                tick.tick().await;
+                match me.refresh_outbox(&pool).await {
+                    Ok(()) => failing = false,
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot read the outbox's backlog; the gauges keep their last values");
+                    }
+                    Err(_) => {}
+                }
+            }
+        });
     }
 
     pub fn answered(&self, path: &str) {

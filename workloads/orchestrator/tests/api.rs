@@ -291,6 +291,24 @@ async fn a_closed_conversation_takes_no_messages_and_handoffs_are_events() {
     assert_eq!(handoffs.len(), 3);
     assert_eq!(handoffs[1].2["reason"], "angry customer");
     assert_eq!(handoffs[1].2["trigger"], "request");
+    // No automation worker reads them here: the outbox gauges show every event waiting.
+    let waiting = h.outbox().await.len();
+    h.orchestrator
+        .metrics
+        .refresh_outbox(&h.pool)
+        .await
+        .unwrap();
+    let text = h.metrics.encode();
+    assert!(
+        text.contains(&format!("orchestrator_outbox_pending {waiting}\n")),
+        "{waiting} events: {text}"
+    );
+    let oldest = text
+        .lines()
+        .find_map(|l| l.strip_prefix("orchestrator_outbox_oldest_pending_age_seconds "))
+        .and_then(|v| v.parse::<f64>().ok())
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(oldest > 0.0 && oldest < 600.0, "{oldest}");
 
     let before_close = h
         .say(

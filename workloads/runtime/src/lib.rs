@@ -28,7 +28,9 @@ pub mod outbound;
 pub mod signing;
 pub mod telemetry;
 
-pub use telemetry::{Telemetry, continue_trace, init_telemetry, inject_trace};
+pub use telemetry::{
+    Telemetry, continue_trace, init_telemetry, init_telemetry_with, inject_trace, trace_id,
+};
 pub use xin_api::Redacted;
 
 pub const REQUEST_ID: &str = "x-request-id";
@@ -92,7 +94,9 @@ impl Default for HttpMetrics {
         let requests = Family::<RequestLabels, Counter>::default();
         let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
             Histogram::new([
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                // 1.2 and 1.5: the latency SLO (P95 under 1.2 s) and where it pages.
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.2, 1.5, 2.5, 5.0,
+                10.0,
             ])
         });
         registry.register(

@@ -148,10 +148,23 @@ fn percent_decode(s: &str) -> Option<String> {
 /// Sets up logs and, when configured, traces for `service`. Call once at start and keep
 /// the guard until the end of `main`.
 pub fn init_telemetry(service: &'static str) -> Telemetry {
+    init_telemetry_with(service, "info", false)
+}
+
+/// [`init_telemetry`] with `default_filter` when `RUST_LOG` is unset, and — with
+/// `always_trace` — spans that carry trace ids even when no OTLP endpoint is configured (they
+/// are then sampled but exported nowhere), so log lines can name their trace either way.
+pub fn init_telemetry_with(
+    service: &'static str,
+    default_filter: &str,
+    always_trace: bool,
+) -> Telemetry {
     // The exporter's HTTP client uses rustls; kube and sqlx use the ring provider too.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let filter =
-        || tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = || {
+        tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| default_filter.into())
+    };
     let fmt = tracing_subscriber::fmt::layer()
         .json()
         .flatten_event(true)
@@ -161,31 +174,34 @@ pub fn init_telemetry(service: &'static str) -> Telemetry {
         opentelemetry_sdk::propagation::TraceContextPropagator::new(),
     );
     let config = otlp_config(&|n| std::env::var(n).ok());
-    let provider = match &config {
-        Ok(Some(c)) => build_provider(service, c).map(Some),
-        Ok(None) => Ok(None),
-        Err(e) => Err(e.clone()),
+    // A bad OTLP configuration is reported; with `always_trace` spans still get their ids.
+    let (built, error) = match &config {
+        Ok(Some(c)) => match build_provider(service, Some(c)) {
+            Ok(p) => (Some(p), None),
+            Err(e) => (None, Some(e)),
+        },
+        Ok(None) => (None, None),
+        Err(e) => (None, Some(e.clone())),
     };
-    let (otel_layer, provider, error) = match provider {
-        Ok(Some(p)) => (
-            Some(tracing_opentelemetry::layer().with_tracer(p.tracer(service))),
-            Some(p),
-            None,
-        ),
-        Ok(None) => (None, None, None),
-        Err(e) => (None, None, Some(e)),
+    let provider = match built {
+        Some(p) => Some(p),
+        None if always_trace => build_provider(service, None).ok(),
+        None => None,
     };
+    let otel_layer = provider
+        .as_ref()
+        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(service)));
     let _ = tracing_subscriber::registry()
         .with(filter())
         .with(fmt)
         .with(otel_layer)
         .try_init();
-    match (&provider, error, config) {
-        (Some(_), _, Ok(Some(c))) => {
-            tracing::info!(endpoint = %c.endpoint, headers = c.headers.len(), "tracing initialised")
-        }
-        (_, Some(e), _) => {
+    match (error, config) {
+        (Some(e), _) => {
             tracing::error!(error = %e, "tracing not initialised; running without traces")
+        }
+        (None, Ok(Some(c))) => {
+            tracing::info!(endpoint = %c.endpoint, headers = c.headers.len(), "tracing initialised")
         }
         _ => tracing::info!(
             "tracing disabled: no OTEL_EXPORTER_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT set"
@@ -194,16 +210,31 @@ pub fn init_telemetry(service: &'static str) -> Telemetry {
     Telemetry { provider }
 }
 
-fn build_provider(service: &'static str, c: &OtlpConfig) -> Result<SdkTracerProvider, String> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_http()
-        .with_endpoint(c.endpoint.clone())
-        .with_headers(c.headers.clone())
-        .with_timeout(std::time::Duration::from_secs(5))
-        .build()
-        .map_err(|e| format!("OTLP exporter for {}: {e}", c.endpoint))?;
-    Ok(SdkTracerProvider::builder()
-        .with_batch_exporter(exporter)
+/// The trace id of `span` (32 hex digits), or `None` when spans carry none (no tracer).
+pub fn trace_id(span: &tracing::Span) -> Option<String> {
+    use opentelemetry::trace::TraceContextExt;
+    let id = span.context().span().span_context().trace_id();
+    (id != opentelemetry::trace::TraceId::INVALID).then(|| id.to_string())
+}
+
+/// A provider exporting to `c`, or — without one — a provider that only gives spans their
+/// ids.
+fn build_provider(
+    service: &'static str,
+    c: Option<&OtlpConfig>,
+) -> Result<SdkTracerProvider, String> {
+    let mut builder = SdkTracerProvider::builder();
+    if let Some(c) = c {
+        let exporter = opentelemetry_otlp::SpanExporter::builder()
+            .with_http()
+            .with_endpoint(c.endpoint.clone())
+            .with_headers(c.headers.clone())
+            .with_timeout(std::time::Duration::from_secs(5))
+            .build()
+            .map_err(|e| format!("OTLP exporter for {}: {e}", c.endpoint))?;
+        builder = builder.with_batch_exporter(exporter);
+    }
+    Ok(builder
         .with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(service)
@@ -261,6 +292,32 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         otlp_config(&|n| m.get(n).cloned())
+    }
+
+    #[test]
+    fn spans_have_trace_ids_with_a_tracer_without_an_exporter() {
+        let provider = build_provider("xin-test", None).unwrap();
+        let subscriber = tracing_subscriber::registry()
+            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("xin-test")));
+        tracing::subscriber::with_default(subscriber, || {
+            let a = tracing::info_span!(parent: None, "a");
+            let b = tracing::info_span!(parent: None, "b");
+            let (ta, tb) = (trace_id(&a).unwrap(), trace_id(&b).unwrap());
+            assert_eq!(ta.len(), 32, "{ta}");
+            assert!(ta.bytes().all(|c| c.is_ascii_hexdigit()), "{ta}");
+            assert_ne!(ta, tb, "two root spans, two traces");
+            let child = a.in_scope(|| tracing::info_span!("child"));
+            assert_eq!(
+                trace_id(&child).unwrap(),
+                ta,
+                "a child is in its parent's trace"
+            );
+        });
+        assert_eq!(
+            trace_id(&tracing::info_span!("none")),
+            None,
+            "no tracer, no id"
+        );
     }
 
     #[test]

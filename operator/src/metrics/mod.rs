@@ -11,6 +11,9 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+mod objects;
+pub use objects::{StoreFigures, ingestion_lag};
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabels {
     pub kind: String,
@@ -37,6 +40,9 @@ pub struct Metrics {
     pub duration: Family<KindLabels, Histogram>,
     pub writes: Family<WriteLabels, Counter>,
     pub requests: Family<WriteLabels, Counter>,
+    /// The object-condition and ingestion-lag gauges, read from the stores once
+    /// [`Metrics::watch_stores`] hands them over.
+    pub stores: StoreFigures,
 }
 
 impl Default for Metrics {
@@ -76,7 +82,11 @@ impl Default for Metrics {
             "Every request sent to the API server, by verb (GET, LIST, WATCH, POST, PATCH, PUT, DELETE) and resource",
             requests.clone(),
         );
+        let stores = StoreFigures::default();
+        // Its metrics get the registry's prefix too (`xin_operator_object_condition`).
+        registry.register_collector(Box::new(stores.clone()));
         Metrics {
+            stores,
             registry: Arc::new(registry),
             requests,
             reconciles,
@@ -88,6 +98,11 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// Reads the object-condition and ingestion-lag gauges from `stores` from now on.
+    pub fn watch_stores(&self, stores: &crate::stores::Stores) {
+        let _ = self.stores.0.set(stores.clone());
+    }
+
     pub fn reconciled(&self, kind: &str, took: Duration) {
         let labels = KindLabels { kind: kind.into() };
         self.reconciles.get_or_create(&labels).inc();
