@@ -2,11 +2,15 @@
 SHELL := /bin/bash
 CLUSTER := e2e/controlplane/cluster.sh
 
-.PHONY: demo test bench bench-operator bench-orchestrator bench-gateway bench-store bench-ingest bench-automation fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
+.PHONY: demo demo-observability test bench bench-operator bench-orchestrator bench-gateway bench-store bench-ingest bench-automation fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
 
 ## demo: the local control plane, the operator, examples/ applied and Ready, shown
 demo:
 	@e2e/demo.sh
+
+## demo-observability: the demo plus Prometheus (the chart's rules) and Jaeger, workloads kept up
+demo-observability:
+	@XIN_DEMO_OBSERVABILITY=1 e2e/demo.sh
 
 ## test: static checks, unit tests and the e2e suites against the local control plane
 test:

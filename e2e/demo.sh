@@ -15,6 +15,10 @@
 #      knowledge; acme's automation worker (xin-automation) runs the example rules, their
 #      receivers pointed at local stand-ins: a digest webhook run now and a CRM ticket for a
 #      handoff (e2e/src/bin/xin-demo-messages.rs)
+# With XIN_DEMO_OBSERVABILITY=1 (`make demo-observability`) also: Jaeger and Prometheus
+# (e2e/observability.sh; built once from their Go modules), the operator and the workloads
+# exporting their spans to Jaeger, the workloads kept running, and Prometheus scraping them and
+# the operator with the chart's alert and recording rules; it prints where to look.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 CLUSTER=$REPO/e2e/controlplane/cluster.sh
@@ -23,6 +27,18 @@ STATE=$("$CLUSTER" dir)
 METRICS_ADDR=${XIN_DEMO_METRICS_ADDR:-127.0.0.1:18080}
 cd "$REPO"
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+OBS=${XIN_DEMO_OBSERVABILITY:-0}
+OBS_SCRIPT=$REPO/e2e/observability.sh
+otel=()
+if [ "$OBS" = 1 ]; then
+  say "Prometheus and Jaeger (built once from their Go modules, then cached)"
+  "$CLUSTER" build-tools prometheus jaeger
+  jaeger=$("$OBS_SCRIPT" start-jaeger)
+  otlp=$(sed -n 's/.*otlp=\([^ ]*\).*/\1/p' <<<"$jaeger")
+  traces=$(sed -n 's/.*query=\([^ ]*\).*/\1/p' <<<"$jaeger")
+  # The operator's own spans, and the endpoint it renders into every workload.
+  otel=(OTEL_EXPORTER_OTLP_ENDPOINT="$otlp" XIN_OTEL_EXPORTER_ENDPOINT="$otlp")
+fi
 
 "$CLUSTER" up
 eval "$("$CLUSTER" env)"
@@ -52,7 +68,7 @@ say "starting the operator (logs: $STATE/logs/xin-operator.log, metrics: http://
 # The example automation rules' receivers are stand-ins on loopback (xin-demo-messages points
 # the rules at them): the demo's platform allows that destination, as a platform team would
 # allow an on-premises receiver (--outbound-allow).
-XIN_METRICS_ADDR=$METRICS_ADDR XIN_LEASE_NAMESPACE=xin-system XIN_RESYNC_SECONDS=60 \
+env "${otel[@]}" XIN_METRICS_ADDR=$METRICS_ADDR XIN_LEASE_NAMESPACE=xin-system XIN_RESYNC_SECONDS=60 \
   XIN_OUTBOUND_ALLOW=127.0.0.1/32 \
   XIN_TELEGRAM_API_BASE=${XIN_TELEGRAM_API_BASE:-http://127.0.0.1:9} \
   setsid target/debug/xin-operator >"$STATE/logs/xin-operator.log" 2>&1 </dev/null &
@@ -83,7 +99,39 @@ say "the operator's metrics"
 curl -fsS "http://$METRICS_ADDR/metrics" | { grep -E '^xin_operator_(reconciles|reconcile_failures|write_requests)_total' || true; } | sort | head -40
 
 say "ingestion, the message paths, then automations: each tenant's workers, gateway and orchestrator with the configuration the operator rendered"
-target/debug/xin-demo-messages
+if [ "$OBS" != 1 ]; then
+  target/debug/xin-demo-messages
+else
+  # The workloads stay up for Prometheus: xin-demo-messages holds them until $hold is removed.
+  hold=$STATE/demo-targets.json
+  holdpid=$STATE/pids/xin-demo-messages.pid
+  [ -f "$holdpid" ] && kill "$(cat "$holdpid")" 2>/dev/null && sleep 2
+  rm -f "$hold"
+  XIN_DEMO_HOLD=$hold setsid target/debug/xin-demo-messages >"$STATE/logs/xin-demo-messages.log" 2>&1 </dev/null &
+  echo $! >"$holdpid"
+  for _ in $(seq 1 600); do
+    [ -f "$hold" ] && break
+    kill -0 "$(cat "$holdpid")" 2>/dev/null || { cat "$STATE/logs/xin-demo-messages.log" >&2; echo "error: xin-demo-messages exited" >&2; exit 1; }
+    sleep 0.5
+  done
+  [ -f "$hold" ] || { echo "error: the demo's workloads did not start; log: $STATE/logs/xin-demo-messages.log" >&2; exit 1; }
+  sed -n '/^===/,$p' "$STATE/logs/xin-demo-messages.log"
+  # Prometheus: the operator and each workload, with the labels the chart's monitors add.
+  python3 - "$hold" "$METRICS_ADDR" "$REPO/charts/xin/files/prometheus-rules.yaml" >"$STATE/prometheus.yml" <<'PY'
+import json, sys
+targets, operator, rules = json.load(open(sys.argv[1]))["targets"], sys.argv[2], sys.argv[3]
+jobs = [{"job_name": "xin-operator", "honor_labels": True,
+         "static_configs": [{"targets": [operator], "labels": {"component": "operator", "namespace": "xin-system"}}]}]
+for t in targets:
+    jobs.append({"job_name": f'{t["tenant"]}-{t["component"]}',
+                 "static_configs": [{"targets": [t["metrics"]], "labels": {
+                     "tenant": t["tenant"], "component": t["component"], "namespace": f'xin-{t["tenant"]}'}}],
+                 "metric_relabel_configs": [{"action": "labeldrop", "regex": "exported_tenant"}]})
+print(json.dumps({"global": {"scrape_interval": "15s", "evaluation_interval": "30s"},
+                  "rule_files": [rules], "scrape_configs": jobs}, indent=1))
+PY
+  prom=$("$OBS_SCRIPT" start-prometheus "$STATE/prometheus.yml" | sed -n 's/.*url=\([^ ]*\).*/\1/p')
+fi
 set -x
 kubectl get ingestionjobs -A
 kubectl get automationrules -A
@@ -105,3 +153,22 @@ Poke at it:
   target/debug/xin-demo-messages                                                          # the message paths and automations again
 Tear down:  make cluster-down   (stops the operator too)   Wipe: make cluster-reset   PostgreSQL: e2e/postgres.sh stop
 EOT
+if [ "$OBS" != 1 ]; then
+  cat <<EOT
+Metrics in Prometheus (the chart's alerts and recording rules) and traces in Jaeger, the
+workloads kept running:  make demo-observability   (builds Prometheus and Jaeger once; docs/observability.md)
+EOT
+else
+  cat <<EOT
+
+Observability (docs/observability.md):
+  Prometheus API  $prom  (no web UI: its assets are not in the Go module)
+    curl -s '$prom/api/v1/targets' | python3 -m json.tool | grep -E '"(health|scrapeUrl)"'
+    curl -s '$prom/api/v1/query' --data-urlencode 'query=xin_operator_object_condition{condition="Ready"}'
+    curl -s '$prom/api/v1/query' --data-urlencode 'query=gateway_inbox_pending'
+    curl -s '$prom/api/v1/alerts'                    # kill an orchestrator (pids in $hold) and watch
+  Jaeger          $traces/search   (API: $traces/api/services, $traces/api/traces?service=xin-gateway)
+  Dashboards      charts/xin/files/dashboards/*.json: import into a Grafana with this Prometheus as its datasource
+  Stop:  rm $hold   (the workloads)   e2e/observability.sh stop-prometheus; e2e/observability.sh stop-jaeger
+EOT
+fi

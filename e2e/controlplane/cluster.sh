@@ -14,8 +14,11 @@
 #   cluster.sh build-tools [tool...]
 #                              build (or find in the cache) the test tools, all when none is
 #                              named: cyclonus (the NetworkPolicy engine that
-#                              operator/tests/network_policy.rs runs) and cargo-deny (the
-#                              dependency licence/ban/source check of `make test`)
+#                              operator/tests/network_policy.rs runs), cargo-deny (the
+#                              dependency licence/ban/source check of `make test`), prometheus
+#                              (prometheus and promtool), jaeger (v2, in-memory traces) and
+#                              prometheus-operator-crds (the monitoring.coreos.com CRD
+#                              manifests, a directory); e2e/observability.sh runs the first two
 #
 # Two clusters, each with its own state and ports, so the demo never shows what the test
 # suites create and both can run at once. XIN_CLUSTER picks one:
@@ -41,6 +44,9 @@ KWOK_BIN=$CACHE_ROOT/kwok-$KWOK_VERSION/bin
 HELM_BIN=$CACHE_ROOT/helm-$HELM_VERSION/bin
 CYCLONUS_BIN=$CACHE_ROOT/cyclonus-$CYCLONUS_VERSION/bin
 CARGO_DENY_ROOT=$CACHE_ROOT/cargo-deny-$CARGO_DENY_VERSION
+PROMETHEUS_BIN=$CACHE_ROOT/prometheus-$PROMETHEUS_VERSION/bin
+JAEGER_BIN=$CACHE_ROOT/jaeger-$JAEGER_VERSION/bin
+PROMETHEUS_OPERATOR_CRDS=$CACHE_ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION
 
 CLUSTER_NAME=${XIN_CLUSTER:-demo}
 case "$CLUSTER_NAME" in
@@ -120,6 +126,9 @@ cmd_check_versions() {
   grep -q "^\s*sigs.k8s.io/kwok $KWOK_VERSION\b" "$HERE/gomod/kwok/go.mod" || { echo "gomod/kwok: kwok is not $KWOK_VERSION" >&2; bad=1; }
   grep -q "^\s*helm.sh/helm/v3 $HELM_VERSION\b" "$HERE/gomod/helm/go.mod" || { echo "gomod/helm: helm is not $HELM_VERSION" >&2; bad=1; }
   grep -q "^\s*github.com/mattfenwick/cyclonus $CYCLONUS_VERSION\b" "$HERE/gomod/cyclonus/go.mod" || { echo "gomod/cyclonus: cyclonus is not $CYCLONUS_VERSION" >&2; bad=1; }
+  grep -q "^\s*github.com/prometheus/prometheus $PROMETHEUS_VERSION\b" "$HERE/gomod/prometheus/go.mod" || { echo "gomod/prometheus: prometheus is not $PROMETHEUS_VERSION" >&2; bad=1; }
+  grep -q "^\s*github.com/jaegertracing/jaeger $JAEGER_VERSION\b" "$HERE/gomod/jaeger/go.mod" || { echo "gomod/jaeger: jaeger is not $JAEGER_VERSION" >&2; bad=1; }
+  grep -q "^\s*github.com/prometheus-operator/prometheus-operator $PROMETHEUS_OPERATOR_VERSION\b" "$HERE/gomod/prometheus-operator-crds/go.mod" || { echo "gomod/prometheus-operator-crds: prometheus-operator is not $PROMETHEUS_OPERATOR_VERSION" >&2; bad=1; }
   ((bad == 0)) && echo "versions.env and gomod/*/go.mod agree"
   return "$bad"
 }
@@ -187,6 +196,27 @@ cargo_install() {
   say "built $crate in $(( $(date +%s) - start )) s"
 }
 
+# fetch_prometheus_operator_crds: the CRD manifests of the release gomod/prometheus-operator-crds
+# pins (example/prometheus-operator-crd/, the v1 and v1alpha1 APIs without the conversion
+# webhook that the -full variant's v1beta1 AlertmanagerConfig needs), from its module zip (go
+# verifies it against go.sum), copied into $PROMETHEUS_OPERATOR_CRDS. Like go_build: into a
+# temporary directory, renamed into place only when complete.
+fetch_prometheus_operator_crds() {
+  local out=$PROMETHEUS_OPERATOR_CRDS mod=github.com/prometheus-operator/prometheus-operator dir tmp
+  if [ -f "$out/monitoring.coreos.com_servicemonitors.yaml" ]; then say "cached: CRDs in $out"; return 0; fi
+  dir=$(cd "$HERE/gomod/prometheus-operator-crds" && go mod download "$mod" && go list -m -f '{{.Dir}}' "$mod") ||
+    die "go mod download $mod failed in e2e/controlplane/gomod/prometheus-operator-crds"
+  [ -f "$dir/example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml" ] ||
+    die "no example/prometheus-operator-crd/ in $dir"
+  mkdir -p "$CACHE_ROOT"
+  tmp=$(mktemp -d "$CACHE_ROOT/.prometheus-operator-crds.XXXXXX")
+  install -m 644 "$dir"/example/prometheus-operator-crd/*.yaml "$tmp/"
+  chmod 755 "$tmp"
+  rm -rf "$out"
+  mv "$tmp" "$out"
+  say "copied $(find "$out" -name '*.yaml' | wc -l) CRD manifests into $out"
+}
+
 # Only the test suites need these (the demo does not): `make test` builds them. Cyclonus takes
 # about 4.5 minutes with empty Go caches on 2 busy cores, under a minute once its modules are
 # downloaded. cargo-deny needs only cargo, not Go: about 6 minutes on 2 busy cores (356 s
@@ -194,9 +224,12 @@ cargo_install() {
 # registry cache; `make test` builds it in its static checks, before the cluster starts.
 cmd_build_tools() {
   local tools=("$@") t
-  ((${#tools[@]})) || tools=(cyclonus cargo-deny)
+  ((${#tools[@]})) || tools=(cyclonus cargo-deny prometheus jaeger prometheus-operator-crds)
   for t in "${tools[@]}"; do
-    case "$t" in cyclonus | cargo-deny) ;; *) die "build-tools: unknown tool '$t' (cyclonus, cargo-deny)" ;; esac
+    case "$t" in
+      cyclonus | cargo-deny | prometheus | jaeger | prometheus-operator-crds) ;;
+      *) die "build-tools: unknown tool '$t' (cyclonus, cargo-deny, prometheus, jaeger, prometheus-operator-crds)" ;;
+    esac
   done
   build_lock
   for t in "${tools[@]}"; do
@@ -211,6 +244,41 @@ cmd_build_tools() {
       cargo-deny)
         say "cargo-deny $CARGO_DENY_VERSION (dependency licences, bans, sources)"
         cargo_install cargo-deny "$CARGO_DENY_VERSION" "$CARGO_DENY_ROOT"
+        ;;
+      prometheus)
+        ensure_tools
+        go_env
+        cmd_check_versions >/dev/null
+        say "prometheus $PROMETHEUS_VERSION (prometheus and promtool)"
+        # Module v0.MMM.P is Prometheus M.MM.P: the version `prometheus --version` reports.
+        local pv=${PROMETHEUS_VERSION#v0.}
+        pv="${pv:0:1}.$((10#${pv:1:2})).${pv#*.}"
+        # Without the builtinassets tag (the web UI is not in the module zip) the binary looks
+        # for the UI on disk and the UI pages fail, but the HTTP API (/api/v1/...) and /-/ready
+        # work. remove_all_sd drops the optional service discoveries (cloud SDKs: AWS, Azure,
+        # GCE, ...), enable_kubernetes_sd keeps Kubernetes'; static, file and http SD stay.
+        GOFLAGS="$GOFLAGS -tags=remove_all_sd,enable_kubernetes_sd" go_build prometheus "$PROMETHEUS_BIN" \
+          "-s -w -X github.com/prometheus/common/version.Version=$pv" \
+          github.com/prometheus/prometheus/cmd/prometheus prometheus \
+          github.com/prometheus/prometheus/cmd/promtool promtool
+        ;;
+      jaeger)
+        ensure_tools
+        go_env
+        cmd_check_versions >/dev/null
+        say "jaeger $JAEGER_VERSION (v2: OTLP receiver, in-memory storage, query API)"
+        # The UI assets are not in the module zip either: / serves a placeholder page, the
+        # query API (/api/traces/<id>, /api/services) works.
+        go_build jaeger "$JAEGER_BIN" \
+          "-s -w -X github.com/jaegertracing/jaeger/internal/version.latestVersion=$JAEGER_VERSION" \
+          github.com/jaegertracing/jaeger/cmd/jaeger jaeger
+        ;;
+      prometheus-operator-crds)
+        ensure_tools
+        go_env
+        cmd_check_versions >/dev/null
+        say "prometheus-operator CRDs $PROMETHEUS_OPERATOR_VERSION (monitoring.coreos.com)"
+        fetch_prometheus_operator_crds
         ;;
     esac
   done
@@ -456,5 +524,5 @@ case "${1:-}" in
   dir) echo "$STATE" ;;
   check-versions) cmd_check_versions ;;
   build-tools) shift; cmd_build_tools "$@" ;;
-  *) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -381,3 +381,92 @@ fn chart_installs_and_its_cluster_role_is_enough_for_the_operator() {
 }
 
 use xin_e2e::operator::install_crds;
+
+/// The Prometheus Operator's own CRDs (from its Go module, `cluster.sh build-tools
+/// prometheus-operator-crds`), installed in the test cluster, accept the ServiceMonitor,
+/// PodMonitor and PrometheusRule the chart renders (server-side dry run, strict field
+/// validation), and refuse a misspelt field (so the check has teeth). The CRDs stay installed:
+/// they change nothing for the other tests, which render the chart client-side.
+#[test]
+fn the_monitors_and_rules_fit_the_prometheus_operators_crds() {
+    let paths = Command::new(xin_e2e::operator::repo_root().join("e2e/observability.sh"))
+        .arg("paths")
+        .output()
+        .expect("e2e/observability.sh paths");
+    let paths = String::from_utf8_lossy(&paths.stdout).to_string();
+    let crds = paths
+        .split_whitespace()
+        .find_map(|kv| kv.strip_prefix("crds="))
+        .unwrap_or_else(|| panic!("no crds= from e2e/observability.sh paths: {paths}"));
+    for kind in ["servicemonitors", "podmonitors", "prometheusrules"] {
+        let file = format!("{crds}/monitoring.coreos.com_{kind}.yaml");
+        kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &file]);
+        kubectl_ok(&[
+            "wait",
+            "--for=condition=Established",
+            &format!("crd/{kind}.monitoring.coreos.com"),
+            "--timeout=60s",
+        ]);
+    }
+    let ns = TestNamespace::create("xin-monitors");
+    let (ok, manifest) = helm(&[
+        "template",
+        "xin",
+        "--namespace",
+        &ns.name,
+        "--kube-version",
+        "v1.37.2",
+        "--api-versions",
+        "monitoring.coreos.com/v1/ServiceMonitor",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PodMonitor",
+        "--api-versions",
+        "monitoring.coreos.com/v1/PrometheusRule",
+    ]);
+    assert!(ok, "{manifest}");
+    let monitors: Vec<&str> = manifest
+        .split("\n---")
+        .filter(|d| {
+            ["ServiceMonitor", "PodMonitor", "PrometheusRule"]
+                .iter()
+                .any(|k| d.contains(&format!("\nkind: {k}\n")))
+        })
+        .collect();
+    assert_eq!(monitors.len(), 3, "{manifest}");
+    let dry_run = |docs: &str| {
+        kubectl_stdin(
+            &[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "--validate=strict",
+                "-n",
+                &ns.name,
+                "-f",
+                "-",
+            ],
+            Some(docs),
+        )
+    };
+    let run = dry_run(&monitors.join("\n---"));
+    assert!(
+        run.ok,
+        "the CRDs refused the chart's objects: {}",
+        run.stderr
+    );
+    for kind in ["servicemonitor", "podmonitor", "prometheusrule"] {
+        assert!(run.stdout.contains(kind), "{}", run.stdout);
+    }
+    let typo = monitors
+        .iter()
+        .find(|d| d.contains("kind: PodMonitor"))
+        .unwrap()
+        .replace("podMetricsEndpoints:", "podMetricEndpoints:");
+    let run = dry_run(&typo);
+    assert!(
+        !run.ok && run.stderr.contains("podMetricEndpoints"),
+        "a misspelt field must be refused: {} {}",
+        run.stdout,
+        run.stderr
+    );
+}

@@ -104,6 +104,10 @@ impl Metrics {
         for r in FAILURE_REASONS {
             let _ = m.failures.get_or_create(&m.reason(r));
         }
+        // At 0 without embeddings too, so a dashboard's rate shows 0, not "no data".
+        for o in ["ok", "retried", "failed"] {
+            let _ = m.embedding_requests.get_or_create(&m.outcome(o));
+        }
         m
     }
 
