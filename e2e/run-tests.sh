@@ -7,7 +7,8 @@
 #      demo's), a throwaway PostgreSQL and an S3-compatible server (moto, e2e/s3.sh, the
 #      ingestion tests' stand-in for a bucket) and an SMTP relay with STARTTLS (aiosmtpd,
 #      e2e/smtp.sh, the e-mail tests'): started here unless running; the test tools
-#      (cyclonus, the NetworkPolicy engine): built unless cached
+#      (cyclonus, the NetworkPolicy engine; the Prometheus Operator's CRDs): built unless
+#      cached; Prometheus, promtool and Jaeger built in the background (see below)
 #   3. cargo test --workspace: unit tests, the e2e suites against that cluster, and the
 #      workload tests against that PostgreSQL
 #   4. the cargo-fuzz targets (dependencies from fuzz/Cargo.lock, --locked), XIN_FUZZ_SECONDS
@@ -62,7 +63,10 @@ s3_started=0
 if ! curl -fsS -o /dev/null "$("$REPO/e2e/s3.sh" url)/moto-api/" 2>/dev/null; then
   s3_started=1
 fi
+obs_pid=
 cleanup() {
+  # An unfinished background build of the observability tools goes with us (redone next time).
+  if [ -n "$obs_pid" ] && kill -0 "$obs_pid" 2>/dev/null; then kill -TERM -- "-$obs_pid" 2>/dev/null || true; fi
   if ((started)); then say "stopping the test cluster this run started"; "$CLUSTER" down; fi
   if ((pg_started)); then "$REPO/e2e/postgres.sh" stop; fi
   if ((s3_started)); then "$REPO/e2e/s3.sh" stop; fi
@@ -78,7 +82,16 @@ export XIN_TEST_S3_ENDPOINT
 say "an SMTP relay with STARTTLS for the e-mail tests (aiosmtpd, e2e/smtp.sh)"
 "$REPO/e2e/smtp.sh" start >/dev/null
 "$CLUSTER" up
-"$CLUSTER" build-tools
+"$CLUSTER" build-tools cyclonus cargo-deny prometheus-operator-crds
+# Prometheus (with promtool) and Jaeger: with empty Go caches about 10 minutes of CPU, so they
+# build in the background at the lowest priority while the suites compile and run (much of a
+# suite's time is waiting on the API server); the two suites that need them
+# (monitoring_rules, e2e_observability) wait for this build (XIN_OBSERVABILITY_BUILD_PID).
+# Cached afterwards: then it is done at once.
+obs_log=$(mktemp)
+setsid nice -n 19 "$CLUSTER" build-tools prometheus jaeger >"$obs_log" 2>&1 &
+obs_pid=$!
+export XIN_OBSERVABILITY_BUILD_PID=$obs_pid XIN_OBSERVABILITY_BUILD_LOG=$obs_log
 eval "$("$CLUSTER" env)"
 export KUBECONFIG PATH
 
@@ -92,6 +105,12 @@ cargo test --workspace --locked 2>&1 | tee "$log"
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
 rm -f "$log"
+# The background build has ended by now unless no suite waited for it (a filtered run): say
+# how it went either way.
+if wait "$obs_pid"; then rm -f "$obs_log"; else
+  echo "error: building Prometheus and Jaeger failed; its log:" >&2; tail -n 30 "$obs_log" >&2; exit 1
+fi
+obs_pid=
 say "fuzzing the gateway's parsers and session tokens (e2e/fuzz.sh)"
 XIN_FUZZ_SECONDS=${XIN_FUZZ_SECONDS:-15} "$REPO/e2e/fuzz.sh"
 say "all tests: $passed passed, $failed failed, in $(( $(date +%s) - t0 )) s"

@@ -249,6 +249,40 @@ pub fn condition_status<'a>(v: &'a Value, type_: &str) -> Option<&'a str> {
         .and_then(|c| c["status"].as_str())
 }
 
+/// Waits while `make test` builds Prometheus and Jaeger in the background
+/// (`XIN_OBSERVABILITY_BUILD_PID`, set by `e2e/run-tests.sh`): a suite that needs them calls
+/// this first. Returns at once when no such build runs (the tools are cached, or the suite
+/// runs on its own). The build's outcome is the binaries: a suite still fails, naming the
+/// build command, when they are missing afterwards.
+pub fn wait_for_observability_build() {
+    let Some(pid) = std::env::var("XIN_OBSERVABILITY_BUILD_PID")
+        .ok()
+        .filter(|p| !p.is_empty())
+    else {
+        return;
+    };
+    // Running while /proc/<pid>/stat exists and its state is not Z: the finished build stays
+    // a zombie until run-tests.sh reaps it after the suites.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    let mut said = false;
+    let deadline = Instant::now() + Duration::from_secs(60 * 60);
+    while running() && Instant::now() < deadline {
+        if !said {
+            eprintln!(
+                "waiting for the background build of Prometheus and Jaeger (pid {pid}, log {})",
+                std::env::var("XIN_OBSERVABILITY_BUILD_LOG").unwrap_or_default()
+            );
+            said = true;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -208,6 +208,7 @@ impl Drop for Demo {
 
 #[test]
 fn prometheus_scrapes_every_panel_and_alert_and_one_message_is_one_trace() {
+    xin_e2e::wait_for_observability_build();
     let env = vec![
         ("XIN_JAEGER_OTLP_PORT", free_port().to_string()),
         ("XIN_JAEGER_QUERY_PORT", free_port().to_string()),

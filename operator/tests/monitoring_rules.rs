@@ -51,6 +51,7 @@ fn yaml(text: &str, what: &str) -> Value {
 /// `${XDG_CACHE_HOME:-~/.cache}/xin/prometheus-<version>/bin/promtool`, the version pinned in
 /// `e2e/controlplane/versions.env`. `XIN_PROMTOOL` overrides it.
 fn promtool() -> PathBuf {
+    xin_e2e::wait_for_observability_build();
     let versions = read("e2e/controlplane/versions.env");
     let version = versions
         .lines()
