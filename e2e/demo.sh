@@ -105,7 +105,11 @@ else
   # The workloads stay up for Prometheus: xin-demo-messages holds them until $hold is removed.
   hold=$STATE/demo-targets.json
   holdpid=$STATE/pids/xin-demo-messages.pid
-  [ -f "$holdpid" ] && kill "$(cat "$holdpid")" 2>/dev/null && sleep 2
+  # The previous run's holder (if it is still that program) stops its workloads first.
+  if [ -f "$holdpid" ] && { tr '\0' ' ' <"/proc/$(cat "$holdpid")/cmdline"; } 2>/dev/null | grep -q xin-demo-messages; then
+    kill "$(cat "$holdpid")"
+    for _ in $(seq 1 120); do kill -0 "$(cat "$holdpid")" 2>/dev/null || break; sleep 0.5; done
+  fi
   rm -f "$hold"
   XIN_DEMO_HOLD=$hold setsid target/debug/xin-demo-messages >"$STATE/logs/xin-demo-messages.log" 2>&1 </dev/null &
   echo $! >"$holdpid"

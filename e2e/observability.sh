@@ -4,9 +4,11 @@
 # ~/.cache/xin), and the prometheus-operator CRD manifests that `build-tools
 # prometheus-operator-crds` copies there. This script builds nothing: it says what to run.
 #   observability.sh paths                     print prometheus=BIN promtool=BIN jaeger=BIN crds=DIR
+#   observability.sh crds                      print crds=DIR (needs only the CRDs)
 #   observability.sh start-jaeger              start Jaeger v2 (in-memory traces); prints the line below
 #   observability.sh stop-jaeger               stop it and remove its run dir
-#   observability.sh start-prometheus CONFIG   start Prometheus with that config; prints url=URL
+#   observability.sh start-prometheus CONFIG   start Prometheus with that config (running with it:
+#                                              reload it); prints url=URL
 #   observability.sh stop-prometheus           stop it and remove its run dir (and its TSDB)
 # Settings: XIN_JAEGER_OTLP_PORT (17318), XIN_JAEGER_QUERY_PORT (17686), XIN_JAEGER_GRPC_PORT
 # (query's gRPC API, the query port - 1), XIN_PROMETHEUS_PORT (17090).
@@ -140,8 +142,13 @@ cmd_start_prometheus() {
   [ -f "$config" ] || die "no such Prometheus config: $config"
   need "$PROMETHEUS" prometheus
   if prom_up && [ -f "$PROM_RUN/pid" ]; then
-    say "Prometheus already running on $(prom_url) (config $(cat "$PROM_RUN/config" 2>/dev/null)); POST $(prom_url)/-/reload re-reads it"
-    echo "url=$(prom_url)"; return 0
+    # Running already: with the same config file it re-reads it (new targets, new rules).
+    if [ "$(cat "$PROM_RUN/config" 2>/dev/null)" = "$(cd "$(dirname "$config")" && pwd)/$(basename "$config")" ]; then
+      curl -fsS -X POST "$(prom_url)/-/reload" >/dev/null || die "Prometheus on $(prom_url) refused to reload $config; its log: $PROM_RUN/prometheus.log"
+      say "Prometheus already running on $(prom_url): reloaded $config"
+      echo "url=$(prom_url)"; return 0
+    fi
+    die "Prometheus already runs on $(prom_url) with $(cat "$PROM_RUN/config" 2>/dev/null); stop it first (observability.sh stop-prometheus)"
   fi
   port_busy "$PROM_PORT" && die "port 127.0.0.1:$PROM_PORT (for Prometheus) is in use by another process; set XIN_PROMETHEUS_PORT"
   config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config")
@@ -158,6 +165,10 @@ cmd_start_prometheus() {
 }
 
 case "${1:-}" in
+  crds)
+    need "$CRDS/monitoring.coreos.com_servicemonitors.yaml" prometheus-operator-crds
+    echo "crds=$CRDS"
+    ;;
   paths)
     need "$PROMETHEUS" prometheus
     need "$PROMTOOL" prometheus

@@ -111,12 +111,12 @@ impl Workload {
         let _ = self.child.wait();
     }
 
-    /// SIGTERM, then waits for the exit (at most 20 s) and returns whether it was a success.
     /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
+    /// SIGTERM, then waits for the exit (at most 20 s) and returns whether it was a success.
     pub fn terminate(&mut self) -> bool {
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])

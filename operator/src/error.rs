@@ -403,6 +403,20 @@ impl Error {
         }
     }
 
+    /// Every value [`Error::metric_label`] gives a failure (`user_fixable` errors stall the
+    /// object and are not failures); the metric starts with each at 0.
+    pub const FAILURE_LABELS: [&'static str; 9] = [
+        "conflict",
+        "forbidden",
+        "invalid_child",
+        "throttled",
+        "api_error",
+        "api_unreachable",
+        "not_synced",
+        "serialize",
+        "other",
+    ];
+
     /// Low-cardinality label for `xin_operator_reconcile_failures_total{error=...}`.
     pub fn metric_label(&self) -> &'static str {
         if let Some(e) = self.kube() {

@@ -390,14 +390,14 @@ use xin_e2e::operator::install_crds;
 #[test]
 fn the_monitors_and_rules_fit_the_prometheus_operators_crds() {
     let paths = Command::new(xin_e2e::operator::repo_root().join("e2e/observability.sh"))
-        .arg("paths")
+        .arg("crds")
         .output()
-        .expect("e2e/observability.sh paths");
+        .expect("e2e/observability.sh crds");
     let paths = String::from_utf8_lossy(&paths.stdout).to_string();
     let crds = paths
         .split_whitespace()
         .find_map(|kv| kv.strip_prefix("crds="))
-        .unwrap_or_else(|| panic!("no crds= from e2e/observability.sh paths: {paths}"));
+        .unwrap_or_else(|| panic!("no crds= from e2e/observability.sh crds: {paths}"));
     for kind in ["servicemonitors", "podmonitors", "prometheusrules"] {
         let file = format!("{crds}/monitoring.coreos.com_{kind}.yaml");
         kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &file]);

@@ -163,6 +163,38 @@ fn panel_queries() -> Vec<(String, String, String, String)> {
     out
 }
 
+/// The metric names an expression selects: the project's own (`xin_`, `gateway_`,
+/// `orchestrator_`, `http_` prefixes) and `up`; recording rules (with a `:`) are not metrics.
+fn metric_names(expr: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut word = String::new();
+    let mut quoted = false;
+    for c in expr.chars().chain(std::iter::once(' ')) {
+        if c == '"' {
+            quoted = !quoted;
+            word.clear();
+            continue;
+        }
+        if quoted {
+            continue; // a label value, such as outcome="http_5xx"
+        }
+        if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+            word.push(c);
+            continue;
+        }
+        let name = std::mem::take(&mut word);
+        let ours = ["xin_", "gateway_", "orchestrator_", "http_"]
+            .iter()
+            .any(|p| name.starts_with(p))
+            || name == "up";
+        // A label name is followed by `=`/`!`/`~` (`tenant=~`); a metric by `{`, `[`, `)` ...
+        if ours && !name.contains(':') && !matches!(c, '=' | '!' | '~') {
+            out.push(name);
+        }
+    }
+    out
+}
+
 /// A dashboard expression as Grafana would send it for tenant `acme` over the last minutes.
 fn resolve(expr: &str) -> String {
     expr.replace("${tenant:regex}", "acme")
@@ -311,6 +343,18 @@ fn prometheus_scrapes_every_panel_and_alert_and_one_message_is_one_trace() {
         }
     });
 
+    // A request the gateway refuses (no Telegram secret token), so the refusals' series exist.
+    let gw = targets["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["tenant"] == "acme" && t["component"] == "gateway")
+        .and_then(|t| t["http"].as_str())
+        .unwrap()
+        .to_string();
+    let refused = xin_e2e::http(&gw, "POST", "/webhooks/telegram", &[], b"{}").unwrap();
+    assert_eq!(refused.status, 401, "{}", refused.body);
+
     // Every panel's query returns data for acme (rates need a few samples in their window).
     let panels = panel_queries();
     assert!(panels.len() >= 40, "{} panel queries", panels.len());
@@ -336,6 +380,27 @@ fn prometheus_scrapes_every_panel_and_alert_and_one_message_is_one_trace() {
         },
     );
     println!("{results} panel queries returned data");
+    // Every metric a panel names has series of its own: a panel's fallback (`or vector(0)`,
+    // `or on (...) 0 * ...`) would hide a misspelt metric.
+    let mut names: Vec<String> = panels
+        .iter()
+        .flat_map(|(_, _, _, expr)| metric_names(expr))
+        .collect();
+    names.sort();
+    names.dedup();
+    assert!(names.len() >= 20, "{names:?}");
+    let missing: Vec<&String> = names
+        .iter()
+        .filter(|n| {
+            query(&prom, &format!("count({n})"))["data"]["result"]
+                .as_array()
+                .is_none_or(|a| a.is_empty())
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "panels name metrics that have no series: {missing:?}"
+    );
     // The operator's view: acme's objects by condition, and its ingestion lag.
     let r = query(
         &prom,
@@ -394,12 +459,40 @@ fn prometheus_scrapes_every_panel_and_alert_and_one_message_is_one_trace() {
         .filter_map(|s| s["operationName"].as_str())
         .collect();
     assert!(names.contains(&"forward"), "{names:?}");
-    let services = get(&format!("{traces}/api/services"), &[]);
+    // The operator: a reconcile's log lines carry its trace id, and that trace is in Jaeger
+    // with the reconcile's span.
+    let logged: Vec<Value> = std::fs::read_to_string(&op.log)
+        .unwrap()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l.pointer("/span/name") == Some(&json!("reconcile")))
+        .collect();
     assert!(
-        services["data"]
-            .as_array()
-            .is_some_and(|s| s.contains(&json!("xin-operator"))),
-        "the operator's reconcile spans: {services}"
+        !logged.is_empty(),
+        "no reconcile log line in {}",
+        op.log.display()
+    );
+    for l in &logged {
+        let id = l.pointer("/span/trace_id").and_then(Value::as_str);
+        assert!(
+            id.is_some_and(|id| id.len() == 32 && id != "0".repeat(32)),
+            "a reconcile log line without its trace id: {l}"
+        );
+    }
+    let id = logged[0]["span"]["trace_id"].as_str().unwrap().to_string();
+    let reconcile = wait_for("the reconcile's trace", Duration::from_secs(60), || {
+        let r = get(&format!("{traces}/api/traces/{id}"), &[]);
+        let spans = r
+            .pointer("/data/0/spans")
+            .and_then(Value::as_array)
+            .cloned();
+        spans
+            .filter(|s| s.iter().any(|s| s["operationName"] == "reconcile"))
+            .ok_or_else(|| r.to_string())
+    });
+    assert!(
+        reconcile.iter().all(|s| s["traceID"] == id.as_str()),
+        "{reconcile:?}"
     );
 
     // Stopping acme's orchestrator: OrchestratorHealthCheckFailed goes from inactive (the rule

@@ -364,35 +364,21 @@ async fn run() -> Result<(), String> {
     );
     if let Ok(hold) = std::env::var("XIN_DEMO_HOLD") {
         let workloads = [
-            (
-                "acme",
-                "gateway",
-                &acme.gw,
-                acme.overrides.gateway_metrics_port,
-            ),
-            (
-                "acme",
-                "orchestrator",
-                &acme.orch,
-                acme.overrides.orchestrator_metrics_port,
-            ),
-            (
-                "globex",
-                "gateway",
-                &globex.gw,
-                globex.overrides.gateway_metrics_port,
-            ),
-            (
-                "globex",
-                "orchestrator",
-                &globex.orch,
-                globex.overrides.orchestrator_metrics_port,
-            ),
+            ("acme", "gateway", &acme.gw, &acme.overrides),
+            ("acme", "orchestrator", &acme.orch, &acme.overrides),
+            ("globex", "gateway", &globex.gw, &globex.overrides),
+            ("globex", "orchestrator", &globex.orch, &globex.overrides),
         ];
         let mut targets: Vec<Value> = workloads
             .iter()
-            .map(|(tenant, component, w, port)| {
-                json!({"tenant": tenant, "component": component, "metrics": format!("127.0.0.1:{port}"), "pid": w.pid()})
+            .map(|(tenant, component, w, o)| {
+                let (metrics, http) = if *component == "gateway" {
+                    (o.gateway_metrics_port, o.gateway_port)
+                } else {
+                    (o.orchestrator_metrics_port, o.orchestrator_port)
+                };
+                json!({"tenant": tenant, "component": component, "metrics": format!("127.0.0.1:{metrics}"),
+                       "http": format!("127.0.0.1:{http}"), "pid": w.pid()})
             })
             .collect();
         targets.push(json!({"tenant": "acme", "component": "automation", "metrics": automation.metrics, "pid": automation.worker.pid()}));
@@ -422,21 +408,47 @@ async fn run() -> Result<(), String> {
 }
 
 /// A copy of IngestionJob `ns/name` (`<name>-metrics`), its worker run as its Job would be
-/// but serving its metrics after the run (`INGEST_METRICS_LINGER_SECONDS`) until stopped.
+/// but serving its metrics after the run (`INGEST_METRICS_LINGER_SECONDS`) until stopped. A
+/// copy left by an earlier run is deleted first; on any error the copy and the scratch
+/// directory are removed again.
 fn lingering_ingestion(ns: &str, name: &str) -> Result<Automation, String> {
-    let mut ij = get_json(&["ingestionjob", name, "-n", ns]).ok_or("IngestionJob gone")?;
     let copy = format!("{name}-metrics");
+    let dir = std::env::temp_dir().join(format!("xin-demo-ingest-{}", std::process::id()));
+    let delete = || {
+        let _ = xin_e2e::kubectl(&[
+            "delete",
+            "ingestionjob",
+            &copy,
+            "-n",
+            ns,
+            "--ignore-not-found",
+            "--wait=true",
+        ]);
+    };
+    delete();
+    let started = start_lingering_ingestion(ns, name, &copy, &dir);
+    if started.is_err() {
+        delete();
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    started
+}
+
+fn start_lingering_ingestion(
+    ns: &str,
+    name: &str,
+    copy: &str,
+    dir: &std::path::Path,
+) -> Result<Automation, String> {
+    let mut ij = get_json(&["ingestionjob", name, "-n", ns]).ok_or("IngestionJob gone")?;
     ij["metadata"] = json!({"name": copy, "namespace": ns});
     ij.as_object_mut().map(|o| o.remove("status"));
-    let file = std::env::temp_dir().join(format!("xin-demo-{copy}-{}.json", std::process::id()));
-    std::fs::write(&file, ij.to_string()).map_err(|e| e.to_string())?;
-    let applied = xin_e2e::kubectl(&["apply", "-f", &file.display().to_string()]);
-    let _ = std::fs::remove_file(&file);
+    let applied = xin_e2e::kubectl_stdin(&["apply", "-f", "-"], Some(&ij.to_string()));
     if !applied.ok {
         return Err(format!("kubectl apply {copy}: {}", applied.stderr));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while get_json(&["ingestionjob", &copy, "-n", ns])
+    while get_json(&["ingestionjob", copy, "-n", ns])
         .and_then(|v| v.pointer("/status/jobName").cloned())
         .is_none()
     {
@@ -445,9 +457,8 @@ fn lingering_ingestion(ns: &str, name: &str) -> Result<Automation, String> {
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    let dir = std::env::temp_dir().join(format!("xin-demo-ingest-{}", std::process::id()));
-    let mut env = xin_e2e::local::ingest_env(ns, &copy, &dir, &Default::default())?;
-    let kubeconfig = service_account_kubeconfig(ns, "xin-ingest", &dir)?;
+    let mut env = xin_e2e::local::ingest_env(ns, copy, dir, &Default::default())?;
+    let kubeconfig = service_account_kubeconfig(ns, "xin-ingest", dir)?;
     env.push(("KUBECONFIG".into(), kubeconfig.display().to_string()));
     env.push(("INGEST_METRICS_LINGER_SECONDS".into(), "3600".into()));
     let port = env
@@ -461,13 +472,13 @@ fn lingering_ingestion(ns: &str, name: &str) -> Result<Automation, String> {
     Ok(Automation {
         worker,
         metrics,
-        dir,
-        name: copy,
+        dir: dir.to_path_buf(),
+        name: copy.to_string(),
     })
 }
 
 /// With `XIN_DEMO_HOLD=<file>`: writes the running workloads (tenant, component, metrics
-/// address, pid) as JSON to `<file>`, then keeps them running until the file is removed or
+/// address, the gateways' and orchestrators' HTTP address, pid) as JSON to `<file>`, then keeps them running until the file is removed or
 /// the process gets SIGTERM or SIGINT (a Prometheus can scrape them meanwhile, and traces
 /// keep flowing).
 async fn hold_until_released(path: &str, targets: &Value) -> Result<(), String> {
@@ -479,10 +490,12 @@ async fn hold_until_released(path: &str, targets: &Value) -> Result<(), String> 
 the workloads keep running (their metrics addresses are in {path}) until it is removed or this process is stopped");
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| e.to_string())?;
+    let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(|e| e.to_string())?;
     loop {
         tokio::select! {
             _ = term.recv() => break,
-            _ = tokio::signal::ctrl_c() => break,
+            _ = int.recv() => break,
             _ = tokio::time::sleep(Duration::from_millis(300)) => {
                 if !std::path::Path::new(path).exists() {
                     break;

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
+    Container, ContainerPort, PodSpec, PodTemplateSpec, SecretVolumeSource, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
@@ -138,6 +138,13 @@ pub fn build_ingestion_job(
                         image: Some(config.ingest_image.clone()),
                         image_pull_policy: Some(config.image_pull_policy.clone()),
                         env: Some(env),
+                        // Named, so the chart's PodMonitor scrapes the run while it lasts.
+                        ports: Some(vec![ContainerPort {
+                            name: Some("metrics".into()),
+                            container_port: c.metrics_port(),
+                            protocol: Some("TCP".into()),
+                            ..ContainerPort::default()
+                        }]),
                         security_context: Some(container_sec),
                         volume_mounts: (!mounts.is_empty()).then_some(mounts),
                         ..Container::default()
@@ -309,6 +316,12 @@ mod tests {
         };
         assert_eq!(get("INGEST_METRICS_PORT").as_deref(), Some("9103"));
         assert_eq!(get("INGEST_METRICS_HOST").as_deref(), Some("0.0.0.0"));
+        // The port the chart's PodMonitor scrapes, by name.
+        let port = &c.ports.as_ref().unwrap()[0];
+        assert_eq!(
+            (port.name.as_deref(), port.container_port),
+            (Some("metrics"), 9103)
+        );
         let spec_json: serde_json::Value =
             serde_json::from_str(&get("INGEST_SPEC").unwrap()).unwrap();
         assert_eq!(spec_json["source"]["configMap"]["name"], "faq");

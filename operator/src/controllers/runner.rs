@@ -394,10 +394,10 @@ pub async fn run<K: Reconcile>(ctx: Arc<Context>, triggers: UnboundedReceiver<Ob
         .shutdown_on_signal()
         .run(
             |obj: Arc<K>, ctx: Arc<Context>| {
-                // Each reconcile is a trace of its own; its id is in every log line of
-                // the pass (and the span goes to the OTLP collector, when one is set).
+                // Each reconcile is a trace of its own (under kube-runtime's `reconciling
+                // object` span, the root); its id is in every log line of the pass, and the
+                // spans go to the OTLP collector when one is set.
                 let span = info_span!(
-                    parent: None,
                     "reconcile",
                     kind = K::kind(&()).as_ref(),
                     name = %obj.name_any(),

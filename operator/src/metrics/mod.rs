@@ -82,6 +82,16 @@ impl Default for Metrics {
             "Every request sent to the API server, by verb (GET, LIST, WATCH, POST, PATCH, PUT, DELETE) and resource",
             requests.clone(),
         );
+        // Failures of every kind and label at 0, so a rate (and an alert on it) has a series
+        // before the first failure.
+        for kind in ["Tenant", "Channel", "AutomationRule", "IngestionJob"] {
+            for error in crate::error::Error::FAILURE_LABELS {
+                let _ = failures.get_or_create(&FailureLabels {
+                    kind: kind.into(),
+                    error: error.into(),
+                });
+            }
+        }
         let stores = StoreFigures::default();
         // Its metrics get the registry's prefix too (`xin_operator_object_condition`).
         registry.register_collector(Box::new(stores.clone()));

@@ -5,8 +5,8 @@
 //!
 //! The inbox figures come from one query every `GATEWAY_BACKLOG_REPORT_SECONDS` (15 s by
 //! default, so a 30-second scrape always sees a recent value), on the partial indexes of
-//! pending and dead-lettered rows: its cost follows the backlog, not the inbox's size. The
-//! polls are counted at scrape time.
+//! pending and dead-lettered rows: its cost follows the backlog, not the inbox's size; until
+//! the first reading they are 0. The polls are counted at scrape time.
 
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;

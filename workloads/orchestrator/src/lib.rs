@@ -56,7 +56,7 @@ impl Orchestrator {
         let client = Outbound::new(config.outbound.clone(), http)?;
         warn_refused_endpoints(&config, &client);
         let metrics = OrchestratorMetrics::register(http);
-        metrics.spawn_outbox_reporter(pool.clone(), config.backlog_report);
+        metrics.spawn_outbox_reporter(pool.clone(), config.tenant.clone(), config.backlog_report);
         let retriever = Retriever::new(
             config.retrieval.clone(),
             config.embedding.as_ref(),

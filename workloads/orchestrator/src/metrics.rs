@@ -12,6 +12,10 @@ use sqlx::PgPool;
 use std::sync::atomic::AtomicU64;
 use xin_runtime::HttpMetrics;
 
+/// `orchestrator_outbox_pending` counts at most this many events, and shows one more when
+/// there are more.
+pub const OUTBOX_COUNT_CAP: i64 = 100_000;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PathLabels {
     pub path: String,
@@ -68,7 +72,7 @@ impl OrchestratorMetrics {
         );
         reg.register(
             "orchestrator_outbox_pending",
-            "Conversation events in the outbox not yet read by the automation worker",
+            "Conversation events in the outbox not yet read by the automation worker (counted up to 100,001)",
             m.outbox_pending.clone(),
         );
         reg.register(
@@ -89,13 +93,20 @@ impl OrchestratorMetrics {
             .observe(d.as_secs_f64());
     }
 
-    /// Reads the outbox's backlog once into the gauges (on the partial index of unread
-    /// events: the cost follows the backlog, not the table).
-    pub async fn refresh_outbox(&self, pool: &PgPool) -> Result<(), sqlx::Error> {
+    /// Reads `tenant`'s outbox backlog once into the gauges, on the partial index of unread
+    /// events: the oldest is the first entry, and the count stops at
+    /// [`OUTBOX_COUNT_CAP`] + 1 (a tenant without AutomationRules has nothing reading its
+    /// outbox, and its backlog is every event it ever had).
+    pub async fn refresh_outbox(&self, pool: &PgPool, tenant: &str) -> Result<(), sqlx::Error> {
         let (pending, oldest): (i64, f64) = sqlx::query_as(
-            "SELECT count(*), COALESCE(EXTRACT(EPOCH FROM now() - min(created_at)), 0)::float8
-             FROM outbox_events WHERE processed_at IS NULL",
+            "SELECT
+               (SELECT count(*) FROM (SELECT 1 FROM outbox_events
+                  WHERE tenant = $1 AND processed_at IS NULL LIMIT $2) waiting),
+               COALESCE((SELECT EXTRACT(EPOCH FROM now() - created_at)::float8 FROM outbox_events
+                  WHERE tenant = $1 AND processed_at IS NULL ORDER BY id LIMIT 1), 0)",
         )
+        .bind(tenant)
+        .bind(OUTBOX_COUNT_CAP + 1)
         .fetch_one(pool)
         .await?;
         self.outbox_pending.set(pending);
@@ -105,7 +116,7 @@ impl OrchestratorMetrics {
 
     /// Refreshes the outbox gauges every `every`, for as long as the runtime runs; a failed
     /// read is logged once per run of failures and the gauges keep their last values.
-    pub fn spawn_outbox_reporter(&self, pool: PgPool, every: Duration) {
+    pub fn spawn_outbox_reporter(&self, pool: PgPool, tenant: String, every: Duration) {
         let me = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
@@ -113,7 +124,7 @@ impl OrchestratorMetrics {
             let mut failing = false;
             loop {
                 tick.tick().await;
-                match me.refresh_outbox(&pool).await {
+                match me.refresh_outbox(&pool, &tenant).await {
                     Ok(()) => failing = false,
                     Err(e) if !failing => {
                         failing = true;

@@ -295,7 +295,7 @@ async fn a_closed_conversation_takes_no_messages_and_handoffs_are_events() {
     let waiting = h.outbox().await.len();
     h.orchestrator
         .metrics
-        .refresh_outbox(&h.pool)
+        .refresh_outbox(&h.pool, "acme")
         .await
         .unwrap();
     let text = h.metrics.encode();

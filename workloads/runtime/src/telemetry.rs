@@ -203,6 +203,9 @@ pub fn init_telemetry_with(
         (None, Ok(Some(c))) => {
             tracing::info!(endpoint = %c.endpoint, headers = c.headers.len(), "tracing initialised")
         }
+        _ if provider.is_some() => tracing::info!(
+            "no OTEL_EXPORTER_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT set: spans get trace ids, nothing is exported"
+        ),
         _ => tracing::info!(
             "tracing disabled: no OTEL_EXPORTER_ENDPOINT or OTEL_EXPORTER_OTLP_ENDPOINT set"
         ),
