@@ -277,11 +277,54 @@ pub fn events_for(ns: &str, name: &str) -> Vec<(String, String)> {
 }
 
 /// examples/ applied for one test; deleted again on drop, the Tenants through their finalizer
-/// (declare it after the operator that reconciles them, so the operator still runs).
+/// (declare it after the operator that reconciles them, so the operator still runs), and then
+/// their namespaces, waited for until they are gone.
 pub struct Examples(std::path::PathBuf);
+
+/// The namespaces examples/ creates.
+const EXAMPLE_NAMESPACES: [&str; 2] = ["xin-acme", "xin-globex"];
+
+/// How long the namespace controller gets to empty and remove a deleted example namespace.
+const NAMESPACE_GONE_WITHIN: Duration = Duration::from_secs(120);
+
+/// Waits until none of the example namespaces is terminating (absent or active), so that
+/// applying examples/ right after an earlier suite deleted them does not hit "unable to
+/// create new content in namespace … because it is being terminated".
+fn wait_example_namespaces_not_terminating() -> Result<(), String> {
+    let start = Instant::now();
+    loop {
+        let terminating: Vec<&str> = EXAMPLE_NAMESPACES
+            .into_iter()
+            .filter(|ns| {
+                let r = kubectl(&[
+                    "get",
+                    "namespace",
+                    ns,
+                    "--ignore-not-found",
+                    "-o",
+                    "jsonpath={.status.phase}",
+                ]);
+                !r.ok || r.stdout.trim() == "Terminating"
+            })
+            .collect();
+        if terminating.is_empty() {
+            return Ok(());
+        }
+        if start.elapsed() > NAMESPACE_GONE_WITHIN {
+            return Err(format!(
+                "namespaces {terminating:?} still terminating {NAMESPACE_GONE_WITHIN:?} after \
+                 their deletion"
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
 
 impl Examples {
     pub fn apply() -> Self {
+        if let Err(e) = wait_example_namespaces_not_terminating() {
+            panic!("before applying examples/: {e}");
+        }
         let dir = xin_e2e::operator::repo_root().join("examples");
         kubectl_ok(&["apply", "-R", "-f", dir.to_str().unwrap()]);
         Examples(dir)
@@ -308,6 +351,9 @@ impl Drop for Examples {
             .collect();
         if !deleted.ok {
             problems.push(format!("kubectl delete -R -f examples: {}", deleted.stderr));
+        }
+        if let Err(e) = wait_example_namespaces_not_terminating() {
+            problems.push(e);
         }
         if problems.is_empty() {
             return;
