@@ -33,9 +33,12 @@ bench-orchestrator:
 	@XIN_TEST_DATABASE_URL=$$(e2e/postgres.sh start) && export XIN_TEST_DATABASE_URL && \
 		cargo bench -p xin-orchestrator --bench orchestrator
 
-## bench-gateway: signed WhatsApp webhooks through the gateway vs a bare hyper server (XIN_BENCH_SECONDS per phase, default 10)
+## bench-gateway: signed WhatsApp webhooks through the gateway (group commit, and one commit per
+## request as before it) vs a bare hyper server (XIN_BENCH_SECONDS per phase, default 10), on a
+## PostgreSQL of its own with fsync and synchronous_commit on (port 16434, removed afterwards)
 bench-gateway:
-	@XIN_TEST_DATABASE_URL=$$(e2e/postgres.sh start) cargo bench -p xin-gateway --bench gateway
+	@export XIN_PG_PORT=16434 XIN_PG_FSYNC=on && trap 'e2e/postgres.sh stop' EXIT && \
+		u=$$(e2e/postgres.sh start) && XIN_TEST_DATABASE_URL=$$u cargo bench -p xin-gateway --bench gateway
 
 ## bench-store: provisioning a tenant database (database, two roles, rights, migrations), one and
 ## XIN_BENCH_PROVISION (default 100) in a row, vs a bare CREATE DATABASE in the same run

@@ -3,10 +3,14 @@
 #   postgres.sh start   install (apt-get) if missing, init and start; prints the URL
 #   postgres.sh stop    stop it and remove its data
 #   postgres.sh url     print the URL
-# Settings: XIN_PG_PORT (default 16432), XIN_PG_DIR (default $TMPDIR/xin-postgres-<port>).
+# Settings: XIN_PG_PORT (default 16432), XIN_PG_DIR (default $TMPDIR/xin-postgres-<port>),
+# XIN_PG_FSYNC (default off: the tests' server skips flushes to disk; the benchmarks that
+# measure durable writes start one with `on`, and then synchronous_commit is on too).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PORT=${XIN_PG_PORT:-16432}
+FSYNC=${XIN_PG_FSYNC:-off}
+case "$FSYNC" in on|off) ;; *) echo "XIN_PG_FSYNC must be on or off, got '$FSYNC'" >&2; exit 2 ;; esac
 # Outside the repository: the server runs as the postgres user, who may not reach it.
 DIR=${XIN_PG_DIR:-${TMPDIR:-/tmp}/xin-postgres-$PORT}
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
@@ -48,6 +52,11 @@ case "${1:-}" in
     fi
     B=$(bin)
     if [ -f "$DIR/data/postmaster.pid" ] && as_pg "$B/pg_ctl" -D "$DIR/data" status >/dev/null 2>&1; then
+      running=$("$B/psql" -X -At -h "$DIR" -p "$PORT" -U postgres postgres -c "SHOW fsync")
+      if [ "$running" != "$FSYNC" ]; then
+        echo "error: the PostgreSQL on 127.0.0.1:$PORT runs with fsync=$running, not XIN_PG_FSYNC=$FSYNC; stop it first (XIN_PG_PORT=$PORT e2e/postgres.sh stop)" >&2
+        exit 1
+      fi
       say "PostgreSQL already running on 127.0.0.1:$PORT"; auth_setup; url; exit 0
     fi
     mkdir -p "$DIR"
@@ -57,9 +66,9 @@ case "${1:-}" in
         || { cat "$DIR/initdb.log" >&2; exit 1; }
     fi
     as_pg "$B/pg_ctl" -D "$DIR/data" -l "$DIR/postgres.log" -w -t 60 \
-      -o "-p $PORT -c listen_addresses=127.0.0.1 -k $DIR -c fsync=off -c max_connections=200" start >/dev/null \
+      -o "-p $PORT -c listen_addresses=127.0.0.1 -k $DIR -c fsync=$FSYNC -c synchronous_commit=on -c max_connections=200" start >/dev/null \
       || { tail -20 "$DIR/postgres.log" >&2; exit 1; }
-    say "PostgreSQL running on 127.0.0.1:$PORT (log $DIR/postgres.log)"
+    say "PostgreSQL running on 127.0.0.1:$PORT, fsync $FSYNC (log $DIR/postgres.log)"
     auth_setup
     url
     ;;

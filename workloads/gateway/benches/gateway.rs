@@ -2,10 +2,17 @@
 //! raw bytes, parsing, durable insert into PostgreSQL, 200) against a bare hyper server that
 //! reads the body and answers 200, with the same load generator in the same run.
 //!
+//! Three servers: the bare one (the baseline), the gateway with one commit per request (how
+//! it accepted before the group commit: batches of one message, as many commits in flight as
+//! the pool has connections), and the gateway as it ships (group commit, default settings).
+//! PostgreSQL must flush commits for this to mean anything: `make bench-gateway` starts one
+//! with `fsync` and `synchronous_commit` on, and the figures say what the server runs with.
+//!
 //! Two measurements per server: the most requests per second with 32 keep-alive connections
 //! (closed loop), and latency at a fixed 1,000 requests/s (open loop, measured from each
-//! request's scheduled time, so a stall is not hidden). Figures only, no pass/fail. The
-//! forwarding worker is not running: this is the accept path.
+//! request's scheduled time, so a stall is not hidden). Then the inbox is counted: every
+//! request answered 200 must have exactly one row (lost and duplicated rows are printed).
+//! Figures only, no pass/fail. The forwarding worker is not running: this is the accept path.
 //!
 //! Settings: `XIN_BENCH_SECONDS` (default 10) per phase, `XIN_TEST_DATABASE_URL`.
 
@@ -15,8 +22,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use http_body_util::BodyExt;
+use sqlx::PgPool;
 use xin_api::channel::ChannelType;
 use xin_api::routes::{ChannelRoute, Credentials, Routes, WebhookKey};
+use xin_gateway::inbox::InboxSettings;
 use xin_gateway::routes::RouteTable;
 use xin_gateway::verify::meta_sign;
 use xin_gateway::{Gateway, app};
@@ -64,7 +73,9 @@ async fn serve_bare() -> String {
     addr
 }
 
-async fn serve_gateway() -> String {
+/// A gateway on a fresh tenant database; returns its address, its pool and the gateway (to
+/// read its commit sizes).
+async fn serve_gateway(settings: InboxSettings) -> (String, PgPool, Gateway) {
     let url = xin_store::fresh_test_database().await;
     let pool = xin_store::connect(&url, 16).await.unwrap();
     let table = RouteTable::default();
@@ -94,20 +105,47 @@ async fn serve_gateway() -> String {
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let router = app(
-        Gateway::new(
-            "acme".into(),
-            table,
-            pool,
-            b"bench-signing-key-0123456789".to_vec(),
-        ),
-        HttpMetrics::default(),
-    );
+    let gw = Gateway::new(
+        "acme".into(),
+        table,
+        pool.clone(),
+        b"bench-signing-key-0123456789".to_vec(),
+    )
+    .with_inbox_settings(settings);
+    let router = app(gw.clone(), HttpMetrics::default());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
-    addr
+    (addr, pool, gw)
+}
+
+/// Messages per commit as (commits, messages), from the gateway's histogram.
+fn commits(gw: &Gateway) -> (f64, f64) {
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register("batch", "", gw.inbox.batch_sizes());
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    (sample("batch_count"), sample("batch_sum"))
+}
+
+/// Rows stored for the requests of server `name`: (rows, distinct provider ids).
+async fn stored(pool: &PgPool, name: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*), count(DISTINCT provider_message_id) FROM gateway_inbox
+         WHERE provider_message_id LIKE $1",
+    )
+    .bind(format!("wamid.{name}-%"))
+    .fetch_one(pool)
+    .await
+    .unwrap()
 }
 
 struct Figures {
+    /// Requests answered 200 over all phases (each carries a message id of its own).
+    ok: usize,
     max_rps: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -134,9 +172,12 @@ async fn measure(name: &str, addr: &str, secs: u64) -> Figures {
         .build()
         .unwrap();
     // Warm-up.
+    let ok = Arc::new(AtomicUsize::new(0));
     let warm = bodies(200, &format!("{name}-warm"));
     for b in warm.iter() {
-        send(&client, &url, b).await;
+        if send(&client, &url, b).await {
+            ok.fetch_add(1, Ordering::Relaxed);
+        }
     }
     // Closed loop: 32 connections as fast as they go.
     let set = bodies(400_000, &format!("{name}-max"));
@@ -146,12 +187,13 @@ async fn measure(name: &str, addr: &str, secs: u64) -> Figures {
     let stop = start + Duration::from_secs(secs);
     let workers: Vec<_> = (0..32)
         .map(|_| {
-            let (client, url, set, next, errors) = (
+            let (client, url, set, next, errors, ok) = (
                 client.clone(),
                 url.clone(),
                 set.clone(),
                 next.clone(),
                 errors.clone(),
+                ok.clone(),
             );
             tokio::spawn(async move {
                 while Instant::now() < stop {
@@ -159,7 +201,9 @@ async fn measure(name: &str, addr: &str, secs: u64) -> Figures {
                     if i >= set.len() {
                         break;
                     }
-                    if !send(&client, &url, &set[i]).await {
+                    if send(&client, &url, &set[i]).await {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    } else {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -180,10 +224,17 @@ async fn measure(name: &str, addr: &str, secs: u64) -> Figures {
     for i in 0..set.len() {
         let due = start + Duration::from_micros(i as u64 * 1_000_000 / rate);
         tokio::time::sleep_until(due.into()).await;
-        let (client, url, set, errors) = (client.clone(), url.clone(), set.clone(), errors.clone());
+        let (client, url, set, errors, ok) = (
+            client.clone(),
+            url.clone(),
+            set.clone(),
+            errors.clone(),
+            ok.clone(),
+        );
         handles.push(tokio::spawn(async move {
-            let ok = send(&client, &url, &set[i]).await;
-            if !ok {
+            if send(&client, &url, &set[i]).await {
+                ok.fetch_add(1, Ordering::Relaxed);
+            } else {
                 errors.fetch_add(1, Ordering::Relaxed);
             }
             due.elapsed()
@@ -198,6 +249,7 @@ async fn measure(name: &str, addr: &str, secs: u64) -> Figures {
     let pct =
         |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
     Figures {
+        ok: ok.load(Ordering::Relaxed),
         max_rps,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
@@ -219,33 +271,87 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let (bare, gw) = servers.block_on(async { (serve_bare().await, serve_gateway().await) });
+    let per_request = InboxSettings {
+        max_batch_rows: 1,
+        commits_in_flight: 16,
+    };
+    let (bare, (single, single_pool, single_gw), (grouped, grouped_pool, grouped_gw)) = servers
+        .block_on(async {
+            (
+                serve_bare().await,
+                serve_gateway(per_request).await,
+                serve_gateway(InboxSettings::default()).await,
+            )
+        });
+    let durability: (String, String) = servers.block_on(async {
+        sqlx::query_as("SELECT current_setting('fsync'), current_setting('synchronous_commit')")
+            .fetch_one(&grouped_pool)
+            .await
+            .unwrap()
+    });
     let load = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
+    let defaults = InboxSettings::default();
     println!(
-        "signed WhatsApp webhooks, {secs} s per phase; baseline = bare hyper server, same load generator, same run"
+        "signed WhatsApp webhooks, {secs} s per phase; PostgreSQL fsync={}, synchronous_commit={}; \
+         baseline = bare hyper server, same load generator, same run",
+        durability.0, durability.1
     );
     let b = load.block_on(measure("bare", &bare, secs));
-    let g = load.block_on(measure("gateway", &gw, secs));
+    let s1 = load.block_on(measure("single", &single, secs));
+    let g = load.block_on(measure("grouped", &grouped, secs));
+    let rows = servers.block_on(async {
+        (
+            stored(&single_pool, "single").await,
+            stored(&grouped_pool, "grouped").await,
+        )
+    });
     println!();
     println!(
-        "| server | max req/s (32 conns) | at 1k req/s: achieved | p50 ms | p99 ms | errors |"
+        "| server | max req/s (32 conns) | at 1k req/s: achieved | p50 ms | p99 ms | errors | answered 200 | rows | lost | duplicated | messages per commit |"
     );
-    println!("| --- | --- | --- | --- | --- | --- |");
-    for (n, f) in [("bare hyper", &b), ("xin-gateway", &g)] {
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    let row = |n: &str, f: &Figures, stored: Option<((i64, i64), (f64, f64))>| {
+        let (rows, lost, dup, per_commit) = match stored {
+            Some(((rows, distinct), (commits, messages))) => (
+                rows.to_string(),
+                (f.ok as i64 - distinct).max(0).to_string(),
+                (rows - distinct).to_string(),
+                format!("{:.1}", messages / commits.max(1.0)),
+            ),
+            None => ("–".into(), "–".into(), "–".into(), "–".into()),
+        };
         println!(
-            "| {n} | {:.0} | {:.0} | {:.2} | {:.2} | {} |",
-            f.max_rps, f.achieved_rps, f.p50_ms, f.p99_ms, f.errors
+            "| {n} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {rows} | {lost} | {dup} | {per_commit} |",
+            f.max_rps, f.achieved_rps, f.p50_ms, f.p99_ms, f.errors, f.ok
         );
-    }
+    };
+    row("bare hyper", &b, None);
+    row(
+        "xin-gateway, one commit per request (before)",
+        &s1,
+        Some((rows.0, commits(&single_gw))),
+    );
+    row(
+        &format!(
+            "xin-gateway, group commit (≤ {} messages, {} in flight)",
+            defaults.max_batch_rows, defaults.commits_in_flight
+        ),
+        &g,
+        Some((rows.1, commits(&grouped_gw))),
+    );
     println!();
     println!(
-        "ratio gateway / bare (max req/s): {:.2}  (goal ≥ 0.5)",
-        g.max_rps / b.max_rps
+        "ratio gateway / bare (max req/s): group commit {:.2}, one commit per request {:.2}  (goal ≥ 0.5)",
+        g.max_rps / b.max_rps,
+        s1.max_rps / b.max_rps
     );
-    println!("gateway p99 at 1k req/s: {:.2} ms  (goal ≤ 5 ms)", g.p99_ms);
+    println!(
+        "gateway p99 at 1k req/s: group commit {:.2} ms, one commit per request {:.2} ms  (goal ≤ 5 ms)",
+        g.p99_ms, s1.p99_ms
+    );
     drop(servers);
 }

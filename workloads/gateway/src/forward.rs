@@ -396,32 +396,30 @@ impl Forwarder {
         h
     }
 
-    /// Finds or creates the user's conversation and posts the message; returns the
-    /// conversation id and the answer.
+    /// Posts the message to the user's open conversation (found or created by the
+    /// orchestrator, in the same call); returns the conversation id and the answer.
     async fn ask(&self, row: &Leased) -> Result<(String, String), reply::SendError> {
-        let conv = self
+        let answered = self
             .call(
-                "/v1/conversations",
-                json!({"channel": row.channel, "external_user": row.sender}),
+                "/v1/messages",
+                json!({
+                    "channel": row.channel,
+                    "external_user": row.sender,
+                    "text": row.text,
+                    "client_message_id": row.provider_message_id,
+                }),
                 &row.correlation_id,
             )
             .await?;
-        let conv_id = conv["id"]
-            .as_str()
-            .ok_or_else(|| retry("the orchestrator's conversation has no id".into()))?
-            .to_string();
-        let msg = self
-            .call(
-                &format!("/v1/conversations/{conv_id}/messages"),
-                json!({"text": row.text, "client_message_id": row.provider_message_id}),
-                &row.correlation_id,
-            )
-            .await?;
-        let answer = msg
+        let conv_id = answered
+            .pointer("/conversation/id")
+            .and_then(Value::as_str)
+            .ok_or_else(|| retry("the orchestrator's answer has no conversation id".into()))?;
+        let answer = answered
             .pointer("/answer/text")
             .and_then(Value::as_str)
             .ok_or_else(|| retry("the orchestrator's answer has no text".into()))?;
-        Ok((conv_id, answer.to_string()))
+        Ok((conv_id.to_string(), answer.to_string()))
     }
 
     async fn call(

@@ -5,6 +5,7 @@
 
 pub mod backlog;
 pub mod forward;
+pub mod inbox;
 pub mod limits;
 pub mod polls;
 pub mod providers;
@@ -83,6 +84,8 @@ pub struct Gateway {
     pub body_read_timeout: std::time::Duration,
     /// Wakes the forwarding worker after an accept.
     pub wake: Arc<tokio::sync::Notify>,
+    /// Writes accepted messages, many requests per commit ([`inbox`]).
+    pub inbox: inbox::Inbox,
     /// Wakes widget long polls when the worker stores an answer.
     pub answered: Arc<tokio::sync::Notify>,
     /// Widget long polls in progress (at most [`MAX_POLLS`], and fewer per session and user).
@@ -100,14 +103,21 @@ pub struct Gateway {
 
 impl Gateway {
     pub fn new(tenant: String, routes: RouteTable, pool: PgPool, session_key: Vec<u8>) -> Self {
+        let wake = Arc::<tokio::sync::Notify>::default();
         Gateway {
+            inbox: inbox::Inbox::new(
+                pool.clone(),
+                tenant.clone(),
+                wake.clone(),
+                inbox::InboxSettings::default(),
+            ),
             tenant,
             routes,
             pool,
             session_key: Arc::new(session_key),
             widget_session_ttl: std::time::Duration::from_secs(900),
             body_read_timeout: server::DEFAULT_BODY_READ_TIMEOUT,
-            wake: Arc::default(),
+            wake,
             answered: Arc::default(),
             polls: polls::Polls::default(),
             poll_rate: Arc::default(),
@@ -116,6 +126,17 @@ impl Gateway {
             limiter: Arc::default(),
             failures: Arc::default(),
         }
+    }
+
+    /// The group commit's limits (the default is [`inbox::InboxSettings::default`]).
+    pub fn with_inbox_settings(mut self, settings: inbox::InboxSettings) -> Self {
+        self.inbox = inbox::Inbox::new(
+            self.pool.clone(),
+            self.tenant.clone(),
+            self.wake.clone(),
+            settings,
+        );
+        self
     }
 
     /// The channel's rate limit as a 429 with `Retry-After`. Only verified requests are
@@ -236,6 +257,11 @@ pub fn app(gw: Gateway, metrics: HttpMetrics) -> Router {
             REFUSED_REQUESTS,
             "Requests refused by channel (a name from the routes, or unknown) and reason (the error code answered)",
             gw.refusals.clone(),
+        );
+        registry.register(
+            inbox::BATCH_MESSAGES,
+            "Messages written per inbox commit (concurrent accepts share one commit)",
+            gw.inbox.batch_sizes(),
         );
         registry.register(
             FOREIGN_ENTRIES,
@@ -495,7 +521,7 @@ async fn receive(
     }
     let accepted = accept(&gw, &channel, &messages, &id)
         .await
-        .map_err(|e| store_failed(&e, &id))?;
+        .map_err(|_| store_failed(&id))?;
     tracing::info!(channel = %channel, received = messages.len(), new = accepted, "webhook accepted");
     Ok((
         StatusCode::OK,
@@ -515,9 +541,9 @@ pub(crate) fn inbox_unavailable(message: &str, id: &CorrelationId) -> ApiError {
     )
 }
 
-/// [`inbox_unavailable`] for a failed [`accept`], logged.
-pub(crate) fn store_failed(e: &sqlx::Error, id: &CorrelationId) -> ApiError {
-    tracing::error!(error = %e, "inbox write failed");
+/// [`inbox_unavailable`] for a failed [`accept`] (the committer logged the cause, once per
+/// batch).
+pub(crate) fn store_failed(id: &CorrelationId) -> ApiError {
     inbox_unavailable("the message could not be stored; retry later", id)
 }
 
@@ -530,14 +556,15 @@ fn too_large(limit: usize, id: &CorrelationId) -> ApiError {
     )
 }
 
-/// Writes the messages to the inbox in one statement (all or none); a message already there
-/// (a provider retry) is skipped. Returns how many were new.
+/// Writes the messages to the inbox, all or none, through the group commit ([`inbox`]); a
+/// message already there (a provider retry) is skipped. Returns how many were new, once the
+/// commit that holds them is done.
 pub async fn accept(
     gw: &Gateway,
     channel: &str,
     messages: &[Inbound],
     id: &CorrelationId,
-) -> Result<u64, sqlx::Error> {
+) -> Result<u64, inbox::AcceptError> {
     if messages.is_empty() {
         return Ok(0);
     }
@@ -547,32 +574,5 @@ pub async fn accept(
         .get("traceparent")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    // One statement, so one round trip and atomic without an explicit transaction.
-    let ids: Vec<&str> = messages
-        .iter()
-        .map(|m| m.provider_message_id.as_str())
-        .collect();
-    let senders: Vec<&str> = messages.iter().map(|m| m.sender.as_str()).collect();
-    let texts: Vec<&str> = messages.iter().map(|m| m.text.as_str()).collect();
-    let new = sqlx::query(
-        "INSERT INTO gateway_inbox (tenant, channel, provider_message_id, sender, text, correlation_id, trace_context)
-         SELECT $1, $2, m.id, m.sender, m.text, $6, $7
-         FROM UNNEST($3::text[], $4::text[], $5::text[]) WITH ORDINALITY AS m(id, sender, text, n)
-         ORDER BY m.n
-         ON CONFLICT (tenant, channel, provider_message_id) DO NOTHING",
-    )
-    .bind(&gw.tenant)
-    .bind(channel)
-    .bind(&ids)
-    .bind(&senders)
-    .bind(&texts)
-    .bind(&id.0)
-    .bind(&traceparent)
-    .execute(&gw.pool)
-    .await?
-    .rows_affected();
-    if new > 0 {
-        gw.wake.notify_one();
-    }
-    Ok(new)
+    gw.inbox.accept(channel, messages, &id.0, traceparent).await
 }

@@ -10,6 +10,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use xin_gateway::backlog::Backlog;
 use xin_gateway::forward::{Forwarder, OutcomeLabels};
+use xin_gateway::inbox::InboxSettings;
 use xin_gateway::reply::ProviderApis;
 use xin_gateway::routes::{self, RouteTable};
 use xin_gateway::{Gateway, app};
@@ -99,6 +100,14 @@ struct Args {
     /// How long a client may take to send a request's body, in seconds; then 408.
     #[arg(long, env = "GATEWAY_BODY_READ_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=600))]
     body_read_timeout_seconds: u64,
+
+    /// The most messages one inbox commit writes (group commit of concurrent accepts).
+    #[arg(long, env = "GATEWAY_ACCEPT_BATCH_ROWS", default_value_t = 256, value_parser = clap::value_parser!(u16).range(1..=4096))]
+    accept_batch_rows: u16,
+
+    /// How many inbox commits may be in flight at once (each holds a pooled connection).
+    #[arg(long, env = "GATEWAY_ACCEPT_COMMITS_IN_FLIGHT", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
+    accept_commits_in_flight: u8,
 }
 
 #[tokio::main]
@@ -173,7 +182,11 @@ async fn run(args: Args) -> Result<(), String> {
         table.clone(),
         pool.clone(),
         args.signing_key.0.clone().into_bytes(),
-    );
+    )
+    .with_inbox_settings(InboxSettings {
+        max_batch_rows: usize::from(args.accept_batch_rows),
+        commits_in_flight: usize::from(args.accept_commits_in_flight),
+    });
     gw.widget_session_ttl = Duration::from_secs(args.widget_session_ttl_seconds);
     let backlog = Backlog::register(&metrics, &gw.polls);
     gw.body_read_timeout = Duration::from_secs(args.body_read_timeout_seconds);

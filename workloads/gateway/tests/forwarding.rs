@@ -145,9 +145,7 @@ async fn concurrent_forwards_log_each_messages_own_correlation_id() {
     // X-Request-ID it was sent in its refusal.
     let orchestrator = StandIn::start(|r: &Recorded| {
         let corr = r.header("x-request-id").unwrap_or_default().to_string();
-        let mut a = if r.path == "/v1/conversations" {
-            Answer::json(200, json!({"id": format!("conv-{corr}")}))
-        } else if r.json()["text"]
+        let mut a = if r.json()["text"]
             .as_str()
             .unwrap_or_default()
             .contains("refuse")
@@ -156,7 +154,7 @@ async fn concurrent_forwards_log_each_messages_own_correlation_id() {
         } else {
             Answer::json(
                 200,
-                json!({"answer": {"text": format!("answer for {corr}")}}),
+                json!({"conversation": {"id": format!("conv-{corr}")}, "answer": {"text": format!("answer for {corr}")}}),
             )
         };
         a.delay = Duration::from_millis(150);
@@ -254,6 +252,10 @@ async fn concurrent_forwards_log_each_messages_own_correlation_id() {
     .await
     .unwrap();
     assert_eq!((replied, failed), (33, 17));
+    // One orchestrator call per message (the conversation is found or created in it).
+    let calls = orchestrator.requests();
+    assert_eq!(calls.len(), 50);
+    assert!(calls.iter().all(|r| r.path == "/v1/messages"));
     // The same, in the gauges; and each reply's accept-to-reply time, by channel.
     fwd.backlog.refresh(&gw.pool).await.unwrap();
     let text = metrics.encode();

@@ -97,6 +97,8 @@ struct Harness {
     metrics: HttpMetrics,
     /// The gateway being served (to observe its state).
     gw: Gateway,
+    /// The test database's name.
+    db: String,
 }
 
 async fn start(channels: Vec<ChannelRoute>) -> Harness {
@@ -163,6 +165,7 @@ async fn start_with(
         pool,
         routes_file,
         metrics,
+        db,
     }
 }
 
@@ -1343,4 +1346,223 @@ async fn a_channel_whose_keys_are_empty_accepts_nothing() {
         .await;
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(h.inbox("tg").await.is_empty());
+}
+
+/// A superuser pool on the test database `db` (to hold locks and add triggers behind the
+/// gateway's back).
+async fn admin_pool(db: &str) -> PgPool {
+    let admin = xin_store::test_admin_url();
+    let (server, _) = admin.rsplit_once('/').unwrap();
+    xin_store::connect(&format!("{server}/{db}"), 2)
+        .await
+        .unwrap()
+}
+
+/// How many of `db`'s sessions wait on a lock.
+async fn lock_waiters(admin: &PgPool, db: &str) -> i64 {
+    sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+    )
+    .bind(db)
+    .fetch_one(admin)
+    .await
+    .unwrap()
+}
+
+async fn wait_for(what: &str, mut check: impl AsyncFnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn tg_update(chat: i64, message_id: i64, text: &str) -> Vec<u8> {
+    serde_json::to_vec(&json!({
+        "update_id": message_id,
+        "message": {"message_id": message_id, "date": 1700000000, "chat": {"id": chat, "type": "private"}, "text": text}
+    }))
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_accepts_share_commits_and_each_request_gets_its_own_count() {
+    use xin_gateway::inbox::InboxSettings;
+    use xin_gateway::providers::Inbound;
+    let url = xin_store::fresh_test_database().await;
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let pool = xin_store::connect(&url, 4).await.unwrap();
+    let gw = Gateway::new(
+        "acme".into(),
+        RouteTable::default(),
+        pool.clone(),
+        b"tenant-signing-key-0123456789".to_vec(),
+    )
+    .with_inbox_settings(InboxSettings {
+        max_batch_rows: 16,
+        commits_in_flight: 2,
+    });
+    let admin = admin_pool(&db).await;
+    // Hold the inbox so that commits wait: every request that comes meanwhile queues up.
+    let mut lock = admin.begin().await.unwrap();
+    sqlx::query("LOCK TABLE gateway_inbox IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let send = |key: String| {
+        let gw = gw.clone();
+        tokio::spawn(async move {
+            let m = Inbound {
+                provider_message_id: key.clone(),
+                sender: "5000000001".into(),
+                text: format!("text {key}"),
+            };
+            let new = xin_gateway::accept(
+                &gw,
+                "tg",
+                &[m],
+                &xin_runtime::CorrelationId(format!("c-{key}")),
+            )
+            .await;
+            (key, new)
+        })
+    };
+    // Two lone requests take both commit slots, one after the other …
+    let mut tasks = vec![send("m0".into())];
+    wait_for("the first commit to wait on the lock", async || {
+        lock_waiters(&admin, &db).await == 1
+    })
+    .await;
+    tasks.push(send("m1".into()));
+    wait_for("the second commit to wait on the lock", async || {
+        lock_waiters(&admin, &db).await == 2
+    })
+    .await;
+    // … and 38 more queue behind them: 34 new messages and 4 a provider sends again.
+    for i in 2..36 {
+        tasks.push(send(format!("m{i}")));
+    }
+    for i in [0, 5, 20, 35] {
+        tasks.push(send(format!("m{i}")));
+    }
+    wait_for("38 requests queued for the committer", async || {
+        gw.inbox.queued() == 38
+    })
+    .await;
+    lock.rollback().await.unwrap();
+    let mut new_per_key = std::collections::BTreeMap::<String, u64>::new();
+    for t in tasks {
+        let (key, new) = t.await.unwrap();
+        *new_per_key.entry(key).or_default() += new.expect("accepted");
+    }
+    // Each message counted new exactly once, whichever of its requests carried it first.
+    assert_eq!(new_per_key.len(), 36);
+    assert!(new_per_key.values().all(|n| *n == 1), "{new_per_key:?}");
+    let stored: Vec<String> =
+        sqlx::query_scalar("SELECT provider_message_id FROM gateway_inbox ORDER BY id")
+            .fetch_all(&pool)
+            .await
+            .unwrap();
+    let mut distinct = stored.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!((stored.len(), distinct.len()), (36, 36));
+    // Commits: the two lone ones, then the 38 queued in batches of at most 16.
+    let mut text = String::new();
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register(
+        xin_gateway::inbox::BATCH_MESSAGES,
+        "",
+        gw.inbox.batch_sizes(),
+    );
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let sample = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {text}"))
+    };
+    assert_eq!(sample("gateway_accept_batch_messages_count"), 5.0, "{text}");
+    assert_eq!(sample("gateway_accept_batch_messages_sum"), 40.0, "{text}");
+    assert_eq!(
+        sample("gateway_accept_batch_messages_bucket{le=\"16.0\"}"),
+        5.0,
+        "{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_commit_answers_503_to_its_own_requests_only_and_the_next_commit_works() {
+    let h = start(vec![route("tg", ChannelType::Telegram)]).await;
+    let admin = admin_pool(&h.db).await;
+    // A write the database refuses: a trigger that fails one text.
+    sqlx::raw_sql(
+        "CREATE FUNCTION refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN IF NEW.text = 'poison' THEN RAISE EXCEPTION 'poisoned'; END IF; RETURN NEW; END $$;
+         CREATE TRIGGER refuse_poison BEFORE INSERT ON gateway_inbox
+         FOR EACH ROW EXECUTE FUNCTION refuse_poison();",
+    )
+    .execute(&admin)
+    .await
+    .unwrap();
+    let post = |body: Vec<u8>| {
+        let addr = h.addr.clone();
+        tokio::task::spawn_blocking(move || {
+            http(
+                &addr,
+                "POST",
+                "/webhooks/tg",
+                &[("X-Telegram-Bot-Api-Secret-Token", "tg-key")],
+                &body,
+            )
+        })
+    };
+    // Two commits in flight at once, the poisoned one first.
+    let mut lock = admin.begin().await.unwrap();
+    sqlx::query("LOCK TABLE gateway_inbox IN SHARE ROW EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let poisoned = post(tg_update(1, 1, "poison"));
+    wait_for("the poisoned commit to wait on the lock", async || {
+        lock_waiters(&admin, &h.db).await == 1
+    })
+    .await;
+    let fine = post(tg_update(2, 2, "fine"));
+    wait_for("the second commit to wait on the lock", async || {
+        lock_waiters(&admin, &h.db).await == 2
+    })
+    .await;
+    lock.rollback().await.unwrap();
+    let (poisoned, fine) = (poisoned.await.unwrap(), fine.await.unwrap());
+    assert_json_error(&poisoned, 503, "inbox_unavailable");
+    assert!(!poisoned.body.contains("poisoned"), "{}", poisoned.body);
+    assert_eq!(
+        (fine.status, fine.json()["new"].clone()),
+        (200, json!(1)),
+        "{}",
+        fine.body
+    );
+    // The committer goes on, and the provider's retry of the refused update is stored.
+    sqlx::raw_sql("DROP TRIGGER refuse_poison ON gateway_inbox")
+        .execute(&admin)
+        .await
+        .unwrap();
+    let retried = post(tg_update(1, 1, "poison")).await.unwrap();
+    assert_eq!(
+        (retried.status, retried.json()["new"].clone()),
+        (200, json!(1)),
+        "{}",
+        retried.body
+    );
+    assert_eq!(
+        h.inbox("tg")
+            .await
+            .iter()
+            .map(|(_, t)| t.as_str())
+            .collect::<Vec<_>>(),
+        ["fine", "poison"]
+    );
 }

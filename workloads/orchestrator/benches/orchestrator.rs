@@ -4,10 +4,20 @@
 //! (a) Retrieval at scale: one tenant with `XIN_BENCH_CHUNKS` (default 100,000) chunks of ~60
 //!     words drawn from a Zipf-distributed vocabulary, with 384-d embeddings unless
 //!     `XIN_BENCH_EMBEDDINGS=0`; p50/p95 over 500 varied questions, lexical and hybrid.
-//! (b) End to end: the orchestrator in-process with an LLM stand-in answering after exactly
-//!     300 ms; `XIN_BENCH_CONVERSATIONS` (default 250) concurrent conversations, each a create
-//!     and 4 signed messages; latency, overhead above the same client calling the stand-in
-//!     directly (the baseline, measured in the same run), error rate, throughput.
+//! (b) The message path: two tenants, each an orchestrator *process* (the release binary, as
+//!     the image runs it) over its own database of `XIN_BENCH_CHUNKS` chunks, answering
+//!     through an LLM stand-in that takes exactly 300 ms (lexical retrieval). The runbook's
+//!     spike load: 2 tenants × 50 users, each sending a message, waiting for the answer and
+//!     pausing 1–3 s, for `XIN_BENCH_SPIKE_SECONDS` (default 30) — once with one signed call
+//!     per message (`POST /v1/messages`, what the gateway makes) and once with the two calls
+//!     the gateway made before (find-or-create the conversation, then post to it). Then open
+//!     loop at rising rates (`XIN_BENCH_RATES`, default 20,40,80,160,320 messages/s, each for
+//!     `XIN_BENCH_STEP_SECONDS`, default 10) until the p95 overhead passes 200 ms: the
+//!     saturation throughput. Overhead = latency − the baseline's at the same percentile,
+//!     the baseline being the same users calling the stand-in directly (same run). CPU per
+//!     message = the orchestrators' and PostgreSQL's CPU time (read from /proc: the
+//!     processes' own time, and for PostgreSQL the postmaster's, its reaped children's and its
+//!     live backends') divided by the messages answered.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -21,7 +31,7 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sqlx::PgPool;
-use xin_orchestrator::config::{EmbeddingConfig, LlmConfig, RetrievalConfig};
+use xin_orchestrator::config::{EmbeddingConfig, RetrievalConfig};
 use xin_orchestrator::retrieval::{Retriever, normalise};
 
 const DIM: usize = 384;
@@ -29,7 +39,6 @@ const WORDS_PER_CHUNK: usize = 60;
 const VOCABULARY: usize = 5000;
 const QUERIES: usize = 500;
 const LLM_DELAY: Duration = Duration::from_millis(300);
-const MESSAGES_PER_CONVERSATION: usize = 4;
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -258,7 +267,6 @@ async fn run() {
     let embeddings = std::env::var("XIN_BENCH_EMBEDDINGS")
         .map(|v| v != "0")
         .unwrap_or(true);
-    let conversations = env_usize("XIN_BENCH_CONVERSATIONS", 250);
     let mut rng = StdRng::seed_from_u64(42);
     let url = database().await;
     let _ = rustls::crypto::ring::default_provider().install_default();
@@ -367,76 +375,8 @@ async fn run() {
         println!("(hybrid not measured: XIN_BENCH_EMBEDDINGS=0)");
     }
 
-    // (b) end to end
-    let stand_in = StandIn::start().await;
-    stand_in.set(
-        "bench-model",
-        Behaviour::Slow(LLM_DELAY, "A short answer from the stand-in.".into()),
-    );
-    println!(
-        "\n## (b) end to end: {conversations} concurrent conversations × (create + {MESSAGES_PER_CONVERSATION} messages), LLM stand-in answers after {} ms",
-        LLM_DELAY.as_millis()
-    );
-    println!(
-        "(lexical retrieval; the orchestrator, PostgreSQL, the stand-in and the client share this machine)"
-    );
-    let small_url = database().await;
-    let small_pool = xin_store::connect(&small_url, 2).await.unwrap();
-    seed_chunks(&small_pool, "bench", 1000, false, &mut rng).await;
-    let large = format!("{chunks}-chunk knowledge");
-    for stagger in [true, false] {
-        println!(
-            "\n### {}",
-            if stagger {
-                "staggered starts (each conversation starts at a random point of the first 300 ms)"
-            } else {
-                "lockstep (all conversations start together; every wave of requests arrives at once)"
-            }
-        );
-        println!(
-            "| run | messages | errors | p50 ms | p95 ms | p99 ms | max ms | p95 overhead ms | p50 overhead ms | msgs/s |"
-        );
-        println!("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
-        let baseline = baseline(&stand_in, conversations, stagger).await;
-        let b = stats(baseline.latencies.clone());
-        println!(
-            "| baseline: client → stand-in | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | — | — | {:.0} |",
-            b.n, baseline.errors, b.p50, b.p95, b.p99, b.max, baseline.throughput
-        );
-        for (label, db) in [("1k-chunk knowledge", &small_url), (large.as_str(), &url)] {
-            let r = end_to_end(db, &stand_in, conversations, stagger).await;
-            let o = stats(r.latencies.clone());
-            println!(
-                "| orchestrator, {label} | {} | {} ({:.2} %) | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
-                o.n,
-                r.errors,
-                100.0 * r.errors as f64 / (o.n + r.errors).max(1) as f64,
-                o.p50,
-                o.p95,
-                o.p99,
-                o.max,
-                o.p95 - b.p95,
-                o.p50 - b.p50,
-                r.throughput
-            );
-            let cr = sorted(&r.creates);
-            println!(
-                "| &nbsp;&nbsp;its creates | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | | | |",
-                cr.len(),
-                r.create_errors,
-                pct(&cr, 0.5),
-                pct(&cr, 0.95),
-                pct(&cr, 0.99),
-                cr.last().copied().unwrap_or(f64::NAN)
-            );
-            if let Some(e) = &r.first_error {
-                println!("  first error: {e}");
-            }
-        }
-    }
-    println!(
-        "\noverhead = orchestrator − baseline at the same percentile (goal: p95 overhead <= 50 ms)"
-    );
+    // (b) the message path
+    message_path(&url, chunks, &mut rng).await;
 }
 
 struct Measured {
@@ -471,21 +411,6 @@ async fn measure(r: &Retriever, pool: &PgPool, qs: &[(String, Vec<String>)]) -> 
     }
 }
 
-fn sorted(v: &[f64]) -> Vec<f64> {
-    let mut v = v.to_vec();
-    v.sort_by(f64::total_cmp);
-    v
-}
-
-struct Run {
-    latencies: Vec<f64>,
-    creates: Vec<f64>,
-    errors: usize,
-    create_errors: usize,
-    throughput: f64,
-    first_error: Option<String>,
-}
-
 fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .pool_max_idle_per_host(1024)
@@ -494,183 +419,518 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// The same concurrency and request count straight to the stand-in.
-async fn baseline(stand_in: &StandIn, conversations: usize, stagger: bool) -> Run {
-    let c = client();
-    let url = format!("{}/v1/chat/completions", stand_in.url);
-    let start = Instant::now();
-    let tasks: Vec<_> = (0..conversations)
-        .map(|i| {
-            let (c, url) = (c.clone(), url.clone());
-            let offset = if stagger {
-                Duration::from_millis((i as u64 * 7919) % LLM_DELAY.as_millis() as u64)
-            } else {
-                Duration::ZERO
-            };
-            tokio::spawn(async move {
-                tokio::time::sleep(offset).await;
-                let mut out = Vec::new();
-                for m in 0..MESSAGES_PER_CONVERSATION {
-                    let body = json!({"model": "bench-model", "messages": [{"role": "user", "content": format!("question {m} of {i}")}]});
-                    let t = Instant::now();
-                    let ok = c.post(&url).json(&body).send().await.is_ok_and(|r| r.status().is_success());
-                    out.push((ms(t.elapsed()), ok));
-                }
-                out
-            })
-        })
-        .collect();
-    let mut run = Run {
-        latencies: vec![],
-        creates: vec![],
-        errors: 0,
-        create_errors: 0,
-        throughput: 0.0,
-        first_error: None,
-    };
-    for t in tasks {
-        for (l, ok) in t.await.unwrap() {
-            if ok {
-                run.latencies.push(l)
-            } else {
-                run.errors += 1
-            }
-        }
-    }
-    run.throughput =
-        (conversations * MESSAGES_PER_CONVERSATION) as f64 / start.elapsed().as_secs_f64();
-    run
+/// Clock ticks per second of /proc's CPU times.
+fn clock_ticks() -> f64 {
+    std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
+        .unwrap_or(100.0)
 }
 
-async fn end_to_end(db: &str, stand_in: &StandIn, conversations: usize, stagger: bool) -> Run {
-    let mut cfg = config("bench");
-    cfg.llm = Some(LlmConfig {
-        endpoint: stand_in.url.clone(),
-        model: "bench-model".into(),
-        fallback_model: None,
-        timeout: Duration::from_secs(10),
-        api_key: None,
-    });
-    // The production default pool size (DATABASE_MAX_CONNECTIONS).
-    let h = Arc::new(start_with(db, cfg, 16).await);
-    let c = client();
-    let mut rng = StdRng::seed_from_u64(7);
-    let vocab = vocabulary();
-    let texts: Vec<Vec<String>> = (0..conversations)
-        .map(|_| {
-            (0..MESSAGES_PER_CONVERSATION)
-                .map(|_| {
-                    let w: Vec<&str> = (0..6)
-                        .map(|_| vocab[30 + rng.random_range(0..2000)].as_str())
-                        .collect();
-                    format!("how do i {}?", w.join(" "))
-                })
-                .collect()
-        })
-        .collect();
-    // Fresh users and message ids per run: a repeat would be answered from storage.
-    let run_id: u32 = rand::random();
-    let start = Instant::now();
-    let tasks: Vec<_> = texts
+/// The fields of /proc/<pid>/stat after the command name (index 0 is the state).
+fn stat(pid: u32) -> Option<Vec<u64>> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 2..];
+    Some(
+        rest.split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect(),
+    )
+}
+
+/// CPU seconds of a process (user + system).
+fn process_cpu(pid: u32, tck: f64) -> f64 {
+    stat(pid).map_or(0.0, |f| (f[11] + f[12]) as f64 / tck)
+}
+
+/// CPU seconds of a PostgreSQL server: the postmaster's own, its reaped children's (backends
+/// that ended) and every live child's.
+fn postgres_cpu(postmaster: u32, tck: f64) -> f64 {
+    let own = stat(postmaster).map_or(0, |f| f[11] + f[12] + f[13] + f[14]);
+    let children: u64 = std::fs::read_dir("/proc")
         .into_iter()
-        .enumerate()
-        .map(|(i, texts)| {
-            let (h, c) = (h.clone(), c.clone());
-            // Staggered: each conversation starts at a random point of the first LLM period,
-            // as users do, instead of all of them in lockstep.
-            let offset = if stagger {
-                Duration::from_millis((i as u64 * 7919) % LLM_DELAY.as_millis() as u64)
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(stat)
+        .filter(|f| f[1] == u64::from(postmaster))
+        .map(|f| f[11] + f[12])
+        .sum();
+    (own + children) as f64 / tck
+}
+
+/// One tenant's orchestrator, the release binary in a process of its own.
+struct Service {
+    child: std::process::Child,
+    addr: String,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn spawn_service(tenant: &str, db: &str, llm: &str) -> Service {
+    let port = free_port();
+    let log = std::env::temp_dir().join(format!("xin-bench-orchestrator-{tenant}.log"));
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_xin-orchestrator"))
+        .env("XIN_TENANT", tenant)
+        .env("DATABASE_URL", db)
+        .env("TENANT_SIGNING_KEY", std::str::from_utf8(KEY).unwrap())
+        .env("ORCHESTRATOR_HTTP_HOST", "127.0.0.1")
+        .env("ORCHESTRATOR_HTTP_PORT", port.to_string())
+        .env("ORCHESTRATOR_METRICS_HOST", "127.0.0.1")
+        .env("ORCHESTRATOR_METRICS_PORT", free_port().to_string())
+        .env("LLM_ENDPOINT", llm)
+        .env("LLM_MODEL", "bench-model")
+        .env("LLM_TIMEOUT_SECONDS", "30")
+        .env("XIN_OUTBOUND_ALLOW", "127.0.0.1/32")
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()
+        .expect("start xin-orchestrator");
+    let addr = format!("127.0.0.1:{port}");
+    let c = client();
+    let start = Instant::now();
+    while !c
+        .get(format!("http://{addr}/ready"))
+        .send()
+        .await
+        .is_ok_and(|r| r.status().is_success())
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "xin-orchestrator for {tenant} not ready in 60 s (log: {})",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Service { child, addr }
+}
+
+/// How a message reaches the orchestrator.
+#[derive(Clone, Copy, PartialEq)]
+enum Path {
+    /// `POST /v1/messages`: one call.
+    OneCall,
+    /// `POST /v1/conversations`, then `POST /v1/conversations/{id}/messages`.
+    TwoCalls,
+    /// The baseline: the LLM stand-in directly.
+    StandIn,
+}
+
+async fn signed_post(
+    c: &reqwest::Client,
+    addr: &str,
+    path: &str,
+    body: String,
+) -> Result<serde_json::Value, String> {
+    let mut req = c.post(format!("http://{addr}{path}")).body(body.clone());
+    for (k, v) in signed_headers(
+        KEY,
+        xin_runtime::signing::now(),
+        "POST",
+        path,
+        body.as_bytes(),
+    ) {
+        req = req.header(k, v);
+    }
+    match req.send().await {
+        Ok(r) if r.status().is_success() => r.json().await.map_err(|e| e.to_string()),
+        Ok(r) => Err(format!(
+            "{} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        )),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Sends one message of `user` by `path`; Ok when it was answered.
+async fn send_message(
+    c: &reqwest::Client,
+    path: Path,
+    addr: &str,
+    llm: &str,
+    user: &str,
+    text: &str,
+    cmid: &str,
+) -> Result<(), String> {
+    match path {
+        Path::OneCall => {
+            let body = json!({"channel": "web", "external_user": user, "text": text, "client_message_id": cmid});
+            let v = signed_post(c, addr, "/v1/messages", body.to_string()).await?;
+            v.pointer("/answer/text")
+                .map(|_| ())
+                .ok_or_else(|| format!("no answer: {v}"))
+        }
+        Path::TwoCalls => {
+            let body = json!({"channel": "web", "external_user": user});
+            let conv = signed_post(c, addr, "/v1/conversations", body.to_string()).await?;
+            let id = conv["id"].as_str().ok_or("no conversation id")?;
+            let body = json!({"text": text, "client_message_id": cmid});
+            let v = signed_post(
+                c,
+                addr,
+                &format!("/v1/conversations/{id}/messages"),
+                body.to_string(),
+            )
+            .await?;
+            v.pointer("/answer/text")
+                .map(|_| ())
+                .ok_or_else(|| format!("no answer: {v}"))
+        }
+        Path::StandIn => {
+            let body =
+                json!({"model": "bench-model", "messages": [{"role": "user", "content": text}]});
+            let r = c
+                .post(format!("{llm}/v1/chat/completions"))
+                .json(&body)
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if r.status().is_success() {
+                Ok(())
             } else {
-                Duration::ZERO
-            };
-            tokio::spawn(async move {
-                tokio::time::sleep(offset).await;
-                let send = |path: String, body: String| {
-                    let (h, c) = (h.clone(), c.clone());
-                    async move {
-                        let mut req = c
-                            .post(format!("http://{}{path}", h.addr))
-                            .body(body.clone());
-                        for (k, v) in signed_headers(
-                            &h.key,
-                            xin_runtime::signing::now(),
-                            "POST",
-                            &path,
-                            body.as_bytes(),
-                        ) {
-                            req = req.header(k, v);
+                Err(r.status().to_string())
+            }
+        }
+    }
+}
+
+/// What a load phase measured.
+struct Phase {
+    latencies: Vec<f64>,
+    errors: usize,
+    first_error: Option<String>,
+    seconds: f64,
+    /// CPU seconds of the orchestrator processes and of PostgreSQL during the phase.
+    orchestrator_cpu: f64,
+    postgres_cpu: f64,
+}
+
+impl Phase {
+    fn messages(&self) -> usize {
+        self.latencies.len()
+    }
+    fn cpu_ms_per_message(&self) -> (f64, f64) {
+        let n = self.messages().max(1) as f64;
+        (
+            1000.0 * self.orchestrator_cpu / n,
+            1000.0 * self.postgres_cpu / n,
+        )
+    }
+}
+
+struct Load<'a> {
+    services: &'a [Service],
+    llm: &'a str,
+    postmaster: u32,
+    tck: f64,
+    texts: Arc<Vec<String>>,
+    run_id: u32,
+}
+
+impl Load<'_> {
+    fn cpu(&self) -> (f64, f64) {
+        let orchestrators = self
+            .services
+            .iter()
+            .map(|s| process_cpu(s.child.id(), self.tck))
+            .sum();
+        (orchestrators, postgres_cpu(self.postmaster, self.tck))
+    }
+
+    /// `users` per tenant, each: a message, its answer, a pause of 1–3 s; for `secs`.
+    async fn spike(&self, path: Path, users: usize, secs: u64, label: &str) -> Phase {
+        let c = client();
+        let (o0, p0) = self.cpu();
+        let start = Instant::now();
+        let until = start + Duration::from_secs(secs);
+        let tasks: Vec<_> = (0..users * self.services.len())
+            .map(|u| {
+                let c = c.clone();
+                let addr = self.services[u % self.services.len()].addr.clone();
+                let llm = self.llm.to_string();
+                let texts = self.texts.clone();
+                let user = format!("{label}-{}-{u}", self.run_id);
+                tokio::spawn(async move {
+                    let mut rng = StdRng::seed_from_u64(u as u64);
+                    // Users arrive over the first pause, not all in one instant.
+                    tokio::time::sleep(Duration::from_millis(rng.random_range(0..2000))).await;
+                    let mut out = (Vec::new(), 0usize, None);
+                    let mut m = 0;
+                    while Instant::now() < until {
+                        let text = &texts[rng.random_range(0..texts.len())];
+                        let t = Instant::now();
+                        match send_message(
+                            &c,
+                            path,
+                            &addr,
+                            &llm,
+                            &user,
+                            text,
+                            &format!("{user}-{m}"),
+                        )
+                        .await
+                        {
+                            Ok(()) => out.0.push(ms(t.elapsed())),
+                            Err(e) => {
+                                out.1 += 1;
+                                out.2.get_or_insert(e);
+                            }
                         }
-                        match req.send().await {
-                            Ok(r) if r.status().is_success() => r
-                                .json::<serde_json::Value>()
-                                .await
-                                .map_err(|e| e.to_string()),
-                            Ok(r) => Err(format!(
-                                "{} {}",
-                                r.status(),
-                                r.text().await.unwrap_or_default()
-                            )),
-                            Err(e) => Err(e.to_string()),
-                        }
+                        m += 1;
+                        tokio::time::sleep(Duration::from_millis(rng.random_range(1000..=3000)))
+                            .await;
                     }
-                };
-                let mut out = (None, Vec::new(), None);
-                let t = Instant::now();
-                let body = json!({"channel": "web", "external_user": format!("user-{run_id}-{i}")})
-                    .to_string();
-                let id = match send("/v1/conversations".into(), body).await {
-                    Ok(v) => {
-                        out.0 = Some(Ok(ms(t.elapsed())));
-                        v["id"].as_str().unwrap_or_default().to_string()
-                    }
-                    Err(e) => {
-                        out.0 = Some(Err(e));
-                        return out;
-                    }
-                };
-                for (m, text) in texts.into_iter().enumerate() {
-                    let body =
-                        json!({"text": text, "client_message_id": format!("{run_id}-{i}-{m}")})
-                            .to_string();
-                    let t = Instant::now();
-                    match send(format!("/v1/conversations/{id}/messages"), body).await {
-                        Ok(_) => out.1.push(ms(t.elapsed())),
-                        Err(e) => {
-                            out.2.get_or_insert(e);
-                        }
-                    }
-                }
-                out
+                    out
+                })
             })
+            .collect();
+        let mut phase = Phase {
+            latencies: vec![],
+            errors: 0,
+            first_error: None,
+            seconds: 0.0,
+            orchestrator_cpu: 0.0,
+            postgres_cpu: 0.0,
+        };
+        for t in tasks {
+            let (l, e, first) = t.await.unwrap();
+            phase.latencies.extend(l);
+            phase.errors += e;
+            if phase.first_error.is_none() {
+                phase.first_error = first;
+            }
+        }
+        phase.seconds = start.elapsed().as_secs_f64();
+        let (o1, p1) = self.cpu();
+        (phase.orchestrator_cpu, phase.postgres_cpu) = (o1 - o0, p1 - p0);
+        phase
+    }
+
+    /// Open loop: `rate` messages per second over both tenants for `secs`, each from one of
+    /// 1,000 users per tenant in turn; latency from each message's scheduled time.
+    async fn open_loop(&self, path: Path, rate: usize, secs: u64) -> Phase {
+        let c = client();
+        let (o0, p0) = self.cpu();
+        let start = Instant::now();
+        let total = rate * secs as usize;
+        let mut handles = Vec::with_capacity(total);
+        for i in 0..total {
+            let due = start + Duration::from_micros((i as u64 * 1_000_000) / rate as u64);
+            tokio::time::sleep_until(due.into()).await;
+            let c = c.clone();
+            let addr = self.services[i % self.services.len()].addr.clone();
+            let llm = self.llm.to_string();
+            let text = self.texts[i % self.texts.len()].clone();
+            let user = format!(
+                "rate{rate}-{}-{}",
+                self.run_id,
+                i % (1000 * self.services.len())
+            );
+            let cmid = format!("rate{rate}-{}-{i}", self.run_id);
+            handles.push(tokio::spawn(async move {
+                let r = send_message(&c, path, &addr, &llm, &user, &text, &cmid).await;
+                (ms(due.elapsed()), r)
+            }));
+        }
+        let mut phase = Phase {
+            latencies: vec![],
+            errors: 0,
+            first_error: None,
+            seconds: 0.0,
+            orchestrator_cpu: 0.0,
+            postgres_cpu: 0.0,
+        };
+        for h in handles {
+            match h.await.unwrap() {
+                (l, Ok(())) => phase.latencies.push(l),
+                (_, Err(e)) => {
+                    phase.errors += 1;
+                    phase.first_error.get_or_insert(e);
+                }
+            }
+        }
+        phase.seconds = start.elapsed().as_secs_f64();
+        let (o1, p1) = self.cpu();
+        (phase.orchestrator_cpu, phase.postgres_cpu) = (o1 - o0, p1 - p0);
+        phase
+    }
+}
+
+async fn message_path(url_a: &str, chunks: usize, rng: &mut StdRng) {
+    let spike_secs = env_usize("XIN_BENCH_SPIKE_SECONDS", 30) as u64;
+    let step_secs = env_usize("XIN_BENCH_STEP_SECONDS", 10) as u64;
+    let rates: Vec<usize> = std::env::var("XIN_BENCH_RATES")
+        .unwrap_or_else(|_| "20,40,80,160,320".into())
+        .split(',')
+        .filter_map(|r| r.trim().parse().ok())
+        .collect();
+    let stand_in = StandIn::start().await;
+    stand_in.set(
+        "bench-model",
+        Behaviour::Slow(LLM_DELAY, "A short answer from the stand-in.".into()),
+    );
+    // The second tenant: a database of its own with as many chunks (no embeddings: the
+    // message path here retrieves lexically).
+    let url_b = database().await;
+    let t = Instant::now();
+    let pool_b = xin_store::connect(&url_b, 2).await.unwrap();
+    seed_chunks(&pool_b, "bench-b", chunks, false, rng).await;
+    let postmaster: u32 = {
+        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&pool_b)
+            .await
+            .unwrap();
+        stat(backend as u32)
+            .map(|f| f[1] as u32)
+            .expect("the PostgreSQL backend's parent")
+    };
+    let services = [
+        spawn_service("bench", url_a, &stand_in.url).await,
+        spawn_service("bench-b", &url_b, &stand_in.url).await,
+    ];
+    println!(
+        "\n## (b) the message path: 2 tenants, each an orchestrator process over {chunks} chunks (the second seeded in {:.1} s), LLM stand-in answering after {} ms, lexical retrieval",
+        t.elapsed().as_secs_f64(),
+        LLM_DELAY.as_millis()
+    );
+    println!(
+        "(the orchestrators, PostgreSQL, the stand-in and the load generator share this machine's {} CPUs)",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
+    let vocab = vocabulary();
+    let texts: Vec<String> = (0..2000)
+        .map(|_| {
+            let w: Vec<&str> = (0..6)
+                .map(|_| vocab[30 + rng.random_range(0..2000)].as_str())
+                .collect();
+            format!("how do i {}?", w.join(" "))
         })
         .collect();
-    let mut run = Run {
-        latencies: vec![],
-        creates: vec![],
-        errors: 0,
-        create_errors: 0,
-        throughput: 0.0,
-        first_error: None,
+    let load = Load {
+        services: &services,
+        llm: &stand_in.url,
+        postmaster,
+        tck: clock_ticks(),
+        texts: Arc::new(texts),
+        run_id: rand::random(),
     };
-    for t in tasks {
-        let (create, lats, err) = t.await.unwrap();
-        match create {
-            Some(Ok(l)) => {
-                run.creates.push(l);
-                run.errors += MESSAGES_PER_CONVERSATION - lats.len();
-            }
-            Some(Err(e)) => {
-                run.create_errors += 1;
-                run.errors += MESSAGES_PER_CONVERSATION;
-                run.first_error.get_or_insert(e);
-            }
-            None => {}
+    // Warm-up: connections, statement caches, word statistics.
+    load.open_loop(Path::OneCall, 20, 2).await;
+
+    println!(
+        "\n### spike load: 2 tenants × 50 users, each pausing 1–3 s between messages, {spike_secs} s (goal: p95 overhead <= 50 ms, <= 2 ms CPU per message)"
+    );
+    println!(
+        "| run | messages | errors | msgs/s | p50 ms | p95 ms | p99 ms | max ms | p95 overhead ms | CPU ms/msg: orchestrator | PostgreSQL | total |"
+    );
+    println!(
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    );
+    let baseline = load
+        .spike(Path::StandIn, 50, spike_secs.min(15), "base")
+        .await;
+    let b = stats(baseline.latencies.clone());
+    println!(
+        "| baseline: the users → the stand-in | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | — | | | |",
+        b.n,
+        baseline.errors,
+        b.n as f64 / baseline.seconds,
+        b.p50,
+        b.p95,
+        b.p99,
+        b.max
+    );
+    for (label, path) in [
+        ("one call per message (POST /v1/messages)", Path::OneCall),
+        ("two calls per message (before)", Path::TwoCalls),
+    ] {
+        let r = load.spike(path, 50, spike_secs, "spike").await;
+        let o = stats(r.latencies.clone());
+        let (co, cp) = r.cpu_ms_per_message();
+        println!(
+            "| {label} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            o.n,
+            r.errors,
+            o.n as f64 / r.seconds,
+            o.p50,
+            o.p95,
+            o.p99,
+            o.max,
+            o.p95 - b.p95,
+            co,
+            cp,
+            co + cp
+        );
+        if let Some(e) = &r.first_error {
+            println!("  first error: {e}");
         }
-        if let Some(e) = err {
-            run.first_error.get_or_insert(e);
-        }
-        run.latencies.extend(lats);
     }
-    run.throughput = run.latencies.len() as f64 / start.elapsed().as_secs_f64();
-    run
+
+    println!(
+        "\n### saturation: open loop over both tenants at rising rates, {step_secs} s each, until the p95 overhead passes 200 ms (one call per message)"
+    );
+    println!(
+        "| messages/s offered | answered | errors | p50 ms | p95 ms | p99 ms | p95 overhead ms | CPU ms/msg: orchestrator | PostgreSQL | total |"
+    );
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    let mut saturated = None;
+    let mut sustained = None;
+    for rate in rates {
+        let r = load.open_loop(Path::OneCall, rate, step_secs).await;
+        let o = stats(r.latencies.clone());
+        let (co, cp) = r.cpu_ms_per_message();
+        let overhead = o.p95 - b.p95;
+        println!(
+            "| {rate} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} |",
+            o.n,
+            r.errors,
+            o.p50,
+            o.p95,
+            o.p99,
+            overhead,
+            co,
+            cp,
+            co + cp
+        );
+        if let Some(e) = &r.first_error {
+            println!("  first error: {e}");
+        }
+        if overhead > 200.0 || r.errors * 20 > r.messages() + r.errors {
+            saturated = Some(rate);
+            break;
+        }
+        sustained = Some(rate);
+    }
+    match (sustained, saturated) {
+        (Some(s), Some(x)) => println!(
+            "saturation throughput: between {s} and {x} messages/s (the p95 overhead passed 200 ms, or errors 5 %, at {x})"
+        ),
+        (Some(s), None) => println!(
+            "saturation throughput: above {s} messages/s (the highest rate tried; XIN_BENCH_RATES tries more)"
+        ),
+        (None, Some(x)) => {
+            println!("saturation throughput: below {x} messages/s (the lowest rate tried)")
+        }
+        (None, None) => println!("saturation throughput: no rate tried"),
+    }
+    println!(
+        "overhead = latency − the baseline's at the same percentile (p95 {:.1} ms)",
+        b.p95
+    );
 }

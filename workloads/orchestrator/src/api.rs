@@ -278,16 +278,7 @@ pub async fn post_message(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let b: NewMessage = parse(&body, false, &id)?;
-    check_len("text", &b.text, MAX_TEXT_CHARS, &id)?;
-    if let Some(c) = &b.client_message_id {
-        check_len("client_message_id", c, MAX_CLIENT_MESSAGE_ID_CHARS, &id)?;
-    }
-    if b.tags.len() > MAX_TAGS {
-        return Err(invalid(format!("at most {MAX_TAGS} tags"), &id));
-    }
-    for t in &b.tags {
-        check_len("a tag", t, 64, &id)?;
-    }
+    check_message(&b.text, b.client_message_id.as_deref(), &b.tags, &id)?;
     if !db::plausible_id(&conv) {
         return Err(not_found(&id));
     }
@@ -337,9 +328,14 @@ pub async fn post_message(
         answer.path = tracing::field::Empty,
         retrieval.chunks = tracing::field::Empty,
     );
-    let (answer, path, sources) = answer(&o, &conv, &user, &b.tags, &id)
-        .instrument(span)
-        .await?;
+    let (answer, path, sources) = async {
+        let history = db::history(&o.pool, &conv, user.id, o.config.history_messages)
+            .await
+            .map_err(|e| db_error(e, &id))?;
+        answer(&o, &conv, &user, history, &b.tags, &id).await
+    }
+    .instrument(span)
+    .await?;
     Ok(Json(json!({
         "message": user,
         "answer": answer_json(&answer, path, &sources),
@@ -347,18 +343,134 @@ pub async fn post_message(
     })))
 }
 
-/// Retrieval, the LLM (or its fallbacks), the stored answer.
+#[derive(Deserialize)]
+struct InboundMessage {
+    channel: String,
+    external_user: String,
+    text: String,
+    #[serde(default)]
+    client_message_id: Option<String>,
+    /// Only chunks carrying all these tags are retrieved.
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+fn check_message(
+    text: &str,
+    client_message_id: Option<&str>,
+    tags: &[String],
+    id: &CorrelationId,
+) -> Result<(), ApiError> {
+    check_len("text", text, MAX_TEXT_CHARS, id)?;
+    if let Some(c) = client_message_id {
+        check_len("client_message_id", c, MAX_CLIENT_MESSAGE_ID_CHARS, id)?;
+    }
+    if tags.len() > MAX_TAGS {
+        return Err(invalid(format!("at most {MAX_TAGS} tags"), id));
+    }
+    for t in tags {
+        check_len("a tag", t, 64, id)?;
+    }
+    Ok(())
+}
+
+/// `POST /v1/messages`: a user's message on a channel, answered, in one call — the open
+/// conversation of the user on the channel is found or created, and the message stored with
+/// its events and read back with the conversation's recent history, in one statement; then
+/// retrieval, the LLM and the stored answer (a second statement). Idempotent on
+/// `client_message_id` within the open conversation, like the per-conversation route. The
+/// answer carries the conversation (`conversation`) and whether it was created.
+pub async fn post_inbound_message(
+    State(o): State<Orchestrator>,
+    Extension(id): Extension<CorrelationId>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let b: InboundMessage = parse(&body, false, &id)?;
+    check_len("channel", &b.channel, MAX_NAME_CHARS, &id)?;
+    check_len("external_user", &b.external_user, MAX_NAME_CHARS, &id)?;
+    check_message(&b.text, b.client_message_id.as_deref(), &b.tags, &id)?;
+    let handoff = asks_for_person(&b.text, &o.config.handoff_keywords);
+    let posted = db::post_inbound(
+        &o.pool,
+        &db::Inbound {
+            tenant: &o.config.tenant,
+            channel: &b.channel,
+            external_user: &b.external_user,
+            text: &b.text,
+            client_message_id: b.client_message_id.as_deref(),
+            correlation_id: &id.0,
+            handoff,
+            history: o.config.history_messages,
+        },
+    )
+    .await
+    .map_err(|e| db_error(e, &id))?;
+    let conv = posted.conversation;
+    if posted.created {
+        tracing::info!(conversation_id = %conv.id, channel = %conv.channel, "conversation created");
+    }
+    let (user, history) = match (posted.message, b.client_message_id.as_deref()) {
+        (Some(user), _) => {
+            if handoff {
+                tracing::info!(conversation_id = %conv.id, "handoff requested by keyword");
+            }
+            (user, posted.history)
+        }
+        // A retry: the stored answer, or, when the first attempt stopped before answering, an
+        // answer now.
+        (None, Some(cmid)) => {
+            match db::by_client_message_id(&o.pool, &conv.id, cmid)
+                .await
+                .map_err(|e| db_error(e, &id))?
+            {
+                Some((user, Some(answer))) => {
+                    let mut v = replayed(&user, &answer);
+                    v["conversation"] = serde_json::to_value(&conv).unwrap_or_default();
+                    v["conversation_created"] = json!(false);
+                    return Ok(Json(v));
+                }
+                Some((user, None)) => {
+                    let history =
+                        db::history(&o.pool, &conv.id, user.id, o.config.history_messages)
+                            .await
+                            .map_err(|e| db_error(e, &id))?;
+                    (user, history)
+                }
+                None => return Err(db_error(sqlx::Error::RowNotFound, &id)),
+            }
+        }
+        (None, None) => return Err(db_error(sqlx::Error::RowNotFound, &id)),
+    };
+    let span = tracing::info_span!(
+        "answer",
+        conversation_id = %conv.id,
+        message_id = user.id,
+        answer.path = tracing::field::Empty,
+        retrieval.chunks = tracing::field::Empty,
+    );
+    let (answer, path, sources) = answer(&o, &conv.id, &user, history, &b.tags, &id)
+        .instrument(span)
+        .await?;
+    Ok(Json(json!({
+        "conversation": conv,
+        "conversation_created": posted.created,
+        "message": user,
+        "answer": answer_json(&answer, path, &sources),
+        "replayed": false,
+    })))
+}
+
+/// Retrieval, the LLM (or its fallbacks), the stored answer. `history`: the messages before
+/// `user`, oldest first.
 async fn answer(
     o: &Orchestrator,
     conv: &str,
     user: &Message,
+    history: Vec<(String, String)>,
     tags: &[String],
     id: &CorrelationId,
 ) -> Result<(Message, String, Vec<Chunk>), ApiError> {
     let span = tracing::Span::current();
-    let history = db::history(&o.pool, conv, user.id, o.config.history_messages)
-        .await
-        .map_err(|e| db_error(e, id))?;
     let start = Instant::now();
     let retrieved = o
         .retriever
@@ -397,7 +509,6 @@ async fn answer(
             text: &a.text,
             path: a.path.as_str(),
             correlation_id: &id.0,
-            idempotent: user.client_message_id.is_some(),
         },
     )
     .await

@@ -258,6 +258,157 @@ pub async fn add_user_message(pool: &PgPool, m: &NewMessage<'_>) -> Result<Added
     }
 }
 
+/// A user message for the open conversation of (`channel`, `external_user`).
+pub struct Inbound<'a> {
+    pub tenant: &'a str,
+    pub channel: &'a str,
+    pub external_user: &'a str,
+    pub text: &'a str,
+    pub client_message_id: Option<&'a str>,
+    pub correlation_id: &'a str,
+    /// Emit `handoff_requested` too (the text asks for a person).
+    pub handoff: bool,
+    /// How many earlier messages of the conversation to return (for the LLM).
+    pub history: usize,
+}
+
+/// What [`post_inbound`] did.
+#[derive(Debug)]
+pub struct Posted {
+    pub conversation: Conversation,
+    /// The conversation was created for this message.
+    pub created: bool,
+    /// The stored message, or `None` when one with this client message id is already stored
+    /// (a retry: see [`by_client_message_id`]).
+    pub message: Option<Message>,
+    /// The `history` messages before it, oldest first, as `(role, text)`.
+    pub history: Vec<(String, String)>,
+}
+
+#[derive(sqlx::FromRow)]
+struct PostedRow {
+    id: String,
+    channel: String,
+    external_user: String,
+    status: String,
+    created_at: String,
+    closed_at: Option<String>,
+    created: bool,
+    message_id: Option<i64>,
+    message_text: Option<String>,
+    message_client_id: Option<String>,
+    message_created_at: Option<String>,
+    history: sqlx::types::Json<Vec<(String, String)>>,
+}
+
+/// Finds or creates the open conversation of the user on the channel, stores the message in
+/// it with its events (`conversation_created` when created, `message_received`, and
+/// `handoff_requested` when asked for) and reads the conversation's earlier messages: one
+/// statement, so one round trip and one commit. The open conversation is locked FOR SHARE,
+/// so a concurrent close waits (or, when it committed first, a new conversation is started).
+/// Two concurrent first messages of one user meet at the unique index
+/// `conversations_open_per_user`: the loser's statement finds nothing and runs again (it then
+/// sees the winner's conversation).
+pub async fn post_inbound(pool: &PgPool, m: &Inbound<'_>) -> Result<Posted, sqlx::Error> {
+    const POST: &str = concat!(
+        "WITH existing AS (
+            SELECT * FROM conversations
+            WHERE tenant = $1 AND channel = $2 AND external_user = $3 AND status = 'open'
+            FOR SHARE
+        ), created AS (
+            INSERT INTO conversations (id, tenant, channel, external_user)
+            SELECT $4, $1, $2, $3 WHERE NOT EXISTS (SELECT 1 FROM existing)
+            ON CONFLICT (tenant, channel, external_user) WHERE status = 'open' DO NOTHING
+            RETURNING *
+        ), c AS (
+            SELECT *, false AS created FROM existing
+            UNION ALL
+            SELECT *, true AS created FROM created
+        ), created_event AS (
+            INSERT INTO outbox_events (tenant, kind, conversation_id, payload, correlation_id)
+            SELECT tenant, 'conversation_created', id,
+                   jsonb_build_object('channel', channel, 'external_user', external_user), $7
+            FROM created
+        ), m AS (
+            INSERT INTO messages (tenant, conversation_id, role, text, client_message_id, correlation_id)
+            SELECT $1, c.id, 'user', $5, $6, $7 FROM c
+            ON CONFLICT (tenant, conversation_id, client_message_id) WHERE client_message_id IS NOT NULL
+            DO NOTHING
+            RETURNING *
+        ), ev AS (
+            INSERT INTO outbox_events (tenant, kind, conversation_id, payload, correlation_id)
+            SELECT $1, k.kind, c.id,
+                   jsonb_build_object('channel', c.channel, 'external_user', c.external_user, 'message_id', m.id)
+                   || CASE k.kind
+                        WHEN 'message_received' THEN jsonb_build_object(
+                            'client_message_id', m.client_message_id, 'text_length', char_length(m.text))
+                        ELSE jsonb_build_object('trigger', 'keyword')
+                      END,
+                   $7
+            FROM c, m, (VALUES (1, 'message_received'), (2, 'handoff_requested')) AS k (n, kind)
+            WHERE k.n = 1 OR $8
+            ORDER BY k.n
+        )
+        SELECT c.id, c.channel, c.external_user, c.status, ",
+        ts!("c.created_at"),
+        " AS created_at, ",
+        ts!("c.closed_at"),
+        " AS closed_at, c.created,
+               m.id AS message_id, m.text AS message_text, m.client_message_id AS message_client_id, ",
+        ts!("m.created_at"),
+        " AS message_created_at,
+               (SELECT coalesce(jsonb_agg(jsonb_build_array(h.role, h.text) ORDER BY h.id), '[]')
+                FROM (SELECT id, role, text FROM messages
+                      WHERE tenant = $1 AND conversation_id = c.id
+                      ORDER BY id DESC LIMIT $9) AS h) AS history
+        FROM c LEFT JOIN m ON true"
+    );
+    for _ in 0..3 {
+        let row: Option<PostedRow> = sqlx::query_as(POST)
+            .bind(m.tenant)
+            .bind(m.channel)
+            .bind(m.external_user)
+            .bind(new_id())
+            .bind(m.text)
+            .bind(m.client_message_id)
+            .bind(m.correlation_id)
+            .bind(m.handoff)
+            .bind(m.history as i64)
+            .fetch_optional(pool)
+            .await?;
+        let Some(r) = row else { continue };
+        let message = match (r.message_id, r.message_text, r.message_created_at) {
+            (Some(id), Some(text), Some(created_at)) => Some(Message {
+                id,
+                role: "user".into(),
+                text,
+                answer_path: None,
+                client_message_id: r.message_client_id,
+                reply_to: None,
+                created_at,
+            }),
+            _ => None,
+        };
+        return Ok(Posted {
+            conversation: Conversation {
+                id: r.id,
+                channel: r.channel,
+                external_user: r.external_user,
+                status: r.status,
+                created_at: r.created_at,
+                closed_at: r.closed_at,
+            },
+            created: r.created,
+            message,
+            history: r.history.0,
+        });
+    }
+    // Created and closed by others three times in a row: report it as the database's trouble.
+    Err(sqlx::Error::Protocol(
+        "the conversation kept changing while the message was being stored".into(),
+    ))
+}
+
 /// The user message stored under `client_message_id`, and its answer when there is one.
 pub async fn by_client_message_id(
     pool: &PgPool,
@@ -322,47 +473,37 @@ pub struct NewAnswer<'a> {
     pub text: &'a str,
     pub path: &'a str,
     pub correlation_id: &'a str,
-    /// The question carries a client message id, so retries of it may race: serialise.
-    pub idempotent: bool,
 }
 
-/// Stores the answer to a user message: `(the answer, stored now)`. For a question with a
-/// client message id, an answer stored meanwhile by a racing retry wins and is returned.
+/// Stores the answer to a user message: `(the answer, stored now)`, in one statement. A
+/// question has at most one answer (the unique index `messages_one_answer`): when a racing
+/// retry stored one first, that answer wins and is returned (a second read, only then).
 pub async fn store_answer(
     pool: &PgPool,
     a: &NewAnswer<'_>,
 ) -> Result<(Message, bool), sqlx::Error> {
-    const INSERT: &str = concat!(
+    let inserted: Option<Message> = sqlx::query_as(concat!(
         "INSERT INTO messages (tenant, conversation_id, role, text, reply_to, answer_path, correlation_id)
-         VALUES ($1, $2, 'assistant', $3, $4, $5, $6) RETURNING ",
+         VALUES ($1, $2, 'assistant', $3, $4, $5, $6)
+         ON CONFLICT (tenant, reply_to) WHERE reply_to IS NOT NULL DO NOTHING
+         RETURNING ",
         message_columns!()
-    );
-    let insert = || {
-        sqlx::query_as::<_, Message>(INSERT)
-            .bind(a.tenant)
-            .bind(a.conversation_id)
-            .bind(a.text)
-            .bind(a.reply_to)
-            .bind(a.path)
-            .bind(a.correlation_id)
-    };
-    if !a.idempotent {
-        // Nothing can retry a question without an id: no race to guard against.
-        return Ok((insert().fetch_one(pool).await?, true));
+    ))
+    .bind(a.tenant)
+    .bind(a.conversation_id)
+    .bind(a.text)
+    .bind(a.reply_to)
+    .bind(a.path)
+    .bind(a.correlation_id)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(m) = inserted {
+        return Ok((m, true));
     }
-    let mut tx = pool.begin().await?;
-    // Serialises the answers to one question; the check below then sees a racer's answer.
-    sqlx::query("SELECT id FROM messages WHERE id = $1 FOR UPDATE")
-        .bind(a.reply_to)
-        .execute(&mut *tx)
-        .await?;
-    if let Some(existing) = answer_of(&mut *tx, a.conversation_id, a.reply_to).await? {
-        tx.rollback().await?;
-        return Ok((existing, false));
-    }
-    let m = insert().fetch_one(&mut *tx).await?;
-    tx.commit().await?;
-    Ok((m, true))
+    let existing = answer_of(pool, a.conversation_id, a.reply_to)
+        .await?
+        .ok_or(sqlx::Error::RowNotFound)?;
+    Ok((existing, false))
 }
 
 /// Closes a conversation: `(it, closed now)`; closing a closed one changes nothing.

@@ -115,6 +115,7 @@ fn warn_refused_endpoints(config: &Config, client: &Outbound) {
 /// The API (`/v1/...`, signed) and the probes, with correlation ids and HTTP metrics.
 pub fn app(o: Orchestrator, metrics: HttpMetrics) -> Router {
     let v1 = Router::new()
+        .route("/v1/messages", post(api::post_inbound_message))
         .route("/v1/conversations", post(api::create_conversation))
         .route("/v1/conversations/{id}", get(api::get_conversation))
         .route("/v1/conversations/{id}/messages", post(api::post_message))

@@ -357,3 +357,144 @@ async fn an_llm_on_loopback_is_refused_without_the_allow_list_and_the_refusal_is
     }
     assert!(!m.contains("sk-test-secret"));
 }
+
+#[tokio::test]
+async fn one_call_finds_or_creates_the_conversation_stores_and_answers_with_history() {
+    let stand_in = StandIn::start().await;
+    let h = start(
+        &database().await,
+        with_llm("acme", &stand_in.url, None, Duration::from_secs(10)),
+    )
+    .await;
+    let post = |user: &str, text: &str, cmid: &str| {
+        h.post(
+            "/v1/messages",
+            json!({"channel": "web", "external_user": user, "text": text, "client_message_id": cmid}),
+        )
+    };
+    let first = post("carol", "first question", "c1").await;
+    assert_eq!(first.status, 200, "{}", first.body);
+    let f = first.json();
+    let conv = f["conversation"]["id"].as_str().unwrap().to_string();
+    assert_eq!(conv.len(), 32);
+    assert_eq!(f["conversation"]["status"], "open");
+    assert_eq!(f["conversation_created"], true);
+    assert_eq!(f["message"]["text"], "first question");
+    assert_eq!(f["answer"]["text"], "answer from primary");
+    assert_eq!(f["replayed"], false);
+
+    // The next message goes to the same conversation, and the LLM sees the earlier turns.
+    let second = post("carol", "second question", "c2").await;
+    assert_eq!(second.status, 200, "{}", second.body);
+    let s = second.json();
+    assert_eq!(s["conversation"]["id"], conv.as_str());
+    assert_eq!(s["conversation_created"], false);
+    let asked = stand_in.requests();
+    assert_eq!(asked.len(), 2);
+    let turns: Vec<String> = asked[1]["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap_or_default().to_string())
+        .collect();
+    let (q, a) = (
+        turns.iter().position(|t| t == "first question"),
+        turns.iter().position(|t| t == "answer from primary"),
+    );
+    assert!(q.is_some() && a > q, "history in order: {turns:?}");
+    assert!(
+        turns.last().unwrap().contains("second question"),
+        "{turns:?}"
+    );
+
+    // A retry is answered from storage: same answer, no LLM call.
+    let again = post("carol", "first question", "c1").await;
+    assert_eq!(again.status, 200, "{}", again.body);
+    let g = again.json();
+    assert_eq!(
+        (
+            g["replayed"].clone(),
+            g["answer"]["id"].clone(),
+            g["conversation"]["id"].clone()
+        ),
+        (json!(true), f["answer"]["id"].clone(), json!(conv))
+    );
+    assert_eq!(stand_in.requests().len(), 2);
+
+    // Twenty concurrent first messages of a new user: one conversation, one event.
+    let replies = futures::future::join_all(
+        (0..20).map(|i| post("dave", &format!("question {i}"), &format!("d{i}"))),
+    )
+    .await;
+    let ids: std::collections::HashSet<String> = replies
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status, 200, "{}", r.body);
+            r.json()["conversation"]["id"].as_str().unwrap().to_string()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(
+        replies
+            .iter()
+            .filter(|r| r.json()["conversation_created"] == true)
+            .count(),
+        1
+    );
+    let (users, answers): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE m.role = 'user'), count(*) FILTER (WHERE m.role = 'assistant')
+         FROM messages m JOIN conversations c ON c.id = m.conversation_id WHERE c.external_user = 'dave'",
+    )
+    .fetch_one(&h.pool)
+    .await
+    .unwrap();
+    assert_eq!((users, answers), (20, 20));
+    let outbox = h.outbox().await;
+    let count = |kind: &str, user: &str| {
+        outbox
+            .iter()
+            .filter(|e| e.0 == kind && e.2["external_user"] == user)
+            .count()
+    };
+    assert_eq!(
+        (
+            count("conversation_created", "carol"),
+            count("message_received", "carol")
+        ),
+        (1, 2)
+    );
+    assert_eq!(
+        (
+            count("conversation_created", "dave"),
+            count("message_received", "dave")
+        ),
+        (1, 20)
+    );
+
+    // After a close, the user's next message starts a new conversation.
+    let closed = h
+        .post(&format!("/v1/conversations/{conv}/close"), json!({}))
+        .await;
+    assert_eq!(closed.status, 200, "{}", closed.body);
+    let after = post("carol", "third question", "c3").await;
+    assert_eq!(after.status, 200, "{}", after.body);
+    assert_eq!(after.json()["conversation_created"], true);
+    assert_ne!(after.json()["conversation"]["id"], conv.as_str());
+
+    // Bad input is a 400 with the JSON error body.
+    assert_json_error(
+        &h.post("/v1/messages", json!({"channel": "web", "text": "x"}))
+            .await,
+        400,
+        "malformed_json",
+    );
+    assert_json_error(
+        &h.post(
+            "/v1/messages",
+            json!({"channel": "web", "external_user": "erin", "text": "  "}),
+        )
+        .await,
+        400,
+        "invalid_request",
+    );
+}
