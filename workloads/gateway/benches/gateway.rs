@@ -137,7 +137,7 @@ async fn stored(pool: &PgPool, name: &str) -> (i64, i64) {
         "SELECT count(*), count(DISTINCT provider_message_id) FROM gateway_inbox
          WHERE provider_message_id LIKE $1",
     )
-    .bind(format!("wamid.{name}-%"))
+    .bind(format!("wa:wamid.{name}-%"))
     .fetch_one(pool)
     .await
     .unwrap()
@@ -146,6 +146,10 @@ async fn stored(pool: &PgPool, name: &str) -> (i64, i64) {
 struct Figures {
     /// Requests answered 200 over all phases (each carries a message id of its own).
     ok: usize,
+    /// CPU microseconds per request in the closed-loop phase: this process (load generator
+    /// and server) and PostgreSQL.
+    process_us: f64,
+    postgres_us: f64,
     max_rps: f64,
     p50_ms: f64,
     p99_ms: f64,
@@ -164,7 +168,7 @@ async fn send(client: &reqwest::Client, url: &str, (body, sig): &(Vec<u8>, Strin
         .is_ok_and(|r| r.status().is_success())
 }
 
-async fn measure(name: &str, addr: &str, secs: u64) -> Figures {
+async fn measure(name: &str, addr: &str, secs: u64, pg: xin_store::cpu::ServerCpu) -> Figures {
     let url = format!("http://{addr}/webhooks/wa");
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
@@ -183,6 +187,10 @@ async fn measure(name: &str, addr: &str, secs: u64) -> Figures {
     let set = bodies(400_000, &format!("{name}-max"));
     let next = Arc::new(AtomicUsize::new(0));
     let errors = Arc::new(AtomicUsize::new(0));
+    let (cpu0, pg0) = (
+        xin_store::cpu::process_seconds(std::process::id()),
+        pg.seconds(),
+    );
     let start = Instant::now();
     let stop = start + Duration::from_secs(secs);
     let workers: Vec<_> = (0..32)
@@ -215,6 +223,9 @@ async fn measure(name: &str, addr: &str, secs: u64) -> Figures {
     }
     let done = next.load(Ordering::Relaxed).min(set.len());
     let max_rps = done as f64 / start.elapsed().as_secs_f64();
+    let per_request = |s: f64| 1e6 * s / done.max(1) as f64;
+    let process_us = per_request(xin_store::cpu::process_seconds(std::process::id()) - cpu0);
+    let postgres_us = per_request(pg.seconds() - pg0);
 
     // Open loop at 1,000 requests/s.
     let rate = 1000u64;
@@ -250,6 +261,8 @@ async fn measure(name: &str, addr: &str, secs: u64) -> Figures {
         |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)].as_secs_f64() * 1000.0;
     Figures {
         ok: ok.load(Ordering::Relaxed),
+        process_us,
+        postgres_us,
         max_rps,
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
@@ -300,9 +313,12 @@ fn main() {
          baseline = bare hyper server, same load generator, same run",
         durability.0, durability.1
     );
-    let b = load.block_on(measure("bare", &bare, secs));
-    let s1 = load.block_on(measure("single", &single, secs));
-    let g = load.block_on(measure("grouped", &grouped, secs));
+    let pg = servers
+        .block_on(xin_store::cpu::ServerCpu::of(&grouped_pool))
+        .expect("PostgreSQL runs on this machine (its CPU is read from /proc)");
+    let b = load.block_on(measure("bare", &bare, secs, pg));
+    let s1 = load.block_on(measure("single", &single, secs, pg));
+    let g = load.block_on(measure("grouped", &grouped, secs, pg));
     let rows = servers.block_on(async {
         (
             stored(&single_pool, "single").await,
@@ -311,9 +327,9 @@ fn main() {
     });
     println!();
     println!(
-        "| server | max req/s (32 conns) | at 1k req/s: achieved | p50 ms | p99 ms | errors | answered 200 | rows | lost | duplicated | messages per commit |"
+        "| server | max req/s (32 conns) | CPU µs/req: this process | PostgreSQL | at 1k req/s: achieved | p50 ms | p99 ms | errors | answered 200 | rows | lost | duplicated | messages per commit |"
     );
-    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
     let row = |n: &str, f: &Figures, stored: Option<((i64, i64), (f64, f64))>| {
         let (rows, lost, dup, per_commit) = match stored {
             Some(((rows, distinct), (commits, messages))) => (
@@ -325,8 +341,15 @@ fn main() {
             None => ("–".into(), "–".into(), "–".into(), "–".into()),
         };
         println!(
-            "| {n} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {rows} | {lost} | {dup} | {per_commit} |",
-            f.max_rps, f.achieved_rps, f.p50_ms, f.p99_ms, f.errors, f.ok
+            "| {n} | {:.0} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {} | {rows} | {lost} | {dup} | {per_commit} |",
+            f.max_rps,
+            f.process_us,
+            f.postgres_us,
+            f.achieved_rps,
+            f.p50_ms,
+            f.p99_ms,
+            f.errors,
+            f.ok
         );
     };
     row("bare hyper", &b, None);
@@ -352,6 +375,14 @@ fn main() {
     println!(
         "gateway p99 at 1k req/s: group commit {:.2} ms, one commit per request {:.2} ms  (goal ≤ 5 ms)",
         g.p99_ms, s1.p99_ms
+    );
+    println!(
+        "where the time goes (closed loop, CPU per request; the machine's cores are the limit): \
+         the gateway's own work ≈ this process minus the bare run's ({:.0} µs with group commit), \
+         PostgreSQL {:.0} µs; the load generator and the bare server {:.0} µs",
+        g.process_us - b.process_us,
+        g.postgres_us,
+        b.process_us
     );
     drop(servers);
 }

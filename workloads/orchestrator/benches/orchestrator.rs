@@ -419,48 +419,6 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-/// Clock ticks per second of /proc's CPU times.
-fn clock_ticks() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok()?.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
-/// The fields of /proc/<pid>/stat after the command name (index 0 is the state).
-fn stat(pid: u32) -> Option<Vec<u64>> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 2..];
-    Some(
-        rest.split_whitespace()
-            .map(|f| f.parse().unwrap_or(0))
-            .collect(),
-    )
-}
-
-/// CPU seconds of a process (user + system).
-fn process_cpu(pid: u32, tck: f64) -> f64 {
-    stat(pid).map_or(0.0, |f| (f[11] + f[12]) as f64 / tck)
-}
-
-/// CPU seconds of a PostgreSQL server: the postmaster's own, its reaped children's (backends
-/// that ended) and every live child's.
-fn postgres_cpu(postmaster: u32, tck: f64) -> f64 {
-    let own = stat(postmaster).map_or(0, |f| f[11] + f[12] + f[13] + f[14]);
-    let children: u64 = std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter_map(stat)
-        .filter(|f| f[1] == u64::from(postmaster))
-        .map(|f| f[11] + f[12])
-        .sum();
-    (own + children) as f64 / tck
-}
-
 /// One tenant's orchestrator, the release binary in a process of its own.
 struct Service {
     child: std::process::Child,
@@ -637,8 +595,7 @@ impl Phase {
 struct Load<'a> {
     services: &'a [Service],
     llm: &'a str,
-    postmaster: u32,
-    tck: f64,
+    postgres: xin_store::cpu::ServerCpu,
     texts: Arc<Vec<String>>,
     run_id: u32,
 }
@@ -648,9 +605,9 @@ impl Load<'_> {
         let orchestrators = self
             .services
             .iter()
-            .map(|s| process_cpu(s.child.id(), self.tck))
+            .map(|s| xin_store::cpu::process_seconds(s.child.id()))
             .sum();
-        (orchestrators, postgres_cpu(self.postmaster, self.tck))
+        (orchestrators, self.postgres.seconds())
     }
 
     /// `users` per tenant, each: a message, its answer, a pause of 1–3 s; for `secs`.
@@ -791,15 +748,9 @@ async fn message_path(url_a: &str, chunks: usize, rng: &mut StdRng) {
     let t = Instant::now();
     let pool_b = xin_store::connect(&url_b, 2).await.unwrap();
     seed_chunks(&pool_b, "bench-b", chunks, false, rng).await;
-    let postmaster: u32 = {
-        let backend: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-            .fetch_one(&pool_b)
-            .await
-            .unwrap();
-        stat(backend as u32)
-            .map(|f| f[1] as u32)
-            .expect("the PostgreSQL backend's parent")
-    };
+    let postgres = xin_store::cpu::ServerCpu::of(&pool_b)
+        .await
+        .expect("PostgreSQL runs on this machine (its CPU is read from /proc)");
     let services = [
         spawn_service("bench", url_a, &stand_in.url).await,
         spawn_service("bench-b", &url_b, &stand_in.url).await,
@@ -825,8 +776,7 @@ async fn message_path(url_a: &str, chunks: usize, rng: &mut StdRng) {
     let load = Load {
         services: &services,
         llm: &stand_in.url,
-        postmaster,
-        tck: clock_ticks(),
+        postgres,
         texts: Arc::new(texts),
         run_id: rand::random(),
     };
@@ -856,11 +806,16 @@ async fn message_path(url_a: &str, chunks: usize, rng: &mut StdRng) {
         b.p99,
         b.max
     );
-    for (label, path) in [
-        ("one call per message (POST /v1/messages)", Path::OneCall),
-        ("two calls per message (before)", Path::TwoCalls),
+    for (label, path, users) in [
+        (
+            "one call per message (POST /v1/messages)",
+            Path::OneCall,
+            "one",
+        ),
+        ("two calls per message (before)", Path::TwoCalls, "two"),
     ] {
-        let r = load.spike(path, 50, spike_secs, "spike").await;
+        // Users of their own per run: a message id seen before would be answered from storage.
+        let r = load.spike(path, 50, spike_secs, users).await;
         let o = stats(r.latencies.clone());
         let (co, cp) = r.cpu_ms_per_message();
         println!(

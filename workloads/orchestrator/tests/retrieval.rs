@@ -494,3 +494,46 @@ async fn the_fulltext_index_drives_lexical_lookups_with_no_superuser_step() {
         .unwrap();
     assert_eq!(docs(&got), ["d"]);
 }
+
+/// sqlx prepares each statement once per connection, and after five runs PostgreSQL may plan
+/// it once for any parameters (the generic plan). With no tags asked for, that plan must not
+/// scan the tags' index: `tags @> '{}'` holds for every chunk, so it would be a bitmap of the
+/// whole table on every candidate scan (a 10× slower retrieval at 100,000 chunks).
+#[tokio::test]
+async fn the_generic_plan_of_retrieval_does_not_scan_the_tags_index_for_no_tags() {
+    let url = database().await;
+    let pool = xin_store::connect(&url, 1).await.unwrap();
+    sqlx::query(
+        "INSERT INTO knowledge_chunks (tenant, document_id, chunk_index, text, token_count, tags)
+         SELECT 'acme', 'doc-' || n, 0, 'hay straw bale word' || (n % 500), 5,
+                CASE WHEN n % 7 = 0 THEN ARRAY['billing'] ELSE ARRAY[]::text[] END
+         FROM generate_series(1, 20000) n",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query("ANALYZE knowledge_chunks")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "SET plan_cache_mode = force_generic_plan;
+         PREPARE lexical(text[], text[], text[], int, text, int, bigint[], text, float8[], bool[]) AS {}",
+        xin_orchestrator::retrieval::LEXICAL_SQL
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let plan: Vec<String> = sqlx::query_scalar(
+        "EXPLAIN EXECUTE lexical(ARRAY['hay','word7'], ARRAY['public'], ARRAY[]::text[], 64,
+            'hay & word7', 32, ARRAY[]::bigint[], 'hay | word7', ARRAY[0.1, 3]::float8[],
+            ARRAY[false, true])",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    let plan = plan.join("\n");
+    assert!(plan.contains("knowledge_chunks_tsv"), "{plan}");
+    assert!(!plan.contains("knowledge_chunks_tags"), "{plan}");
+}

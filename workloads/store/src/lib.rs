@@ -5,6 +5,7 @@
 //! database only and has data rights only there (`docs/security.md`).
 #![forbid(unsafe_code)]
 
+pub mod cpu;
 pub mod knowledge;
 mod migrations;
 pub mod provision;
