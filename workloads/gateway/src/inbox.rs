@@ -89,11 +89,18 @@ pub struct Inbox {
 }
 
 struct Inner {
+    writer: Writer,
+    queue: OnceLock<mpsc::Sender<Request>>,
+}
+
+/// What the committer task needs. It holds no sender of the queue, so the task ends when the
+/// last [`Inbox`] clone is dropped.
+#[derive(Clone)]
+struct Writer {
     pool: PgPool,
     tenant: String,
     wake: Arc<Notify>,
     settings: InboxSettings,
-    queue: OnceLock<mpsc::Sender<Request>>,
     /// Messages per commit ([`BATCH_MESSAGES`]).
     batches: Histogram,
 }
@@ -102,21 +109,23 @@ impl Inbox {
     pub fn new(pool: PgPool, tenant: String, wake: Arc<Notify>, settings: InboxSettings) -> Self {
         Inbox {
             inner: Arc::new(Inner {
-                pool,
-                tenant,
-                wake,
-                settings: InboxSettings {
-                    max_batch_rows: settings.max_batch_rows.max(1),
-                    commits_in_flight: settings.commits_in_flight.max(1),
+                writer: Writer {
+                    pool,
+                    tenant,
+                    wake,
+                    settings: InboxSettings {
+                        max_batch_rows: settings.max_batch_rows.max(1),
+                        commits_in_flight: settings.commits_in_flight.max(1),
+                    },
+                    batches: batch_histogram(),
                 },
                 queue: OnceLock::new(),
-                batches: batch_histogram(),
             }),
         }
     }
 
     pub fn settings(&self) -> InboxSettings {
-        self.inner.settings
+        self.inner.writer.settings
     }
 
     /// Requests handed over and waiting for a commit slot (not yet in a batch).
@@ -129,7 +138,7 @@ impl Inbox {
 
     /// Messages per commit, one observation per commit tried ([`BATCH_MESSAGES`]).
     pub fn batch_sizes(&self) -> Histogram {
-        self.inner.batches.clone()
+        self.inner.writer.batches.clone()
     }
 
     /// Writes `messages` of `channel` durably; a message already in the inbox (same channel and
@@ -147,7 +156,7 @@ impl Inbox {
         }
         let queue = self.inner.queue.get_or_init(|| {
             let (tx, rx) = mpsc::channel(QUEUE_REQUESTS);
-            tokio::spawn(commit_loop(self.inner.clone(), rx));
+            tokio::spawn(commit_loop(self.inner.writer.clone(), rx));
             tx
         });
         let (done, answer) = oneshot::channel();
@@ -167,7 +176,7 @@ impl Inbox {
 
 /// Takes a commit slot, then the first waiting request and every request queued behind it (up
 /// to the row limit), and writes them in a task of their own while it gathers the next batch.
-async fn commit_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
+async fn commit_loop(inner: Writer, mut rx: mpsc::Receiver<Request>) {
     let slots = Arc::new(Semaphore::new(inner.settings.commits_in_flight));
     let mut held: Option<Request> = None;
     loop {
@@ -231,7 +240,7 @@ async fn commit_loop(inner: Arc<Inner>, mut rx: mpsc::Receiver<Request>) {
 /// One statement, one commit: every message of the batch in arrival order (so inbox ids keep
 /// it), duplicates skipped. Returns, per request, how many of its messages were new: a
 /// message present twice in the batch counts for the first request that holds it.
-async fn write(inner: &Inner, batch: &[Request]) -> Result<Vec<u64>, sqlx::Error> {
+async fn write(inner: &Writer, batch: &[Request]) -> Result<Vec<u64>, sqlx::Error> {
     let rows = batch.iter().map(|r| r.messages.len()).sum();
     let mut channels = Vec::with_capacity(rows);
     let mut ids = Vec::with_capacity(rows);

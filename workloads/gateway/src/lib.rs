@@ -521,7 +521,7 @@ async fn receive(
     }
     let accepted = accept(&gw, &channel, &messages, &id)
         .await
-        .map_err(|_| store_failed(&id))?;
+        .map_err(|e| store_failed(&e, &id))?;
     tracing::info!(channel = %channel, received = messages.len(), new = accepted, "webhook accepted");
     Ok((
         StatusCode::OK,
@@ -541,9 +541,10 @@ pub(crate) fn inbox_unavailable(message: &str, id: &CorrelationId) -> ApiError {
     )
 }
 
-/// [`inbox_unavailable`] for a failed [`accept`] (the committer logged the cause, once per
-/// batch).
-pub(crate) fn store_failed(id: &CorrelationId) -> ApiError {
+/// [`inbox_unavailable`] for a failed [`accept`], logged in the request's span (so with its
+/// correlation id; the committer also logs the cause once per batch).
+pub(crate) fn store_failed(e: &inbox::AcceptError, id: &CorrelationId) -> ApiError {
+    tracing::warn!(error = %e, "message not stored; answered 503");
     inbox_unavailable("the message could not be stored; retry later", id)
 }
 

@@ -475,7 +475,7 @@ pub async fn post_message(
         };
         accept(&gw, &channel, std::slice::from_ref(&msg), &id)
             .await
-            .map_err(|_| store_failed(&id))?;
+            .map_err(|e| store_failed(&e, &id))?;
         let mid: i64 = sqlx::query_scalar(
             "SELECT id FROM gateway_inbox WHERE channel = $1 AND provider_message_id = $2",
         )
