@@ -569,6 +569,7 @@ async fn send_message(
 }
 
 /// What a load phase measured.
+#[derive(Default)]
 struct Phase {
     latencies: Vec<f64>,
     errors: usize,
@@ -657,14 +658,7 @@ impl Load<'_> {
                 })
             })
             .collect();
-        let mut phase = Phase {
-            latencies: vec![],
-            errors: 0,
-            first_error: None,
-            seconds: 0.0,
-            orchestrator_cpu: 0.0,
-            postgres_cpu: 0.0,
-        };
+        let mut phase = Phase::default();
         for t in tasks {
             let (l, e, first) = t.await.unwrap();
             phase.latencies.extend(l);
@@ -705,14 +699,7 @@ impl Load<'_> {
                 (ms(due.elapsed()), r)
             }));
         }
-        let mut phase = Phase {
-            latencies: vec![],
-            errors: 0,
-            first_error: None,
-            seconds: 0.0,
-            orchestrator_cpu: 0.0,
-            postgres_cpu: 0.0,
-        };
+        let mut phase = Phase::default();
         for h in handles {
             match h.await.unwrap() {
                 (l, Ok(())) => phase.latencies.push(l),

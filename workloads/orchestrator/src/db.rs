@@ -40,6 +40,35 @@ macro_rules! message_columns {
     };
 }
 
+/// The CTE `ev` writing a stored user message's events: `message_received`, and
+/// `handoff_requested` when the boolean parameter `$handoff` holds. Reads the CTEs `c` (the
+/// conversation) and `m` (the inserted message); `$1` is the tenant, `$correlation` the
+/// correlation id's parameter.
+macro_rules! message_events {
+    ($correlation:literal, $handoff:literal) => {
+        concat!(
+            "ev AS (
+            INSERT INTO outbox_events (tenant, kind, conversation_id, payload, correlation_id)
+            SELECT $1, k.kind, c.id,
+                   jsonb_build_object('channel', c.channel, 'external_user', c.external_user, 'message_id', m.id)
+                   || CASE k.kind
+                        WHEN 'message_received' THEN jsonb_build_object(
+                            'client_message_id', m.client_message_id, 'text_length', char_length(m.text))
+                        ELSE jsonb_build_object('trigger', 'keyword')
+                      END,
+                   ",
+            $correlation,
+            "
+            FROM c, m, (VALUES (1, 'message_received'), (2, 'handoff_requested')) AS k (n, kind)
+            WHERE k.n = 1 OR ",
+            $handoff,
+            "
+            ORDER BY k.n
+        )"
+        )
+    };
+}
+
 #[derive(Debug, Clone, Serialize, sqlx::FromRow, PartialEq)]
 pub struct Conversation {
     pub id: String,
@@ -214,20 +243,9 @@ pub async fn add_user_message(pool: &PgPool, m: &NewMessage<'_>) -> Result<Added
             ON CONFLICT (tenant, conversation_id, client_message_id) WHERE client_message_id IS NOT NULL
             DO NOTHING
             RETURNING *
-        ), ev AS (
-            INSERT INTO outbox_events (tenant, kind, conversation_id, payload, correlation_id)
-            SELECT $1, k.kind, c.id,
-                   jsonb_build_object('channel', c.channel, 'external_user', c.external_user, 'message_id', m.id)
-                   || CASE k.kind
-                        WHEN 'message_received' THEN jsonb_build_object(
-                            'client_message_id', m.client_message_id, 'text_length', char_length(m.text))
-                        ELSE jsonb_build_object('trigger', 'keyword')
-                      END,
-                   $5
-            FROM c, m, (VALUES (1, 'message_received'), (2, 'handoff_requested')) AS k (n, kind)
-            WHERE k.n = 1 OR $6
-            ORDER BY k.n
-        )
+        ), ",
+        message_events!("$5", "$6"),
+        "
         SELECT c.status, m.id, m.role, m.text, m.client_message_id, ",
         ts!("m.created_at"),
         " AS created_at FROM c LEFT JOIN m ON true"
@@ -335,20 +353,9 @@ pub async fn post_inbound(pool: &PgPool, m: &Inbound<'_>) -> Result<Posted, sqlx
             ON CONFLICT (tenant, conversation_id, client_message_id) WHERE client_message_id IS NOT NULL
             DO NOTHING
             RETURNING *
-        ), ev AS (
-            INSERT INTO outbox_events (tenant, kind, conversation_id, payload, correlation_id)
-            SELECT $1, k.kind, c.id,
-                   jsonb_build_object('channel', c.channel, 'external_user', c.external_user, 'message_id', m.id)
-                   || CASE k.kind
-                        WHEN 'message_received' THEN jsonb_build_object(
-                            'client_message_id', m.client_message_id, 'text_length', char_length(m.text))
-                        ELSE jsonb_build_object('trigger', 'keyword')
-                      END,
-                   $7
-            FROM c, m, (VALUES (1, 'message_received'), (2, 'handoff_requested')) AS k (n, kind)
-            WHERE k.n = 1 OR $8
-            ORDER BY k.n
-        )
+        ), ",
+        message_events!("$7", "$8"),
+        "
         SELECT c.id, c.channel, c.external_user, c.status, ",
         ts!("c.created_at"),
         " AS created_at, ",
