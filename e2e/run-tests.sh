@@ -12,7 +12,8 @@
 #   3. cargo test --workspace: unit tests, the e2e suites against that cluster, and the
 #      workload tests against that PostgreSQL
 #   4. the cargo-fuzz targets (dependencies from fuzz/Cargo.lock, --locked), XIN_FUZZ_SECONDS
-#      each (default 15; `make fuzz` runs longer)
+#      each (default 15; `make fuzz` runs longer); the nightly toolchain, cargo-fuzz and the
+#      instrumented targets are fetched and built in the background (nice 19) from the start
 # Exits non-zero on any failure; stops the test cluster again if it started it.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -27,6 +28,21 @@ t0=$(date +%s)
 say "checking pinned versions, formatting and lints"
 "$CLUSTER" check-versions
 cargo fmt --all -- --check
+# The fuzz step's tools and build (cold: the nightly toolchain, cargo-fuzz and the instrumented
+# parsers, a few minutes of CPU) at the lowest priority, in the time the steps below leave
+# idle; the fuzz step waits for it. Cached afterwards, then it is done at once.
+fuzz_log=$(mktemp)
+setsid nice -n 19 "$REPO/e2e/fuzz.sh" build >"$fuzz_log" 2>&1 &
+fuzz_pid=$!
+obs_pid=
+cleanup_background() {
+  # Unfinished background builds go with us (redone next time).
+  local p
+  for p in "$fuzz_pid" "$obs_pid"; do
+    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then kill -TERM -- "-$p" 2>/dev/null || true; fi
+  done
+}
+trap cleanup_background EXIT
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # cargo-deny, pinned in versions.env and cached like cyclonus
 # (~/.cache/xin/cargo-deny-<version>/bin). A cold cache (fresh CI machine) builds it first from
@@ -63,10 +79,8 @@ s3_started=0
 if ! curl -fsS -o /dev/null "$("$REPO/e2e/s3.sh" url)/moto-api/" 2>/dev/null; then
   s3_started=1
 fi
-obs_pid=
 cleanup() {
-  # An unfinished background build of the observability tools goes with us (redone next time).
-  if [ -n "$obs_pid" ] && kill -0 "$obs_pid" 2>/dev/null; then kill -TERM -- "-$obs_pid" 2>/dev/null || true; fi
+  cleanup_background
   if ((started)); then say "stopping the test cluster this run started"; "$CLUSTER" down; fi
   if ((pg_started)); then "$REPO/e2e/postgres.sh" stop; fi
   if ((s3_started)); then "$REPO/e2e/s3.sh" stop; fi
@@ -111,6 +125,10 @@ if wait "$obs_pid"; then rm -f "$obs_log"; else
   echo "error: building Prometheus and Jaeger failed; its log:" >&2; tail -n 30 "$obs_log" >&2; exit 1
 fi
 obs_pid=
+if wait "$fuzz_pid"; then rm -f "$fuzz_log"; else
+  echo "error: building the fuzz targets failed; its log:" >&2; tail -n 30 "$fuzz_log" >&2; exit 1
+fi
+fuzz_pid=
 say "fuzzing the gateway's parsers and session tokens (e2e/fuzz.sh)"
 XIN_FUZZ_SECONDS=${XIN_FUZZ_SECONDS:-15} "$REPO/e2e/fuzz.sh"
 say "all tests: $passed passed, $failed failed, in $(( $(date +%s) - t0 )) s"

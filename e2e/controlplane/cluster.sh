@@ -15,7 +15,8 @@
 #                              build (or find in the cache) the test tools, all when none is
 #                              named: cyclonus (the NetworkPolicy engine that
 #                              operator/tests/network_policy.rs runs), cargo-deny (the
-#                              dependency licence/ban/source check of `make test`), prometheus
+#                              dependency licence/ban/source check of `make test`), cargo-fuzz
+#                              (e2e/fuzz.sh's, with its own build lock), prometheus
 #                              (prometheus and promtool), jaeger (v2, in-memory traces) and
 #                              prometheus-operator-crds (the monitoring.coreos.com CRD
 #                              manifests, a directory); e2e/observability.sh runs the first two
@@ -44,6 +45,7 @@ KWOK_BIN=$CACHE_ROOT/kwok-$KWOK_VERSION/bin
 HELM_BIN=$CACHE_ROOT/helm-$HELM_VERSION/bin
 CYCLONUS_BIN=$CACHE_ROOT/cyclonus-$CYCLONUS_VERSION/bin
 CARGO_DENY_ROOT=$CACHE_ROOT/cargo-deny-$CARGO_DENY_VERSION
+CARGO_FUZZ_ROOT=$CACHE_ROOT/cargo-fuzz-$CARGO_FUZZ_VERSION
 PROMETHEUS_BIN=$CACHE_ROOT/prometheus-$PROMETHEUS_VERSION/bin
 JAEGER_BIN=$CACHE_ROOT/jaeger-$JAEGER_VERSION/bin
 PROMETHEUS_OPERATOR_CRDS=$CACHE_ROOT/prometheus-operator-crds-$PROMETHEUS_OPERATOR_VERSION
@@ -136,10 +138,13 @@ cmd_check_versions() {
 # One build at a time per cache (the demo's and the test cluster may start together): a
 # second caller waits, then finds the binaries cached. Released (exec 9>&-) before anything
 # is started, so the cluster's processes do not inherit the lock.
+# build_lock [name]: one build at a time per lock. The Go builds share one (and the Go caches);
+# each cargo install has its own, so make test's background build of cargo-fuzz (at nice 19)
+# never holds up cargo-deny, nor Prometheus and Jaeger.
 build_lock() {
   mkdir -p "$CACHE_ROOT"
   if command -v flock >/dev/null; then
-    exec 9>"$CACHE_ROOT/.build.lock"
+    exec 9>"$CACHE_ROOT/.${1:-build}.lock"
     if ! flock -n 9; then
       say "another cluster.sh is building the binaries; waiting for it to finish"
       flock 9
@@ -230,14 +235,17 @@ fetch_prometheus_operator_crds() {
 # jaeger in the background (nice 19) while its suites run; the suites that need them wait.
 cmd_build_tools() {
   local tools=("$@") t
-  ((${#tools[@]})) || tools=(cyclonus cargo-deny prometheus jaeger prometheus-operator-crds)
+  ((${#tools[@]})) || tools=(cyclonus cargo-deny cargo-fuzz prometheus jaeger prometheus-operator-crds)
+  local lock=${tools[*]}
+  lock=${lock// /-}
   for t in "${tools[@]}"; do
     case "$t" in
-      cyclonus | cargo-deny | prometheus | jaeger | prometheus-operator-crds) ;;
-      *) die "build-tools: unknown tool '$t' (cyclonus, cargo-deny, prometheus, jaeger, prometheus-operator-crds)" ;;
+      cargo-deny | cargo-fuzz) ;;
+      cyclonus | prometheus | jaeger | prometheus-operator-crds) lock=build ;;
+      *) die "build-tools: unknown tool '$t' (cyclonus, cargo-deny, cargo-fuzz, prometheus, jaeger, prometheus-operator-crds)" ;;
     esac
   done
-  build_lock
+  build_lock "$lock"
   for t in "${tools[@]}"; do
     case "$t" in
       cyclonus)
@@ -250,6 +258,10 @@ cmd_build_tools() {
       cargo-deny)
         say "cargo-deny $CARGO_DENY_VERSION (dependency licences, bans, sources)"
         cargo_install cargo-deny "$CARGO_DENY_VERSION" "$CARGO_DENY_ROOT"
+        ;;
+      cargo-fuzz)
+        say "cargo-fuzz $CARGO_FUZZ_VERSION (the fuzz targets' runner, e2e/fuzz.sh)"
+        cargo_install cargo-fuzz "$CARGO_FUZZ_VERSION" "$CARGO_FUZZ_ROOT"
         ;;
       prometheus)
         ensure_tools

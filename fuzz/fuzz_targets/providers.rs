@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use xin_gateway::providers::{instagram, telegram, whatsapp};
+use xin_gateway_input::providers::{instagram, telegram, whatsapp};
 
 fuzz_target!(|data: &[u8]| {
     for (prefix, parsed) in [("tg:", telegram(data)), ("wa:", whatsapp(data)), ("ig:", instagram(data))] {

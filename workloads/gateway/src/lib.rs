@@ -8,7 +8,7 @@ pub mod forward;
 pub mod inbox;
 pub mod limits;
 pub mod polls;
-pub mod providers;
+pub use xin_gateway_input::providers;
 pub mod reply;
 pub mod routes;
 pub mod server;

@@ -15,8 +15,6 @@ use axum::body::Body;
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use serde_json::json;
@@ -162,31 +160,7 @@ fn identity_refused(r: IdentityRefusal, id: &CorrelationId) -> ApiError {
     ApiError::new(status, code, message, id)
 }
 
-fn session_mac(key: &[u8], payload: &str) -> Hmac<Sha256> {
-    let mut m = hmac(key);
-    // Domain separation: this key also signs service-to-service calls.
-    m.update(b"xin-widget-session\n");
-    m.update(payload.as_bytes());
-    m
-}
-
-/// A session token `<base64url(payload)>.<hex mac>` for `user` on `channel`.
-pub fn issue_session(key: &[u8], channel: &str, user: &str, expires: i64) -> String {
-    let payload =
-        URL_SAFE_NO_PAD.encode(json!({"c": channel, "u": user, "exp": expires}).to_string());
-    let tag = hex::encode(session_mac(key, &payload).finalize().into_bytes());
-    format!("{payload}.{tag}")
-}
-
-/// The user of a valid, unexpired session token for `channel`.
-pub fn check_session(key: &[u8], channel: &str, token: &str, now: i64) -> Option<String> {
-    let (payload, tag) = token.split_once('.')?;
-    let tag = hex::decode(tag).ok()?;
-    session_mac(key, payload).verify_slice(&tag).ok()?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).ok()?).ok()?;
-    (v["c"] == channel && v["exp"].as_i64()? > now).then(|| v["u"].as_str().map(str::to_string))?
-}
+pub use xin_gateway_input::session::{check_session, issue_session};
 
 use xin_runtime::signing::now;
 
@@ -582,22 +556,6 @@ pub async fn get_messages(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sessions_are_bound_to_key_channel_and_time() {
-        let t = issue_session(b"k", "web", "user-1", 100);
-        assert_eq!(check_session(b"k", "web", &t, 99), Some("user-1".into()));
-        assert_eq!(check_session(b"k", "web", &t, 100), None);
-        assert_eq!(check_session(b"other", "web", &t, 99), None);
-        assert_eq!(check_session(b"k", "web2", &t, 99), None);
-        let (p, tag) = t.split_once('.').unwrap();
-        let forged = URL_SAFE_NO_PAD.encode(r#"{"c":"web","u":"admin","exp":999}"#);
-        assert_eq!(
-            check_session(b"k", "web", &format!("{forged}.{tag}"), 99),
-            None
-        );
-        assert_eq!(check_session(b"k", "web", p, 99), None);
-    }
 
     /// The worked example of docs/gateway.md.
     const EXAMPLE: &str =
