@@ -204,19 +204,29 @@ where
     K: Resource<DynamicType = ()> + Clone + Serialize + DeserializeOwned + Debug,
 {
     let mut writes = apply_set(&api, cached, namespace, &desired).await?;
-    let wanted: Vec<String> = desired.iter().map(|d| d.name_any()).collect();
-    let stale: Vec<Arc<K>> = cached
-        .state()
-        .into_iter()
-        .filter(|o| o.namespace().as_deref() == Some(namespace))
-        .filter(|o| owned_by(o.as_ref(), owner_uid) && !wanted.contains(&o.name_any()))
-        .collect();
-    for o in stale {
+    for o in stale(cached.state(), namespace, owner_uid, &desired) {
         if delete(&api, o.as_ref()).await? {
             writes += 1;
         }
     }
     Ok(writes)
+}
+
+/// What [`sync`] prunes: of `seen` (the watch's objects of one kind), those in `namespace`
+/// that carry our label and an owner reference to `owner_uid`, and whose name `desired` no
+/// longer has. Anything else — another tenant's, a user's object without our label, one
+/// owned by someone else — is never selected.
+pub fn stale<K: Resource>(
+    seen: Vec<Arc<K>>,
+    namespace: &str,
+    owner_uid: &str,
+    desired: &[K],
+) -> Vec<Arc<K>> {
+    let wanted: Vec<String> = desired.iter().map(|d| d.name_any()).collect();
+    seen.into_iter()
+        .filter(|o| o.namespace().as_deref() == Some(namespace))
+        .filter(|o| owned_by(o.as_ref(), owner_uid) && !wanted.contains(&o.name_any()))
+        .collect()
 }
 
 /// Deletes `obj` (as the watch saw it) unless it is already going, on the condition that the
@@ -225,12 +235,26 @@ pub async fn delete<K>(api: &Api<K>, obj: &K) -> Result<bool, ApplyError>
 where
     K: Resource + Clone + DeserializeOwned + Debug,
 {
+    delete_with(api, obj, PropagationPolicy::Background).await
+}
+
+/// [`delete`] with a propagation policy: `Foreground` keeps the object (with a deletion
+/// timestamp) until the garbage collector has removed its dependents, so "the Deployment is
+/// gone" then means "its pods are gone".
+pub async fn delete_with<K>(
+    api: &Api<K>,
+    obj: &K,
+    propagation: PropagationPolicy,
+) -> Result<bool, ApplyError>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
     if obj.meta().deletion_timestamp.is_some() {
         return Ok(false);
     }
     let name = obj.name_any();
     let dp = DeleteParams {
-        propagation_policy: Some(PropagationPolicy::Background),
+        propagation_policy: Some(propagation),
         preconditions: obj.uid().map(|uid| Preconditions {
             uid: Some(uid),
             resource_version: None,
@@ -260,6 +284,47 @@ pub fn owned_by<K: Resource>(obj: &K, owner_uid: &str) -> bool {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn only_what_the_owner_no_longer_wants_and_carries_our_label_is_pruned() {
+        use k8s_openapi::api::apps::v1::Deployment;
+        let deployment = |ns: &str, name: &str, owner: Option<&str>, labelled: bool| {
+            let mut d: Deployment = serde_json::from_value(json!({
+                "metadata": {"name": name, "namespace": ns},
+            }))
+            .unwrap();
+            if labelled {
+                d.metadata.labels =
+                    Some([(MANAGED_BY.0.to_string(), MANAGED_BY.1.to_string())].into());
+            }
+            if let Some(uid) = owner {
+                d.metadata.owner_references = Some(vec![
+                    serde_json::from_value(json!({"apiVersion": "xin.dev/v1alpha1",
+                        "kind": "Tenant", "name": "acme", "uid": uid, "controller": true}))
+                    .unwrap(),
+                ]);
+            }
+            Arc::new(d)
+        };
+        let seen = vec![
+            // The gateway after the last Channel went: ours, no longer desired.
+            deployment("xin-acme", "xin-gateway", Some("uid-acme"), true),
+            // Still desired.
+            deployment("xin-acme", "xin-orchestrator", Some("uid-acme"), true),
+            // A user's Deployment in the namespace (no label, or another owner).
+            deployment("xin-acme", "their-app", None, false),
+            deployment("xin-acme", "copied", Some("uid-acme"), false),
+            deployment("xin-acme", "foreign", Some("uid-other"), true),
+            // Another tenant's gateway.
+            deployment("xin-globex", "xin-gateway", Some("uid-globex"), true),
+        ];
+        let desired = vec![(*seen[1]).clone()];
+        let names: Vec<String> = stale(seen, "xin-acme", "uid-acme", &desired)
+            .iter()
+            .map(|d| d.name_any())
+            .collect();
+        assert_eq!(names, ["xin-gateway"]);
+    }
 
     #[test]
     fn server_defaults_and_foreign_fields_do_not_count_as_drift() {

@@ -58,6 +58,97 @@ async fn delete_drops_the_database_and_roles() {
     );
 }
 
+/// The orchestrator's configuration hash (the pods roll when it changes).
+fn orchestrator_hash(ns: &str) -> String {
+    get_json(&["deployment", "xin-orchestrator", "-n", ns])
+        .map(|d| {
+            str_at(
+                &d,
+                "/spec/template/metadata/annotations/xin.dev~1config-hash",
+            )
+            .to_string()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_rotation_request_gives_a_new_password_rolls_the_pods_and_refuses_the_old_one() {
+    operator();
+    let t = TestTenant::create("rotdb", "");
+    ready("tenant", &t.name, "");
+    let old_url = runtime_url(&t.ns);
+    let old_hash = orchestrator_hash(&t.ns);
+    assert!(!old_hash.is_empty());
+    kubectl_ok(&[
+        "annotate",
+        "tenant",
+        &t.name,
+        "xin.dev/rotate-database-password=first",
+    ]);
+    // Never shown in a failure: the URL carries the password.
+    let new_url = wait_until(
+        "a new runtime URL in xin-database",
+        2 * MINUTE,
+        || match secret_value(&t.ns, "xin-database", "url") {
+            Some(u) if u != old_url => Ok(u),
+            Some(_) => Err("the same URL".into()),
+            None => Err("no Secret".into()),
+        },
+    );
+    wait_until("the orchestrator's pods to roll", 2 * MINUTE, || {
+        let h = orchestrator_hash(&t.ns);
+        if h != old_hash { Ok(()) } else { Err(h) }
+    });
+    let e = sqlx::PgConnection::connect(&old_url).await.unwrap_err();
+    assert!(
+        e.to_string().contains("password authentication failed"),
+        "the old password is refused"
+    );
+    let mut c = sqlx::PgConnection::connect(&new_url)
+        .await
+        .expect("the new URL connects");
+    sqlx::query("SELECT 1").execute(&mut c).await.unwrap();
+    c.close().await.unwrap();
+    // Acted on once: the handled value is recorded beside the password, and an Event says so.
+    let secret = get_json(&["secret", "xin-database", "-n", &t.ns]).unwrap();
+    assert_eq!(
+        str_at(&secret, "/metadata/annotations/xin.dev~1rotation-handled"),
+        "first"
+    );
+    wait_until("a DatabasePasswordRotated Event", MINUTE, || {
+        let events = events_for("default", &t.name);
+        if events.iter().any(|(r, _)| r == "DatabasePasswordRotated") {
+            Ok(())
+        } else {
+            Err(format!("{events:?}"))
+        }
+    });
+    // A reconcile that finds the request handled rotates nothing more: the Tenant's next
+    // status write (observed after a spec change) leaves the URL as it is.
+    kubectl_ok(&[
+        "patch",
+        "tenant",
+        &t.name,
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"displayName":"rotated once"}}"#,
+    ]);
+    wait_until("the Tenant to observe its new generation", MINUTE, || {
+        let tenant = get_json(&["tenant", &t.name]).unwrap_or_default();
+        let generation = tenant.pointer("/metadata/generation").cloned();
+        let observed = tenant.pointer("/status/observedGeneration").cloned();
+        if generation.is_some() && generation == observed {
+            Ok(())
+        } else {
+            Err(format!("{generation:?} vs {observed:?}"))
+        }
+    });
+    assert!(
+        secret_value(&t.ns, "xin-database", "url").as_deref() == Some(new_url.as_str()),
+        "no second rotation"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn retain_disables_the_login_and_a_tenant_recreated_with_the_name_starts_empty() {
     operator();

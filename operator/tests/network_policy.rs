@@ -414,7 +414,17 @@ fn tenants() -> (Tenant, Tenant) {
             "https://llm.a.example",
             json!([{"cidr": "10.50.0.0/24", "ports": [8443]}]),
         ),
-        tenant("b", "http://llm.b.example:8000", json!([])),
+        {
+            // b also embeds, on a port of its own: its orchestrator and ingestion Job call it.
+            let mut b = tenant("b", "http://llm.b.example:8000", json!([]));
+            b.spec.embeddings = Some(
+                serde_json::from_value(
+                    json!({"endpoint": "http://embed.b.example:8081", "model": "e5"}),
+                )
+                .expect("a valid embeddings spec"),
+            );
+            b
+        },
     )
 }
 
@@ -531,6 +541,17 @@ fn table(w: &World) -> Vec<Row> {
     rows.push(tcp(&w.a.orchestrator, &w.public, 587, Denied));
     rows.push(tcp(&w.b.orchestrator, &w.public, 8000, Allowed));
     rows.push(tcp(&w.b.orchestrator, &w.public, 443, Denied));
+    // b's embeddings endpoint, on its own port, for its orchestrator and ingestion Job only.
+    for (p, want) in [
+        (&w.b.orchestrator, Allowed),
+        (&w.b.ingest, Allowed),
+        (&w.b.gateway, Denied),
+        (&w.a.orchestrator, Denied),
+        (&w.a.ingest, Denied),
+    ] {
+        rows.push(tcp(p, &w.public, 8081, want));
+    }
+    rows.push(tcp(&w.b.orchestrator, &w.private, 8081, Denied));
     // Tenant a's own destination, for all its components and none of b's.
     for p in w.a.workloads() {
         rows.push(tcp(p, &w.a_on_premises, 8443, Allowed));
@@ -568,6 +589,11 @@ fn the_engine_allows_exactly_the_paths_of_the_design() {
     let rows = table(&w);
     let got = judge(&[&pa, &pb], false, &rows);
     let wrong = mismatches(&rows, &got);
+    println!(
+        "{} verdicts of cyclonus, {} as expected",
+        rows.len(),
+        rows.len() - wrong.len()
+    );
     assert!(
         wrong.is_empty(),
         "{} of {} rows differ:\n{}",

@@ -51,25 +51,36 @@ const PRIVATE_NETWORKS: [&str; 5] = [
 ];
 
 /// The public ports each component calls: the gateway the providers' APIs (HTTPS), ingestion
-/// its sources and object store (HTTP(S)), automation its webhooks, CRMs (HTTP(S)) and SMTP
-/// servers (25, 465, 587). The orchestrator's depend on the tenant ([`llm_ports`]).
+/// its sources and object store (HTTP(S)) and the embeddings endpoint, automation its webhooks,
+/// CRMs (HTTP(S)) and SMTP servers (25, 465, 587). The orchestrator's depend on the tenant
+/// ([`model_ports`]).
 fn public_ports(tenant: &Tenant, component: Component) -> Vec<i32> {
-    match component {
+    let mut ports = match component {
         Component::Gateway => vec![443],
-        Component::Orchestrator => llm_ports(tenant),
-        Component::Ingestion => vec![443, 80],
+        Component::Orchestrator => model_ports(tenant),
+        Component::Ingestion => [vec![443, 80], embedding_port(tenant)].concat(),
         Component::Automation => vec![443, 80, 25, 465, 587],
-    }
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    ports.retain(|p| seen.insert(*p));
+    ports
 }
 
-/// The ports of the endpoints the orchestrator calls: today the LLM's (the operator renders
-/// no embeddings endpoint). None without an LLM: answers are then extractive.
-fn llm_ports(tenant: &Tenant) -> Vec<i32> {
+/// The ports of the endpoints the orchestrator calls: the LLM's and the embeddings endpoint's.
+/// None with neither: answers are then extractive, over lexical retrieval.
+fn model_ports(tenant: &Tenant) -> Vec<i32> {
+    let llm = tenant.spec.llm.iter().map(|llm| url_port(&llm.endpoint));
+    llm.chain(embedding_port(tenant)).collect()
+}
+
+/// The embeddings endpoint's port, when the Tenant has one (the orchestrator embeds questions,
+/// the ingestion Job chunks).
+fn embedding_port(tenant: &Tenant) -> Vec<i32> {
     tenant
         .spec
-        .llm
+        .embeddings
         .iter()
-        .map(|llm| url_port(&llm.endpoint))
+        .map(|e| url_port(&e.endpoint))
         .collect()
 }
 
@@ -550,7 +561,7 @@ mod tests {
     }
 
     #[test]
-    fn the_orchestrator_calls_its_llm_on_the_port_of_its_url() {
+    fn the_orchestrator_calls_its_llm_and_embeddings_on_the_ports_of_their_urls() {
         assert_eq!(url_port("https://llm.example.com"), 443);
         assert_eq!(url_port("http://llm.example.com/v1"), 80);
         assert_eq!(url_port("http://10.1.2.3:8000"), 8000);
@@ -568,6 +579,31 @@ mod tests {
                 Component::Orchestrator
             )),
             [53, 5432, 8000]
+        );
+        // The embeddings endpoint is called by the orchestrator (questions) and the ingestion
+        // Job (chunks), on its own port; with or without an LLM.
+        let embeddings = |t: &mut Tenant| {
+            t.spec.embeddings = Some(
+                serde_json::from_value(serde_json::json!({
+                    "endpoint": "http://embed.example.com:8081", "model": "e5"}))
+                .unwrap(),
+            );
+        };
+        let mut only_embeddings = tenant("acme");
+        embeddings(&mut only_embeddings);
+        let mut both = with_llm("http://llm.example.com:8000");
+        embeddings(&mut both);
+        assert_eq!(
+            egress_ports(&policy(&only_embeddings, &config, Component::Orchestrator)),
+            [53, 5432, 8081]
+        );
+        assert_eq!(
+            egress_ports(&policy(&both, &config, Component::Orchestrator)),
+            [53, 5432, 8000, 8081]
+        );
+        assert_eq!(
+            egress_ports(&policy(&both, &config, Component::Ingestion)),
+            [53, 80, 443, 5432, 6443, 8081]
         );
     }
 

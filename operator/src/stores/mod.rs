@@ -15,10 +15,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 
-use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -38,13 +36,16 @@ use tracing::warn;
 use xin_api::automation::AutomationRule;
 use xin_api::channel::Channel;
 use xin_api::ingestion::IngestionJob;
-use xin_api::tenant::{Tenant, tenant_namespace, tenant_of_namespace};
+use xin_api::tenant::{Tenant, tenant_namespace};
 
 use crate::builders::TENANT_LABEL;
 use crate::component::managed_by_selector;
 
 mod secrets;
+mod triggers;
 pub use secrets::TenantSecrets;
+use triggers::{Seen, controlling};
+pub use triggers::{TriggerQueues, Triggers};
 
 /// Every store the controllers read.
 #[derive(Clone)]
@@ -67,53 +68,6 @@ pub struct Stores {
     pub ingresses: Store<Ingress>,
     pub jobs: Store<Job>,
     pub secrets: Arc<TenantSecrets>,
-}
-
-/// Where watch events become reconcile requests, one queue per controller.
-#[derive(Clone)]
-pub struct Triggers {
-    pub tenant: UnboundedSender<ObjectRef<Tenant>>,
-    pub channel: UnboundedSender<ObjectRef<Channel>>,
-    pub rule: UnboundedSender<ObjectRef<AutomationRule>>,
-    pub ingestion: UnboundedSender<ObjectRef<IngestionJob>>,
-}
-
-/// The receiving ends of [`Triggers`], one per controller.
-pub struct TriggerQueues {
-    pub tenant: UnboundedReceiver<ObjectRef<Tenant>>,
-    pub channel: UnboundedReceiver<ObjectRef<Channel>>,
-    pub rule: UnboundedReceiver<ObjectRef<AutomationRule>>,
-    pub ingestion: UnboundedReceiver<ObjectRef<IngestionJob>>,
-}
-
-impl Triggers {
-    fn new() -> (Self, TriggerQueues) {
-        let (tenant, t) = unbounded();
-        let (channel, c) = unbounded();
-        let (rule, r) = unbounded();
-        let (ingestion, i) = unbounded();
-        (
-            Triggers {
-                tenant,
-                channel,
-                rule,
-                ingestion,
-            },
-            TriggerQueues {
-                tenant: t,
-                channel: c,
-                rule: r,
-                ingestion: i,
-            },
-        )
-    }
-
-    /// The Tenant that owns namespace `ns`, if any.
-    fn tenant_of(&self, ns: Option<&str>) {
-        if let Some(t) = ns.and_then(tenant_of_namespace) {
-            let _ = self.tenant.unbounded_send(ObjectRef::new(t));
-        }
-    }
 }
 
 /// Runs one watch into `writer`, calling `on` for every object it reports (listed, changed or
@@ -146,22 +100,6 @@ pub(crate) async fn drive<K>(
             std::future::ready(())
         })
         .await
-}
-
-/// The Tenant that controls a child (`owns_stream` would key a cluster-scoped owner by the
-/// child's namespace).
-fn controlling<O: Resource<DynamicType = ()>>(child: &impl Resource) -> Option<String> {
-    child
-        .meta()
-        .owner_references
-        .iter()
-        .flatten()
-        .find(|o| {
-            o.controller == Some(true)
-                && o.kind == O::kind(&())
-                && o.api_version == O::api_version(&())
-        })
-        .map(|o| o.name.clone())
 }
 
 /// The stores, the queues their events feed, and the futures that drive the watches (to be
@@ -390,41 +328,5 @@ impl Stores {
             ingresses,
             jobs
         );
-    }
-}
-
-/// Remembers, per object, what of it a controller acts on: the spec (`generation`), the
-/// metadata users steer with (labels, annotations, finalizers, deletion) and the uid (a
-/// re-created object with the same generation is new). A status-only change is not news.
-#[derive(Default)]
-struct Seen(HashMap<(Option<String>, String), u64>);
-
-impl Seen {
-    /// Whether `o` differs from when it was last seen; `gone` forgets it.
-    fn changed<K: Resource>(&mut self, o: &K, gone: bool) -> bool {
-        self.changed_with(o, gone, ())
-    }
-
-    /// [`Seen::changed`], with `more` (a part of the status the controller acts on) too.
-    fn changed_with<K: Resource>(&mut self, o: &K, gone: bool, more: impl Hash) -> bool {
-        use std::hash::Hasher;
-        let m = o.meta();
-        let mut h = std::collections::hash_map::DefaultHasher::new();
-        (
-            &m.uid,
-            m.generation,
-            &m.labels,
-            &m.annotations,
-            &m.finalizers,
-            m.deletion_timestamp.as_ref().map(|t| t.0.as_second()),
-            more,
-        )
-            .hash(&mut h);
-        let key = (m.namespace.clone(), m.name.clone().unwrap_or_default());
-        if gone {
-            self.0.remove(&key);
-            return false;
-        }
-        self.0.insert(key, h.finish()) != Some(h.finish())
     }
 }

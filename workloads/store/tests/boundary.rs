@@ -131,6 +131,22 @@ async fn a_tenants_runtime_role_cannot_step_out_of_its_database() {
     owner.close().await;
     refused(&pa, "DROP POLICY audit ON conversations").await;
 
+    // The server's maintenance database keeps PostgreSQL's default CONNECT for PUBLIC (the
+    // operator does not change server-wide settings; docs/security.md says how to close it):
+    // a session there can make nothing and read no password hash.
+    let maintenance = PgPool::connect(&a.admin.url(&a.names.runtime, password(&a.url), "postgres"))
+        .await
+        .expect("the maintenance database is open to every role by PostgreSQL's default");
+    for statement in [
+        "CREATE TABLE mine (x int)",
+        "CREATE SCHEMA mine",
+        "SELECT rolpassword FROM pg_authid",
+        "CREATE DATABASE intruder",
+    ] {
+        refused(&maintenance, statement).await;
+    }
+    maintenance.close().await;
+
     // And b's row is where it was, seen by b only.
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM conversations WHERE tenant = 'b'")
         .fetch_one(&pa)

@@ -301,6 +301,7 @@ mod tests {
     fn resolved(secret: Option<Secret>, rotate: Option<&str>) -> ResolvedChannel {
         ResolvedChannel {
             tenant: "acme".into(),
+            tenant_object: None,
             credentials: Ok(Credentials::default()),
             referenced_key: None,
             ingress: None,

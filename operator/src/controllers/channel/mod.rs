@@ -78,7 +78,13 @@ impl Reconcile for Channel {
                 return Ok(Pass::stalled(children::base_status(&ch), &e));
             }
         };
-        let mut validated = resolve::validate(&ch, resolved, &object);
+        let channels = ctx.stores.channels.state();
+        let mut validated = resolve::validate(
+            &ch,
+            resolved,
+            &ctx.config,
+            channels.iter().map(|c| c.as_ref()),
+        );
         let mut built = children::build_channel_children(&ch, &validated, &now.0, new_key);
         // About to write a Secret whose next data derives from its current data: derive it
         // from the live Secret, not from the watch's possibly older view.

@@ -10,6 +10,7 @@ use xin_api::routes::Credentials;
 use xin_api::tenant::Tenant;
 
 use super::HANDLED_ROTATION_ANNOTATION;
+use crate::config::Config;
 use crate::controllers::Context;
 use crate::controllers::resolve::{
     credentials, owning_tenant, previous_app_secrets, referenced_key, webhook_secret_name,
@@ -20,6 +21,8 @@ use crate::error::{Error, Problem, ResolveError};
 #[derive(Clone)]
 pub struct ResolvedChannel {
     pub tenant: String,
+    /// The owning Tenant as the watch shows it (its allowed domains, for the Ingress check).
+    pub tenant_object: Option<std::sync::Arc<Tenant>>,
     /// The credentials its type needs, or why they cannot be read.
     pub credentials: Result<Credentials, Problem>,
     /// A referenced webhook key's problem (`None` when it resolves or is generated).
@@ -84,16 +87,10 @@ pub async fn resolve(ch: &Channel, ctx: &Context) -> Result<ResolvedChannel, Res
     let requested = ch.annotations().get(ROTATE_ANNOTATION).cloned();
     let mut resolved = ResolvedChannel {
         tenant: tenant.name_any(),
+        tenant_object: Some(tenant.clone()),
         credentials: creds,
         referenced_key: None,
-        ingress: crate::controllers::ingress::check(
-            ch,
-            &tenant,
-            &ctx.config,
-            ctx.stores.channels.state().iter().map(|o| o.as_ref()),
-        )
-        .err()
-        .map(|e| info(e.into())),
+        ingress: None,
         webhook_secret: None,
         rotate: false,
         fresh: false,
@@ -150,9 +147,21 @@ pub async fn refresh(
     Ok(r)
 }
 
-/// Nothing to check beyond what resolving found (the API server checks the spec, and the
-/// credentials' sections are checked as they are read); kept as the pipeline's step so a
-/// check has its place.
-pub fn validate(_ch: &Channel, resolved: ResolvedChannel, _object: &str) -> ResolvedChannel {
+/// The check the API server's schema cannot make: the channel's Ingress is one the platform
+/// allows its Tenant (host within the Tenant's allowed domains or the operator's patterns, not
+/// another Tenant's; annotations on the allowlist). `others` are the Channels the watch knows
+/// (the first to claim a host keeps it). Credentials are checked as they are read (resolve),
+/// so a refusal here is kept as a problem and the pass goes on to report it.
+pub fn validate<'a>(
+    ch: &Channel,
+    mut resolved: ResolvedChannel,
+    config: &Config,
+    others: impl IntoIterator<Item = &'a Channel>,
+) -> ResolvedChannel {
+    if let Some(tenant) = &resolved.tenant_object {
+        resolved.ingress = crate::controllers::ingress::check(ch, tenant, config, others)
+            .err()
+            .map(|e| Problem::from(&Error::new(crate::error::object_name(ch), e)));
+    }
     resolved
 }

@@ -2,29 +2,33 @@
 //! never changed; a finished IngestionJob whose Job was cleaned up (TTL) is not run again, and
 //! one whose Job was deleted before its result was recorded is not run twice.
 //!
-//! One pass: [`resolve`] (the Tenant, the sources' ConfigMap and Secret, the Job as it is) →
-//! [`decide`] (pure: create the Job, wait, follow it, or stop) → [`validate_sources`] before a
-//! create → create → [`status`].
+//! One pass, top to bottom: [`resolve`] (the Job as it is; "no Job" confirmed by the API
+//! server) → [`decide`] (pure: create the Job, wait, follow it, or stop) → for a create:
+//! resolve the Tenant and the sources' ConfigMap and Secret → [`validate`] (the sources'
+//! destinations) → [`children`] (the Job, pure) → [`apply`] (create, never update) →
+//! [`status`].
 
+pub mod apply;
+pub mod children;
+pub mod resolve;
 pub mod status;
+pub mod validate;
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 use xin_api::ingestion::{IngestionJob, IngestionJobStatus, Phase};
 
 use super::Context;
-use super::resolve::{owning_tenant, secret_exists};
+use super::resolve::owning_tenant;
 use super::runner::{Note, Pass, Reconcile, Requeue, status_fields};
-use crate::builders::MANAGER;
-use crate::builders::ingestion::{build_ingestion_job, job_name};
+use crate::builders::ingestion::job_name;
 use crate::conditions::reason;
-use crate::config::Config;
-use crate::error::{ApplyError, Error, OnObject, ResolveError, Result, ValidateError, object_name};
+use crate::error::{ApplyError, Error, OnObject, Result, object_name};
+pub use validate::validate_sources;
 
 /// What to do with an IngestionJob, decided from its status and its Job.
 #[derive(Clone, Debug, PartialEq)]
@@ -65,70 +69,6 @@ pub fn decide(ij: &IngestionJob, job: Option<&Job>) -> Decision {
     }
 }
 
-/// The URL sources and the S3 endpoint are not destinations the outbound policy refuses by
-/// their literal host (the worker checks what names resolve to). Checked before the Job is
-/// created: the spec cannot change afterwards.
-pub fn validate_sources(
-    ij: &IngestionJob,
-    config: &Config,
-) -> std::result::Result<(), ValidateError> {
-    let src = &ij.spec.source;
-    let policy = config.destination_policy();
-    for (i, url) in src.url.iter().flat_map(|u| u.urls.iter()).enumerate() {
-        ValidateError::check_destination(&policy, format!("spec.source.url.urls[{i}]"), url)?;
-    }
-    if let Some(s3) = &src.s3 {
-        ValidateError::check_destination(&policy, "spec.source.s3.endpoint", &s3.endpoint)?;
-    }
-    Ok(())
-}
-
-/// What the sources refer to exists.
-async fn resolve_sources(
-    ij: &IngestionJob,
-    ctx: &Context,
-) -> std::result::Result<(), ResolveError> {
-    let ns = ij.namespace().unwrap_or_default();
-    let src = &ij.spec.source;
-    if let Some(cm) = &src.config_map {
-        // Read once, when the Job is about to be created: no watch of every ConfigMap.
-        let found = Api::<ConfigMap>::namespaced(ctx.client.clone(), &ns)
-            .get_opt(&cm.name)
-            .await
-            .map_err(|source| ResolveError::Kube {
-                what: format!("ConfigMap {ns}/{}", cm.name),
-                source,
-            })?
-            .ok_or_else(|| ResolveError::ConfigMapNotFound {
-                namespace: ns.clone(),
-                name: cm.name.clone(),
-            })?;
-        let have = |k: &String| {
-            found.data.as_ref().is_some_and(|d| d.contains_key(k))
-                || found
-                    .binary_data
-                    .as_ref()
-                    .is_some_and(|d| d.contains_key(k))
-        };
-        if let Some(missing) = cm.keys.iter().find(|k| !have(k)) {
-            return Err(ResolveError::ConfigMapKeyMissing {
-                namespace: ns.clone(),
-                name: cm.name.clone(),
-                key: missing.clone(),
-            });
-        }
-    }
-    let secret = src
-        .url
-        .as_ref()
-        .and_then(|u| u.headers_secret_ref.as_ref())
-        .or(src.s3.as_ref().map(|s| &s.credentials_secret_ref));
-    if let Some(r) = secret {
-        secret_exists(&ctx.stores.secrets.store(&ns).await?, &ns, &r.name)?;
-    }
-    Ok(())
-}
-
 impl Reconcile for IngestionJob {
     type Status = IngestionJobStatus;
 
@@ -162,21 +102,12 @@ impl Reconcile for IngestionJob {
         let object = object_name(ij.as_ref());
         let ns = ij.namespace().unwrap_or_default();
         let name = job_name(&ij.name_any());
-        let jobs = Api::<Job>::namespaced(ctx.client.clone(), &ns);
-        let read = || async {
-            jobs.get_opt(&name)
-                .await
-                .map_err(|source| ResolveError::Kube {
-                    what: format!("Job {ns}/{name}"),
-                    source,
-                })
-        };
-        let cached = ctx.stores.jobs.get(&ObjectRef::new(&name).within(&ns));
-        let mut decision = decide(&ij, cached.as_deref());
+        let mut decision = decide(&ij, resolve::cached_job(&ctx, &ns, &name).as_ref());
         // "No Job" is acted on only once the API server confirms it: the watch may not show a
         // Job created moments ago, and a wrong answer would fail or run it twice.
         if matches!(decision, Decision::JobMissing | Decision::Create) {
-            decision = decide(&ij, read().await.on(&object)?.as_ref());
+            let live = resolve::read_job(&ctx, &ns, &name).await.on(&object)?;
+            decision = decide(&ij, live.as_ref());
         }
         let job = match decision {
             Decision::Done => return Ok(Pass::gone()),
@@ -196,26 +127,23 @@ impl Reconcile for IngestionJob {
             }
             Decision::Follow(job) => *job,
             Decision::Create => {
+                // A problem the user must fix keeps the IngestionJob pending (stalled).
                 let pending = |e: &Error| Pass::stalled(status::pending(&ij), e);
                 let tenant = match owning_tenant(&ctx.stores.tenants, &ns).on(&object) {
                     Ok(t) => t,
                     Err(e) if e.user_fixable() => return Ok(pending(&e)),
                     Err(e) => return Err(e),
                 };
-                if let Err(e) = validate_sources(&ij, &ctx.config).on(&object) {
-                    return Ok(pending(&e));
-                }
-                match resolve_sources(&ij, &ctx).await.on(&object) {
+                match resolve::resolve_sources(&ij, &ctx).await.on(&object) {
                     Err(e) if e.user_fixable() => return Ok(pending(&e)),
                     other => other?,
                 }
-                let desired = build_ingestion_job(&ij, &tenant, &ctx.config)
-                    .map_err(|source| crate::error::BuildError::Serialize {
-                        what: "the ingestion Job",
-                        source,
-                    })
-                    .on(&object)?;
-                let created = create(&ctx, &ns, &desired).await.on(&object)?;
+                if let Err(e) = validate_sources(&ij, &ctx.config).on(&object) {
+                    return Ok(pending(&e));
+                }
+                let children::IngestionChildren { job } =
+                    children::build_ingestion_children(&ij, &tenant, &ctx.config).on(&object)?;
+                let created = apply::create(&ctx, &ns, &job).await.on(&object)?;
                 let note = Note {
                     warning: false,
                     reason: reason::JOB_CREATED,
@@ -225,7 +153,7 @@ impl Reconcile for IngestionJob {
                 match created {
                     Some(job) => return Ok(status::follow(&ij, &name, &job).event(note)),
                     // It exists already (created meanwhile): follow it.
-                    None => match read().await.on(&object)? {
+                    None => match resolve::read_job(&ctx, &ns, &name).await.on(&object)? {
                         Some(job) => job,
                         None => {
                             return Ok(Pass::new(status::pending(&ij), status::waiting())
@@ -236,30 +164,5 @@ impl Reconcile for IngestionJob {
             }
         };
         Ok(status::follow(&ij, &name, &job))
-    }
-}
-
-/// Creates the Job, never updates it: its template is immutable. `None` when it exists.
-async fn create(
-    ctx: &Context,
-    ns: &str,
-    job: &Job,
-) -> std::result::Result<Option<Job>, ApplyError> {
-    let pp = kube::api::PostParams {
-        field_manager: Some(MANAGER.into()),
-        ..Default::default()
-    };
-    match Api::<Job>::namespaced(ctx.client.clone(), ns)
-        .create(&pp, job)
-        .await
-    {
-        Ok(j) => Ok(Some(j)),
-        Err(kube::Error::Api(s)) if s.code == 409 => Ok(None),
-        Err(source) => Err(ApplyError::Kube {
-            verb: "create",
-            kind: "Job",
-            name: job.name_any(),
-            source,
-        }),
     }
 }

@@ -237,16 +237,16 @@ async fn check_runtime_role(opts: PgConnectOptions) -> Result<(), DatabaseError>
 /// Decommission: `Delete` drops the platform-managed database and its roles, `Retain` keeps
 /// the rows and disables the runtime login. A team's own database is left as it is.
 pub async fn decommission(tenant: &Tenant, ctx: &Context) -> Result<(), String> {
-    if tenant.spec.database.url_secret_ref.is_some() {
-        return Ok(());
-    }
+    // Not only when the spec asks for a managed database now: a Tenant that moved to its own
+    // database keeps the one provisioned before (named by its uid), which goes the same way.
+    // Both statements are no-ops when nothing of that name exists.
     let provisioned = tenant
         .status
         .as_ref()
         .and_then(|s| s.database.as_ref())
         .is_some_and(|d| d.mode == MANAGED);
     let Some(admin) = ctx.database.as_ref() else {
-        if provisioned {
+        if provisioned && tenant.spec.database.url_secret_ref.is_none() {
             return Err("the tenant's database was provisioned on the platform server, but the operator has no admin URL for it any more (XIN_DATABASE_ADMIN_URL)".into());
         }
         return Ok(());

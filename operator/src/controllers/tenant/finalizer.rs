@@ -1,18 +1,19 @@
 //! The decommission finalizer: on before any side effect, and off only after the product
 //! runbook's decommission sequence succeeded — stop automations, invalidate every token
-//! (webhook keys, routes, the tenant signing key), then honour `deletionPolicy`.
+//! (webhook keys, routes, the tenant signing key), wait for the workloads to stop, then honour
+//! `deletionPolicy` (the database, then the namespace).
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PropagationPolicy};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::json;
 use tracing::info;
 use xin_api::channel::Channel;
 use xin_api::tenant::{DeletionPolicy, Tenant, TenantStatus, tenant_namespace};
 
-use crate::apply::{delete, owned_by};
+use crate::apply::{delete, delete_with, owned_by};
 use crate::builders::MANAGER;
 use crate::builders::tenant::{DATABASE_SECRET, SIGNING_SECRET, TENANT_UID_ANNOTATION};
 use crate::component::Component;
@@ -103,6 +104,42 @@ fn from_apply(e: ApplyError) -> FinalizeError {
     }
 }
 
+/// Deletes `component`'s HPA and Deployment (if this Tenant owns them) in the foreground.
+/// Whether its Deployment still exists (its pods are still stopping). Read live: one created
+/// moments ago may not be in the watch yet.
+async fn stop_workload(
+    component: Component,
+    ns: &str,
+    uid: &str,
+    ctx: &Context,
+) -> Result<bool, FinalizeError> {
+    let name = component.workload_name();
+    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(ctx.client.clone(), ns);
+    let deployments = Api::<Deployment>::namespaced(ctx.client.clone(), ns);
+    if let Some(h) = hpas
+        .get_opt(&name)
+        .await
+        .map_err(kube(format!("reading HPA {name}")))?
+        && owned_by(&h, uid)
+    {
+        delete(&hpas, &h).await.map_err(from_apply)?;
+    }
+    let Some(d) = deployments
+        .get_opt(&name)
+        .await
+        .map_err(kube(format!("reading Deployment {name}")))?
+    else {
+        return Ok(false);
+    };
+    if !owned_by(&d, uid) {
+        return Ok(false);
+    }
+    delete_with(&deployments, &d, PropagationPolicy::Foreground)
+        .await
+        .map_err(from_apply)?;
+    Ok(true)
+}
+
 /// Decommissions a Tenant being deleted, then lets it go.
 pub async fn decommission(
     tenant: &Tenant,
@@ -132,7 +169,7 @@ pub async fn decommission(
             type_: types::DECOMMISSIONING,
             status: true,
             reason: reason::DECOMMISSIONING,
-            message: "stopping automations, deleting secrets, then the database per deletionPolicy"
+            message: "stopping automations, deleting secrets, stopping the workloads, then the database per deletionPolicy"
                 .into(),
         });
     if let Some(s) = desired_status(tenant, &progress, &ctx.now()) {
@@ -143,25 +180,7 @@ pub async fn decommission(
 
     // 1. Stop automations: the worker goes first, so no scheduled action runs after this. Read
     //    live: one created moments ago may not be in the watch yet.
-    let auto = Component::Automation.workload_name();
-    let hpas = Api::<HorizontalPodAutoscaler>::namespaced(client.clone(), &ns);
-    let deployments = Api::<Deployment>::namespaced(client.clone(), &ns);
-    if let Some(h) = hpas
-        .get_opt(&auto)
-        .await
-        .map_err(kube(format!("reading HPA {auto}")))?
-        && owned_by(&h, &uid)
-    {
-        delete(&hpas, &h).await.map_err(from_apply)?;
-    }
-    if let Some(d) = deployments
-        .get_opt(&auto)
-        .await
-        .map_err(kube(format!("reading Deployment {auto}")))?
-        && owned_by(&d, &uid)
-    {
-        delete(&deployments, &d).await.map_err(from_apply)?;
-    }
+    stop_workload(Component::Automation, &ns, &uid, ctx).await?;
 
     // 2. Invalidate tokens: generated webhook Secrets (owned by this tenant's Channels), the
     //    gateway routes and the tenant signing Secret.
@@ -194,13 +213,47 @@ pub async fn decommission(
         }
     }
 
-    // 3. The data: a platform-managed database dropped with its roles (`Delete`), or kept with
+    // 3. The workloads stop, and the data waits for them: every Deployment is deleted in the
+    //    foreground (it stays until its pods are gone), and the database is not touched while
+    //    one remains. A running ingestion Job (the operator may not delete Jobs) loses its
+    //    sessions with the database below and goes with its namespace or its IngestionJob.
+    let mut running = Vec::new();
+    for c in [
+        Component::Gateway,
+        Component::Orchestrator,
+        Component::Automation,
+    ] {
+        if stop_workload(c, &ns, &uid, ctx).await? {
+            running.push(c.workload_name());
+        }
+    }
+    if !running.is_empty() {
+        let data = match tenant.spec.deletion_policy {
+            DeletionPolicy::Delete => "dropped",
+            DeletionPolicy::Retain => "closed",
+        };
+        return Ok(
+            Pass::new(tenant.owned_status(), decommission_health(tenant))
+                .with_extra(Extra {
+                    type_: types::DECOMMISSIONING,
+                    status: true,
+                    reason: reason::DECOMMISSIONING,
+                    message: format!(
+                        "waiting for {} to stop before the database is {data}",
+                        running.join(", ")
+                    ),
+                })
+                .requeue(Requeue::After(std::time::Duration::from_secs(2))),
+        );
+    }
+
+    // 4. The data: a platform-managed database dropped with its roles (`Delete`), or kept with
     //    its runtime login disabled (`Retain`); either way no session of the tenant remains.
     super::database::decommission(tenant, ctx)
         .await
         .map_err(FinalizeError::Step)?;
 
-    // 4. The namespace: removed with everything in it, or kept (with the user's data) and
+    // 5. The namespace: removed with everything in it, or kept (with the user's data) and
     //    released, so only a Tenant explicitly allowed to (the adoption annotation) takes it.
     let namespaces = Api::<Namespace>::all(client.clone());
     let live_ns = namespaces

@@ -5,7 +5,6 @@
 
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use k8s_openapi::jiff;
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, ResourceExt};
 use xin_api::channel::Channel;
@@ -180,6 +179,7 @@ pub async fn resolve(
             crate::controllers::automation::usable_by_rules(
                 crate::controllers::resolve::secret(&secrets, &namespace, n).as_deref(),
                 n,
+                tenant,
                 &ctx.config,
             )
         })
@@ -226,7 +226,7 @@ async fn workload_inputs(
     };
     let signing_key = signing_key(secrets, ns, ctx).await?;
 
-    let now = jiff::Timestamp::now();
+    let now = ctx.now().0;
     // A Channel whose Ingress the platform refuses (a host not the Tenant's, an annotation off
     // the allowlist) is Stalled by its own controller: it gets no Ingress rule here either.
     let all_channels = ctx.stores.channels.state();

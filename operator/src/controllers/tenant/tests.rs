@@ -214,6 +214,17 @@ fn suspend_scales_to_zero_without_hpas_and_resume_wakes_the_deployments() {
 
     let mut resumed = v.clone();
     resumed.tenant.spec.suspend = false;
+    // Just resumed: the woken Deployments have no available replica yet.
+    let waking: Availability = wanted(&resumed).into_iter().map(|c| (c, false)).collect();
+    let out = case("resumed", &resumed, &Config::for_tests(), &waking);
+    assert!(!out.stalled);
+    let ready = &out.status.unwrap().conditions;
+    assert!(
+        ready.iter().any(|c| c.type_ == "Ready"
+            && c.status == "False"
+            && c.message.contains("waiting for")),
+        "{ready:?}"
+    );
     let w = build_tenant_children(&resumed, &Config::for_tests())
         .unwrap()
         .workloads
