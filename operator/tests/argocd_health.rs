@@ -146,14 +146,7 @@ fn the_health_check_reads_the_objects_the_operator_writes() {
     );
 
     // A suspended Tenant is Suspended, not Healthy.
-    kubectl_ok(&[
-        "patch",
-        "tenant",
-        &t.name,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"suspend":true}}"#,
-    ]);
+    patch_tenant(&t.name, r#"{"spec":{"suspend":true}}"#);
     let suspended = settled("tenant", &t.name, "", "Suspended");
     assert_eq!(health(&suspended).0, "Suspended", "{suspended}");
 }

@@ -385,14 +385,7 @@ fn suspend_scales_to_zero_and_resume_restores_the_hpa() {
     ready("tenant", &t.name, "");
     assert!(get_json(&["hpa", "xin-orchestrator", "-n", &t.ns]).is_some());
 
-    kubectl_ok(&[
-        "patch",
-        "tenant",
-        &t.name,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"suspend":true}}"#,
-    ]);
+    patch_tenant(&t.name, r#"{"spec":{"suspend":true}}"#);
     let obj = wait_until("Ready with reason Suspended", MINUTE, || {
         let o = get_json(&["tenant", &t.name]).ok_or("gone")?;
         if condition_reason(&o, "Ready") == "Suspended" {
@@ -413,14 +406,7 @@ fn suspend_scales_to_zero_and_resume_restores_the_hpa() {
         }
     });
 
-    kubectl_ok(&[
-        "patch",
-        "tenant",
-        &t.name,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"suspend":false}}"#,
-    ]);
+    patch_tenant(&t.name, r#"{"spec":{"suspend":false}}"#);
     wait_until("the HPA back and replicas above zero", MINUTE, || {
         let d = get_json(&["deployment", "xin-orchestrator", "-n", &t.ns]).ok_or("gone")?;
         let replicas = d
@@ -954,14 +940,7 @@ fn deleting_a_tenant_with_delete_policy_removes_its_namespace() {
 fn deleting_a_tenant_with_retain_policy_keeps_namespace_and_data_but_no_tokens() {
     operator();
     let t = TestTenant::create("keep", "  suspend: false\n");
-    kubectl_ok(&[
-        "patch",
-        "tenant",
-        &t.name,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"deletionPolicy":"Retain"}}"#,
-    ]);
+    patch_tenant(&t.name, r#"{"spec":{"deletionPolicy":"Retain"}}"#);
     apply(&t.telegram_secret("tg"));
     apply(&t.channel("bot", "tg"));
     ready("channel", "bot", &t.ns);

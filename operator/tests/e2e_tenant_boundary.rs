@@ -125,14 +125,7 @@ async fn a_rotation_request_gives_a_new_password_rolls_the_pods_and_refuses_the_
     });
     // A reconcile that finds the request handled rotates nothing more: the Tenant's next
     // status write (observed after a spec change) leaves the URL as it is.
-    kubectl_ok(&[
-        "patch",
-        "tenant",
-        &t.name,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"displayName":"rotated once"}}"#,
-    ]);
+    patch_tenant(&t.name, r#"{"spec":{"displayName":"rotated once"}}"#);
     wait_until("the Tenant to observe its new generation", MINUTE, || {
         let tenant = get_json(&["tenant", &t.name]).unwrap_or_default();
         let generation = tenant.pointer("/metadata/generation").cloned();
@@ -153,14 +146,7 @@ async fn a_rotation_request_gives_a_new_password_rolls_the_pods_and_refuses_the_
 async fn retain_disables_the_login_and_a_tenant_recreated_with_the_name_starts_empty() {
     operator();
     let t = TestTenant::create("keepdb", "");
-    kubectl_ok(&[
-        "patch",
-        "tenant",
-        &t.name,
-        "--type=merge",
-        "-p",
-        r#"{"spec":{"deletionPolicy":"Retain"}}"#,
-    ]);
+    patch_tenant(&t.name, r#"{"spec":{"deletionPolicy":"Retain"}}"#);
     let first = ready("tenant", &t.name, "");
     let old = names_of(&first);
     let old_url = runtime_url(&t.ns);

@@ -212,6 +212,11 @@ pub fn wait_condition(
     )
 }
 
+/// Merge-patches Tenant `name` with the JSON `patch` (`{"spec": {...}}`).
+pub fn patch_tenant(name: &str, patch: &str) {
+    kubectl_ok(&["patch", "tenant", name, "--type=merge", "-p", patch]);
+}
+
 pub fn ready(kind: &str, name: &str, ns: &str) -> Value {
     wait_condition(kind, name, ns, "Ready", "True", 2 * MINUTE)
 }
