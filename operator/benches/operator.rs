@@ -2,7 +2,8 @@
 //! 1 automation rule and 1 ingestion job, against the local control plane.
 //!
 //! - operator: apply the tenants' inputs (Secrets, ConfigMap, custom resources) and time until
-//!   every object is Ready (and every IngestionJob Complete);
+//!   every object is Ready (and every IngestionJob Complete, or awaiting the report of a worker
+//!   the fake node never runs);
 //! - baseline, same run: apply the same child objects (built by the operator's own builders)
 //!   directly with server-side apply, no operator, and time until their Deployments are
 //!   available and Jobs complete.
@@ -271,7 +272,16 @@ async fn wait_operator(client: &Client, prefix: &str, n: usize) {
                             .unwrap_or_default()
                             .starts_with(&format!("xin-{prefix}"))
                     };
-                    mine && ready(o, cond)
+                    // The fake node completes a Job's pod without running it, so no worker
+                    // reports: for an IngestionJob the operator's part ends at
+                    // AwaitingWorkerReport (its Job created, followed and finished).
+                    let awaiting = kind == "IngestionJob"
+                        && o.data["status"]["conditions"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .any(|c| c["type"] == "Ready" && c["reason"] == "AwaitingWorkerReport");
+                    mine && (ready(o, cond) || awaiting)
                 })
                 .count();
             if ok >= n * per {
