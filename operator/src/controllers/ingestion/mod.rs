@@ -102,7 +102,7 @@ impl Reconcile for IngestionJob {
         let object = object_name(ij.as_ref());
         let ns = ij.namespace().unwrap_or_default();
         let name = job_name(&ij.name_any());
-        let mut decision = decide(&ij, resolve::cached_job(&ctx, &ns, &name).as_ref());
+        let mut decision = decide(&ij, resolve::cached_job(&ctx, &ns, &name).as_deref());
         // "No Job" is acted on only once the API server confirms it: the watch may not show a
         // Job created moments ago, and a wrong answer would fail or run it twice.
         if matches!(decision, Decision::JobMissing | Decision::Create) {

@@ -13,11 +13,8 @@ use crate::controllers::resolve::secret_exists;
 use crate::error::ResolveError;
 
 /// The IngestionJob's Job as the watch shows it.
-pub(super) fn cached_job(ctx: &Context, ns: &str, name: &str) -> Option<Job> {
-    ctx.stores
-        .jobs
-        .get(&ObjectRef::new(name).within(ns))
-        .map(|j| j.as_ref().clone())
+pub(super) fn cached_job(ctx: &Context, ns: &str, name: &str) -> Option<std::sync::Arc<Job>> {
+    ctx.stores.jobs.get(&ObjectRef::new(name).within(ns))
 }
 
 /// The IngestionJob's Job read from the API server.
