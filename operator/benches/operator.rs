@@ -373,6 +373,34 @@ fn writes(addr: &str) -> f64 {
     sum(&metrics(addr), "xin_operator_write_requests_total", "")
 }
 
+/// Write requests (leases excluded) by `verb resource`.
+fn writes_by(addr: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut out = std::collections::BTreeMap::new();
+    for l in metrics(addr).lines() {
+        let Some(rest) = l.strip_prefix("xin_operator_write_requests_total{") else {
+            continue;
+        };
+        let label = |name: &str| {
+            rest.split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|v| v.split('"').next())
+                .unwrap_or("?")
+                .to_string()
+        };
+        let (verb, resource) = (label("verb"), label("resource"));
+        if resource == "leases" {
+            continue;
+        }
+        let v: f64 = l
+            .rsplit(' ')
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0);
+        *out.entry(format!("{verb} {resource}")).or_insert(0.0) += v;
+    }
+    out
+}
+
 /// Every request to the API server (leases excluded), and Tenant reconciles.
 fn requests_and_tenant_reconciles(addr: &str) -> (f64, f64) {
     let m = metrics(addr);
@@ -452,6 +480,7 @@ async fn main() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let w0 = writes(&addr);
+    let by0 = writes_by(&addr);
     let (_, cpu0) = proc_stats(pid);
     let oprefix = format!("bo{run}-");
     let op_objs: Vec<Value> = (0..n)
@@ -462,6 +491,7 @@ async fn main() {
     wait_operator(&client, &oprefix, n).await;
     let op = t1.elapsed();
     let w1 = writes(&addr);
+    let by1 = writes_by(&addr);
     let (rss_peak, cpu1) = proc_stats(pid);
     println!("operator: all Ready in {:.1} s", op.as_secs_f64());
     let (r1, t1r) = requests_and_tenant_reconciles(&addr);
@@ -500,6 +530,20 @@ async fn main() {
         (w1 - w0) / n as f64 / floor_writes
     );
     println!("| writes during 60 s idle | {} |", w2 - w1);
+    let mut by: Vec<(String, f64)> = by1
+        .iter()
+        .map(|(k, v)| (k.clone(), v - by0.get(k).copied().unwrap_or(0.0)))
+        .filter(|(_, v)| *v > 0.0)
+        .collect();
+    by.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let by: Vec<String> = by
+        .iter()
+        .map(|(k, v)| format!("{k} {:.1}", v / n as f64))
+        .collect();
+    println!(
+        "| writes per tenant by verb and resource | {} |",
+        by.join(", ")
+    );
     println!(
         "| requests during 60 s idle, per Tenant resync (reads included, leases excluded) | {:.2} ({} requests, {} Tenant reconciles) |",
         (r2 - r1) / (t2r - t1r).max(1.0),

@@ -276,9 +276,46 @@ pub fn orchestrator_env(
         }
     }
     out.extend(embedding_env(tenant));
+    if s.embeddings.is_some() {
+        out.push(env("RETRIEVAL_INDEX_DIR", INDEX_DIR));
+    }
     out.extend(otel_env(config));
     out.extend(outbound_env(config));
     out
+}
+
+/// Where the orchestrator saves its embedding index: an `emptyDir`, so a restarted container
+/// restores the index instead of reading every embedding again.
+pub const INDEX_DIR: &str = "/var/lib/xin/index";
+/// The `emptyDir`'s limit: the saved index is about 0.6 GB at a million 384-d chunks and is
+/// written beside the previous one before replacing it.
+pub const INDEX_VOLUME_LIMIT: &str = "4Gi";
+
+/// The orchestrator's index volume and its mount, when the Tenant has embeddings.
+pub fn orchestrator_index_volume(
+    tenant: &Tenant,
+) -> Option<(
+    k8s_openapi::api::core::v1::Volume,
+    k8s_openapi::api::core::v1::VolumeMount,
+)> {
+    use k8s_openapi::api::core::v1::{EmptyDirVolumeSource, Volume, VolumeMount};
+    use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+    tenant.spec.embeddings.as_ref()?;
+    Some((
+        Volume {
+            name: "index".into(),
+            empty_dir: Some(EmptyDirVolumeSource {
+                size_limit: Some(Quantity(INDEX_VOLUME_LIMIT.into())),
+                ..EmptyDirVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+        VolumeMount {
+            name: "index".into(),
+            mount_path: INDEX_DIR.into(),
+            ..VolumeMount::default()
+        },
+    ))
 }
 
 /// `EMBEDDING_*` from the Tenant's embeddings (the orchestrator's and the ingestion Job's:
@@ -437,6 +474,35 @@ pub(crate) mod tests {
             "llm"
         );
         assert!(get("DATABASE_URL").value.is_none());
+    }
+
+    #[test]
+    fn with_embeddings_the_orchestrator_saves_its_index_on_an_empty_dir() {
+        let mut t = tenant("acme");
+        let cfg = Config::for_tests();
+        let has_dir = |t: &Tenant| {
+            orchestrator_env(t, "xin-acme", &cfg)
+                .iter()
+                .any(|e| e.name == "RETRIEVAL_INDEX_DIR" && e.value.as_deref() == Some(INDEX_DIR))
+        };
+        assert!(orchestrator_index_volume(&t).is_none());
+        assert!(!has_dir(&t), "no embeddings, no index, no volume");
+        t.spec.embeddings = Some(xin_api::tenant::EmbeddingSpec {
+            endpoint: "http://embed.example".into(),
+            model: "m".into(),
+            dimensions: None,
+            api_key_secret_ref: None,
+        });
+        let (volume, mount) = orchestrator_index_volume(&t).unwrap();
+        assert!(has_dir(&t));
+        assert_eq!(
+            (volume.name.as_str(), mount.name.as_str()),
+            ("index", "index")
+        );
+        assert_eq!(mount.mount_path, INDEX_DIR);
+        let dir = volume.empty_dir.unwrap();
+        assert_eq!(dir.size_limit.unwrap().0, INDEX_VOLUME_LIMIT);
+        assert_eq!(dir.medium, None, "on the node's disk, not in memory");
     }
 
     #[test]

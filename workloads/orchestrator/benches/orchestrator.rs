@@ -3,7 +3,13 @@
 //!
 //! (a) Retrieval at scale: one tenant with `XIN_BENCH_CHUNKS` (default 100,000) chunks of ~60
 //!     words drawn from a Zipf-distributed vocabulary, with 384-d embeddings unless
-//!     `XIN_BENCH_EMBEDDINGS=0`; p50/p95 over 500 varied questions, lexical and hybrid.
+//!     `XIN_BENCH_EMBEDDINGS=0`; p50/p95 over 500 varied questions, lexical and hybrid. The
+//!     embeddings are synthetic but clustered like real ones (see [`Embeddings`]); the HNSW
+//!     index's recall@10 is measured against an exact f32 search over the same vectors
+//!     (`XIN_BENCH_RECALL_QUERIES`, default 200), and one orchestrator process's peak RSS
+//!     and time to ready with the index restored from its volume, built from the database,
+//!     and without embeddings (the baseline). The goal is stated at 1M chunks:
+//!     `XIN_BENCH_CHUNKS=1000000 XIN_BENCH_MESSAGE_PATH=0 make bench-orchestrator`.
 //! (b) The message path: two tenants, each an orchestrator *process* (the release binary, as
 //!     the image runs it) over its own database of `XIN_BENCH_CHUNKS` chunks, answering
 //!     through an LLM stand-in that takes exactly 300 ms (lexical retrieval). The runbook's
@@ -17,7 +23,7 @@
 //!     the baseline being the same users calling the stand-in directly (same run). CPU per
 //!     message = the orchestrators' and PostgreSQL's CPU time (read from /proc: the
 //!     processes' own time, and for PostgreSQL the postmaster's, its reaped children's and its
-//!     live backends') divided by the messages answered.
+//!     live backends') divided by the messages answered. `XIN_BENCH_MESSAGE_PATH=0` skips it.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -32,7 +38,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use sqlx::PgPool;
 use xin_orchestrator::config::{EmbeddingConfig, RetrievalConfig};
-use xin_orchestrator::retrieval::{Retriever, normalise};
+use xin_orchestrator::retrieval::{Retriever, VECTOR_CANDIDATES, normalise};
 
 const DIM: usize = 384;
 const WORDS_PER_CHUNK: usize = 60;
@@ -142,14 +148,87 @@ fn stats(mut v: Vec<f64>) -> Stats {
     }
 }
 
-/// Seeds `n` chunks for the pool's tenant with COPY; returns each chunk's word ids.
+/// Synthetic embeddings with the structure real ones have (uniform random vectors have none:
+/// every cosine is 0 ± 0.05, so no index has neighbours to find): each chunk is a unit
+/// vector `topic + 0.8 × document + 0.8 × noise`, the document's four chunks sharing one of
+/// [`TOPICS`] topics and a document direction. Chunks of one document are ~0.7 alike, of one
+/// topic ~0.45, others ~0. Deterministic: chunk `i`'s vector depends on `i` alone.
+struct Embeddings {
+    topics: Vec<Vec<f32>>,
+}
+
+const TOPICS: usize = 1000;
+
+fn random_unit(rng: &mut StdRng) -> Vec<f32> {
+    // A sum of uniforms is near-Gaussian: directions close enough to uniform on the sphere.
+    normalise(
+        (0..DIM)
+            .map(|_| (0..4).map(|_| rng.random_range(-1.0f32..1.0)).sum())
+            .collect(),
+    )
+    .unwrap()
+}
+
+impl Embeddings {
+    fn new() -> Self {
+        let mut rng = StdRng::seed_from_u64(7);
+        Embeddings {
+            topics: (0..TOPICS).map(|_| random_unit(&mut rng)).collect(),
+        }
+    }
+
+    fn topic_of(doc: usize) -> usize {
+        (doc.wrapping_mul(2654435761) >> 7) % TOPICS
+    }
+
+    /// Chunk `i` (document `i / 4`), rounded to the three decimals the bench stores.
+    fn chunk(&self, i: usize) -> Vec<f32> {
+        let doc = i / 4;
+        let topic = &self.topics[Self::topic_of(doc)];
+        let d = random_unit(&mut StdRng::seed_from_u64(0xD0C0_0000 ^ doc as u64));
+        let n = random_unit(&mut StdRng::seed_from_u64(0xC4C4_0000_0000 ^ i as u64));
+        let v: Vec<f32> = (0..DIM)
+            .map(|k| topic[k] + 0.8 * d[k] + 0.8 * n[k])
+            .collect();
+        normalise(v)
+            .unwrap()
+            .into_iter()
+            .map(|x| (x * 1000.0).round() / 1000.0)
+            .collect()
+    }
+
+    /// A question about chunk `i` (its vector plus noise: ~0.9 alike), or about a topic.
+    fn question(&self, about: Result<usize, usize>, rng: &mut StdRng) -> Vec<f32> {
+        let (base, noise) = match about {
+            Ok(i) => (normalise(self.chunk(i)).unwrap(), 0.5),
+            Err(t) => (self.topics[t % TOPICS].clone(), 0.7),
+        };
+        let n = random_unit(rng);
+        normalise((0..DIM).map(|k| base[k] + noise * n[k]).collect()).unwrap()
+    }
+}
+
+/// What was seeded: each chunk's word ids and, with embeddings, its vector and filter
+/// attributes (for the exact search the index's recall is measured against).
+struct Seeded {
+    words_of: Vec<Vec<u16>>,
+    /// Row-major `n × DIM`, normalised, as stored (empty without embeddings).
+    vectors: Vec<f32>,
+    public: Vec<bool>,
+    billing: Vec<bool>,
+}
+
+/// Seeds `n` chunks for the pool's tenant with COPY.
 async fn seed_chunks(
     pool: &PgPool,
     tenant: &str,
     n: usize,
     embeddings: bool,
     rng: &mut StdRng,
-) -> Vec<Vec<u16>> {
+) -> Seeded {
+    let gen_vectors = embeddings.then(Embeddings::new);
+    let mut vectors = Vec::with_capacity(if embeddings { n * DIM } else { 0 });
+    let (mut public, mut billing) = (Vec::with_capacity(n), Vec::with_capacity(n));
     let vocab = vocabulary();
     let zipf = Zipf::new(vocab.len());
     let tag_sets = [
@@ -190,6 +269,8 @@ async fn seed_chunks(
                 "public"
             };
             let tags = tag_sets[rng.random_range(0..tag_sets.len())];
+            public.push(visibility == "public");
+            billing.push(tags.contains("billing"));
             write!(
                 buf,
                 "{tenant}\tdoc-{}\t{}\t{}\t{}.\t{}\t{visibility}\t{tags}\t",
@@ -200,15 +281,17 @@ async fn seed_chunks(
                 (WORDS_PER_CHUNK as f64 * 1.3) as i32
             )
             .unwrap();
-            if embeddings {
+            if let Some(g) = &gen_vectors {
+                let v = g.chunk(i);
                 buf.push(b'{');
-                for d in 0..DIM {
+                for (d, x) in v.iter().enumerate() {
                     if d > 0 {
                         buf.push(b',');
                     }
-                    write!(buf, "{:.3}", rng.random_range(-1.0f32..1.0)).unwrap();
+                    write!(buf, "{x:.3}").unwrap();
                 }
                 buf.extend_from_slice(b"}\n");
+                vectors.extend(normalise(v).unwrap());
             } else {
                 buf.extend_from_slice(b"\\N\n");
             }
@@ -230,7 +313,12 @@ async fn seed_chunks(
         .execute(&mut *conn)
         .await
         .unwrap();
-    words_of
+    Seeded {
+        words_of,
+        vectors,
+        public,
+        billing,
+    }
 }
 
 /// Questions: most are words of an existing chunk plus function words (something relevant
@@ -277,7 +365,7 @@ async fn run() {
     );
     let pool = xin_store::connect(&url, 4).await.unwrap();
     let t = Instant::now();
-    let words_of = seed_chunks(&pool, "bench", chunks, embeddings, &mut rng).await;
+    let seeded = seed_chunks(&pool, "bench", chunks, embeddings, &mut rng).await;
     println!(
         "seeded {chunks} chunks of {WORDS_PER_CHUNK} words ({VOCABULARY}-word Zipf vocabulary){} in {:.1} s",
         if embeddings {
@@ -289,7 +377,7 @@ async fn run() {
     );
 
     // (a) retrieval
-    let qs = questions(&words_of, &mut rng);
+    let qs = questions(&seeded.words_of, &mut rng);
     let lexical = Retriever::new(
         RetrievalConfig {
             hybrid_weight: 0.0,
@@ -318,65 +406,249 @@ async fn run() {
     let lex = measure(&lexical, &pool, &qs).await;
     println!("{}", lex.row("lexical"));
     if embeddings {
-        let hybrid = Retriever::new(
-            RetrievalConfig::default(),
-            Some(&EmbeddingConfig {
-                dimensions: None,
-                endpoint: "http://127.0.0.1:9".into(),
-                model: "unused".into(),
-                timeout: Duration::from_secs(1),
-                api_key: None,
-                refresh: Duration::from_secs(3600),
-            }),
-            outbound(),
-        );
-        hybrid.refresh_term_stats(&pool).await.unwrap();
-        let index = hybrid.index().unwrap().clone();
-        let t = Instant::now();
-        index.refresh(&pool).await.unwrap();
-        let load = t.elapsed();
-        let qv: Vec<Vec<f32>> = (0..QUERIES)
-            .map(|_| normalise((0..DIM).map(|_| rng.random_range(-1.0f32..1.0)).collect()).unwrap())
-            .collect();
-        let (mut lat, mut scan) = (Vec::new(), Vec::new());
-        let vis = vec!["public".to_string()];
-        for ((q, tags), v) in qs.iter().zip(&qv) {
-            let t = Instant::now();
-            index.top(v, 64, &vis, tags);
-            scan.push(ms(t.elapsed()));
-            let t = Instant::now();
-            hybrid
-                .search(&pool, q, Some(v.clone()), tags)
-                .await
-                .unwrap();
-            lat.push(ms(t.elapsed()));
-        }
-        let (h, s) = (stats(lat), stats(scan));
-        println!(
-            "| hybrid 0.5 (question vector given) | {} | {:.1} | {:.1} | {:.1} | {:.1} | | |",
-            h.n, h.p50, h.p95, h.p99, h.max
-        );
-        println!(
-            "| vector scan alone ({} × {DIM}-d, in memory) | {} | {:.1} | {:.1} | {:.1} | {:.1} | | |",
-            index.len(),
-            s.n,
-            s.p50,
-            s.p95,
-            s.p99,
-            s.max
-        );
-        println!(
-            "embedding index: loaded {} vectors in {:.1} s (~{} MiB of f32)",
-            index.len(),
-            load.as_secs_f64(),
-            index.len() * DIM * 4 / (1 << 20)
-        );
+        vector_retrieval(&pool, &url, &seeded, &qs, &mut rng).await;
     } else {
         println!("(hybrid not measured: XIN_BENCH_EMBEDDINGS=0)");
     }
 
+    drop(seeded);
     // (b) the message path
+    if std::env::var("XIN_BENCH_MESSAGE_PATH").is_ok_and(|v| v == "0") {
+        println!("\n(the message path not measured: XIN_BENCH_MESSAGE_PATH=0)");
+        return;
+    }
     message_path(&url, chunks, &mut rng).await;
+}
+
+/// (a, continued) The vector side at `seeded`'s size: the index built from the database as
+/// the orchestrator builds it, the vector search alone and hybrid retrieval timed, recall@10
+/// against an exact search over the same vectors (same run), and one replica's memory and
+/// cold start measured on the orchestrator process.
+async fn vector_retrieval(
+    pool: &PgPool,
+    url: &str,
+    seeded: &Seeded,
+    qs: &[(String, Vec<String>)],
+    rng: &mut StdRng,
+) {
+    let chunks = seeded.public.len();
+    let dir = std::env::temp_dir().join(format!("xin-bench-index-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let embedding = EmbeddingConfig {
+        dimensions: None,
+        endpoint: "http://127.0.0.1:9".into(),
+        model: "bench-embed".into(),
+        timeout: Duration::from_secs(1),
+        api_key: None,
+        refresh: Duration::from_secs(3600),
+    };
+    let hybrid = Retriever::new(
+        RetrievalConfig {
+            index_dir: Some(dir.clone()),
+            ..RetrievalConfig::default()
+        },
+        Some(&embedding),
+        outbound(),
+    );
+    hybrid.refresh_term_stats(pool).await.unwrap();
+    let index = hybrid.index().unwrap().clone();
+    let t = Instant::now();
+    index.refresh(pool).await.unwrap(); // the first load builds
+    let build = t.elapsed();
+    index.refresh(pool).await.unwrap(); // the next one saves to `dir`
+    let synth = Embeddings::new();
+    // Three in five questions are about one chunk, the others about a topic.
+    let about: Vec<Result<usize, usize>> = (0..QUERIES)
+        .map(|i| {
+            if i % 5 < 3 {
+                Ok(rng.random_range(0..chunks))
+            } else {
+                Err(rng.random_range(0..TOPICS))
+            }
+        })
+        .collect();
+    let qv: Vec<Vec<f32>> = about.iter().map(|a| synth.question(*a, rng)).collect();
+    let (mut lat, mut scan, mut found) = (Vec::new(), Vec::new(), Vec::new());
+    let vis = vec!["public".to_string()];
+    for ((q, tags), v) in qs.iter().zip(&qv) {
+        let t = Instant::now();
+        found.push(index.top(v, VECTOR_CANDIDATES, &vis, tags));
+        scan.push(ms(t.elapsed()));
+        let t = Instant::now();
+        hybrid.search(pool, q, Some(v.clone()), tags).await.unwrap();
+        lat.push(ms(t.elapsed()));
+    }
+    let (h, s) = (stats(lat), stats(scan));
+    println!(
+        "| hybrid 0.5 (question vector given) | {} | {:.1} | {:.1} | {:.1} | {:.1} | | |",
+        h.n, h.p50, h.p95, h.p99, h.max
+    );
+    println!(
+        "| vector search alone (HNSW, int8, {} × {DIM}-d, top {VECTOR_CANDIDATES}, filtered) | {} | {:.2} | {:.2} | {:.2} | {:.2} | | |",
+        index.len(),
+        s.n,
+        s.p50,
+        s.p95,
+        s.p99,
+        s.max
+    );
+    println!(
+        "embedding index: {} vectors built from the database in {:.1} s; the index reports {} MiB (int8 vectors and graph; the f32 vectors alone would be {} MiB); saved for restarts",
+        index.len(),
+        build.as_secs_f64(),
+        index.memory_usage() >> 20,
+        (chunks * DIM * 4) >> 20
+    );
+
+    // Recall@10 against an exact search (f32, brute force, the same filter) in this run.
+    let n = env_usize("XIN_BENCH_RECALL_QUERIES", 200).min(QUERIES);
+    let rows: Vec<(i64, String, i32)> =
+        sqlx::query_as("SELECT id, document_id, chunk_index FROM knowledge_chunks")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    let mut id_of = vec![0i64; chunks];
+    for (id, doc, idx) in rows {
+        let d: usize = doc.trim_start_matches("doc-").parse().unwrap();
+        id_of[d * 4 + idx as usize] = id;
+    }
+    let t = Instant::now();
+    let exact: Vec<Vec<i64>> = std::thread::scope(|sc| {
+        let parts: Vec<_> = (0..n)
+            .collect::<Vec<_>>()
+            .chunks(n.div_ceil(2).max(1))
+            .map(|part| {
+                let part = part.to_vec();
+                let (qv, qs, id_of) = (&qv, qs, &id_of);
+                sc.spawn(move || {
+                    part.into_iter()
+                        .map(|k| exact_top(seeded, &qv[k], !qs[k].1.is_empty(), 10, id_of))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        parts.into_iter().flat_map(|p| p.join().unwrap()).collect()
+    });
+    let exact_secs = t.elapsed().as_secs_f64();
+    // Retrieval scores its candidates exactly (from the stored embeddings): the index's
+    // top VECTOR_CANDIDATES re-scored with the f32 vectors is what it ranks.
+    let slot: std::collections::HashMap<i64, usize> =
+        id_of.iter().enumerate().map(|(i, id)| (*id, i)).collect();
+    let rescored = |k: usize| {
+        let mut c: Vec<(f32, i64)> = found[k]
+            .iter()
+            .map(|(id, _)| {
+                let i = slot[id];
+                let v = &seeded.vectors[i * DIM..(i + 1) * DIM];
+                (xin_orchestrator::retrieval::dot(v, &qv[k]), *id)
+            })
+            .collect();
+        c.sort_by(|a, b| b.0.total_cmp(&a.0));
+        c.into_iter().take(10).map(|x| x.1).collect::<Vec<i64>>()
+    };
+    let (mut hit, mut hit_raw, mut total) = ([0usize; 2], [0usize; 2], [0usize; 2]);
+    for k in 0..n {
+        let kind = usize::from(about[k].is_err());
+        let raw: Vec<i64> = found[k].iter().take(10).map(|x| x.0).collect();
+        let ranked = rescored(k);
+        hit_raw[kind] += exact[k].iter().filter(|id| raw.contains(id)).count();
+        hit[kind] += exact[k].iter().filter(|id| ranked.contains(id)).count();
+        total[kind] += exact[k].len();
+    }
+    let r = |h: [usize; 2], t: [usize; 2]| {
+        let f = |h: usize, t: usize| h as f64 / t.max(1) as f64;
+        format!(
+            "{:.3} ({:.3} about one chunk, {:.3} about a topic)",
+            f(h[0] + h[1], t[0] + t[1]),
+            f(h[0], t[0]),
+            f(h[1], t[1])
+        )
+    };
+    println!(
+        "recall@10 against exact search over {n} questions (goal >= 0.95): {} as retrieval ranks (the index's top {VECTOR_CANDIDATES}, re-scored exactly); the index's own top 10 {}; exact f32 scan {:.0} ms a question",
+        r(hit, total),
+        r(hit_raw, total),
+        1000.0 * exact_secs * 2.0 / n.max(1) as f64
+    );
+    drop(hybrid);
+    drop(index);
+    replica(url, &dir, chunks).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The exact top `k` (database ids) among public chunks (with the billing tag when `billing`).
+fn exact_top(seeded: &Seeded, q: &[f32], billing: bool, k: usize, id_of: &[i64]) -> Vec<i64> {
+    let mut best: Vec<(f32, usize)> = Vec::with_capacity(k + 1);
+    for (i, v) in seeded.vectors.chunks_exact(DIM).enumerate() {
+        if !seeded.public[i] || (billing && !seeded.billing[i]) {
+            continue;
+        }
+        let s = xin_orchestrator::retrieval::dot(v, q);
+        if best.len() == k && s <= best[k - 1].0 {
+            continue;
+        }
+        let at = best.partition_point(|b| b.0 >= s);
+        best.insert(at, (s, i));
+        best.truncate(k);
+    }
+    best.into_iter().map(|(_, i)| id_of[i]).collect()
+}
+
+/// One replica: the orchestrator process with embeddings, started over a volume holding the
+/// saved index, then over an empty one; beside it the same process without embeddings.
+async fn replica(url: &str, saved: &std::path::Path, chunks: usize) {
+    println!(
+        "\n### one replica: the orchestrator process over {chunks} embedded chunks (goal: <= 512 MiB, cold start <= 60 s)"
+    );
+    println!("| start | seconds until ready (index loaded) | peak RSS MiB | RSS when ready MiB |");
+    println!("| --- | ---: | ---: | ---: |");
+    let empty = saved.with_extension("empty");
+    let _ = std::fs::remove_dir_all(&empty);
+    std::fs::create_dir_all(&empty).unwrap();
+    let embed = |dir: &std::path::Path| {
+        vec![
+            ("EMBEDDING_ENDPOINT", "http://127.0.0.1:9".to_string()),
+            ("EMBEDDING_MODEL", "bench-embed".to_string()),
+            ("RETRIEVAL_INDEX_DIR", dir.display().to_string()),
+        ]
+    };
+    for (label, extra) in [
+        ("baseline: no embeddings (lexical only)", vec![]),
+        (
+            "restored from the saved index (a restarted container)",
+            embed(saved),
+        ),
+        (
+            "built from the database (an empty volume: a new pod)",
+            embed(&empty),
+        ),
+    ] {
+        let t = Instant::now();
+        let svc = spawn_service_with(
+            "bench",
+            url,
+            "http://127.0.0.1:9",
+            &extra,
+            Duration::from_secs(1800),
+        )
+        .await;
+        let secs = t.elapsed().as_secs_f64();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", svc.child.id())).unwrap();
+        let kib = |key: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(key))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|v| v.parse::<f64>().ok())
+                .unwrap_or(f64::NAN)
+        };
+        println!(
+            "| {label} | {secs:.1} | {:.0} | {:.0} |",
+            kib("VmHWM:") / 1024.0,
+            kib("VmRSS:") / 1024.0
+        );
+    }
+    let _ = std::fs::remove_dir_all(&empty);
 }
 
 struct Measured {
@@ -441,6 +713,18 @@ fn free_port() -> u16 {
 }
 
 async fn spawn_service(tenant: &str, db: &str, llm: &str) -> Service {
+    spawn_service_with(tenant, db, llm, &[], Duration::from_secs(60)).await
+}
+
+/// An orchestrator process with `extra` environment, ready (database and embedding index)
+/// within `within`.
+async fn spawn_service_with(
+    tenant: &str,
+    db: &str,
+    llm: &str,
+    extra: &[(&str, String)],
+    within: Duration,
+) -> Service {
     let port = free_port();
     let log = std::env::temp_dir().join(format!("xin-bench-orchestrator-{tenant}.log"));
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_xin-orchestrator"))
@@ -455,6 +739,7 @@ async fn spawn_service(tenant: &str, db: &str, llm: &str) -> Service {
         .env("LLM_MODEL", "bench-model")
         .env("LLM_TIMEOUT_SECONDS", "30")
         .env("XIN_OUTBOUND_ALLOW", "127.0.0.1/32")
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .stdout(std::fs::File::create(&log).unwrap())
         .stderr(std::process::Stdio::inherit())
         .spawn()
@@ -469,8 +754,9 @@ async fn spawn_service(tenant: &str, db: &str, llm: &str) -> Service {
         .is_ok_and(|r| r.status().is_success())
     {
         assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "xin-orchestrator for {tenant} not ready in 60 s (log: {})",
+            start.elapsed() < within,
+            "xin-orchestrator for {tenant} not ready in {} s (log: {})",
+            within.as_secs(),
             log.display()
         );
         tokio::time::sleep(Duration::from_millis(100)).await;

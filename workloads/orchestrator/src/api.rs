@@ -620,8 +620,17 @@ pub async fn request_handoff(
         .into_response())
 }
 
-/// `/ready`: 200 when the database answers within two seconds, else 503.
+/// How long `/ready` waits for the embedding index's first load before reporting ready
+/// anyway (retrieval is lexical until the index is loaded).
+pub const INDEX_READY_GRACE: Duration = Duration::from_secs(300);
+
+/// `/ready`: 200 when the database answers within two seconds, else 503; also 503 while the
+/// embedding index is still loading, for at most [`INDEX_READY_GRACE`] after start (so a
+/// rollout keeps the old pod serving until the new one answers with its index).
 pub async fn ready(State(o): State<Orchestrator>) -> Response {
+    if o.retriever.index().is_some_and(|i| !i.loaded()) && o.started.elapsed() < INDEX_READY_GRACE {
+        return (StatusCode::SERVICE_UNAVAILABLE, "embedding index loading").into_response();
+    }
     let ping = sqlx::query("SELECT 1").execute(&o.pool);
     match tokio::time::timeout(Duration::from_secs(2), ping).await {
         Ok(Ok(_)) => (StatusCode::OK, "ready").into_response(),

@@ -70,6 +70,11 @@ pub struct Args {
     #[arg(long, env = "RETRIEVAL_VISIBILITY", default_value = "public",
           value_parser = visibility_list)]
     pub visibility: Visibilities,
+    /// A writable directory where the embedding index is saved (after its first load and
+    /// after changes) and restored from at start, so a restarted container catches up from
+    /// the database instead of reading every embedding again. Unset: rebuilt at every start.
+    #[arg(long, env = "RETRIEVAL_INDEX_DIR")]
+    pub index_dir: Option<std::path::PathBuf>,
     /// Base URL of an OpenAI-compatible API; answers come from `<url>/v1/chat/completions`.
     /// Without it every answer is extractive.
     #[arg(long, env = "LLM_ENDPOINT", value_parser = http_url("LLM_ENDPOINT"))]
@@ -157,6 +162,8 @@ pub struct RetrievalConfig {
     pub max_documents: usize,
     pub context_budget_tokens: usize,
     pub visibility: Vec<String>,
+    /// Where the embedding index is saved and restored from (`RETRIEVAL_INDEX_DIR`).
+    pub index_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for RetrievalConfig {
@@ -167,6 +174,7 @@ impl Default for RetrievalConfig {
             max_documents: 5,
             context_budget_tokens: 2000,
             visibility: vec!["public".into()],
+            index_dir: None,
         }
     }
 }
@@ -274,6 +282,7 @@ impl Args {
                 max_documents: self.max_documents,
                 context_budget_tokens: self.context_budget_tokens,
                 visibility: self.visibility.0,
+                index_dir: self.index_dir,
             },
             llm,
             embedding,

@@ -32,6 +32,8 @@ use retrieval::Retriever;
 pub struct Orchestrator(Arc<Inner>);
 
 pub struct Inner {
+    /// When the service was built (`/ready`'s grace for the embedding index).
+    pub started: std::time::Instant,
     pub config: Config,
     pub pool: PgPool,
     pub retriever: Retriever,
@@ -49,8 +51,9 @@ impl Deref for Orchestrator {
 impl Orchestrator {
     /// Builds the service on a tenant-scoped `pool` (`xin_store::connect`), registers its
     /// metrics into `http`'s registry, and — when embeddings are configured — loads the
-    /// embedding index and keeps it fresh in the background. A failed first load is logged
-    /// and retried by the refresher; retrieval is lexical only until it succeeds.
+    /// embedding index (restored from `RETRIEVAL_INDEX_DIR` when saved there) and keeps it
+    /// fresh, in the background. A failed first load is logged and retried by the refresher;
+    /// retrieval is lexical only until it succeeds.
     pub async fn new(config: Config, pool: PgPool, http: &HttpMetrics) -> Result<Self, String> {
         // The LLM and embedding endpoints are the tenant's: only the outbound client calls them.
         let client = Outbound::new(config.outbound.clone(), http)?;
@@ -63,13 +66,12 @@ impl Orchestrator {
             client.clone(),
         );
         if let (Some(index), Some(e)) = (retriever.index(), &config.embedding) {
-            match index.refresh(&pool).await {
-                Ok(n) => tracing::info!(chunks = n, dim = index.dim(), "embedding index loaded"),
-                Err(err) => {
-                    tracing::warn!(error = %err, "embedding index not loaded yet; retrieval is lexical until it is")
-                }
-            }
-            index.spawn_refresher(pool.clone(), e.refresh);
+            // Loaded in the background: `/ready` waits for it (at most INDEX_READY_GRACE).
+            let (vectors, bytes) = (metrics.index_vectors.clone(), metrics.index_bytes.clone());
+            index.spawn_refresher(pool.clone(), e.refresh, move |index| {
+                vectors.set(index.len() as i64);
+                bytes.set(index.memory_usage() as i64);
+            });
         }
         match retriever.refresh_term_stats(&pool).await {
             Ok(n) => tracing::info!(words = n, "word statistics loaded"),
@@ -80,6 +82,7 @@ impl Orchestrator {
         retriever.spawn_term_stats_refresher(pool.clone(), retrieval::TERM_STATS_REFRESH);
         let llm = Llm::new(config.llm.clone(), client, metrics.clone());
         Ok(Orchestrator(Arc::new(Inner {
+            started: std::time::Instant::now(),
             config,
             pool,
             retriever,

@@ -39,6 +39,8 @@ pub struct OrchestratorMetrics {
     pub outbox_pending: Gauge,
     /// `orchestrator_outbox_oldest_pending_age_seconds`.
     pub outbox_oldest: Gauge<f64, AtomicU64>,
+    pub index_vectors: Gauge,
+    pub index_bytes: Gauge,
 }
 
 impl OrchestratorMetrics {
@@ -53,6 +55,8 @@ impl OrchestratorMetrics {
             ]),
             outbox_pending: Gauge::default(),
             outbox_oldest: Gauge::default(),
+            index_vectors: Gauge::default(),
+            index_bytes: Gauge::default(),
         };
         let mut reg = http.registry.lock().unwrap_or_else(|e| e.into_inner());
         reg.register(
@@ -79,6 +83,16 @@ impl OrchestratorMetrics {
             "orchestrator_outbox_oldest_pending_age_seconds",
             "Age of the oldest outbox event not yet read (0 when none)",
             m.outbox_oldest.clone(),
+        );
+        reg.register(
+            "orchestrator_embedding_index_vectors",
+            "Knowledge chunks in the embedding index (0 until its first load; without embeddings configured, always 0)",
+            m.index_vectors.clone(),
+        );
+        reg.register(
+            "orchestrator_embedding_index_bytes",
+            "Bytes the embedding index holds (int8 vectors and the HNSW graph), as the index reports them",
+            m.index_bytes.clone(),
         );
         drop(reg);
         m

@@ -340,7 +340,8 @@ async fn the_hybrid_weight_moves_between_lexical_and_vector_order() {
     let got = vector.retrieve(&pool, q, &[]).await.unwrap();
     assert!(got.vector_used, "{got:?}");
     assert_eq!(docs(&got), ["vector-best", "vector-only"], "{got:?}");
-    assert!((got.chunks[0].score - 1.0).abs() < 1e-6);
+    // Exact, from the stored embedding (not the index's int8 copy).
+    assert!((got.chunks[0].score - 1.0).abs() < 1e-6, "{got:?}");
     let asked = stand_in.embedding_requests();
     assert_eq!(
         asked.last().unwrap(),
@@ -422,6 +423,8 @@ async fn message_tags_and_embeddings_apply_through_the_api() {
     });
     let h = start(&url, cfg).await;
     let id = h.conversation("frank").await;
+    let gauge = h.metric_value("orchestrator_embedding_index_vectors");
+    assert_eq!(gauge, Some(2.0), "the index's size is exported once loaded");
     let r = h.say(&id, json!({"text": "refunds"})).await;
     let j = r.json();
     assert_eq!(
@@ -519,7 +522,7 @@ async fn the_generic_plan_of_retrieval_does_not_scan_the_tags_index_for_no_tags(
     let mut conn = pool.acquire().await.unwrap();
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
         "SET plan_cache_mode = force_generic_plan;
-         PREPARE lexical(text[], text[], text[], int, text, int, bigint[], text, float8[], bool[]) AS {}",
+         PREPARE lexical(text[], text[], text[], int, text, int, bigint[], text, float8[], bool[], bool) AS {}",
         xin_orchestrator::retrieval::LEXICAL_SQL
     )))
     .execute(&mut *conn)
@@ -528,7 +531,7 @@ async fn the_generic_plan_of_retrieval_does_not_scan_the_tags_index_for_no_tags(
     let plan: Vec<String> = sqlx::query_scalar(
         "EXPLAIN EXECUTE lexical(ARRAY['hay','word7'], ARRAY['public'], ARRAY[]::text[], 64,
             'hay & word7', 32, ARRAY[]::bigint[], 'hay | word7', ARRAY[0.1, 3]::float8[],
-            ARRAY[false, true])",
+            ARRAY[false, true], false)",
     )
     .fetch_all(&mut *conn)
     .await
@@ -536,4 +539,107 @@ async fn the_generic_plan_of_retrieval_does_not_scan_the_tags_index_for_no_tags(
     let plan = plan.join("\n");
     assert!(plan.contains("knowledge_chunks_tsv"), "{plan}");
     assert!(!plan.contains("knowledge_chunks_tags"), "{plan}");
+}
+
+#[tokio::test]
+async fn a_restarted_index_restores_from_its_directory_and_catches_up_with_the_database() {
+    let stand_in = StandIn::start().await;
+    let pool = tenant_pool().await;
+    let dir = std::env::temp_dir().join(format!(
+        "xin-restore-test-{}-{}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let retriever = |model: &str| {
+        let e = EmbeddingConfig {
+            dimensions: None,
+            endpoint: stand_in.url.clone(),
+            model: model.into(),
+            timeout: Duration::from_secs(2),
+            api_key: None,
+            refresh: Duration::from_secs(3600),
+        };
+        let cfg = RetrievalConfig {
+            index_dir: Some(dir.clone()),
+            ..RetrievalConfig::default()
+        };
+        Retriever::new(cfg, Some(&e), outbound())
+    };
+    let with = |doc: &'static str, v: [f32; 3]| {
+        let mut s = Seed::new(doc, doc, "text");
+        s.embedding = Some(v.to_vec());
+        s
+    };
+    seed(&pool, with("kept", [1.0, 0.0, 0.0])).await;
+    // Rows within a few seconds of the newest `updated_at` seen are read again at restore
+    // (a transaction may commit rows stamped a little earlier): "kept" is older than that.
+    // `updated_at` is set by a trigger, so the database's clock has to move on.
+    while sqlx::query_scalar::<_, bool>(
+        "SELECT now() - max(updated_at) < interval '6 seconds' FROM knowledge_chunks",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap()
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    seed(&pool, with("deleted", [0.9, 0.1, 0.0])).await;
+    seed(&pool, with("changed", [0.8, 0.2, 0.0])).await;
+    let first = retriever("m");
+    let index = first.index().unwrap();
+    assert_eq!(
+        index.refresh(&pool).await.unwrap(),
+        3,
+        "the first load reads all"
+    );
+    index.refresh(&pool).await.unwrap(); // saves
+    for f in ["embeddings.usearch", "embeddings.keys", "embeddings.json"] {
+        assert!(dir.join(f).exists(), "{f} saved");
+    }
+    drop(first);
+
+    // While the process is down: one chunk deleted, one re-embedded, one added.
+    sqlx::query("DELETE FROM knowledge_chunks WHERE document_id = 'deleted'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE knowledge_chunks SET embedding = '{0,0,1}', updated_at = now() + interval '1 minute'
+         WHERE document_id = 'changed'",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    seed(&pool, with("added", [0.0, 1.0, 0.0])).await;
+
+    let second = retriever("m");
+    let index = second.index().unwrap();
+    // Only the changed and the added chunk are read with their embeddings.
+    assert_eq!(index.refresh(&pool).await.unwrap(), 2);
+    assert_eq!(index.len(), 3);
+    let ids: std::collections::HashMap<String, i64> =
+        sqlx::query_as("SELECT document_id, id FROM knowledge_chunks")
+            .fetch_all(&pool)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect();
+    let public = vec!["public".to_string()];
+    let nearest = |q: [f32; 3]| index.top(&q, 1, &public, &[])[0].0;
+    assert_eq!(nearest([0.0, 0.0, 1.0]), ids["changed"]);
+    assert_eq!(nearest([0.0, 1.0, 0.0]), ids["added"]);
+    assert_eq!(nearest([1.0, 0.0, 0.0]), ids["kept"]);
+    assert!(
+        index
+            .top(&[1.0, 0.0, 0.0], 10, &public, &[])
+            .iter()
+            .all(|(id, _)| ids.values().any(|v| v == id)),
+        "the deleted chunk is gone"
+    );
+    drop(second);
+
+    // Another embedding model: the saved index is not used, every embedding is read.
+    let other = retriever("other-model");
+    assert_eq!(other.index().unwrap().refresh(&pool).await.unwrap(), 3);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -157,6 +157,7 @@ fn build_workloads(v: &ValidatedTenant, config: &Config) -> Result<Workloads, Bu
         parts.push(&inputs.embedding_key);
     }
     let hash = hash_parts(parts);
+    let (volumes, mounts) = crate::builders::tenant::orchestrator_index_volume(t).unzip();
     w.deployments.push(build_workload_deployment(
         t,
         ns,
@@ -167,8 +168,8 @@ fn build_workloads(v: &ValidatedTenant, config: &Config) -> Result<Workloads, Bu
             env,
             resources: orch.resources.clone(),
             config_hash: hash,
-            volumes: vec![],
-            mounts: vec![],
+            volumes: volumes.into_iter().collect(),
+            mounts: mounts.into_iter().collect(),
             replicas: suspended.then_some(0),
             probe_path: Some("/ready"),
         },

@@ -17,9 +17,11 @@
 //!    is the IDF-weighted share of the question's words (those found in any candidate) that
 //!    the chunk contains, so a word found everywhere counts little. Both parts are in 0..1.
 //!
-//! Vector: the question's embedding against every embedded chunk of the tenant, a tight f32
-//! loop over normalised vectors held in memory ([`EmbeddingIndex`]), top
-//! [`VECTOR_CANDIDATES`]; the score is max(0, cosine).
+//! Vector: the question's embedding searched in an HNSW index of the tenant's embedded chunks
+//! (int8-quantized, visibility and tags filtered inside the search; [`EmbeddingIndex`]), top
+//! [`VECTOR_CANDIDATES`]. The vector score of every candidate (vector or lexical) is
+//! max(0, cosine), computed exactly from its stored embedding, which the candidate query
+//! returns: the quantized vectors only choose the candidates.
 //!
 //! Combined: `w × vector + (1 − w) × lexical` (w = `RETRIEVAL_HYBRID_WEIGHT`, taken as 0 when
 //! no question embedding is available), then the min score, the max documents and the token
@@ -36,7 +38,10 @@ use sqlx::PgPool;
 use xin_runtime::outbound::{Limits, Outbound};
 
 use crate::config::{EmbeddingConfig, RetrievalConfig};
-pub use index::{CHANGED_EVERY, EmbeddingIndex, FULL_RELOAD, dot, normalise};
+pub use index::{
+    CHANGED_EVERY, CONNECTIVITY, EXPANSION_ADD, EXPANSION_SEARCH, EmbeddingIndex, SWEEP, dot,
+    normalise,
+};
 
 /// Most distinct words of a question used for lexical retrieval.
 pub const MAX_TERMS: usize = 12;
@@ -209,11 +214,15 @@ impl Retriever {
             dimensions: e.dimensions,
             api_key: e.api_key.clone(),
         });
+        let index = embedder.as_ref().map(|e| {
+            Arc::new(EmbeddingIndex::new(
+                config.index_dir.clone(),
+                &index_model(&e.model, e.dimensions),
+            ))
+        });
         Retriever {
             config,
-            index: embedder
-                .as_ref()
-                .map(|_| Arc::new(EmbeddingIndex::default())),
+            index,
             embedder,
             stats: Arc::default(),
         }
@@ -360,6 +369,7 @@ impl Retriever {
             .bind((!terms.is_empty()).then(|| or_query(&terms)))
             .bind(&plan.idf)
             .bind(&plan.scan)
+            .bind(query.is_some())
             .fetch_all(pool)
             .await?;
         let max_rank = rows.iter().map(|r| r.rank).fold(0.0, f64::max);
@@ -372,16 +382,22 @@ impl Retriever {
         let candidates = rows.len();
         let chunks = rows
             .into_iter()
-            .map(|r| {
+            .map(|mut r| {
                 let lexical = lexical_score(
                     matched_weight(r.matched.iter(), &plan.idf),
                     total,
                     r.rank,
                     max_rank,
                 );
+                // Exact, from the stored embedding: the index's int8 vectors only chose
+                // the vector candidates.
+                let embedding = r.embedding.take();
                 let vector = query
                     .as_ref()
-                    .and_then(|(q, index)| index.cosine(r.id, q))
+                    .and_then(|(q, _)| {
+                        let v = normalise(embedding?)?;
+                        (v.len() == q.len()).then(|| dot(&v, q))
+                    })
                     .map(|c| c.max(0.0) as f64)
                     .unwrap_or(0.0);
                 Chunk {
@@ -411,6 +427,14 @@ impl Retriever {
     }
 }
 
+/// What a saved embedding index must have been built for: the model and the dimensions asked.
+fn index_model(model: &str, dimensions: Option<usize>) -> String {
+    match dimensions {
+        Some(d) => format!("{model}/{d}"),
+        None => model.to_string(),
+    }
+}
+
 /// A candidate as [`LEXICAL_SQL`] returns it.
 #[derive(sqlx::FromRow)]
 struct ScoredRow {
@@ -423,11 +447,14 @@ struct ScoredRow {
     /// The (1-based) positions of the question's words the chunk contains.
     matched: Vec<i32>,
     rank: f64,
+    /// With a question vector only.
+    embedding: Option<Vec<f32>>,
 }
 
 /// $1 words, $2 visibilities, $3 required tags, $4 per-word limit, $5 all-words query (or
 /// NULL), $6 its limit, $7 vector candidate ids, $8 any-word query, $9 each word's IDF, $10
-/// whether each word gets its own candidate scan. Filters are applied inside every candidate
+/// whether each word gets its own candidate scan, $11 whether to return the embeddings (for
+/// the exact cosine; not read otherwise). Filters are applied inside every candidate
 /// scan so they do not waste candidate slots. The tag filter is written so that no tags ($3
 /// empty, the common case) is not a filter at all: `k.tags @> '{}'` alone holds for every
 /// row, and in the generic plan PostgreSQL uses for a prepared statement after five runs it
@@ -463,7 +490,8 @@ cand AS (
 )
 SELECT k.id, k.document_id, k.chunk_index, k.title, k.text, k.token_count,
        ARRAY(SELECT t.n::int4 FROM terms t WHERE k.tsv @@ t.q ORDER BY t.n) AS matched,
-       coalesce(ts_rank(k.tsv, to_tsquery('simple', $8)), 0)::float8 AS rank
+       coalesce(ts_rank(k.tsv, to_tsquery('simple', $8)), 0)::float8 AS rank,
+       CASE WHEN $11 THEN k.embedding END AS embedding
 FROM knowledge_chunks k
 WHERE k.id IN (SELECT id FROM cand) AND k.visibility = ANY($2) AND (cardinality($3::text[]) = 0 OR k.tags @> $3)";
 

@@ -81,6 +81,22 @@ pub async fn start_with(url: &str, config: Config, max_connections: u32) -> Harn
     let addr = listener.local_addr().unwrap().to_string();
     let router = app(orchestrator.clone(), metrics.clone());
     tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    if orchestrator.retriever.index().is_some() {
+        // `/ready` waits for the embedding index's first load (in the background).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let r = reqwest::get(format!("http://{addr}/ready")).await.unwrap();
+            if r.status().is_success() {
+                break;
+            }
+            assert_eq!(r.text().await.unwrap(), "embedding index loading");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the embedding index never loaded"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
     Harness {
         addr,
         url: url.to_string(),
