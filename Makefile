@@ -27,7 +27,8 @@ bench-operator:
 		XIN_TEST_DATABASE_URL=$$(e2e/postgres.sh start) && export XIN_TEST_DATABASE_URL && \
 		cargo bench -p xin-operator --bench operator
 
-## bench-orchestrator: retrieval over 100k chunks (XIN_BENCH_CHUNKS); two tenants' orchestrators
+## bench-orchestrator: retrieval over 100k chunks (XIN_BENCH_CHUNKS; recall and memory of the
+## embedding index, one replica's start); two tenants' orchestrators
 ## at the runbook's spike load and an open-loop sweep to saturation, against a 300 ms LLM
 ## stand-in vs the stand-in alone, with CPU per message
 bench-orchestrator:

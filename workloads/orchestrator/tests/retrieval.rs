@@ -643,3 +643,51 @@ async fn a_restarted_index_restores_from_its_directory_and_catches_up_with_the_d
     assert_eq!(other.index().unwrap().refresh(&pool).await.unwrap(), 3);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn an_embedding_with_a_null_element_is_left_out_not_an_error() {
+    let stand_in = StandIn::start().await;
+    stand_in.set_embedding(vec![1.0, 0.0, 0.0]);
+    let pool = tenant_pool().await;
+    let mut s = Seed::new("good", "Refunds", "Refunds take five days.");
+    s.embedding = Some(vec![1.0, 0.0, 0.0]);
+    seed(&pool, s).await;
+    sqlx::query(
+        "INSERT INTO knowledge_chunks (tenant, document_id, chunk_index, title, text, token_count, embedding)
+         VALUES ('acme', 'holey', 0, 'Refunds too', 'Refunds are also described here.', 10, '{1,NULL,0}')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let r = Retriever::new(
+        RetrievalConfig {
+            hybrid_weight: 0.5,
+            min_score: 0.0,
+            ..RetrievalConfig::default()
+        },
+        Some(&EmbeddingConfig {
+            dimensions: None,
+            endpoint: stand_in.url.clone(),
+            model: "m".into(),
+            timeout: Duration::from_secs(2),
+            api_key: None,
+            refresh: Duration::from_secs(3600),
+        }),
+        outbound(),
+    );
+    assert_eq!(
+        r.index().unwrap().refresh(&pool).await.unwrap(),
+        1,
+        "only the whole one"
+    );
+    let got = r.retrieve(&pool, "refunds", &[]).await.unwrap();
+    assert!(got.vector_used, "{got:?}");
+    let holey = got
+        .chunks
+        .iter()
+        .find(|c| c.document_id == "holey")
+        .expect("found lexically");
+    assert_eq!(holey.vector, 0.0);
+    let good = got.chunks.iter().find(|c| c.document_id == "good").unwrap();
+    assert!((good.vector - 1.0).abs() < 1e-6, "{got:?}");
+}

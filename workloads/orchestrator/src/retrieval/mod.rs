@@ -500,7 +500,8 @@ cand AS (
 SELECT k.id, k.document_id, k.chunk_index, k.title, k.text, k.token_count,
        ARRAY(SELECT t.n::int4 FROM terms t WHERE k.tsv @@ t.q ORDER BY t.n) AS matched,
        coalesce(ts_rank(k.tsv, to_tsquery('simple', $8)), 0)::float8 AS rank,
-       CASE WHEN $11 THEN k.embedding END AS embedding
+       -- An array with a NULL element would not decode (and has no cosine): none.
+       CASE WHEN $11 AND array_position(k.embedding, NULL) IS NULL THEN k.embedding END AS embedding
 FROM knowledge_chunks k
 WHERE k.id IN (SELECT id FROM cand) AND k.visibility = ANY($2) AND (cardinality($3::text[]) = 0 OR k.tags @> $3)";
 
