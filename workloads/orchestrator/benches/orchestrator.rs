@@ -651,14 +651,7 @@ async fn replica(url: &str, saved: &std::path::Path, chunks: usize, expected: us
         if !extra.is_empty() {
             let c = client();
             loop {
-                let text = c
-                    .get(format!("http://{}/metrics", svc.metrics))
-                    .send()
-                    .await
-                    .unwrap()
-                    .text()
-                    .await
-                    .unwrap();
+                let text = scrape(&c, &svc.metrics).await;
                 if metric_value(&text, "orchestrator_embedding_index_vectors")
                     .is_some_and(|v| v as usize >= expected)
                 {

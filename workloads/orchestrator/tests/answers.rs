@@ -337,15 +337,7 @@ async fn an_llm_on_loopback_is_refused_without_the_allow_list_and_the_refusal_is
         llm.requests().is_empty(),
         "a refused endpoint is never called"
     );
-    let m = h
-        .client
-        .get(format!("http://127.0.0.1:{port}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = scrape(&h.client, &format!("127.0.0.1:{port}")).await;
     for series in [
         // Both the model and the fallback were refused.
         "xin_outbound_refused_total{reason=\"loopback\"} 2",

@@ -322,14 +322,7 @@ async fn the_binary_serves_the_rendered_environment_and_stops_on_sigterm() {
     }
     let r = req.send().await.unwrap();
     assert_eq!(r.status(), 200);
-    let m = client
-        .get(format!("http://127.0.0.1:{metrics}/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = scrape(&client, &format!("127.0.0.1:{metrics}")).await;
     assert!(
         m.contains("orchestrator_answers_total{path=\"extractive\"} 1"),
         "{m}"

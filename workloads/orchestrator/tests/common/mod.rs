@@ -236,6 +236,12 @@ impl Harness {
     }
 }
 
+/// The Prometheus text a metrics endpoint (`host:port`) serves.
+pub async fn scrape(client: &reqwest::Client, addr: &str) -> String {
+    let r = client.get(format!("http://{addr}/metrics")).send().await;
+    r.unwrap().text().await.unwrap()
+}
+
 /// The value of the first metric line starting with `needle` (name and labels).
 pub fn metric_value(text: &str, needle: &str) -> Option<f64> {
     text.lines()
