@@ -163,7 +163,11 @@ struct Saved {
 type IndexRow = (i64, Vec<f32>, String, Vec<String>, f64);
 type MetaRow = (i64, String, Vec<String>, f64);
 
-const EMBEDDED: &str = "embedding IS NOT NULL AND array_position(embedding, NULL) IS NULL";
+/// The columns of an [`IndexRow`] for every embedded chunk (no NULL element); callers add
+/// `AND …`.
+const INDEX_ROWS: &str =
+    "SELECT id, embedding, visibility, tags, extract(epoch FROM updated_at)::float8
+     FROM knowledge_chunks WHERE embedding IS NOT NULL AND array_position(embedding, NULL) IS NULL";
 
 /// A counting semaphore for blocking threads.
 struct Gate {
@@ -306,8 +310,7 @@ impl EmbeddingIndex {
         }
         if st.count.is_multiple_of(CHANGED_EVERY) {
             let rows: Vec<IndexRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT id, embedding, visibility, tags, extract(epoch FROM updated_at)::float8
-                 FROM knowledge_chunks WHERE {EMBEDDED} AND updated_at > to_timestamp($1) AND id <= $2"
+                "{INDEX_ROWS} AND updated_at > to_timestamp($1) AND id <= $2"
             )))
             .bind(st.max_updated - UPDATED_SLACK)
             .bind(st.max_id)
@@ -612,8 +615,7 @@ impl EmbeddingIndex {
         let mut read = 0;
         for ids in stale.chunks(PAGE as usize) {
             let rows: Vec<IndexRow> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT id, embedding, visibility, tags, extract(epoch FROM updated_at)::float8
-                 FROM knowledge_chunks WHERE {EMBEDDED} AND id = ANY($1)"
+                "{INDEX_ROWS} AND id = ANY($1)"
             )))
             .bind(ids)
             .fetch_all(pool)
@@ -830,8 +832,7 @@ fn read_saved(dir: &Path, model: &str) -> Result<(Index, Vec<u64>, Saved), Strin
 
 async fn page(pool: &PgPool, after: i64) -> Result<Vec<IndexRow>, sqlx::Error> {
     sqlx::query_as(sqlx::AssertSqlSafe(format!(
-        "SELECT id, embedding, visibility, tags, extract(epoch FROM updated_at)::float8
-         FROM knowledge_chunks WHERE {EMBEDDED} AND id > $1 ORDER BY id LIMIT {PAGE}"
+        "{INDEX_ROWS} AND id > $1 ORDER BY id LIMIT {PAGE}"
     )))
     .bind(after)
     .fetch_all(pool)
