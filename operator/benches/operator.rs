@@ -109,6 +109,9 @@ fn children(tenant_name: &str, ns: &str, cfg: &Config) -> Vec<Value> {
                 phone_number_id: None,
                 page_id: None,
                 legacy_identity_tokens: false,
+                anonymous_visitors: false,
+                display_name: None,
+                theme: None,
             })
             .collect(),
     };

@@ -187,6 +187,17 @@ pub struct Config {
         hide_default_value = true
     )]
     pub outbound_deny: DestinationList,
+    /// Comma-separated addresses or CIDR ranges of the proxies in front of the gateways (the
+    /// ingress controller's pods, a load balancer): only from them is `X-Forwarded-For`
+    /// believed, for the anonymous widget visitors' per-address limit; rendered into each
+    /// gateway as `GATEWAY_TRUSTED_PROXIES`.
+    #[arg(
+        long,
+        env = "XIN_GATEWAY_TRUSTED_PROXIES",
+        default_value = "",
+        hide_default_value = true
+    )]
+    pub gateway_trusted_proxies: CidrList,
     /// The cluster's Service range(s), comma-separated: refused as a destination.
     #[arg(long, env = "XIN_SERVICE_CIDR", default_value = "10.96.0.0/12", value_parser = service_cidr)]
     pub service_cidr: CidrList,

@@ -163,6 +163,47 @@ pub struct WebSpec {
     /// never expires: turn this off as soon as the site is updated.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub accept_legacy_identity_tokens: bool,
+    /// Let visitors who are not signed in chat: the widget keeps a random visitor id in the
+    /// browser and the gateway binds a session to it, with limits per visitor and per client
+    /// address. Off: only users the site identifies (identity tokens) can chat.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous_visitors: bool,
+    /// How the widget looks and greets; the snippet's `data-*` attributes override it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theme: Option<WidgetTheme>,
+}
+
+/// The widget's look and greeting, served to the widget by the gateway
+/// (`GET /widget/<channel>/config`), so a change needs no new snippet.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WidgetTheme {
+    /// Colour of the launcher, the header and the visitor's bubbles, `#rrggbb`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(pattern(r"^#[0-9A-Fa-f]{6}$"))]
+    pub primary_color: Option<String>,
+    /// Title of the chat panel (the channel's `displayName` when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64))]
+    pub title: Option<String>,
+    /// First message shown in an empty conversation (a localised default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 500))]
+    pub welcome_message: Option<String>,
+    /// Language of the widget's own texts when the page does not set `data-locale`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<WidgetLocale>,
+}
+
+/// Languages of the widget's own texts.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, schemars::JsonSchema)]
+pub enum WidgetLocale {
+    /// English, left to right.
+    #[serde(rename = "en")]
+    En,
+    /// Persian, right to left.
+    #[serde(rename = "fa")]
+    Fa,
 }
 
 /// A Secret key that is accepted until a time.
@@ -295,6 +336,23 @@ pub struct ChannelStatus {
     /// has acknowledged (`setWebhook`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub telegram_webhook: Option<TelegramWebhookStatus>,
+    /// Web channels with an Ingress host, once Ready: how a site embeds the widget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub widget: Option<WidgetStatus>,
+}
+
+/// How a site embeds the widget of a web channel.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WidgetStatus {
+    /// The widget's script on the gateway, named by its content hash (cached for a year).
+    pub script_url: String,
+    /// Its Subresource Integrity value (`sha384-…`).
+    pub integrity: String,
+    /// The channel's widget endpoints (`data-channel-url`).
+    pub channel_url: String,
+    /// The `<script>` tag to paste into the site's pages.
+    pub snippet: String,
 }
 
 /// An earlier webhook key that is still accepted.

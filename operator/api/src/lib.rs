@@ -13,6 +13,7 @@ pub mod ingestion;
 pub mod routes;
 pub mod secret;
 pub mod tenant;
+pub mod widget;
 
 pub use automation::{AutomationRule, AutomationRuleSpec, AutomationRuleStatus};
 pub use channel::{Channel, ChannelSpec, ChannelStatus, ChannelType};

@@ -5,7 +5,7 @@
 pub use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde::{Deserialize, Serialize};
 
-use crate::channel::ChannelType;
+use crate::channel::{ChannelType, WidgetTheme};
 
 /// Key of the routes file in the routes Secret.
 pub const ROUTES_KEY: &str = "routes.json";
@@ -48,6 +48,15 @@ pub struct ChannelRoute {
     /// user_id))`, no expiry, no channel), for sites still moving to the current format.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub legacy_identity_tokens: bool,
+    /// Web channels: visitors who are not signed in may chat (a session per visitor id).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub anonymous_visitors: bool,
+    /// Web channels: the name shown to end users (the title when the theme has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Web channels: the widget's theme.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub theme: Option<WidgetTheme>,
 }
 
 /// A webhook key and its validity.

@@ -11,7 +11,7 @@ use k8s_openapi::api::networking::v1::{
     IngressServiceBackend, IngressSpec, IngressTLS, ServiceBackendPort,
 };
 use kube::ResourceExt;
-use xin_api::channel::Channel;
+use xin_api::channel::{Channel, ChannelType};
 use xin_api::routes::{ROUTES_DIR, ROUTES_KEY, ROUTES_SECRET, Routes};
 use xin_api::tenant::Tenant;
 
@@ -74,6 +74,12 @@ pub fn build_gateway_deployment(
         crate::builders::tenant::database_url_env(tenant),
         env_secret("TENANT_SIGNING_KEY", SIGNING_SECRET, SIGNING_KEY),
     ];
+    if !config.gateway_trusted_proxies.0.is_empty() {
+        env.push(super::env(
+            "GATEWAY_TRUSTED_PROXIES",
+            config.gateway_trusted_proxies.to_string(),
+        ));
+    }
     env.extend(otel_env(config));
     build_workload_deployment(
         tenant,
@@ -124,9 +130,9 @@ pub fn build_gateway_ingress(tenant: &Tenant, ns: &str, channels: &[&Channel]) -
         let ing = ch.spec.ingress.as_ref().expect("filtered above");
         annotations.extend(ing.annotations.clone());
         class_name = class_name.or(ing.class_name.clone());
-        let path = HTTPIngressPath {
-            path: Some(webhook_path(&ch.name_any())),
-            path_type: "Exact".into(),
+        let to_gateway = |path: String, path_type: &str| HTTPIngressPath {
+            path: Some(path),
+            path_type: path_type.into(),
             backend: IngressBackend {
                 service: Some(IngressServiceBackend {
                     name: Component::Gateway.workload_name(),
@@ -138,20 +144,37 @@ pub fn build_gateway_ingress(tenant: &Tenant, ns: &str, channels: &[&Channel]) -
                 ..IngressBackend::default()
             },
         };
-        match rules
+        let mut paths = vec![to_gateway(webhook_path(&ch.name_any()), "Exact")];
+        if ch.spec.type_ == ChannelType::Web {
+            // The widget's endpoints (`/widget/<channel>/…`) and its script.
+            paths.push(to_gateway(
+                format!("{}/", xin_api::widget::channel_path(&ch.name_any())),
+                "Prefix",
+            ));
+            paths.push(to_gateway(
+                xin_api::widget::script_path().to_string(),
+                "Exact",
+            ));
+        }
+        let rule = match rules
             .iter_mut()
-            .find(|r| r.host.as_deref() == Some(&ing.host))
+            .position(|r| r.host.as_deref() == Some(&ing.host))
         {
-            Some(rule) => rule
-                .http
-                .as_mut()
-                .expect("built with http")
-                .paths
-                .push(path),
-            None => rules.push(IngressRule {
-                host: Some(ing.host.clone()),
-                http: Some(HTTPIngressRuleValue { paths: vec![path] }),
-            }),
+            Some(i) => &mut rules[i],
+            None => {
+                rules.push(IngressRule {
+                    host: Some(ing.host.clone()),
+                    http: Some(HTTPIngressRuleValue { paths: vec![] }),
+                });
+                rules.last_mut().expect("just pushed")
+            }
+        };
+        let existing = &mut rule.http.as_mut().expect("built with http").paths;
+        for p in paths {
+            // Two web channels on one host share the script's path.
+            if !existing.iter().any(|e| e.path == p.path) {
+                existing.push(p);
+            }
         }
         if let Some(secret) = &ing.tls_secret_name {
             match tls
@@ -221,6 +244,9 @@ pub(crate) mod tests {
             phone_number_id: None,
             page_id: None,
             legacy_identity_tokens: false,
+            anonymous_visitors: false,
+            display_name: None,
+            theme: None,
         }
     }
 
@@ -278,5 +304,85 @@ pub(crate) mod tests {
                 .as_deref(),
             Some(ROUTES_SECRET)
         );
+    }
+
+    fn channel(name: &str, spec: serde_json::Value) -> Channel {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "xin.dev/v1alpha1", "kind": "Channel",
+            "metadata": {"name": name, "namespace": "xin-acme"},
+            "spec": spec,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_ingress_routes_a_web_channels_widget_endpoints_and_script() {
+        let web = |name: &str| {
+            channel(
+                name,
+                serde_json::json!({"type": "web", "displayName": name,
+                    "web": {"allowedOrigins": ["https://shop.example"], "identitySecretRef": {"name": "s", "key": "k"}},
+                    "ingress": {"host": "chat.acme.example"}}),
+            )
+        };
+        let tg = channel(
+            "tg",
+            serde_json::json!({"type": "telegram", "displayName": "tg",
+                "telegram": {"botTokenSecretRef": {"name": "s", "key": "k"}},
+                "ingress": {"host": "chat.acme.example"}}),
+        );
+        let (a, b) = (web("site"), web("shop"));
+        let ing = build_gateway_ingress(&tenant("acme"), "xin-acme", &[&a, &b, &tg]).unwrap();
+        let rules = ing.spec.unwrap().rules.unwrap();
+        assert_eq!(rules.len(), 1, "one host");
+        let paths: Vec<(String, String)> = rules[0]
+            .http
+            .as_ref()
+            .unwrap()
+            .paths
+            .iter()
+            .map(|p| (p.path.clone().unwrap(), p.path_type.clone()))
+            .collect();
+        let script = xin_api::widget::script_path().to_string();
+        let want: Vec<(String, String)> = [
+            ("/webhooks/shop", "Exact"),
+            ("/widget/shop/", "Prefix"),
+            (script.as_str(), "Exact"),
+            ("/webhooks/site", "Exact"),
+            ("/widget/site/", "Prefix"),
+            ("/webhooks/tg", "Exact"),
+        ]
+        .iter()
+        .map(|(p, t)| (p.to_string(), t.to_string()))
+        .collect();
+        assert_eq!(
+            paths, want,
+            "the script once per host; no widget paths for Telegram"
+        );
+    }
+
+    #[test]
+    fn trusted_proxies_reach_the_gateway_only_when_set() {
+        let get = |config: &Config| {
+            build_gateway_deployment(&tenant("acme"), "xin-acme", config, "h".into())
+                .spec
+                .template
+                .spec
+                .unwrap()
+                .containers[0]
+                .env
+                .clone()
+                .unwrap()
+                .into_iter()
+                .find(|e| e.name == "GATEWAY_TRUSTED_PROXIES")
+                .and_then(|e| e.value)
+        };
+        assert_eq!(get(&Config::for_tests()), None);
+        let config = <Config as clap::Parser>::parse_from([
+            "xin-operator",
+            "--gateway-trusted-proxies",
+            "10.0.0.0/8,192.168.1.5/32",
+        ]);
+        assert_eq!(get(&config).as_deref(), Some("10.0.0.0/8,192.168.1.5/32"));
     }
 }

@@ -251,5 +251,8 @@ pub fn channel_route(
             .web
             .as_ref()
             .is_some_and(|w| w.accept_legacy_identity_tokens),
+        anonymous_visitors: s.web.as_ref().is_some_and(|w| w.anonymous_visitors),
+        display_name: s.web.as_ref().map(|_| s.display_name.clone()),
+        theme: s.web.as_ref().and_then(|w| w.theme.clone()),
     })
 }

@@ -101,6 +101,9 @@ async fn serve_gateway(settings: InboxSettings) -> (String, PgPool, Gateway) {
             phone_number_id: Some("106540352242922".into()),
             page_id: None,
             legacy_identity_tokens: false,
+            anonymous_visitors: false,
+            display_name: None,
+            theme: None,
         }],
     });
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod backlog;
+pub mod client;
 pub mod forward;
 pub mod inbox;
 pub mod limits;
@@ -96,6 +97,11 @@ pub struct Gateway {
     pub refusals: Family<RefusalLabels, Counter>,
     /// Meta notification items for another phone number or page ([`FOREIGN_ENTRIES`]).
     pub foreign: Family<ChannelLabel, Counter>,
+    /// Proxies whose `X-Forwarded-For` names the client (`GATEWAY_TRUSTED_PROXIES`).
+    pub trusted_proxies: Arc<Vec<ipnet::IpNet>>,
+    /// Anonymous visitors' requests, by client address and by visitor
+    /// ([`limits::ANONYMOUS_ADDRESS_RATE_PER_SECOND`], [`limits::ANONYMOUS_VISITOR_RATE_PER_SECOND`]).
+    pub(crate) anonymous: Arc<Buckets>,
     limiter: Arc<Buckets>,
     /// Each channel's failure budget (see [`limits::FAILURE_RATE_PER_SECOND`]).
     failures: Arc<Buckets>,
@@ -123,6 +129,8 @@ impl Gateway {
             poll_rate: Arc::default(),
             refusals: Family::default(),
             foreign: Family::default(),
+            trusted_proxies: Arc::default(),
+            anonymous: Arc::default(),
             limiter: Arc::default(),
             failures: Arc::default(),
         }
@@ -271,6 +279,12 @@ pub fn app(gw: Gateway, metrics: HttpMetrics) -> Router {
     }
     Router::new()
         .route("/webhooks/{channel}", get(handshake).post(receive))
+        .route(xin_api::widget::script_path(), get(widget::script))
+        .route("/widget/embed.js", get(widget::script_unpinned))
+        .route(
+            "/widget/{channel}/config",
+            options(widget::preflight).get(widget::config),
+        )
         .route(
             "/widget/{channel}/session",
             options(widget::preflight).post(widget::session),

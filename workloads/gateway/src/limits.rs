@@ -14,6 +14,19 @@ pub const FAILURE_RATE_PER_SECOND: f64 = 1.0;
 /// Failed verifications one channel may have in a burst.
 pub const FAILURE_BURST: f64 = 20.0;
 
+/// Requests (sessions and messages) anonymous visitors may make per second from one client
+/// address, after [`ANONYMOUS_ADDRESS_BURST`], per gateway replica: a script cycling visitor
+/// ids from one address gets no further than this. Generous enough for an office or a mobile
+/// carrier's NAT, where many visitors share one address.
+pub const ANONYMOUS_ADDRESS_RATE_PER_SECOND: f64 = 2.0;
+/// Anonymous requests one client address may make in a burst.
+pub const ANONYMOUS_ADDRESS_BURST: f64 = 60.0;
+/// Requests (sessions and messages) one anonymous visitor may make per second, after
+/// [`ANONYMOUS_VISITOR_BURST`]: 12 a minute, per gateway replica.
+pub const ANONYMOUS_VISITOR_RATE_PER_SECOND: f64 = 0.2;
+/// Anonymous requests one visitor may make in a burst.
+pub const ANONYMOUS_VISITOR_BURST: f64 = 10.0;
+
 /// Past this many keys, a map of buckets drops those that are full again (nothing to remember).
 const PRUNE_AT: usize = 10_000;
 

@@ -108,6 +108,12 @@ struct Args {
     /// How many inbox commits may be in flight at once (each holds a pooled connection).
     #[arg(long, env = "GATEWAY_ACCEPT_COMMITS_IN_FLIGHT", default_value_t = 2, value_parser = clap::value_parser!(u8).range(1..=8))]
     accept_commits_in_flight: u8,
+
+    /// Proxies (addresses or CIDR ranges, separated by commas) whose `X-Forwarded-For` names
+    /// the client, for the anonymous visitors' per-address limit; from no other peer is that
+    /// header believed. Empty: the TCP peer is the client.
+    #[arg(long, env = "GATEWAY_TRUSTED_PROXIES", default_value = "")]
+    trusted_proxies: String,
 }
 
 #[tokio::main]
@@ -138,6 +144,7 @@ async fn run(args: Args) -> Result<(), String> {
             ));
         }
     }
+    let trusted_proxies = xin_gateway::client::parse_trusted(&args.trusted_proxies)?;
     let (initial, bytes) = routes::load(&args.routes_file)?;
     let table = RouteTable::default();
     table.set(initial);
@@ -188,6 +195,7 @@ async fn run(args: Args) -> Result<(), String> {
         commits_in_flight: usize::from(args.accept_commits_in_flight),
     });
     gw.widget_session_ttl = Duration::from_secs(args.widget_session_ttl_seconds);
+    gw.trusted_proxies = Arc::new(trusted_proxies);
     let backlog = Backlog::register(&metrics, &gw.polls);
     gw.body_read_timeout = Duration::from_secs(args.body_read_timeout_seconds);
     let forwarder = Forwarder {

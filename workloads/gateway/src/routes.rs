@@ -141,6 +141,9 @@ mod tests {
             phone_number_id: None,
             page_id: None,
             legacy_identity_tokens: false,
+            anonymous_visitors: false,
+            display_name: None,
+            theme: None,
         };
         // 2026-11-23T10:00:00Z
         let expiry = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_428_000);

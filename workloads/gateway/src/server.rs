@@ -10,7 +10,9 @@ use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
+use tower::ServiceExt;
+
+use crate::client::Peer;
 use tokio::net::TcpListener;
 
 /// Default of `GATEWAY_HEADER_READ_TIMEOUT_SECONDS`.
@@ -33,7 +35,7 @@ pub async fn serve(
     loop {
         let stream = tokio::select! {
             conn = listener.accept() => match conn {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than spin.
                     tracing::warn!(error = %e, "accepting a connection failed");
@@ -43,11 +45,18 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        let (stream, peer) = stream;
         let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        // Every request knows its connection's peer (for the client address).
+        let service = hyper::service::service_fn(move |mut req: http::Request<_>| {
+            req.extensions_mut().insert(Peer(peer));
+            app.clone().oneshot(req)
+        });
         let conn = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)
-            .serve_connection(TokioIo::new(stream), TowerToHyperService::new(app.clone()));
+            .serve_connection(TokioIo::new(stream), service);
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {

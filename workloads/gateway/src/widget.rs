@@ -4,7 +4,12 @@
 //! for a short-lived session token, which authorises sending messages and reading the
 //! answers. Browsers may call only from the channel's allowed origins (CORS).
 //!
-//! - `POST /widget/{channel}/session` `{"user_id","identity_token"}` → `{"session_token","expires_in"}`
+//! - `GET /widget/embed.<hash>.js`: the widget's script ([`xin_api::widget`]), cached for a
+//!   year (its name changes with its content); `GET /widget/embed.js`: the same, cached 5 min
+//! - `GET /widget/{channel}/config` → the channel's theme and whether anonymous visitors may chat
+//! - `POST /widget/{channel}/session` `{"user_id","identity_token"}` (a user the site signed
+//!   in) or `{"visitor_id"}` (an anonymous visitor, where the channel allows them) →
+//!   `{"session_token","expires_in"}`
 //! - `POST /widget/{channel}/messages` (Bearer session) `{"text","client_message_id"?}` → 202 `{"message_id"}`
 //! - `GET /widget/{channel}/messages?after=<id>&wait=<s>` (Bearer session) → the user's
 //!   messages after `after` with their answers, waiting up to `wait` s (≤ 25) for one.
@@ -23,6 +28,11 @@ use xin_api::channel::ChannelType;
 use xin_api::routes::ChannelRoute;
 use xin_runtime::{ApiError, CorrelationId};
 
+use crate::client::{Peer, client_address};
+use crate::limits::{
+    ANONYMOUS_ADDRESS_BURST, ANONYMOUS_ADDRESS_RATE_PER_SECOND, ANONYMOUS_VISITOR_BURST,
+    ANONYMOUS_VISITOR_RATE_PER_SECOND,
+};
 use crate::polls::{POLL_BURST, POLL_RATE_PER_SECOND, PollCap};
 use crate::providers::Inbound;
 use crate::{Gateway, accept, inbox_unavailable, store_failed};
@@ -294,19 +304,147 @@ async fn json_body<T: serde::de::DeserializeOwned>(
 
 #[derive(Deserialize)]
 struct SessionRequest {
-    user_id: String,
-    identity_token: String,
+    user_id: Option<String>,
+    identity_token: Option<String>,
+    visitor_id: Option<String>,
 }
 
 fn valid_user(u: &str) -> bool {
     !u.is_empty() && u.len() <= 128 && u.chars().all(|c| !c.is_control())
 }
 
-/// Exchanges an identity token for a session token.
+/// The prefix of an anonymous visitor's user id (`anon:<visitor_id>`): identified users'
+/// ids may not start with it, so neither can read the other's messages.
+pub const ANONYMOUS_PREFIX: &str = "anon:";
+
+/// A visitor id: 16–64 characters of `A-Z a-z 0-9 _ -` (the widget makes 32 hex digits).
+fn valid_visitor(v: &str) -> bool {
+    (16..=64).contains(&v.len())
+        && v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The script, served from memory.
+fn script_response(cache: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/javascript; charset=utf-8"),
+            (header::CACHE_CONTROL, cache),
+            // Any page may load it; with `integrity`, a cross-origin script needs CORS.
+            (header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (
+                header::HeaderName::from_static("cross-origin-resource-policy"),
+                "cross-origin",
+            ),
+        ],
+        xin_api::widget::EMBED_JS,
+    )
+        .into_response()
+}
+
+/// `GET /widget/embed.<hash>.js`: named by its content, so cached for a year.
+pub async fn script() -> Response {
+    script_response("public, max-age=31536000, immutable")
+}
+
+/// `GET /widget/embed.js`: the current script for pages that do not pin it (no `integrity`
+/// possible, since it changes with each release), cached for 5 minutes.
+pub async fn script_unpinned() -> Response {
+    script_response("public, max-age=300")
+}
+
+#[derive(serde::Serialize)]
+struct WidgetConfig<'a> {
+    title: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    welcome_message: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    primary_color: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    locale: Option<xin_api::channel::WidgetLocale>,
+    anonymous_visitors: bool,
+}
+
+/// `GET /widget/{channel}/config`: the channel's theme (no secret in it), for the widget.
+pub async fn config(
+    State(gw): State<Gateway>,
+    Path(channel): Path<String>,
+    Extension(id): Extension<CorrelationId>,
+    headers: HeaderMap,
+) -> Response {
+    let route = match web_route(&gw, &channel, &id) {
+        Ok(r) => r,
+        Err(e) => return e.into_response(),
+    };
+    // A refused page may read this refusal (its own origin echoed on the 403), so the widget
+    // says "not available on this site" instead of looking offline. The endpoints that take
+    // tokens never echo a refused origin.
+    let origin = match allowed_origin(&gw, &route, &headers, &id) {
+        Ok(o) => o,
+        Err(e) => return with_cors(headers.get(header::ORIGIN).cloned(), Err(e)),
+    };
+    let theme = route.theme.clone().unwrap_or_default();
+    let body = WidgetConfig {
+        title: theme
+            .title
+            .as_deref()
+            .or(route.display_name.as_deref())
+            .unwrap_or(&route.name),
+        welcome_message: theme.welcome_message.as_deref(),
+        primary_color: theme.primary_color.as_deref(),
+        locale: theme.locale,
+        anonymous_visitors: route.anonymous_visitors,
+    };
+    let mut resp = axum::Json(body).into_response();
+    resp.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=60"),
+    );
+    with_cors(origin, Ok(resp))
+}
+
+/// Anonymous visitors' limits, per client address and then per visitor (429 `rate_limited`
+/// with `Retry-After`).
+fn anonymous_limits(
+    gw: &Gateway,
+    channel: &str,
+    peer: Option<Peer>,
+    headers: &HeaderMap,
+    visitor: &str,
+    id: &CorrelationId,
+) -> Result<(), ApiError> {
+    let address = peer
+        .map(|Peer(p)| client_address(p.ip(), headers, &gw.trusted_proxies).to_string())
+        .unwrap_or_default();
+    let refuse = |wait: u64, message: &'static str| {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message, id);
+        e.retry_after = Some(wait);
+        gw.refused(channel, e)
+    };
+    gw.anonymous
+        .take(
+            &format!("address\n{address}"),
+            ANONYMOUS_ADDRESS_RATE_PER_SECOND,
+            ANONYMOUS_ADDRESS_BURST,
+        )
+        .map_err(|w| refuse(w, "too many requests from this address; slow down"))?;
+    gw.anonymous
+        .take(
+            &format!("visitor\n{channel}\n{visitor}"),
+            ANONYMOUS_VISITOR_RATE_PER_SECOND,
+            ANONYMOUS_VISITOR_BURST,
+        )
+        .map_err(|w| refuse(w, "too many requests from this visitor; slow down"))
+}
+
+/// Exchanges an identity token (or, where the channel allows anonymous visitors, a visitor
+/// id) for a session token.
 pub async fn session(
     State(gw): State<Gateway>,
     Path(channel): Path<String>,
     Extension(id): Extension<CorrelationId>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -316,14 +454,53 @@ pub async fn session(
     };
     let result = async {
         let req: SessionRequest = json_body(&gw, &route, body, &id).await?;
-        if !valid_user(&req.user_id) {
-            return Err(ApiError::new(
-                StatusCode::BAD_REQUEST,
+        let bad = |code: &'static str, message: &'static str| {
+            ApiError::new(StatusCode::BAD_REQUEST, code, message, &id)
+        };
+        let (user_id, identity_token) = match (req.user_id, req.identity_token, req.visitor_id) {
+            (None, None, Some(visitor)) => {
+                if !route.anonymous_visitors {
+                    return Err(gw.verification_failed(
+                        &channel,
+                        ApiError::new(
+                            StatusCode::FORBIDDEN,
+                            "anonymous_visitors_not_allowed",
+                            "this channel accepts only users the site identifies (user_id and identity_token)",
+                            &id,
+                        ),
+                    ));
+                }
+                if !valid_visitor(&visitor) {
+                    return Err(bad(
+                        "invalid_visitor_id",
+                        "visitor_id must be 16–64 characters of A-Z, a-z, 0-9, _ and -",
+                    ));
+                }
+                anonymous_limits(&gw, &channel, peer.map(|p| p.0), &headers, &visitor, &id)?;
+                gw.limit(&channel, &route, &id)?;
+                return Ok(session_response(&gw, &channel, &format!("{ANONYMOUS_PREFIX}{visitor}")));
+            }
+            (Some(u), Some(t), None) => (u, t),
+            (_, _, Some(_)) => {
+                return Err(bad(
+                    "ambiguous_session_request",
+                    "send either visitor_id (an anonymous visitor) or user_id with identity_token, not both",
+                ));
+            }
+            _ => {
+                return Err(bad(
+                    "missing_identity",
+                    "send user_id with identity_token (a user the site identifies) or visitor_id (an anonymous visitor)",
+                ));
+            }
+        };
+        if !valid_user(&user_id) || user_id.starts_with(ANONYMOUS_PREFIX) {
+            return Err(bad(
                 "invalid_user_id",
-                "user_id must be 1–128 printable characters",
-                &id,
+                "user_id must be 1–128 printable characters, not starting with anon:",
             ));
         }
+        let req = (user_id, identity_token);
         let secret = route
             .credentials
             .identity_secret
@@ -332,26 +509,28 @@ pub async fn session(
         check_identity_token(
             secret,
             &channel,
-            &req.user_id,
-            &req.identity_token,
+            &req.0,
+            &req.1,
             now(),
             route.legacy_identity_tokens,
         )
         .map_err(|r| gw.verification_failed(&channel, identity_refused(r, &id)))?;
         // Counted only once verified, so a flood of bad tokens cannot use up real users' rate.
         gw.limit(&channel, &route, &id)?;
-        let expires = now() + gw.widget_session_ttl.as_secs() as i64;
-        let token = issue_session(&gw.session_key, &channel, &req.user_id, expires);
-        Ok((
-            StatusCode::OK,
-            axum::Json(
-                json!({"session_token": token, "expires_in": gw.widget_session_ttl.as_secs()}),
-            ),
-        )
-            .into_response())
+        Ok(session_response(&gw, &channel, &req.0))
     }
     .await;
     with_cors(origin, result)
+}
+
+fn session_response(gw: &Gateway, channel: &str, user: &str) -> Response {
+    let expires = now() + gw.widget_session_ttl.as_secs() as i64;
+    let token = issue_session(&gw.session_key, channel, user, expires);
+    (
+        StatusCode::OK,
+        axum::Json(json!({"session_token": token, "expires_in": gw.widget_session_ttl.as_secs()})),
+    )
+        .into_response()
 }
 
 /// The user of the request's valid session token, and the token's MAC (which names the
@@ -410,6 +589,7 @@ pub async fn post_message(
     State(gw): State<Gateway>,
     Path(channel): Path<String>,
     Extension(id): Extension<CorrelationId>,
+    peer: Option<Extension<Peer>>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -419,6 +599,9 @@ pub async fn post_message(
     };
     let result = async {
         let (user, _) = session_user(&gw, &channel, &headers, &id)?;
+        if let Some(visitor) = user.strip_prefix(ANONYMOUS_PREFIX) {
+            anonymous_limits(&gw, &channel, peer.map(|p| p.0), &headers, visitor, &id)?;
+        }
         gw.limit(&channel, &route, &id)?;
         let req: MessageRequest = json_body(&gw, &route, body, &id).await?;
         let len = req.text.chars().count();
@@ -475,6 +658,8 @@ struct Exchange {
     id: i64,
     text: String,
     answer: Option<String>,
+    /// The gateway gave up on it (it will get no answer).
+    failed: bool,
 }
 
 /// The user's messages after `after`, with answers; waits up to `wait` seconds for a new
@@ -532,7 +717,7 @@ pub async fn get_messages(
             tokio::time::Instant::now() + Duration::from_secs(q.wait.unwrap_or(0).min(25));
         loop {
             let rows: Vec<Exchange> = sqlx::query_as(
-                "SELECT id, text, answer FROM gateway_inbox
+                "SELECT id, text, answer, failed_at IS NOT NULL AS failed FROM gateway_inbox
                  WHERE channel = $1 AND sender = $2 AND id > $3 ORDER BY id LIMIT 100",
             )
             .bind(&channel)
@@ -541,7 +726,7 @@ pub async fn get_messages(
             .fetch_all(&gw.pool)
             .await
             .map_err(|_| inbox_unavailable("messages cannot be read now; retry later", &id))?;
-            let answered = rows.iter().any(|r| r.answer.is_some());
+            let answered = rows.iter().any(|r| r.answer.is_some() || r.failed);
             if answered || tokio::time::Instant::now() >= deadline {
                 return Ok(axum::Json(json!({"messages": rows})).into_response());
             }

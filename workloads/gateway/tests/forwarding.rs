@@ -83,6 +83,9 @@ fn web_route() -> ChannelRoute {
         phone_number_id: None,
         page_id: None,
         legacy_identity_tokens: false,
+        anonymous_visitors: false,
+        display_name: None,
+        theme: None,
     }
 }
 

@@ -86,6 +86,9 @@ fn route(name: &str, type_: ChannelType) -> ChannelRoute {
         phone_number_id: None,
         page_id: None,
         legacy_identity_tokens: false,
+        anonymous_visitors: false,
+        display_name: None,
+        theme: None,
     }
 }
 
@@ -115,6 +118,16 @@ async fn start_with(
     channels: Vec<ChannelRoute>,
     header_read_timeout: Duration,
     body_read_timeout: Duration,
+) -> Harness {
+    start_configured(channels, header_read_timeout, body_read_timeout, |_| {}).await
+}
+
+/// [`start_with`], the gateway changed by `configure` before it serves.
+async fn start_configured(
+    channels: Vec<ChannelRoute>,
+    header_read_timeout: Duration,
+    body_read_timeout: Duration,
+    configure: impl FnOnce(&mut Gateway),
 ) -> Harness {
     let url = xin_store::fresh_test_database().await;
     let db = url.rsplit('/').next().unwrap().to_string();
@@ -148,6 +161,7 @@ async fn start_with(
         b"tenant-signing-key-0123456789".to_vec(),
     );
     gw.body_read_timeout = body_read_timeout;
+    configure(&mut gw);
     let router = app(gw.clone(), metrics.clone());
     tokio::spawn(async move {
         xin_gateway::serve(
@@ -879,6 +893,271 @@ fn web_route(name: &str) -> ChannelRoute {
     r.allowed_origins = vec!["https://shop.example".into()];
     r.credentials.identity_secret = Some("site-identity-secret".into());
     r
+}
+
+#[tokio::test]
+async fn the_widget_script_is_served_by_its_content_hash() {
+    let h = start(vec![web_route("web")]).await;
+    let script = std::str::from_utf8(xin_api::widget::EMBED_JS).unwrap();
+    let pinned = h.get(xin_api::widget::script_path()).await;
+    assert_eq!(pinned.status, 200);
+    assert_eq!(pinned.body, script, "the embedded build, byte for byte");
+    assert_eq!(
+        pinned.header("content-type").as_deref(),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert_eq!(
+        pinned.header("cache-control").as_deref(),
+        Some("public, max-age=31536000, immutable")
+    );
+    // Loaded with `integrity` from another origin: needs CORS.
+    assert_eq!(
+        pinned.header("access-control-allow-origin").as_deref(),
+        Some("*")
+    );
+    assert_eq!(
+        pinned.header("x-content-type-options").as_deref(),
+        Some("nosniff")
+    );
+    let unpinned = h.get("/widget/embed.js").await;
+    assert_eq!(unpinned.body, script);
+    assert_eq!(
+        unpinned.header("cache-control").as_deref(),
+        Some("public, max-age=300")
+    );
+    assert_eq!(h.get("/widget/embed.0000000000000000.js").await.status, 404);
+}
+
+fn anonymous_route(name: &str) -> ChannelRoute {
+    let mut r = web_route(name);
+    r.anonymous_visitors = true;
+    // The channel's own limit out of the way: these tests are about the anonymous ones.
+    r.requests_per_second = 10_000;
+    r.burst = 10_000;
+    r
+}
+
+fn visitor(n: usize) -> String {
+    format!("visitor-{n:012}")
+}
+
+async fn anonymous_session(h: &Harness, visitor: &str, headers: &[(&str, &str)]) -> Reply {
+    let body = serde_json::to_vec(&json!({ "visitor_id": visitor })).unwrap();
+    h.post("/widget/web/session", headers, &body).await
+}
+
+#[tokio::test]
+async fn the_widget_config_is_the_channels_theme_for_allowed_origins() {
+    let mut web = anonymous_route("web");
+    web.display_name = Some("Acme help widget".into());
+    web.theme = Some(xin_api::channel::WidgetTheme {
+        primary_color: Some("#0b7a75".into()),
+        title: None,
+        welcome_message: Some("سلام! بپرسید.".into()),
+        locale: Some(xin_api::channel::WidgetLocale::Fa),
+    });
+    let h = start(vec![web, web_route("plain")]).await;
+    let origin = ("Origin", "https://shop.example");
+    let c = h.req("GET", "/widget/web/config", &[origin], b"").await;
+    assert_eq!(c.status, 200, "{}", c.body);
+    assert_eq!(
+        c.json(),
+        json!({"title": "Acme help widget", "welcome_message": "سلام! بپرسید.",
+               "primary_color": "#0b7a75", "locale": "fa", "anonymous_visitors": true})
+    );
+    assert_eq!(
+        c.header("access-control-allow-origin").as_deref(),
+        Some("https://shop.example")
+    );
+    let plain = h.req("GET", "/widget/plain/config", &[origin], b"").await;
+    assert_eq!(
+        plain.json(),
+        json!({"title": "plain", "anonymous_visitors": false})
+    );
+    // Another site may read that it is refused (so its widget says so), nothing more.
+    let evil = h
+        .req(
+            "GET",
+            "/widget/web/config",
+            &[("Origin", "https://evil.example")],
+            b"",
+        )
+        .await;
+    assert_json_error(&evil, 403, "origin_not_allowed");
+    assert_eq!(
+        evil.header("access-control-allow-origin").as_deref(),
+        Some("https://evil.example")
+    );
+    assert_eq!(h.get("/widget/nope/config").await.status, 404);
+}
+
+#[tokio::test]
+async fn anonymous_visitors_chat_in_sessions_of_their_own() {
+    let h = start(vec![anonymous_route("web"), web_route("private")]).await;
+    let origin = ("Origin", "https://shop.example");
+    let a = anonymous_session(&h, &visitor(1), &[origin]).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = format!("Bearer {}", a.json()["session_token"].as_str().unwrap());
+    let b = anonymous_session(&h, &visitor(2), &[origin]).await;
+    let b = format!("Bearer {}", b.json()["session_token"].as_str().unwrap());
+    let sent = h
+        .post(
+            "/widget/web/messages",
+            &[origin, ("Authorization", &a)],
+            br#"{"text": "where is my parcel?", "client_message_id": "c-1"}"#,
+        )
+        .await;
+    assert_eq!(sent.status, 202, "{}", sent.body);
+    let mine = h
+        .req(
+            "GET",
+            "/widget/web/messages?after=0",
+            &[origin, ("Authorization", &a)],
+            b"",
+        )
+        .await;
+    assert_eq!(mine.json()["messages"][0]["text"], "where is my parcel?");
+    assert_eq!(mine.json()["messages"][0]["failed"], false);
+    let theirs = h
+        .req(
+            "GET",
+            "/widget/web/messages?after=0",
+            &[origin, ("Authorization", &b)],
+            b"",
+        )
+        .await;
+    assert_eq!(
+        theirs.json()["messages"],
+        json!([]),
+        "another visitor sees nothing"
+    );
+    let sender: String = sqlx::query_scalar("SELECT sender FROM gateway_inbox")
+        .fetch_one(&h.pool)
+        .await
+        .unwrap();
+    assert_eq!(sender, format!("anon:{}", visitor(1)));
+
+    // Refusals, each with its own code.
+    let private = h
+        .post(
+            "/widget/private/session",
+            &[origin],
+            &serde_json::to_vec(&json!({"visitor_id": visitor(3)})).unwrap(),
+        )
+        .await;
+    assert_json_error(&private, 403, "anonymous_visitors_not_allowed");
+    assert_json_error(
+        &anonymous_session(&h, "short", &[origin]).await,
+        400,
+        "invalid_visitor_id",
+    );
+    assert_json_error(
+        &anonymous_session(&h, "has spaces in it, too", &[origin]).await,
+        400,
+        "invalid_visitor_id",
+    );
+    let both = json!({"visitor_id": visitor(4), "user_id": "u", "identity_token": "t"});
+    assert_json_error(
+        &h.post(
+            "/widget/web/session",
+            &[origin],
+            &serde_json::to_vec(&both).unwrap(),
+        )
+        .await,
+        400,
+        "ambiguous_session_request",
+    );
+    assert_json_error(
+        &h.post("/widget/web/session", &[origin], b"{}").await,
+        400,
+        "missing_identity",
+    );
+    // An identified user can never be an anonymous visitor's id.
+    let exp = xin_runtime::signing::now() + 600;
+    let user = format!("anon:{}", visitor(1));
+    let token = identity_token("site-identity-secret", "web", &user, exp);
+    let posing = json!({"user_id": user, "identity_token": token});
+    assert_json_error(
+        &h.post(
+            "/widget/web/session",
+            &[origin],
+            &serde_json::to_vec(&posing).unwrap(),
+        )
+        .await,
+        400,
+        "invalid_user_id",
+    );
+}
+
+#[tokio::test]
+async fn anonymous_limits_hold_per_visitor_and_per_address() {
+    use xin_gateway::limits::{ANONYMOUS_ADDRESS_BURST, ANONYMOUS_VISITOR_BURST};
+    let h = start(vec![anonymous_route("web")]).await;
+    let origin = ("Origin", "https://shop.example");
+    // One visitor: its burst, then 429 with Retry-After.
+    for n in 0..ANONYMOUS_VISITOR_BURST as usize {
+        let r = anonymous_session(&h, &visitor(0), &[origin]).await;
+        assert_eq!(r.status, 200, "request {n}: {}", r.body);
+    }
+    let over = anonymous_session(&h, &visitor(0), &[origin]).await;
+    assert_json_error(&over, 429, "rate_limited");
+    assert!(over.header("retry-after").is_some());
+    // New visitor ids from the same address: the address's burst, then 429 for any visitor.
+    let spent = ANONYMOUS_VISITOR_BURST as usize + 1;
+    for n in spent..ANONYMOUS_ADDRESS_BURST as usize {
+        let r = anonymous_session(&h, &visitor(n), &[origin]).await;
+        assert_eq!(r.status, 200, "request {n}: {}", r.body);
+    }
+    let r = anonymous_session(&h, &visitor(10_000), &[origin]).await;
+    assert_json_error(&r, 429, "rate_limited");
+    // Not from a trusted proxy, X-Forwarded-For changes nothing.
+    let r = anonymous_session(
+        &h,
+        &visitor(10_001),
+        &[origin, ("X-Forwarded-For", "198.51.100.1")],
+    )
+    .await;
+    assert_json_error(&r, 429, "rate_limited");
+    let refusals = h.metrics.encode();
+    assert!(
+        refusals.contains(r#"gateway_refused_requests_total{channel="web",reason="rate_limited"}"#),
+        "{refusals}"
+    );
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limit() {
+    use xin_gateway::limits::ANONYMOUS_ADDRESS_BURST;
+    let h = start_configured(
+        vec![anonymous_route("web")],
+        xin_gateway::server::DEFAULT_HEADER_READ_TIMEOUT,
+        xin_gateway::server::DEFAULT_BODY_READ_TIMEOUT,
+        |gw| {
+            gw.trusted_proxies =
+                std::sync::Arc::new(xin_gateway::client::parse_trusted("127.0.0.1").unwrap())
+        },
+    )
+    .await;
+    let origin = ("Origin", "https://shop.example");
+    let client = |ip: &'static str| ("X-Forwarded-For", ip);
+    for n in 0..ANONYMOUS_ADDRESS_BURST as usize {
+        let r = anonymous_session(&h, &visitor(n), &[origin, client("198.51.100.1")]).await;
+        assert_eq!(r.status, 200, "request {n}: {}", r.body);
+    }
+    let r = anonymous_session(&h, &visitor(999), &[origin, client("198.51.100.1")]).await;
+    assert_json_error(&r, 429, "rate_limited");
+    // Another client behind the same proxy is not held back by the first.
+    let r = anonymous_session(&h, &visitor(1000), &[origin, client("198.51.100.2")]).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    // A client cannot pick its address by writing the header itself: the proxy's entry (the
+    // last) is the one read.
+    let r = anonymous_session(
+        &h,
+        &visitor(1001),
+        &[origin, client("203.0.113.77, 198.51.100.1")],
+    )
+    .await;
+    assert_json_error(&r, 429, "rate_limited");
 }
 
 #[tokio::test]

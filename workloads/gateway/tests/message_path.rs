@@ -33,6 +33,9 @@ fn route(name: &str, type_: ChannelType) -> ChannelRoute {
         phone_number_id: None,
         page_id: None,
         legacy_identity_tokens: false,
+        anonymous_visitors: false,
+        display_name: None,
+        theme: None,
     };
     let c = &mut r.credentials;
     match type_ {

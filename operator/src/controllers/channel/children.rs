@@ -9,7 +9,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff;
 use kube::ResourceExt;
 use serde::Serialize;
-use xin_api::channel::{Channel, ChannelStatus, PreviousKeyStatus, TelegramWebhookStatus};
+use xin_api::channel::{
+    Channel, ChannelStatus, ChannelType, PreviousKeyStatus, TelegramWebhookStatus, WidgetStatus,
+};
 
 use super::HANDLED_ROTATION_ANNOTATION;
 use super::keys::{KeySet, next_keys};
@@ -53,6 +55,7 @@ pub fn base_status(ch: &Channel) -> ChannelStatus {
         previous_keys: vec![],
         last_rotation_request: None,
         telegram_webhook: None,
+        widget: None,
     }
 }
 
@@ -244,6 +247,16 @@ pub fn status(
         .as_ref()
         .or(r.credentials.as_ref().err())
         .or(r.ingress.as_ref());
+    // Ready with a public host: how a site embeds the widget.
+    if problem.is_none()
+        && ch.spec.type_ == ChannelType::Web
+        && let Some(ing) = &ch.spec.ingress
+    {
+        status.widget = Some(widget_status(
+            &format!("https://{}", ing.host),
+            &ch.name_any(),
+        ));
+    }
     let health = match problem {
         Some(p) => Health::Stalled {
             reason: p.reason,
@@ -264,6 +277,17 @@ pub fn status(
     }
     pass.events = events;
     pass
+}
+
+/// The widget's script, integrity and snippet for the gateway at `base` (`https://host`).
+fn widget_status(base: &str, channel: &str) -> WidgetStatus {
+    use xin_api::widget;
+    WidgetStatus {
+        script_url: format!("{base}{}", widget::script_path()),
+        integrity: widget::integrity().to_string(),
+        channel_url: format!("{base}{}", widget::channel_path(channel)),
+        snippet: widget::snippet(base, channel),
+    }
 }
 
 #[cfg(test)]
@@ -453,5 +477,55 @@ mod tests {
             (ready.status.as_str(), ready.reason.as_str()),
             ("True", reason::SUSPENDED)
         );
+    }
+
+    #[test]
+    fn a_ready_web_channel_with_a_host_shows_the_snippet() {
+        let web = |extra: serde_json::Value| {
+            let mut spec = serde_json::json!({"type": "web", "displayName": "site",
+                "web": {"allowedOrigins": ["https://shop.example"], "identitySecretRef": {"name": "s", "key": "k"}}});
+            spec.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            let mut ch = channel(serde_json::json!({}));
+            ch.spec = serde_json::from_value(spec).unwrap();
+            ch
+        };
+        let r = resolved(Some(existing(None)), None);
+        let ch = web(serde_json::json!({"ingress": {"host": "chat.acme.example"}}));
+        let built = build_channel_children(&ch, &r, &now(), || "k-new".into());
+        let w = plain_status(&ch, &r, &built)
+            .outcome(&ch, &Time(now()))
+            .status
+            .unwrap()
+            .widget
+            .expect("a snippet once Ready with a host");
+        let script = format!(
+            "https://chat.acme.example{}",
+            xin_api::widget::script_path()
+        );
+        assert_eq!(w.script_url, script);
+        assert_eq!(w.channel_url, "https://chat.acme.example/widget/bot");
+        assert_eq!(w.integrity, xin_api::widget::integrity());
+        assert!(
+            w.snippet.contains(&format!(r#"src="{script}""#))
+                && w.snippet
+                    .contains(&format!(r#"integrity="{}""#, w.integrity)),
+            "{}",
+            w.snippet
+        );
+        // No host: no public URL to give; not Ready: nothing to paste yet.
+        let no_host = web(serde_json::json!({}));
+        let built = build_channel_children(&no_host, &r, &now(), || "k-new".into());
+        let s = plain_status(&no_host, &r, &built).outcome(&no_host, &Time(now()));
+        assert_eq!(s.status.unwrap().widget, None);
+        let mut stalled = resolved(Some(existing(None)), None);
+        stalled.credentials = Err(Problem {
+            reason: reason::SECRET_NOT_FOUND,
+            message: "Secret xin-acme/s not found".into(),
+        });
+        let s = plain_status(&ch, &stalled, &built).outcome(&ch, &Time(now()));
+        assert!(s.stalled);
+        assert_eq!(s.status.unwrap().widget, None);
     }
 }
