@@ -13,6 +13,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub use serde_json::Value;
 
+pub mod browser;
 pub mod local;
 pub mod operator;
 pub mod workload;

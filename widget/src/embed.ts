@@ -86,7 +86,7 @@ class Widget {
   private readonly client: Client;
   private session: { token: string; expiresAt: number } | null = null;
   private started = false;
-  private wake: (() => void) | null = null;
+  private readonly waiters = new Set<() => void>();
   private locale: Locale = "en";
   private t: Texts = texts("en");
   private config: Config = {};
@@ -172,7 +172,7 @@ class Widget {
     this.t = texts(l);
     this.panel.setAttribute("dir", this.t.dir);
     this.panel.setAttribute("lang", l);
-    this.launcher.setAttribute("aria-label", this.t.open);
+    this.launcher.setAttribute("aria-label", this.panel.hidden ? this.t.open : this.t.close);
     this.closeButton.setAttribute("aria-label", this.t.close);
     this.label.textContent = this.t.input;
     this.input.setAttribute("placeholder", this.t.input);
@@ -187,7 +187,8 @@ class Widget {
     this.panel.hidden = false;
     this.launcher.setAttribute("aria-expanded", "true");
     this.launcher.setAttribute("aria-label", this.t.close);
-    this.input.focus();
+    if (this.input.disabled) this.closeButton.focus();
+    else this.input.focus();
     if (!this.started) {
       this.started = true;
       void this.run();
@@ -206,22 +207,21 @@ class Widget {
     this.host.dataset.connection = this.state.connection;
     this.host.dataset.retries = String(this.state.retries);
     this.render();
-    const w = this.wake;
-    this.wake = null;
-    w?.();
+    const waiting = Array.from(this.waiters);
+    this.waiters.clear();
+    for (const w of waiting) w();
   }
 
   /** Waits `ms`, or less when something happens (a message typed, the connection back). */
   private pause(ms: number): Promise<void> {
     return new Promise((resolve) => {
-      const t = setTimeout(() => {
-        this.wake = null;
-        resolve();
-      }, ms);
-      this.wake = () => {
+      const done = () => {
         clearTimeout(t);
+        this.waiters.delete(done);
         resolve();
       };
+      const t = setTimeout(done, ms);
+      this.waiters.add(done);
     });
   }
 
@@ -354,8 +354,13 @@ class Widget {
       this.banner.hidden = true;
       this.banner.textContent = "";
     }
-    this.input.disabled = s.refused !== null;
-    this.sendButton.disabled = s.refused !== null;
+    if (s.refused !== null && !this.input.disabled) {
+      // Nothing to type into: the focus moves to the close button, still inside the dialog.
+      const hadFocus = (this.host.shadowRoot as ShadowRoot).activeElement === this.input;
+      this.input.disabled = true;
+      this.sendButton.disabled = true;
+      if (hadFocus) this.closeButton.focus();
+    }
     const lines: HTMLLIElement[] = [];
     const welcome = this.o.welcome ?? this.config.welcome_message ?? t.welcome;
     lines.push(this.bubble("bot", welcome, t.assistant, "welcome"));
@@ -386,8 +391,9 @@ class Widget {
 
   private bubble(kind: string, text: string, who: string, key: string): HTMLLIElement {
     const li = el("li", { class: `msg ${kind}`, "data-key": key }, el("span", { class: "who" }, `${who}: `));
-    // dir=auto per message: an English sentence in a Persian conversation (or the other way
-    // round) is laid out in its own direction, numbers included.
+    // dir=auto on a block of its own per message: an English sentence in a Persian
+    // conversation (or the other way round) is a paragraph in its own direction, its
+    // punctuation and numbers included.
     li.append(el("span", { dir: "auto", class: "text" }, text));
     return li;
   }

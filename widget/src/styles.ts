@@ -27,6 +27,7 @@ header h2 { margin: 0; font-size: 16px; font-weight: 600; flex: 1; text-align: s
 .msg.me.queued { opacity: .65; }
 .msg.failed { background: #ffe3e3; color: #7a1010; border: 1px solid #f5b5b5; }
 .msg .who { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+.msg .text { display: block; }
 .msg .note { display: block; font-size: 12px; opacity: .85; margin-top: 2px; }
 .msg.pending { color: #57606a; font-style: italic; }
 form { display: flex; gap: 8px; padding: 10px; border-top: 1px solid #e1e4e8; background: #fff; }
