@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CLUSTER := e2e/controlplane/cluster.sh
 
-.PHONY: demo demo-observability test bench bench-operator bench-orchestrator bench-gateway bench-store bench-ingest bench-automation fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
+.PHONY: demo demo-observability test widget bench bench-operator bench-orchestrator bench-gateway bench-store bench-ingest bench-automation fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
 
 ## demo: the local control plane, the operator, examples/ applied and Ready, shown
 demo:
@@ -15,6 +15,10 @@ demo-observability:
 ## test: static checks, unit tests and the e2e suites against the local control plane
 test:
 	@e2e/run-tests.sh
+
+## widget: rebuild widget/dist/embed.js from widget/src (commit it; `make test` fails while it is stale)
+widget:
+	@e2e/widget.sh build
 
 ## bench: every benchmark (figures beside a baseline measured in the same run; no pass/fail)
 bench: bench-operator bench-gateway bench-orchestrator bench-store bench-ingest bench-automation

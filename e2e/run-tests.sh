@@ -2,8 +2,11 @@
 # `make test`: every check and every suite, as CI runs it (.ci/run).
 #   1. static checks: versions agree, cargo fmt, cargo clippy -D warnings, then cargo-deny
 #      (built unless cached) on the workspace's dependencies with deny.toml: licences, bans,
-#      sources (not advisories: the RustSec database needs GitHub; docs/development.md)
-#   2. the test cluster (XIN_CLUSTER=test: state .cluster/test, its own ports; never the
+#      sources (not advisories: the RustSec database needs GitHub; docs/development.md); the
+#      web widget (e2e/widget.sh check: the committed widget/dist/embed.js is what widget/src
+#      builds to, its types and unit tests, the React wrapper package built and tested)
+#   2. Chromium and chromedriver from Debian's packages for the widget's browser tests
+#      (apt-get, when missing); the test cluster (XIN_CLUSTER=test: state .cluster/test, its own ports; never the
 #      demo's), a throwaway PostgreSQL and an S3-compatible server (moto, e2e/s3.sh, the
 #      ingestion tests' stand-in for a bucket) and an SMTP relay with STARTTLS (aiosmtpd,
 #      e2e/smtp.sh, the e-mail tests'): started here unless running; the test tools
@@ -55,6 +58,8 @@ if ! PATH=${XDG_CACHE_HOME:-$HOME/.cache}/xin/cargo-deny-$deny_version/bin:$PATH
   echo "error: cargo deny: a dependency breaks deny.toml's policy (a licence not allowed, a banned crate, or a source other than crates.io); see above" >&2
   exit 1
 fi
+say "the web widget: embed.js up to date, its unit tests, the React package (e2e/widget.sh check)"
+"$REPO/e2e/widget.sh" check
 
 # The demo has a cluster of its own, so no demo operator acts on the suites' objects; only
 # XIN_CLUSTER_DIR pointing both at one state directory could bring them together.
@@ -87,6 +92,8 @@ cleanup() {
   if ((smtp_started)); then "$REPO/e2e/smtp.sh" stop; fi
 }
 trap cleanup EXIT
+say "Chromium and chromedriver for the widget's browser tests (apt-get when missing)"
+"$REPO/e2e/widget.sh" browser
 say "PostgreSQL for the workload tests"
 XIN_TEST_DATABASE_URL=$("$REPO/e2e/postgres.sh" start)
 export XIN_TEST_DATABASE_URL

@@ -86,6 +86,7 @@ class Widget {
   private readonly client: Client;
   private session: { token: string; expiresAt: number } | null = null;
   private started = false;
+  private mounted = false;
   private readonly waiters = new Set<() => void>();
   private locale: Locale = "en";
   private t: Texts = texts("en");
@@ -140,6 +141,9 @@ class Widget {
     this.root = el("div", { class: "root" }, this.panel, this.launcher);
     shadow.append(this.root);
 
+    // For the page's own buttons (and the React wrapper's hook).
+    this.host.addEventListener("xin-widget:open", () => this.panel.hidden && this.open());
+    this.host.addEventListener("xin-widget:close", () => !this.panel.hidden && this.close());
     this.launcher.addEventListener("click", () => (this.panel.hidden ? this.open() : this.close()));
     this.closeButton.addEventListener("click", () => this.close());
     this.panel.addEventListener("keydown", (e) => {
@@ -165,6 +169,12 @@ class Widget {
 
   mount() {
     document.body.append(this.host);
+    this.mounted = true;
+  }
+
+  /** Taken off the page (a single-page app unmounting it): every loop stops. */
+  private get gone(): boolean {
+    return this.mounted && !this.host.isConnected;
   }
 
   private applyLocale(l: Locale) {
@@ -258,7 +268,7 @@ class Widget {
     // The channel's theme and whether visitors may chat anonymously.
     for (;;) {
       const c = await this.handle(await this.client.config());
-      if (this.state.refused) return;
+      if (this.state.refused || this.gone) return;
       if (c) {
         this.config = c;
         if (c.primary_color && COLOR.test(c.primary_color) && !this.o.color) this.host.style.setProperty("--xin-primary", c.primary_color);
@@ -278,7 +288,7 @@ class Widget {
           ? { user_id: this.o.userId, identity_token: this.o.identityToken }
           : { visitor_id: visitorId(this.o.channelUrl) };
       const s = await this.handle(await this.client.session(body));
-      if (this.state.refused) return null;
+      if (this.state.refused || this.gone) return null;
       if (s) this.session = s;
     }
     return this.session.token;
@@ -291,7 +301,7 @@ class Widget {
       const asked = this.state.after;
       const known = JSON.stringify(this.state.items.map((i) => [i.id, i.answer, i.failed]));
       const r = await this.handle(await this.client.poll(token, asked, POLL_WAIT_SECONDS));
-      if (this.state.refused) return;
+      if (this.state.refused || this.gone) return;
       if (!r) continue;
       this.dispatch({ type: "polled", messages: r.messages ?? [] });
       // A reply with nothing new (answers out of order while an earlier one is pending):
@@ -304,7 +314,7 @@ class Widget {
   private async sender() {
     for (;;) {
       const item = nextToSend(this.state);
-      if (this.state.refused) return;
+      if (this.state.refused || this.gone) return;
       if (!item || !item.clientId) {
         // Offline: try to get through again once the backoff has passed.
         if (this.state.connection === "offline" && this.state.outbox.length) {
