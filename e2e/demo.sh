@@ -14,7 +14,8 @@
 #      Telegram update to acme, a signed WhatsApp message to globex, each answered from its own
 #      knowledge; acme's automation worker (xin-automation) runs the example rules, their
 #      receivers pointed at local stand-ins: a digest webhook run now and a CRM ticket for a
-#      handoff (e2e/src/bin/xin-demo-messages.rs)
+#      handoff (e2e/src/bin/xin-demo-messages.rs); then the workloads keep running, with a page
+#      on http://localhost:18090 that embeds acme's web widget (until `make cluster-down`)
 # With XIN_DEMO_OBSERVABILITY=1 (`make demo-observability`) also: Jaeger and Prometheus
 # (e2e/observability.sh; built once from their Go modules), the operator and the workloads
 # exporting their spans to Jaeger, the workloads kept running, and Prometheus scraping them and
@@ -99,27 +100,28 @@ say "the operator's metrics"
 curl -fsS "http://$METRICS_ADDR/metrics" | { grep -E '^xin_operator_(reconciles|reconcile_failures|write_requests)_total' || true; } | sort | head -40
 
 say "ingestion, the message paths, then automations: each tenant's workers, gateway and orchestrator with the configuration the operator rendered"
-if [ "$OBS" != 1 ]; then
-  target/debug/xin-demo-messages
-else
-  # The workloads stay up for Prometheus: xin-demo-messages holds them until $hold is removed.
-  hold=$STATE/demo-targets.json
-  holdpid=$STATE/pids/xin-demo-messages.pid
-  # The previous run's holder (if it is still that program) stops its workloads first.
-  if [ -f "$holdpid" ] && { tr '\0' ' ' <"/proc/$(cat "$holdpid")/cmdline"; } 2>/dev/null | grep -q xin-demo-messages; then
-    kill "$(cat "$holdpid")"
-    for _ in $(seq 1 120); do kill -0 "$(cat "$holdpid")" 2>/dev/null || break; sleep 0.5; done
-  fi
-  rm -f "$hold"
-  XIN_DEMO_HOLD=$hold setsid target/debug/xin-demo-messages >"$STATE/logs/xin-demo-messages.log" 2>&1 </dev/null &
-  echo $! >"$holdpid"
-  for _ in $(seq 1 600); do
-    [ -f "$hold" ] && break
-    kill -0 "$(cat "$holdpid")" 2>/dev/null || { cat "$STATE/logs/xin-demo-messages.log" >&2; echo "error: xin-demo-messages exited" >&2; exit 1; }
-    sleep 0.5
-  done
-  [ -f "$hold" ] || { echo "error: the demo's workloads did not start; log: $STATE/logs/xin-demo-messages.log" >&2; exit 1; }
-  sed -n '/^===/,$p' "$STATE/logs/xin-demo-messages.log"
+# The workloads stay up afterwards (the widget's page, and Prometheus with
+# demo-observability): xin-demo-messages holds them until $hold is removed or
+# `make cluster-down`.
+hold=$STATE/demo-targets.json
+holdpid=$STATE/pids/xin-demo-messages.pid
+# The previous run's holder (if it is still that program) stops its workloads first.
+if [ -f "$holdpid" ] && { tr '\0' ' ' <"/proc/$(cat "$holdpid")/cmdline"; } 2>/dev/null | grep -q xin-demo-messages; then
+  kill "$(cat "$holdpid")"
+  for _ in $(seq 1 120); do kill -0 "$(cat "$holdpid")" 2>/dev/null || break; sleep 0.5; done
+fi
+rm -f "$hold"
+XIN_DEMO_HOLD=$hold XIN_DEMO_INGEST_METRICS=$OBS setsid target/debug/xin-demo-messages >"$STATE/logs/xin-demo-messages.log" 2>&1 </dev/null &
+echo $! >"$holdpid"
+for _ in $(seq 1 600); do
+  [ -f "$hold" ] && break
+  kill -0 "$(cat "$holdpid")" 2>/dev/null || { cat "$STATE/logs/xin-demo-messages.log" >&2; echo "error: xin-demo-messages exited" >&2; exit 1; }
+  sleep 0.5
+done
+[ -f "$hold" ] || { echo "error: the demo's workloads did not start; log: $STATE/logs/xin-demo-messages.log" >&2; exit 1; }
+sed -n '/^===/,$p' "$STATE/logs/xin-demo-messages.log"
+widget_page=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["widget_page"])' "$hold")
+if [ "$OBS" = 1 ]; then
   # Prometheus: the operator and each workload, with the labels the chart's monitors add.
   python3 - "$hold" "$METRICS_ADDR" "$REPO/charts/xin/files/prometheus-rules.yaml" >"$STATE/prometheus.yml" <<'PY'
 import json, sys
@@ -154,8 +156,13 @@ Poke at it:
   kubectl get ingestionjob faq-2026-11 -n xin-acme -o yaml   # the worker's report: counts, failures, status.worker
   kubectl annotate tenant acme xin.dev/rotate-database-password=\$(date +%s)              # new database password
   kubectl get xar weekday-digest -n xin-acme -o yaml       # the worker's report: counts, recentRuns, operations
-  target/debug/xin-demo-messages                                                          # the message paths and automations again
-Tear down:  make cluster-down   (stops the operator too)   Wipe: make cluster-reset   PostgreSQL: e2e/postgres.sh stop
+  kubectl get channel web -n xin-acme -o jsonpath='{.status.widget.snippet}'; echo       # the snippet a site pastes
+Tear down:  make cluster-down   (stops the operator and the workloads too)   Wipe: make cluster-reset   PostgreSQL: e2e/postgres.sh stop
+
+The web widget, answering from acme's knowledge through its gateway and orchestrator:
+  $widget_page      (English)
+  ${widget_page}fa    (Persian, right to left)
+  Open it in a browser on this machine; the workloads keep running until: rm $hold
 EOT
 if [ "$OBS" != 1 ]; then
   cat <<EOT

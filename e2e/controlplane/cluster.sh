@@ -493,8 +493,8 @@ EOF
 }
 
 cmd_down() {
-  local any=0 all=("${COMPONENTS[@]}" xin-operator)
-  # Reverse start order; the demo's operator (if any) goes first.
+  local any=0 all=("${COMPONENTS[@]}" xin-operator xin-demo-messages)
+  # Reverse start order; the demo's workloads (xin-demo-messages) and operator, if any, go first.
   for ((i = ${#all[@]} - 1; i >= 0; i--)); do
     local c=${all[$i]} pid
     pid=$(pid_of "$c")

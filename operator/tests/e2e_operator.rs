@@ -628,6 +628,25 @@ fn invalid_manifests_are_refused_by_the_api_server_with_their_messages() {
             "allowedOrigins",
         ),
         (
+            channel(
+                "  type: web\n  web: {allowedOrigins: ['https://a.example'], identitySecretRef: {name: s, key: k}, theme: {primaryColor: 'teal'}}\n",
+            ),
+            "spec.web.theme.primaryColor",
+        ),
+        (
+            channel(
+                "  type: web\n  web: {allowedOrigins: ['https://a.example'], identitySecretRef: {name: s, key: k}, theme: {locale: de}}\n",
+            ),
+            "Unsupported value: \"de\"",
+        ),
+        (
+            channel(&format!(
+                "  type: web\n  web: {{allowedOrigins: ['https://a.example'], identitySecretRef: {{name: s, key: k}}, theme: {{title: '{}'}}}}\n",
+                "t".repeat(65)
+            )),
+            "spec.web.theme.title",
+        ),
+        (
             rule(&format!(
                 "  trigger: {{schedule: {{cron: '0 9 * * *'}}, event: {{types: [MessageReceived]}}}}\n{webhook_action}"
             )),

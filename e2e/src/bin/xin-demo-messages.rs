@@ -382,20 +382,34 @@ async fn run() -> Result<(), String> {
             })
             .collect();
         targets.push(json!({"tenant": "acme", "component": "automation", "metrics": automation.metrics, "pid": automation.worker.pid()}));
-        // An ingestion run whose metrics stay up (a Job's are served only while it runs).
-        let mut ingest = lingering_ingestion("xin-acme", "faq-2026-11")?;
-        targets.push(json!({"tenant": "acme", "component": "ingest", "metrics": ingest.metrics, "pid": ingest.worker.pid()}));
-        let held = hold_until_released(&hold, &json!({"targets": targets})).await;
-        ingest.worker.terminate();
-        let _ = std::fs::remove_dir_all(&ingest.dir);
-        let _ = xin_e2e::kubectl(&[
-            "delete",
-            "ingestionjob",
-            &ingest.name,
-            "-n",
-            "xin-acme",
-            "--ignore-not-found",
-        ]);
+        // For Prometheus (`make demo-observability`): an ingestion run whose metrics stay up
+        // (a Job's are served only while it runs).
+        let mut ingest = if std::env::var("XIN_DEMO_INGEST_METRICS").as_deref() == Ok("1") {
+            let i = lingering_ingestion("xin-acme", "faq-2026-11")?;
+            targets.push(json!({"tenant": "acme", "component": "ingest", "metrics": i.metrics, "pid": i.worker.pid()}));
+            Some(i)
+        } else {
+            None
+        };
+        let pages = widget_pages(&acme)?;
+        let held = hold_until_released(
+            &hold,
+            &json!({"targets": targets, "widget_page": format!("{}/", pages.origin)}),
+        )
+        .await;
+        drop(pages);
+        if let Some(ingest) = ingest.as_mut() {
+            ingest.worker.terminate();
+            let _ = std::fs::remove_dir_all(&ingest.dir);
+            let _ = xin_e2e::kubectl(&[
+                "delete",
+                "ingestionjob",
+                &ingest.name,
+                "-n",
+                "xin-acme",
+                "--ignore-not-found",
+            ]);
+        }
         held?;
     }
     automation.worker.terminate();
@@ -475,6 +489,45 @@ fn start_lingering_ingestion(
         dir: dir.to_path_buf(),
         name: copy.to_string(),
     })
+}
+
+/// The origin of the demo's widget page: one of acme's allowed origins in examples/.
+const WIDGET_PAGE_PORT: u16 = 18090;
+
+/// A made-up shop's pages with acme's widget on them (`/` in English, `/fa` in Persian), on
+/// `http://localhost:18090`, the snippet pointing at acme's gateway on this machine (the
+/// Channel's status gives the same snippet for its public host).
+fn widget_pages(acme: &Stack) -> Result<xin_e2e::browser::Pages, String> {
+    use xin_e2e::browser::{Page, Pages, widget_page};
+    let snippet = xin_api::widget::snippet(&format!("http://{}", acme.gw_addr), "web");
+    let fa = snippet.replace(
+        " async>",
+        " data-locale=\"fa\" data-title=\"راهنمای اکمه\" async>",
+    );
+    let pages = Pages::serve(
+        &format!("127.0.0.1:{WIDGET_PAGE_PORT}"),
+        "localhost",
+        vec![
+            Page {
+                path: "/".into(),
+                html: widget_page("en", "Acme shop (demo)", "Ask the chat at the bottom right about shipping, returns or support hours.", &snippet),
+                csp: None,
+            },
+            Page {
+                path: "/fa".into(),
+                html: widget_page("fa", "فروشگاه اکمه (نمونه)", "از گفتگوی پایین صفحه دربارهٔ ارسال، مرجوعی یا ساعات پشتیبانی بپرسید.", &fa),
+                csp: None,
+            },
+        ],
+    )
+    .map_err(|e| {
+        format!("cannot serve the widget page on 127.0.0.1:{WIDGET_PAGE_PORT}: {e} (another demo still running? make cluster-down stops it)")
+    })?;
+    println!(
+        "\n--- the web widget: {}/ (English) and {}/fa (Persian), acme's widget answering from its knowledge",
+        pages.origin, pages.origin
+    );
+    Ok(pages)
 }
 
 /// With `XIN_DEMO_HOLD=<file>`: writes the running workloads (tenant, component, metrics
