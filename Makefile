@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 CLUSTER := e2e/controlplane/cluster.sh
 
-.PHONY: demo demo-observability test widget bench bench-operator bench-orchestrator bench-gateway bench-store bench-ingest bench-automation fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
+.PHONY: demo demo-observability test widget images bench bench-operator bench-orchestrator bench-gateway bench-store bench-ingest bench-automation fuzz cluster-up cluster-down cluster-reset cluster-build cluster-status fmt lint
 
 ## demo: the local control plane, the operator, examples/ applied and Ready, shown
 demo:
@@ -19,6 +19,11 @@ test:
 ## widget: rebuild widget/dist/embed.js from widget/src (commit it; `make test` fails while it is stale)
 widget:
 	@e2e/widget.sh build
+
+## images: OCI images of the operator and the workloads from release builds, in
+## target/images/<binary> with an SBOM each (umoci and runc installed with apt-get; docs/images.md)
+images:
+	@e2e/images.sh build release
 
 ## bench: every benchmark (figures beside a baseline measured in the same run; no pass/fail)
 bench: bench-operator bench-gateway bench-orchestrator bench-store bench-ingest bench-automation

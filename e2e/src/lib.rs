@@ -15,6 +15,7 @@ pub use serde_json::Value;
 
 pub mod browser;
 pub mod local;
+pub mod oci;
 pub mod operator;
 pub mod workload;
 

@@ -82,7 +82,11 @@ fn chart_lints_and_renders_with_and_without_options() {
         "--api-versions",
         "monitoring.coreos.com/v1/PrometheusRule",
         "--set",
-        "workloads.gatewayImage=registry.example/gw:2",
+        "workloads.gateway.repository=registry.example/gw",
+        "--set",
+        "workloads.gateway.tag=2",
+        "--set",
+        "workloads.orchestrator.digest=sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef",
     ]);
     assert!(ok, "{with_sm}");
     for kind in ["ServiceMonitor", "PodMonitor", "PrometheusRule"] {
@@ -123,8 +127,30 @@ fn chart_lints_and_renders_with_and_without_options() {
         "dashboards still rendered"
     );
     assert!(
-        with_sm.contains("registry.example/gw:2"),
+        with_sm.contains(r#"{name: XIN_GATEWAY_IMAGE, value: "registry.example/gw:2"}"#),
         "workload images come from values"
+    );
+    assert!(
+        with_sm.contains(r#"{name: XIN_ORCHESTRATOR_IMAGE, value: "ghcr.io/xin-dev/xin-orchestrator:0.1.0@sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"}"#),
+        "a digest pins the image"
+    );
+    assert!(
+        with_sm.contains(r#"image: "ghcr.io/xin-dev/xin-operator:0.1.0""#),
+        "the operator's tag defaults to the appVersion"
+    );
+    let (ok, bad) = helm(&[
+        "template",
+        "xin",
+        "--namespace",
+        "xin-system",
+        "--kube-version",
+        "v1.37.2",
+        "--set",
+        "image.digest=latest",
+    ]);
+    assert!(
+        !ok && bad.contains("must be sha256:<64 hex digits>"),
+        "{bad}"
     );
     // The platform endpoints of the tenants' NetworkPolicies reach the operator's settings.
     assert!(plain.contains(r#"{name: XIN_NETPOL_API_SERVER_PORTS, value: "443,6443"}"#));

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+#[allow(unused_imports)]
 pub use xin_e2e::operator::{OperatorProcess, operators_running};
 pub use xin_e2e::*;
 
