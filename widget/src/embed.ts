@@ -355,7 +355,9 @@ class Widget {
     if (s.refused) {
       this.banner.hidden = false;
       this.banner.className = "banner error";
-      this.banner.textContent = t.refused;
+      // The site's identity token for its user was refused (expired, say): the page has to
+      // sign a new one; otherwise this page may not use the chat at all.
+      this.banner.textContent = /identity/.test(s.refused) ? t.signIn : t.refused;
     } else if (s.connection === "offline") {
       this.banner.hidden = false;
       this.banner.className = "banner";

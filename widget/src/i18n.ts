@@ -19,7 +19,7 @@ export interface Texts {
   notSent: string;
   noAnswer: string;
   refused: string;
-  connecting: string;
+  signIn: string;
 }
 
 const en: Texts = {
@@ -41,7 +41,7 @@ const en: Texts = {
   notSent: "Not sent",
   noAnswer: "Sorry, no answer could be given. Please try again later.",
   refused: "This chat is not available on this site.",
-  connecting: "Connecting…",
+  signIn: "Your sign-in has expired. Reload the page to chat.",
 };
 
 const fa: Texts = {
@@ -63,7 +63,7 @@ const fa: Texts = {
   notSent: "ارسال نشد",
   noAnswer: "متأسفیم، پاسخی داده نشد. لطفاً بعداً دوباره امتحان کنید.",
   refused: "این گفتگو روی این سایت در دسترس نیست.",
-  connecting: "در حال اتصال…",
+  signIn: "ورود شما منقضی شده است. برای گفتگو صفحه را دوباره بارگذاری کنید.",
 };
 
 export function locale(value: string | null | undefined): Locale | null {
