@@ -490,7 +490,6 @@ async fn the_widget_answers_in_a_real_browser() {
         gap_left < gap_right,
         "the visitor's bubble on the left: {v:#}"
     );
-    // Persian digits in the widget's own texts: the offline banner counts in them.
     screenshot(&c, "widget-fa.png").await;
     c.close().await.unwrap();
 
