@@ -111,7 +111,7 @@ if [ -f "$holdpid" ] && { tr '\0' ' ' <"/proc/$(cat "$holdpid")/cmdline"; } 2>/d
   for _ in $(seq 1 120); do kill -0 "$(cat "$holdpid")" 2>/dev/null || break; sleep 0.5; done
 fi
 rm -f "$hold"
-XIN_DEMO_HOLD=$hold XIN_DEMO_INGEST_METRICS=$OBS setsid target/debug/xin-demo-messages >"$STATE/logs/xin-demo-messages.log" 2>&1 </dev/null &
+XIN_DEMO_HOLD=$hold XIN_DEMO_INGEST_METRICS=$OBS XIN_DEMO_WIDGET_PAGE=1 setsid target/debug/xin-demo-messages >"$STATE/logs/xin-demo-messages.log" 2>&1 </dev/null &
 echo $! >"$holdpid"
 for _ in $(seq 1 600); do
   [ -f "$hold" ] && break

@@ -292,6 +292,8 @@ fn prometheus_scrapes_every_panel_and_alert_and_one_message_is_one_trace() {
     let out = std::fs::File::create(&log).unwrap();
     let child = Command::new(&bin)
         .env("XIN_DEMO_HOLD", &hold)
+        // As `make demo-observability`: an ingestion run's metrics stay up to be scraped.
+        .env("XIN_DEMO_INGEST_METRICS", "1")
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)

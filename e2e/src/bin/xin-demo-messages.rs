@@ -391,12 +391,17 @@ async fn run() -> Result<(), String> {
         } else {
             None
         };
-        let pages = widget_pages(&acme)?;
-        let held = hold_until_released(
-            &hold,
-            &json!({"targets": targets, "widget_page": format!("{}/", pages.origin)}),
-        )
-        .await;
+        // `make demo`: a page with acme's widget (a fixed port: its origin is in examples/).
+        let pages = if std::env::var("XIN_DEMO_WIDGET_PAGE").as_deref() == Ok("1") {
+            Some(widget_pages(&acme)?)
+        } else {
+            None
+        };
+        let mut held_state = json!({"targets": targets});
+        if let Some(p) = &pages {
+            held_state["widget_page"] = json!(format!("{}/", p.origin));
+        }
+        let held = hold_until_released(&hold, &held_state).await;
         drop(pages);
         if let Some(ingest) = ingest.as_mut() {
             ingest.worker.terminate();
@@ -530,7 +535,9 @@ fn widget_pages(acme: &Stack) -> Result<xin_e2e::browser::Pages, String> {
     Ok(pages)
 }
 
-/// With `XIN_DEMO_HOLD=<file>`: writes the running workloads (tenant, component, metrics
+/// With `XIN_DEMO_HOLD=<file>` (`make demo`; with `XIN_DEMO_WIDGET_PAGE=1` also the widget's
+/// page, with `XIN_DEMO_INGEST_METRICS=1` also an ingestion run's metrics, for
+/// `make demo-observability`): writes the running workloads (tenant, component, metrics
 /// address, the gateways' and orchestrators' HTTP address, pid) as JSON to `<file>`, then keeps them running until the file is removed or
 /// the process gets SIGTERM or SIGINT (a Prometheus can scrape them meanwhile, and traces
 /// keep flowing).
