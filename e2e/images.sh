@@ -6,15 +6,18 @@
 # bundle and an /etc/passwd naming the non-root user 65532. No shell, no package manager.
 #   images.sh build [release|dev]   build the binaries (cargo, that profile; default release)
 #                                   and their images; prints each image's tags and digest
+#   images.sh assemble [release|dev] the same from binaries already built (no cargo)
 #   images.sh deps                  install umoci and runc with apt-get when missing
 # One image per binary rather than one with all five: each workload pulls only its own binary
 # (the orchestrator's is the largest), and a change to one binary changes one image.
 # Tags: <version> and <version>-<commit> (12 hex digits, with -dirty when the work tree has
 # changes). Beside each layout, <binary>.spdx.json: its SBOM (SPDX 2.3; e2e/sbom.py): the
 # crates compiled into the binary (from Cargo.lock) and the Debian packages of the copied
-# libraries. `make images` builds release binaries; `make test` builds the images from the dev
-# binaries its suites already built (the same assembly, a larger binary) for the OCI-runtime
-# test, operator/tests/e2e_images.rs.
+# libraries. `make images` builds release binaries; `make test` installs umoci and runc
+# (`deps`), and the OCI-runtime test (operator/tests/e2e_images.rs) assembles the images from
+# the dev binaries `cargo test` has just built (`assemble dev`: the same assembly, a larger
+# binary). A separate `cargo build -p …` there would compile the binaries and much of their
+# dependency tree a second time, with the features of a smaller package set.
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$REPO"
@@ -44,12 +47,23 @@ copy_libs() {
 }
 
 build() {
+  local profile=${1:-release}
+  case "$profile" in
+    release) say "cargo build --release (the five binaries)"
+      cargo build --release --locked -p xin-operator -p xin-gateway -p xin-orchestrator -p xin-ingest -p xin-automation --bins ;;
+    dev) say "cargo build (the five binaries, dev profile)"
+      cargo build --locked -p xin-operator -p xin-gateway -p xin-orchestrator -p xin-ingest -p xin-automation --bins ;;
+    *) echo "error: profile must be release or dev, not $profile" >&2; exit 2 ;;
+  esac
+  assemble "$profile"
+}
+
+# The images from binaries already built (target/release or target/debug).
+assemble() {
   local profile=${1:-release} dir
   case "$profile" in
-    release) dir=release; say "cargo build --release (the five binaries)"
-      cargo build --release --locked -p xin-operator -p xin-gateway -p xin-orchestrator -p xin-ingest -p xin-automation --bins ;;
-    dev) dir=debug; say "cargo build (the five binaries, dev profile)"
-      cargo build --locked -p xin-operator -p xin-gateway -p xin-orchestrator -p xin-ingest -p xin-automation --bins ;;
+    release) dir=release ;;
+    dev) dir=debug ;;
     *) echo "error: profile must be release or dev, not $profile" >&2; exit 2 ;;
   esac
   deps
@@ -67,7 +81,7 @@ build() {
   printf '%-18s %-28s %s\n' IMAGE TAGS DIGEST >&2
   for bin in "${BINS[@]}"; do
     local src=$target/$dir/$bin layout=$out/$bin rootfs=$work/$bin/rootfs bundle=$work/$bin/bundle
-    [ -x "$src" ] || { echo "error: $src is missing" >&2; exit 1; }
+    [ -x "$src" ] || { echo "error: $src is missing (images.sh build $profile builds it)" >&2; exit 1; }
     mkdir -p "$rootfs/usr/local/bin" "$rootfs/etc/ssl/certs" "$rootfs/tmp"
     install -m 0755 "$src" "$rootfs/usr/local/bin/$bin"
     copy_libs "$src" "$rootfs" >"$work/$bin.libs"
@@ -111,6 +125,7 @@ build() {
 
 case "${1:-}" in
   build) build "${2:-release}" ;;
+  assemble) assemble "${2:-release}" ;;
   deps) deps ;;
-  *) echo "usage: $0 build [release|dev] | deps" >&2; exit 2 ;;
+  *) echo "usage: $0 build [release|dev] | assemble [release|dev] | deps" >&2; exit 2 ;;
 esac

@@ -12,10 +12,10 @@
 #      e2e/smtp.sh, the e-mail tests'): started here unless running; the test tools
 #      (cyclonus, the NetworkPolicy engine; the Prometheus Operator's CRDs): built unless
 #      cached; Prometheus, promtool and Jaeger built in the background (see below)
-#   3. the container images (e2e/images.sh build dev: the same assembly as `make images`, from
-#      the dev binaries the suites use; umoci and runc with apt-get when missing), then
-#      cargo test --workspace: unit tests, the e2e suites against that cluster (the images run
-#      by runc among them), and the workload tests against that PostgreSQL
+#   3. cargo test --workspace: unit tests, the e2e suites against that cluster (among them the
+#      container images, assembled as `make images` does from the dev binaries cargo test
+#      built, run by runc; umoci and runc installed with apt-get when missing), and the
+#      workload tests against that PostgreSQL
 #   4. the cargo-fuzz targets (dependencies from fuzz/Cargo.lock, --locked), XIN_FUZZ_SECONDS
 #      each (default 15; `make fuzz` runs longer); the nightly toolchain, cargo-fuzz and the
 #      instrumented targets are fetched and built in the background (nice 19) from the start
@@ -123,8 +123,8 @@ say "cargo test --workspace (unit tests and e2e suites)"
 second=$("$CLUSTER" up 2>&1)
 grep -q "already running" <<<"$second" || { echo "error: a second 'cluster.sh up' was not detected:" >&2; echo "$second" >&2; exit 1; }
 
-say "container images from the dev binaries, for the OCI-runtime test (e2e/images.sh build dev: umoci, runc)"
-"$REPO/e2e/images.sh" build dev
+say "umoci and runc for the images' OCI-runtime test (apt-get when missing)"
+"$REPO/e2e/images.sh" deps
 
 log=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$log"

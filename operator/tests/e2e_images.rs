@@ -1,5 +1,5 @@
-//! The images `e2e/images.sh` builds (`make images`; `make test` builds them from its dev
-//! binaries first), run by an OCI runtime (Debian's runc) with what the operator renders:
+//! The images `e2e/images.sh` builds (`make images`; here assembled from the dev binaries
+//! `cargo test` built), run by an OCI runtime (Debian's runc) with what the operator renders:
 //! the operator's own image reconciles a Tenant in the test cluster, then the gateway,
 //! orchestrator and automation images start with the environment it rendered for that
 //! Tenant, serve `/health` and `/metrics` (and `/ready`), and exit 0 on SIGTERM; the
@@ -86,6 +86,30 @@ fn same_path(dir: &Path) -> Bind {
     }
 }
 
+/// Assembles the images once per test process from the dev binaries `cargo test` built
+/// (`e2e/images.sh assemble dev`, the same assembly as `make images`).
+fn images() {
+    static ONCE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let r = ONCE.get_or_init(|| {
+        let script = xin_e2e::operator::repo_root().join("e2e/images.sh");
+        let out = std::process::Command::new(&script)
+            .args(["assemble", "dev"])
+            .output()
+            .map_err(|e| format!("{}: {e}", script.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "e2e/images.sh assemble dev failed:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        }
+    });
+    if let Err(e) = r {
+        panic!("{e}");
+    }
+}
+
 fn env(pairs: &[(&str, String)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -114,6 +138,7 @@ fn serves_and_stops(c: &mut Container, http: &str, path: &str, metrics: &str) {
 
 #[test]
 fn the_images_are_minimal_non_root_and_carry_their_sbom() {
+    images();
     for name in IMAGES {
         let bundle = unpack(name, &version_tag()).unwrap();
         let config: serde_json::Value =
@@ -200,6 +225,7 @@ fn the_images_are_minimal_non_root_and_carry_their_sbom() {
 
 #[test]
 fn the_images_run_in_an_oci_runtime_as_the_operator_renders_them() {
+    images();
     install_crds();
     let scratch = std::env::temp_dir().join(format!("xin-images-{}", std::process::id()));
     // The operator from its image: it reconciles this test's Tenant.
