@@ -91,6 +91,26 @@ pub struct Overrides {
     pub meta_graph_api_base: String,
 }
 
+impl Overrides {
+    /// Free ports on loopback, the routes file at `routes_file`, the database as rendered, no
+    /// LLM or embeddings stand-in, and provider APIs at a closed port (nothing answers).
+    pub fn local(routes_file: PathBuf) -> Self {
+        use crate::workload::free_port;
+        Overrides {
+            database_url: None,
+            gateway_port: free_port(),
+            gateway_metrics_port: free_port(),
+            orchestrator_port: free_port(),
+            orchestrator_metrics_port: free_port(),
+            routes_file,
+            llm_endpoint: None,
+            embedding_endpoint: None,
+            telegram_api_base: "http://127.0.0.1:9".into(),
+            meta_graph_api_base: "http://127.0.0.1:9".into(),
+        }
+    }
+}
+
 fn set(env: &mut Vec<(String, String)>, k: &str, v: String) {
     env.retain(|(n, _)| n != k);
     env.push((k.to_string(), v));

@@ -268,18 +268,7 @@ fn the_images_run_in_an_oci_runtime_as_the_operator_renders_them() {
         ready("channel", "web", &ns);
         ready("automationrule", "hook", &ns);
         let dir = scratch.join("routes");
-        let o = Overrides {
-            database_url: None,
-            gateway_port: free_port(),
-            gateway_metrics_port: free_port(),
-            orchestrator_port: free_port(),
-            orchestrator_metrics_port: free_port(),
-            routes_file: write_routes(&ns, &dir).unwrap(),
-            llm_endpoint: None,
-            embedding_endpoint: None,
-            telegram_api_base: "http://127.0.0.1:9".into(),
-            meta_graph_api_base: "http://127.0.0.1:9".into(),
-        };
+        let o = Overrides::local(write_routes(&ns, &dir).unwrap());
         let mut orch =
             Container::start("xin-orchestrator", &orchestrator_env(&ns, &o).unwrap(), &[]).unwrap();
         let mut gw = Container::start(

@@ -292,16 +292,8 @@ async fn the_widget_answers_in_a_real_browser() {
     // best matching passage of the knowledge).
     let dir = std::env::temp_dir().join(format!("xin-widget-{}", t.name));
     let o = Overrides {
-        database_url: None,
         gateway_port: gw_port,
-        gateway_metrics_port: free_port(),
-        orchestrator_port: free_port(),
-        orchestrator_metrics_port: free_port(),
-        routes_file: write_routes(&ns, &dir).unwrap(),
-        llm_endpoint: None,
-        embedding_endpoint: None,
-        telegram_api_base: "http://127.0.0.1:9".into(),
-        meta_graph_api_base: "http://127.0.0.1:9".into(),
+        ..Overrides::local(write_routes(&ns, &dir).unwrap())
     };
     let orch_addr = format!("127.0.0.1:{}", o.orchestrator_port);
     let gw_addr = format!("127.0.0.1:{gw_port}");
