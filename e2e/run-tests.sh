@@ -6,8 +6,8 @@
 #      web widget (e2e/widget.sh check: the committed widget/dist/embed.js is what widget/src
 #      builds to, its types and unit tests, the React wrapper package built and tested)
 #   2. Chromium and chromedriver from Debian's packages for the widget's browser tests
-#      (apt-get, when missing); the test cluster (XIN_CLUSTER=test: state .cluster/test, its own ports; never the
-#      demo's), a throwaway PostgreSQL and an S3-compatible server (moto, e2e/s3.sh, the
+#      (apt-get, when missing); the test cluster (XIN_CLUSTER=test: state .cluster/test, its
+#      own ports; never the demo's), a throwaway PostgreSQL and an S3-compatible server (moto, e2e/s3.sh, the
 #      ingestion tests' stand-in for a bucket) and an SMTP relay with STARTTLS (aiosmtpd,
 #      e2e/smtp.sh, the e-mail tests'): started here unless running; the test tools
 #      (cyclonus, the NetworkPolicy engine; the Prometheus Operator's CRDs): built unless
