@@ -97,7 +97,7 @@ kubectl get deployments,services,hpa,secrets -n xin-globex
 kubectl get tenants -o custom-columns='TENANT:.metadata.name,DATABASE:.status.database.name,MODE:.status.database.mode,SCHEMA:.status.database.schemaVersion'
 { set +x; } 2>/dev/null
 say "the operator's metrics"
-curl -fsS "http://$METRICS_ADDR/metrics" | { grep -E '^xin_operator_(reconciles|reconcile_failures|write_requests)_total' || true; } | sort | head -40
+curl -fsS "http://$METRICS_ADDR/metrics" | { grep -E '^xin_operator_(reconciles|reconcile_failures|write_requests)_total' || true; } | sort | sed -n '1,40p'  # not head: it would close the pipe early (SIGPIPE under pipefail)
 
 say "ingestion, the message paths, then automations: each tenant's workers, gateway and orchestrator with the configuration the operator rendered"
 # The workloads stay up afterwards (the widget's page, and Prometheus with

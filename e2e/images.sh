@@ -69,7 +69,7 @@ assemble() {
   deps
   local target=${CARGO_TARGET_DIR:-$REPO/target}
   local version commit epoch created out
-  version=$(sed -n 's/^version = "\(.*\)"/\1/p' operator/Cargo.toml | head -1)
+  version=$(awk -F'"' '/^version = /{print $2; exit}' operator/Cargo.toml)
   commit=$(git rev-parse --short=12 HEAD)
   git diff --quiet HEAD -- 2>/dev/null || commit="$commit-dirty"
   epoch=$(git log -1 --format=%ct)
