@@ -169,14 +169,7 @@ impl Container {
 
     /// The exit status, waiting at most `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        while Instant::now() < deadline {
-            if let Ok(Some(s)) = self.child.try_wait() {
-                return Some(s);
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        None
+        crate::workload::wait_child(&mut self.child, timeout)
     }
 
     /// The bundle's root filesystem (what the image holds).

@@ -109,6 +109,17 @@ pub const TENANT_GONE_WITHIN: Duration = Duration::from_secs(120);
 /// `ns` without waiting (with `deletionPolicy: Delete` the operator already did; with `Retain`
 /// it stays otherwise). Never panics: it runs in `drop`, possibly while a failed test unwinds.
 pub fn delete_tenant_and_wait(name: &str, ns: &str) -> Result<(), String> {
+    delete_tenant_and_wait_with(name, ns, || operators_running() > 0)
+}
+
+/// [`delete_tenant_and_wait`], with `operator_running` saying whether the operator that runs
+/// the finalizer still does (an operator of this process by default; a container's in the
+/// images suite).
+pub fn delete_tenant_and_wait_with(
+    name: &str,
+    ns: &str,
+    operator_running: impl FnMut() -> bool,
+) -> Result<(), String> {
     let deleted = kubectl(&[
         "delete",
         "tenant",
@@ -117,7 +128,7 @@ pub fn delete_tenant_and_wait(name: &str, ns: &str) -> Result<(), String> {
         "--ignore-not-found",
     ]);
     let gone = if deleted.ok {
-        wait_tenant_gone(name)
+        wait_tenant_gone_while(name, operator_running)
     } else {
         Err(format!("kubectl delete tenant failed: {}", deleted.stderr))
     };
@@ -139,33 +150,40 @@ pub fn delete_tenant_and_wait(name: &str, ns: &str) -> Result<(), String> {
 /// cluster, and the error says why: the first is a test that drops its operator too early, the
 /// second an operator that does not finish a deletion.
 pub fn wait_tenant_gone(name: &str) -> Result<(), String> {
+    wait_tenant_gone_while(name, || operators_running() > 0)
+}
+
+/// [`wait_tenant_gone`], with `operator_running` saying whether the operator still runs.
+pub fn wait_tenant_gone_while(
+    name: &str,
+    mut operator_running: impl FnMut() -> bool,
+) -> Result<(), String> {
     let exists = || {
         let r = kubectl(&["get", "tenant", name, "--ignore-not-found", "-o", "name"]);
         !(r.ok && r.stdout.trim().is_empty())
     };
-    let problem = if operators_running() == 0 {
-        exists().then(|| {
-            "no OperatorProcess of this test runs any more, so nothing would run its \
-             decommission finalizer; declare the TestTenant after the OperatorProcess (locals \
-             drop in reverse order)"
-                .to_string()
-        })
-    } else {
-        let start = Instant::now();
-        loop {
-            if !exists() {
-                break None;
-            }
-            if start.elapsed() > TENANT_GONE_WITHIN {
-                let r = kubectl(&["get", "tenant", name, "-o", "jsonpath={.status.conditions}"]);
-                break Some(format!(
-                    "still there {TENANT_GONE_WITHIN:?} after its deletion with an operator \
-                     running; conditions {}",
-                    r.stdout
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(500));
+    let start = Instant::now();
+    let problem = loop {
+        if !exists() {
+            break None;
         }
+        if !operator_running() {
+            break Some(
+                "no operator of this test runs any more, so nothing would run its \
+                 decommission finalizer; declare the TestTenant after the OperatorProcess (locals \
+                 drop in reverse order)"
+                    .to_string(),
+            );
+        }
+        if start.elapsed() > TENANT_GONE_WITHIN {
+            let r = kubectl(&["get", "tenant", name, "-o", "jsonpath={.status.conditions}"]);
+            break Some(format!(
+                "still there {TENANT_GONE_WITHIN:?} after its deletion with an operator \
+                 running; conditions {}",
+                r.stdout
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
     };
     match problem {
         None => Ok(()),
