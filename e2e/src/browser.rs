@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 pub use fantoccini;
 use fantoccini::{Client, ClientBuilder};
 use serde_json::json;
@@ -196,8 +197,6 @@ impl Pages {
         })
     }
 }
-
-use axum::response::IntoResponse;
 
 impl Drop for Pages {
     fn drop(&mut self) {
