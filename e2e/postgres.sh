@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL for the workload tests, on 127.0.0.1 only.
+# A throwaway PostgreSQL for the workload tests, on 127.0.0.1 only (and XIN_PG_ALSO_LISTEN).
 #   postgres.sh start   install (apt-get) if missing, init and start; prints the URL
 #   postgres.sh stop    stop it and remove its data
 #   postgres.sh url     print the URL
 # Settings: XIN_PG_PORT (default 16432), XIN_PG_DIR (default $TMPDIR/xin-postgres-<port>),
 # XIN_PG_FSYNC (default off: the tests' server skips flushes to disk; the benchmarks that
-# measure durable writes start one with `on`, and then synchronous_commit is on too).
+# measure durable writes start one with `on`, and then synchronous_commit is on too),
+# XIN_PG_ALSO_LISTEN (an address/prefix such as 10.245.0.1/24: listen on that address too and
+# take password logins from its network — the real node's pods, e2e/realnode.sh).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PORT=${XIN_PG_PORT:-16432}
@@ -13,6 +15,13 @@ FSYNC=${XIN_PG_FSYNC:-off}
 case "$FSYNC" in on|off) ;; *) echo "XIN_PG_FSYNC must be on or off, got '$FSYNC'" >&2; exit 2 ;; esac
 # Outside the repository: the server runs as the postgres user, who may not reach it.
 DIR=${XIN_PG_DIR:-${TMPDIR:-/tmp}/xin-postgres-$PORT}
+ALSO=${XIN_PG_ALSO_LISTEN:-}
+LISTEN=127.0.0.1 ALSO_NET=""
+if [ -n "$ALSO" ]; then
+  ALSO_NET=$(python3 -c 'import ipaddress, sys; i = ipaddress.ip_interface(sys.argv[1]); print(i.ip, i.network)' "$ALSO") \
+    || { echo "XIN_PG_ALSO_LISTEN must be an address/prefix such as 10.245.0.1/24, got '$ALSO'" >&2; exit 2; }
+  LISTEN="127.0.0.1,${ALSO_NET% *}" ALSO_NET=${ALSO_NET#* }
+fi
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 bin() {
@@ -35,7 +44,7 @@ url() { echo "postgres://postgres:$PASSWORD@127.0.0.1:$PORT/postgres"; }
 auth_setup() {
   printf '%s\n' "local all all trust" "host all postgres 127.0.0.1/32 trust" \
     "host all all 127.0.0.1/32 scram-sha-256" \
-    "host all all ::1/128 scram-sha-256" >"$DIR/data/pg_hba.conf"
+    "host all all ::1/128 scram-sha-256" ${ALSO_NET:+"host all all $ALSO_NET scram-sha-256"} >"$DIR/data/pg_hba.conf"
   [ "$(id -u)" = 0 ] && chown postgres "$DIR/data/pg_hba.conf"
   "$(bin)/psql" -q -X -v ON_ERROR_STOP=1 -h "$DIR" -p "$PORT" -U postgres postgres \
     -c "SET password_encryption = 'scram-sha-256'" -c "ALTER ROLE postgres PASSWORD '$PASSWORD'" >/dev/null
@@ -66,9 +75,9 @@ case "${1:-}" in
         || { cat "$DIR/initdb.log" >&2; exit 1; }
     fi
     as_pg "$B/pg_ctl" -D "$DIR/data" -l "$DIR/postgres.log" -w -t 60 \
-      -o "-p $PORT -c listen_addresses=127.0.0.1 -k $DIR -c fsync=$FSYNC -c synchronous_commit=on -c max_connections=200" start >/dev/null \
+      -o "-p $PORT -c listen_addresses=$LISTEN -k $DIR -c fsync=$FSYNC -c synchronous_commit=on -c max_connections=200" start >/dev/null \
       || { tail -20 "$DIR/postgres.log" >&2; exit 1; }
-    say "PostgreSQL running on 127.0.0.1:$PORT, fsync $FSYNC (log $DIR/postgres.log)"
+    say "PostgreSQL running on $LISTEN:$PORT, fsync $FSYNC (log $DIR/postgres.log)"
     auth_setup
     url
     ;;

@@ -1,32 +1,94 @@
 #!/usr/bin/env bash
-# EXPERIMENTAL, run by hand (not part of make test yet): a real node in the demo's local
-# cluster — a kubelet built from the control plane's Kubernetes module, containerd 2.4.2 built
-# from its Go module, Debian's runc, the CNI bridge plugins — running the images `make images`
-# (or `e2e/images.sh assemble dev`) built. docs/images.md ("A real node") says what works.
-#   realnode.sh build   build kubelet, containerd (+ shim, ctr) and the CNI plugins into
-#                       ~/.cache/xin/realnode-<versions>/bin (Go module proxy; minutes, once)
-#   realnode.sh up      start containerd and the kubelet (node xin-real-1) against the demo
-#                       cluster (make cluster-up first), import a pause image and the Xin images
-#   realnode.sh down    stop them (the Node object stays NotReady; kubectl delete node xin-real-1)
-# Everything lives under $TMPDIR/xin-realnode. Needs root (runc, cgroups).
+# A real node in a local cluster (XIN_CLUSTER, default `real`; start it with cluster.sh up):
+# a kubelet and kube-proxy built from the control plane's Kubernetes module, containerd 2.4.2
+# built from its Go module, Debian's runc, the CNI bridge plugins, and CoreDNS for the cluster's
+# names — running the images `make images` (or `e2e/images.sh assemble dev`) built.
+# operator/tests/e2e_realnode.rs (in make test) runs the chart and the examples on it;
+# docs/images.md ("A real node") says how it is put together.
+#   realnode.sh deps    apt-get what it needs when missing (runc, nftables, socat, umoci)
+#   realnode.sh build   build kubelet, kube-proxy, containerd (+ shim, ctr), CoreDNS and the CNI
+#                       plugins into ~/.cache/xin/realnode-<versions>/bin (Go module proxy;
+#                       minutes, once)
+#   realnode.sh up      start them (node xin-real-1), import a pause image and the Xin images
+#   realnode.sh down    stop them, undo their network rules, unmount, delete the bridge and the
+#                       Node object
+# Networking stays on this machine: the pods get addresses on a bridge of their own
+# (xin-cni0, 10.245.0.0/24, the node itself 10.245.0.1) and are reached from outside only
+# through loopback (kubectl port-forward). On that bridge address only: the kubelet, CoreDNS,
+# and a relay to the API server (which listens on 127.0.0.1), the `kubernetes` Service's
+# endpoint. Everything lives under $TMPDIR/xin-realnode-<cluster>. Needs root (runc, cgroups,
+# the bridge, nftables).
 set -euo pipefail
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 . "$REPO/e2e/controlplane/versions.env"
 CONTAINERD_VERSION=v2.4.2
 CNI_PLUGINS_VERSION=v1.10.0
+COREDNS_VERSION=v1.15.0
 BIN=${XDG_CACHE_HOME:-$HOME/.cache}/xin/realnode-$KUBE_VERSION-$CONTAINERD_VERSION/bin
-RUN=${TMPDIR:-/tmp}/xin-realnode
+CLUSTER_NAME=${XIN_CLUSTER:-real}
+STATE=$("$REPO/e2e/controlplane/cluster.sh" dir)
+KUBECONFIG_FILE=$STATE/kubeconfig
+RUN=${TMPDIR:-/tmp}/xin-realnode-$CLUSTER_NAME
 NODE=xin-real-1
+BRIDGE=xin-cni0
+NODE_ADDR=10.245.0.1
+POD_CIDR=10.245.0.0/24
+# This node's own ports (the kubelet's on the bridge address, the rest on loopback).
+KUBELET_PORT=18250 KUBELET_HEALTHZ_PORT=18248 PROXY_HEALTHZ_PORT=18256 PROXY_METRICS_PORT=18249
+DNS_HEALTH_PORT=18281 DNS_READY_PORT=18282
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+deps() {
+  local missing=()
+  command -v runc >/dev/null || missing+=(runc)
+  command -v nft >/dev/null || missing+=(nftables)
+  command -v socat >/dev/null || missing+=(socat)
+  command -v umoci >/dev/null || missing+=(umoci)
+  if ((${#missing[@]})); then
+    say "installing ${missing[*]} with apt-get"
+    local sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo apt-get update -qq && $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+  fi
+}
 
 build() {
   mkdir -p "$BIN"
-  if [ ! -x "$BIN/kubelet" ]; then
-    say "building kubelet $KUBE_VERSION (the control plane's module, with cmd/kubelet added)"
-    local mod; mod=$(mktemp -d)
+  if [ ! -x "$BIN/kubelet" ] || [ ! -x "$BIN/kube-proxy" ]; then
+    say "building kubelet and kube-proxy $KUBE_VERSION (the control plane's module, their commands added)"
+    local mod minor=${KUBE_VERSION#v1.}; mod=$(mktemp -d); minor=${minor%%.*}
+    # The version the node reports, as the control plane's binaries are stamped.
+    local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
     cp "$REPO/e2e/controlplane/gomod/kube/go.mod" "$REPO/e2e/controlplane/gomod/kube/go.sum" "$mod/"
-    sed -i 's|^\tk8s.io/kubernetes/cmd/kubectl$|\tk8s.io/kubernetes/cmd/kubectl\n\tk8s.io/kubernetes/cmd/kubelet|' "$mod/go.mod"
-    (cd "$mod" && go mod tidy && go build -o "$BIN/" k8s.io/kubernetes/cmd/kubelet)
+    sed -i 's|^\tk8s.io/kubernetes/cmd/kubectl$|\tk8s.io/kubernetes/cmd/kubectl\n\tk8s.io/kubernetes/cmd/kubelet\n\tk8s.io/kubernetes/cmd/kube-proxy|' "$mod/go.mod"
+    (cd "$mod" && go mod tidy && go build -ldflags "$ld" -o "$BIN/" k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
+    rm -rf "$mod"
+  fi
+  if [ ! -x "$BIN/coredns" ]; then
+    say "building CoreDNS $COREDNS_VERSION with only the plugins the node needs (kubernetes, cache, bind, errors, health, ready)"
+    local mod; mod=$(mktemp -d)
+    cat >"$mod/main.go" <<'EOF'
+// CoreDNS with the cluster's plugins only (the full build compiles every cloud provider's).
+package main
+
+import (
+	"github.com/coredns/coredns/core/dnsserver"
+	"github.com/coredns/coredns/coremain"
+	_ "github.com/coredns/coredns/plugin/bind"
+	_ "github.com/coredns/coredns/plugin/cache"
+	_ "github.com/coredns/coredns/plugin/errors"
+	_ "github.com/coredns/coredns/plugin/health"
+	_ "github.com/coredns/coredns/plugin/kubernetes"
+	_ "github.com/coredns/coredns/plugin/ready"
+)
+
+func init() {
+	dnsserver.Directives = []string{"bind", "ready", "health", "errors", "cache", "kubernetes"}
+}
+
+func main() { coremain.Run() }
+EOF
+    printf 'module xin.local/coredns\n\ngo 1.26\n' >"$mod/go.mod"
+    (cd "$mod" && go get "github.com/coredns/coredns@$COREDNS_VERSION" && go mod tidy && go build -ldflags "-s -w" -o "$BIN/coredns" .)
     rm -rf "$mod"
   fi
   if [ ! -x "$BIN/containerd" ]; then
@@ -76,11 +138,43 @@ EOF
   "$BIN/ctr" -a "$RUN/containerd.sock" -n k8s.io images import --base-name registry.k8s.io/pause "$d/pause.tar"
 }
 
+kc() { "$KUBE_BIN/kubectl" --kubeconfig "$KUBECONFIG_FILE" "$@"; }
+
+start_bg() { # name, command...: started in its own session, pid and log under $RUN
+  local name=$1; shift
+  setsid "$@" >"$RUN/$name.log" 2>&1 </dev/null &
+  echo $! >"$RUN/$name.pid"
+}
+
+wait_until() { # what, seconds, command...
+  local what=$1 secs=$2; shift 2
+  for _ in $(seq 1 $((secs * 2))); do "$@" >/dev/null 2>&1 && return 0; sleep 0.5; done
+  echo "error: timed out after ${secs}s waiting for $what" >&2
+  return 1
+}
+
 up() {
-  [ -x "$BIN/kubelet" ] || build
-  local kubeconfig=$REPO/.cluster/demo/kubeconfig
-  [ -f "$kubeconfig" ] || { echo "error: no demo cluster (make cluster-up)" >&2; exit 1; }
+  [ "$(id -u)" = 0 ] || { echo "error: a real node needs root (runc, cgroups, the bridge, nftables)" >&2; exit 1; }
+  deps
+  [ -x "$BIN/kubelet" ] && [ -x "$BIN/coredns" ] || build
+  . <("$REPO/e2e/controlplane/cluster.sh" env) 2>/dev/null || true
+  KUBE_BIN=$(dirname "$(command -v kubectl)")
+  [ -f "$KUBECONFIG_FILE" ] || { echo "error: no $CLUSTER_NAME cluster (XIN_CLUSTER=$CLUSTER_NAME e2e/controlplane/cluster.sh up)" >&2; exit 1; }
+  [ -f "$RUN/kubelet.pid" ] && kill -0 "$(cat "$RUN/kubelet.pid")" 2>/dev/null \
+    && { echo "error: a real node already runs (state $RUN): realnode.sh down first" >&2; exit 1; }
+  local server apiserver_port
+  server=$(awk '$1 == "server:" { print $2; exit }' "$KUBECONFIG_FILE")
+  apiserver_port=${server##*:}
   mkdir -p "$RUN/cni/conf" "$RUN/kubelet"
+
+  say "bridge $BRIDGE ($NODE_ADDR, pods in $POD_CIDR)"
+  ip link show "$BRIDGE" >/dev/null 2>&1 || ip link add "$BRIDGE" type bridge
+  ip addr flush dev "$BRIDGE"
+  ip addr add "$NODE_ADDR/24" dev "$BRIDGE"
+  ip link set "$BRIDGE" up
+  # Pods reach each other and Services (kube-proxy's DNAT) through this host.
+  sysctl -qw net.ipv4.ip_forward=1
+
   cat >"$RUN/containerd.toml" <<EOF
 version = 3
 root = "$RUN/root"
@@ -102,13 +196,80 @@ state = "$RUN/state"
     bin_dirs = ["$BIN"]
     conf_dir = "$RUN/cni/conf"
 EOF
-  # Pods get addresses on a bridge in network namespaces of their own; the tests reach them
-  # through loopback (hostNetwork or kubectl port-forward), never by these addresses.
-  cat >"$RUN/cni/conf/10-xin.conflist" <<'EOF'
+  cat >"$RUN/cni/conf/10-xin.conflist" <<EOF
 {"cniVersion": "1.0.0", "name": "xin-real",
- "plugins": [{"type": "bridge", "bridge": "xin-cni0", "isGateway": true, "ipMasq": false,
-              "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.244.99.0/24"}]]}}]}
+ "plugins": [{"type": "bridge", "bridge": "$BRIDGE", "isGateway": true, "isDefaultGateway": true, "ipMasq": false,
+              "hairpinMode": true,
+              "ipam": {"type": "host-local", "ranges": [[{"subnet": "$POD_CIDR", "gateway": "$NODE_ADDR"}]],
+                       "dataDir": "$RUN/cni/ipam"}}]}
 EOF
+  say "containerd $CONTAINERD_VERSION (log $RUN/containerd.log)"
+  PATH=$BIN:$PATH start_bg containerd "$BIN/containerd" --config "$RUN/containerd.toml"
+  wait_until "containerd's socket" 30 test -S "$RUN/containerd.sock"
+  pause_image
+  local target=${CARGO_TARGET_DIR:-$REPO/target}
+  for i in xin-operator xin-gateway xin-orchestrator xin-ingest xin-automation; do
+    [ -f "$target/images/$i/index.json" ] || continue
+    tar -C "$target/images/$i" -cf "$RUN/$i.tar" .
+    "$BIN/ctr" -a "$RUN/containerd.sock" -n k8s.io images import --base-name "xin.local/$i" "$RUN/$i.tar" >/dev/null
+    rm -f "$RUN/$i.tar"
+  done
+  "$BIN/ctr" -a "$RUN/containerd.sock" -n k8s.io images ls -q | grep '^xin.local/' >&2 || true
+
+  # The `kubernetes` Service (10.0.0.1:443) for pods: its endpoint is a relay on the bridge
+  # address to the API server, which listens on loopback only (the API server's certificate
+  # names 10.0.0.1, so in-cluster clients verify it as usual).
+  say "the kubernetes Service's endpoint: $NODE_ADDR:$apiserver_port, relayed to 127.0.0.1:$apiserver_port"
+  start_bg apiserver-relay socat "TCP-LISTEN:$apiserver_port,bind=$NODE_ADDR,reuseaddr,fork" "TCP:127.0.0.1:$apiserver_port"
+  kc apply --server-side --force-conflicts --field-manager xin-realnode -f - >/dev/null <<EOF
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata:
+  name: kubernetes-xin-realnode
+  namespace: default
+  labels: {kubernetes.io/service-name: kubernetes, endpointslice.kubernetes.io/managed-by: xin-realnode}
+addressType: IPv4
+endpoints: [{addresses: ["$NODE_ADDR"], conditions: {ready: true}}]
+ports: [{name: https, port: $apiserver_port, protocol: TCP}]
+EOF
+
+  say "CoreDNS on $NODE_ADDR:53 for cluster.local (log $RUN/coredns.log)"
+  cat >"$RUN/Corefile" <<EOF
+cluster.local:53 in-addr.arpa:53 ip6.arpa:53 {
+  bind $NODE_ADDR
+  errors
+  health 127.0.0.1:$DNS_HEALTH_PORT
+  ready 127.0.0.1:$DNS_READY_PORT
+  kubernetes cluster.local in-addr.arpa ip6.arpa {
+    kubeconfig $KUBECONFIG_FILE
+    pods insecure
+    fallthrough in-addr.arpa ip6.arpa
+  }
+  cache 5
+}
+EOF
+  start_bg coredns "$BIN/coredns" -conf "$RUN/Corefile"
+  wait_until "CoreDNS ready" 60 curl -fsS "http://127.0.0.1:$DNS_READY_PORT/ready"
+
+  say "kube-proxy (nftables; log $RUN/kube-proxy.log)"
+  cat >"$RUN/kube-proxy.yaml" <<EOF
+apiVersion: kubeproxy.config.k8s.io/v1alpha1
+kind: KubeProxyConfiguration
+mode: nftables
+clientConnection: {kubeconfig: "$KUBECONFIG_FILE"}
+hostnameOverride: $NODE
+clusterCIDR: $POD_CIDR
+bindAddress: 127.0.0.1
+healthzBindAddress: 127.0.0.1:$PROXY_HEALTHZ_PORT
+metricsBindAddress: 127.0.0.1:$PROXY_METRICS_PORT
+# NodePorts (none in Xin's objects) only on the node's bridge address, never on this
+# machine's other interfaces.
+nodePortAddresses: ["$NODE_ADDR/32"]
+# Leave this machine's conntrack settings as they are.
+conntrack: {maxPerCore: 0, min: 0, tcpEstablishedTimeout: 0s, tcpCloseWaitTimeout: 0s}
+EOF
+  start_bg kube-proxy "$BIN/kube-proxy" --config "$RUN/kube-proxy.yaml"
+
   cat >"$RUN/kubelet.yaml" <<EOF
 apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -116,49 +277,79 @@ kind: KubeletConfiguration
 failCgroupV1: false
 cgroupDriver: cgroupfs
 containerRuntimeEndpoint: unix://$RUN/containerd.sock
-address: 127.0.0.1
-port: 18250
+address: $NODE_ADDR
+port: $KUBELET_PORT
 readOnlyPort: 0
 healthzBindAddress: 127.0.0.1
-healthzPort: 18248
-authentication: {anonymous: {enabled: false}, webhook: {enabled: false}}
+healthzPort: $KUBELET_HEALTHZ_PORT
+# Only the API server (its client certificate from the cluster's CA) talks to the kubelet.
+authentication:
+  anonymous: {enabled: false}
+  webhook: {enabled: false}
+  x509: {clientCAFile: "$STATE/pki/ca.crt"}
 authorization: {mode: AlwaysAllow}
+clusterDNS: ["$NODE_ADDR"]
+clusterDomain: cluster.local
 failSwapOn: false
 resolvConf: /etc/resolv.conf
 # containerd reports no image filesystem capacity here: without this the node is DiskPressure.
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "0%"}
 EOF
-  say "containerd (log $RUN/containerd.log)"
-  PATH=$BIN:$PATH setsid "$BIN/containerd" --config "$RUN/containerd.toml" >"$RUN/containerd.log" 2>&1 </dev/null &
-  echo $! >"$RUN/containerd.pid"
-  for _ in $(seq 1 60); do [ -S "$RUN/containerd.sock" ] && break; sleep 0.5; done
-  pause_image
-  local target=${CARGO_TARGET_DIR:-$REPO/target}
-  for i in xin-operator xin-gateway xin-orchestrator xin-ingest xin-automation; do
-    [ -f "$target/images/$i/index.json" ] || continue
-    tar -C "$target/images/$i" -cf "$RUN/$i.tar" .
-    "$BIN/ctr" -a "$RUN/containerd.sock" -n k8s.io images import --base-name "xin.local/$i" "$RUN/$i.tar"
-  done
-  say "kubelet, node $NODE (log $RUN/kubelet.log)"
-  setsid "$BIN/kubelet" --config "$RUN/kubelet.yaml" --kubeconfig "$kubeconfig" --hostname-override "$NODE" \
-    --root-dir "$RUN/kubelet" --cert-dir "$RUN/kubelet/pki" >"$RUN/kubelet.log" 2>&1 </dev/null &
-  echo $! >"$RUN/kubelet.pid"
-  say "kubectl get node $NODE; images as xin.local/<binary>:<tag> (imagePullPolicy: Never)"
+  say "kubelet $KUBE_VERSION, node $NODE (log $RUN/kubelet.log)"
+  start_bg kubelet "$BIN/kubelet" --config "$RUN/kubelet.yaml" --kubeconfig "$KUBECONFIG_FILE" \
+    --hostname-override "$NODE" --node-ip "$NODE_ADDR" \
+    --root-dir "$RUN/kubelet" --cert-dir "$RUN/kubelet/pki"
+  wait_until "node $NODE Ready" 120 kc wait --for=condition=Ready "node/$NODE" --timeout=1s
+  wait_until "kube-proxy healthy" 60 curl -fsS "http://127.0.0.1:$PROXY_HEALTHZ_PORT/healthz"
+  say "node $NODE Ready; images as xin.local/<binary>:<tag>"
+}
+
+stop() { # name: the process started by start_bg, TERM then KILL
+  [ -f "$RUN/$1.pid" ] || return 0
+  local pid; pid=$(cat "$RUN/$1.pid")
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 1 20); do kill -0 "$pid" 2>/dev/null || break; sleep 0.25; done
+  kill -9 "$pid" 2>/dev/null || true
+  rm -f "$RUN/$1.pid"
 }
 
 down() {
-  for p in kubelet containerd; do
-    [ -f "$RUN/$p.pid" ] && kill "$(cat "$RUN/$p.pid")" 2>/dev/null || true
-    rm -f "$RUN/$p.pid"
+  # Best effort, to the end: one step failing (a process gone meanwhile) must not leave the rest.
+  set +e
+  . <("$REPO/e2e/controlplane/cluster.sh" env) 2>/dev/null || true
+  KUBE_BIN=$(dirname "$(command -v kubectl 2>/dev/null || echo /nonexistent/kubectl)")
+  stop kubelet
+  # The pods' processes outlive the kubelet, containerd and the shims: kill them by their
+  # cgroups (the kubelet's kubepods hierarchy, cgroupfs driver), then remove those cgroups.
+  local _ procs
+  for _ in $(seq 1 40); do
+    procs=$( (find /sys/fs/cgroup/ -path '*/kubepods*' -name cgroup.procs -exec cat {} + 2>/dev/null || true) | sort -u)
+    [ -z "$procs" ] && break
+    kill -9 $procs 2>/dev/null || true
+    sleep 0.25
   done
-  # The shims outlive containerd and keep their pods' processes: they go too.
+  [ -z "$procs" ] || echo "warning: processes left in kubepods cgroups: $procs" >&2
+  find /sys/fs/cgroup/ -depth -type d -path '*/kubepods*' -exec rmdir {} + 2>/dev/null || true
+  for p in kube-proxy coredns apiserver-relay containerd; do stop "$p"; done
   pkill -f "containerd-shim-runc-v2 .*-address $RUN/containerd.sock" 2>/dev/null || true
-  say "stopped; state in $RUN"
+  # kube-proxy's rules (its own nftables table) and the bridge.
+  [ -x "$BIN/kube-proxy" ] && "$BIN/kube-proxy" --cleanup >/dev/null 2>&1 || true
+  ip link del "$BRIDGE" 2>/dev/null || true
+  # What the kubelet and containerd mounted (volumes, rootfs, netns), deepest first.
+  awk -v r="$RUN/" 'index($2, r) == 1 { print $2 }' /proc/mounts | sort -r | while read -r m; do
+    umount "$m" 2>/dev/null || umount -l "$m" 2>/dev/null || true
+  done
+  if [ -f "$KUBECONFIG_FILE" ] && [ -x "$KUBE_BIN/kubectl" ]; then
+    kc delete node "$NODE" --ignore-not-found --wait=false >/dev/null 2>&1 || true
+    kc delete endpointslice -n default kubernetes-xin-realnode --ignore-not-found >/dev/null 2>&1 || true
+  fi
+  say "node $NODE stopped; logs in $RUN"
 }
 
 case "${1:-}" in
+  deps) deps ;;
   build) build ;;
   up) up ;;
   down) down ;;
-  *) echo "usage: $0 build|up|down" >&2; exit 2 ;;
+  *) echo "usage: $0 deps|build|up|down" >&2; exit 2 ;;
 esac

@@ -15,7 +15,10 @@
 #   3. cargo test --workspace: unit tests, the e2e suites against that cluster (among them the
 #      container images, assembled as `make images` does from the dev binaries cargo test
 #      built, run by runc; umoci and runc installed with apt-get when missing), and the
-#      workload tests against that PostgreSQL
+#      workload tests against that PostgreSQL; the real-node suite (e2e_realnode) starts a
+#      cluster of its own (XIN_CLUSTER=real) with a real node (e2e/realnode.sh: kubelet,
+#      kube-proxy, containerd, CoreDNS, built in the background from the start of this step),
+#      its own PostgreSQL (port 15432), installs the chart with helm and runs the examples on it
 #   4. the cargo-fuzz targets (dependencies from fuzz/Cargo.lock, --locked), XIN_FUZZ_SECONDS
 #      each (default 15; `make fuzz` runs longer); the nightly toolchain, cargo-fuzz and the
 #      instrumented targets are fetched and built in the background (nice 19) from the start
@@ -39,11 +42,11 @@ cargo fmt --all -- --check
 fuzz_log=$(mktemp)
 setsid nice -n 19 "$REPO/e2e/fuzz.sh" build >"$fuzz_log" 2>&1 &
 fuzz_pid=$!
-obs_pid=
+obs_pid= realnode_pid=
 cleanup_background() {
   # Unfinished background builds go with us (redone next time).
   local p
-  for p in "$fuzz_pid" "$obs_pid"; do
+  for p in "$fuzz_pid" "$obs_pid" "$realnode_pid"; do
     if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then kill -TERM -- "-$p" 2>/dev/null || true; fi
   done
 }
@@ -115,6 +118,13 @@ obs_log=$(mktemp)
 setsid nice -n 19 "$CLUSTER" build-tools prometheus jaeger >"$obs_log" 2>&1 &
 obs_pid=$!
 export XIN_OBSERVABILITY_BUILD_PID=$obs_pid XIN_OBSERVABILITY_BUILD_LOG=$obs_log
+# The real node's binaries (kubelet and kube-proxy from the control plane's module, containerd,
+# CoreDNS, the CNI plugins; e2e/realnode.sh build): the same way, for the real-node suite
+# (e2e_realnode), which waits for it (XIN_REALNODE_BUILD_PID).
+realnode_log=$(mktemp)
+setsid nice -n 19 "$REPO/e2e/realnode.sh" build >"$realnode_log" 2>&1 &
+realnode_pid=$!
+export XIN_REALNODE_BUILD_PID=$realnode_pid XIN_REALNODE_BUILD_LOG=$realnode_log
 eval "$("$CLUSTER" env)"
 export KUBECONFIG PATH
 
@@ -123,8 +133,9 @@ say "cargo test --workspace (unit tests and e2e suites)"
 second=$("$CLUSTER" up 2>&1)
 grep -q "already running" <<<"$second" || { echo "error: a second 'cluster.sh up' was not detected:" >&2; echo "$second" >&2; exit 1; }
 
-say "umoci and runc for the images' OCI-runtime test (apt-get when missing)"
+say "umoci and runc for the images' OCI-runtime test, nftables and socat for the real node (apt-get when missing)"
 "$REPO/e2e/images.sh" deps
+"$REPO/e2e/realnode.sh" deps
 
 log=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$log"
@@ -137,6 +148,10 @@ if wait "$obs_pid"; then rm -f "$obs_log"; else
   echo "error: building Prometheus and Jaeger failed; its log:" >&2; tail -n 30 "$obs_log" >&2; exit 1
 fi
 obs_pid=
+if wait "$realnode_pid"; then rm -f "$realnode_log"; else
+  echo "error: building the real node's binaries failed; its log:" >&2; tail -n 30 "$realnode_log" >&2; exit 1
+fi
+realnode_pid=
 if wait "$fuzz_pid"; then rm -f "$fuzz_log"; else
   echo "error: building the fuzz targets failed; its log:" >&2; tail -n 30 "$fuzz_log" >&2; exit 1
 fi

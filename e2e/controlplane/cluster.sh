@@ -25,6 +25,8 @@
 # suites create and both can run at once. XIN_CLUSTER picks one:
 #   demo (the default; `make demo`)  state <repo>/.cluster/demo, ports 17379 17380 17443 17257 17259 17247
 #   test (`make test`)               state <repo>/.cluster/test, ports 16379 16380 16443 16257 16259 16247
+#   real (the real-node suite)       state <repo>/.cluster/real, ports 15379 15380 15443 15257 15259 15247
+#                                    (operator/tests/e2e_realnode.rs adds a real node: e2e/realnode.sh)
 # Overrides (environment): XIN_CLUSTER_DIR (state directory), the ports XIN_ETCD_PORT,
 # XIN_ETCD_PEER_PORT, XIN_APISERVER_PORT, XIN_KCM_PORT, XIN_SCHEDULER_PORT, XIN_KWOK_PORT, and
 # XDG_CACHE_HOME (binaries under $XDG_CACHE_HOME/xin, default ~/.cache/xin, shared by both).
@@ -54,7 +56,8 @@ CLUSTER_NAME=${XIN_CLUSTER:-demo}
 case "$CLUSTER_NAME" in
   demo) P=17 ;;
   test) P=16 ;;
-  *) die "XIN_CLUSTER is 'demo' or 'test', not '$CLUSTER_NAME'" ;;
+  real) P=15 ;;
+  *) die "XIN_CLUSTER is 'demo', 'test' or 'real', not '$CLUSTER_NAME'" ;;
 esac
 STATE=${XIN_CLUSTER_DIR:-$REPO/.cluster/$CLUSTER_NAME}
 ETCD_PORT=${XIN_ETCD_PORT:-${P}379}
@@ -361,6 +364,22 @@ EOF
   )
 }
 
+# The API server's client certificate for the kubelets (logs, exec, port-forward on a real
+# node: e2e/realnode.sh); made on its own so state directories from before it get one too.
+gen_kubelet_client_cert() {
+  local pki=$STATE/pki
+  [ -f "$pki/kubelet-client.crt" ] && return 0
+  (
+    cd "$pki"
+    openssl req -newkey rsa:2048 -nodes -keyout kubelet-client.key -out kubelet-client.csr \
+      -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+    printf 'extendedKeyUsage=clientAuth\n' >kubelet-client.ext
+    openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
+      -out kubelet-client.crt -days 3650 -extfile kubelet-client.ext 2>/dev/null
+    chmod 600 kubelet-client.key
+  )
+}
+
 token_for() { awk -F, -v u="$1" '$2 == u { print $1 }' "$STATE/pki/tokens.csv"; }
 
 write_kubeconfig() {
@@ -423,6 +442,7 @@ cmd_up() {
   cmd_build
   local t0; t0=$(date +%s)
   gen_pki
+  gen_kubelet_client_cert
   local pki=$STATE/pki
   say "starting etcd on 127.0.0.1:$ETCD_PORT"
   start etcd "$ETCD_BIN/etcd" --name xin-local --data-dir "$STATE/etcd" \
@@ -439,6 +459,8 @@ cmd_up() {
     --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
     --client-ca-file "$pki/ca.crt" --token-auth-file "$pki/tokens.csv" \
     --authorization-mode RBAC --allow-privileged=true \
+    --kubelet-client-certificate "$pki/kubelet-client.crt" --kubelet-client-key "$pki/kubelet-client.key" \
+    --kubelet-preferred-address-types InternalIP,Hostname \
     --service-cluster-ip-range 10.0.0.0/16 --endpoint-reconciler-type none \
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \

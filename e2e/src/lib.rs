@@ -257,7 +257,19 @@ pub fn condition_status<'a>(v: &'a Value, type_: &str) -> Option<&'a str> {
 /// runs on its own). The build's outcome is the binaries: a suite still fails, naming the
 /// build command, when they are missing afterwards.
 pub fn wait_for_observability_build() {
-    let Some(pid) = std::env::var("XIN_OBSERVABILITY_BUILD_PID")
+    wait_for_background_build("XIN_OBSERVABILITY", "Prometheus and Jaeger");
+}
+
+/// Waits while `make test` builds the real node's binaries in the background
+/// (`XIN_REALNODE_BUILD_PID`: kubelet, kube-proxy, containerd, CoreDNS, the CNI plugins;
+/// `e2e/realnode.sh build`), as [`wait_for_observability_build`] does.
+pub fn wait_for_realnode_build() {
+    wait_for_background_build("XIN_REALNODE", "the real node's binaries");
+}
+
+/// `<prefix>_BUILD_PID` and `<prefix>_BUILD_LOG`: the background build to wait for.
+fn wait_for_background_build(prefix: &str, what: &str) {
+    let Some(pid) = std::env::var(format!("{prefix}_BUILD_PID"))
         .ok()
         .filter(|p| !p.is_empty())
     else {
@@ -276,8 +288,8 @@ pub fn wait_for_observability_build() {
     while running() && Instant::now() < deadline {
         if !said {
             eprintln!(
-                "waiting for the background build of Prometheus and Jaeger (pid {pid}, log {})",
-                std::env::var("XIN_OBSERVABILITY_BUILD_LOG").unwrap_or_default()
+                "waiting for the background build of {what} (pid {pid}, log {})",
+                std::env::var(format!("{prefix}_BUILD_LOG")).unwrap_or_default()
             );
             said = true;
         }

@@ -24,4 +24,5 @@ pub mod golden;
 pub mod metrics;
 pub mod redact;
 pub mod server;
+pub mod smoke;
 pub mod stores;

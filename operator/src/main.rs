@@ -1,5 +1,6 @@
 //! `xin-operator`: serves /metrics, /healthz and /readyz, waits for its CRDs, takes the
-//! leader Lease and runs the controllers until SIGTERM.
+//! leader Lease and runs the controllers until SIGTERM. `xin-operator smoke` is the chart's
+//! post-deploy test instead ([`xin_operator::smoke`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -19,6 +20,17 @@ use xin_operator::server::{ServerState, router};
 async fn main() -> std::process::ExitCode {
     // JSON logs; spans exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or
     // OTEL_EXPORTER_ENDPOINT) is set, and trace ids in the reconcile log lines either way.
+    if std::env::args().nth(1).as_deref() == Some("smoke") {
+        // The chart's `helm test` Job: plain lines on stdout, no telemetry.
+        let args = xin_operator::smoke::SmokeArgs::parse_from(std::env::args().skip(1));
+        return match xin_operator::smoke::run(args).await {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("smoke: {e}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
     let _telemetry =
         xin_runtime::init_telemetry_with("xin-operator", "info,kube_lease_manager=warn", true);
     match run(Config::parse()).await {

@@ -185,6 +185,28 @@ fn chart_lints_and_renders_with_and_without_options() {
     }
     // No secret access beyond what the operator manages: no wildcard verbs or resources.
     assert!(!plain.contains("'*'") && !plain.contains("\"*\"") && !plain.contains("- \"*\""));
+
+    // `helm test`'s smoke Job: the operator's image and ServiceAccount, its Service's /readyz;
+    // off with smokeTest.enabled=false (e2e_realnode runs it on a real node).
+    assert!(plain.contains("helm.sh/hook: test"), "{plain}");
+    for arg in [
+        "- smoke\n",
+        "- --operator-url=http://xin-operator-metrics.xin-system.svc.cluster.local:8080/readyz\n",
+        "- --timeout-seconds=120\n",
+    ] {
+        assert!(plain.contains(arg), "{arg} not in the smoke Job");
+    }
+    let (ok, without) = helm(&[
+        "template",
+        "xin",
+        "--namespace",
+        "xin-system",
+        "--kube-version",
+        "v1.37.2",
+        "--set",
+        "smokeTest.enabled=false",
+    ]);
+    assert!(ok && !without.contains("helm.sh/hook: test"), "{without}");
 }
 
 #[test]

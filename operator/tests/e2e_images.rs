@@ -5,8 +5,8 @@
 //! Tenant, serve `/health` and `/metrics` (and `/ready`), and exit 0 on SIGTERM; the
 //! ingestion image runs the Tenant's IngestionJob to completion as its Job would.
 //!
-//! The local cluster's node is a fake one (kwok) that runs no pods, so runc is the evidence
-//! that the images start: see docs/images.md.
+//! The test cluster's nodes are fake ones (kwok) that run no pods, so here runc is the
+//! evidence that each image starts; e2e_realnode runs them as real pods (docs/images.md).
 
 mod common;
 
