@@ -77,7 +77,8 @@ assemble() {
   out=$target/images
   mkdir -p "$out"
   local work; work=$(mktemp -d)
-  trap 'rm -rf "$work"' RETURN
+  # Once: a RETURN trap outlives its function and would fire again in the caller's return.
+  trap 'rm -rf "$work"; trap - RETURN' RETURN
   printf '%-18s %-28s %s\n' IMAGE TAGS DIGEST >&2
   for bin in "${BINS[@]}"; do
     local src=$target/$dir/$bin layout=$out/$bin rootfs=$work/$bin/rootfs bundle=$work/$bin/bundle

@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # `make test`: every check and every suite, as CI runs it (.ci/run).
-#   1. static checks: versions agree, cargo fmt, cargo clippy -D warnings, then cargo-deny
-#      (built unless cached) on the workspace's dependencies with deny.toml: licences, bans,
-#      sources (not advisories: the RustSec database needs GitHub; docs/development.md); the
-#      web widget (e2e/widget.sh check: the committed widget/dist/embed.js is what widget/src
-#      builds to, its types and unit tests, the React wrapper package built and tested)
+#   1. static checks: versions agree, cargo fmt, cargo clippy -D warnings (while the control
+#      plane and cargo-deny build in the background unless cached), then cargo-deny on the
+#      workspace's dependencies with deny.toml: licences, bans, sources (not advisories: the
+#      RustSec database needs GitHub; docs/development.md); the web widget (e2e/widget.sh
+#      check: the committed widget/dist/embed.js is what widget/src builds to, its types and
+#      unit tests, the React wrapper package built and tested)
 #   2. Chromium and chromedriver from Debian's packages for the widget's browser tests
 #      (apt-get, when missing); the test cluster (XIN_CLUSTER=test: state .cluster/test, its
 #      own ports; never the demo's), a throwaway PostgreSQL and an S3-compatible server (moto, e2e/s3.sh, the
@@ -42,11 +43,26 @@ cargo fmt --all -- --check
 fuzz_log=$(mktemp)
 setsid nice -n 19 "$REPO/e2e/fuzz.sh" build >"$fuzz_log" 2>&1 &
 fuzz_pid=$!
+# On a cold cache the control plane (Kubernetes, etcd, kwok and helm from Go modules: the
+# longest step of a first run) and cargo-deny (from crates.io) build in the background while
+# clippy runs, instead of one after the other: downloads and single-threaded links leave cores
+# idle. The dependency check and `cluster.sh up` below wait for them. Cached: done at once.
+cp_log=$(mktemp) deny_log=$(mktemp)
+setsid nice -n 5 "$CLUSTER" build >"$cp_log" 2>&1 &
+cp_pid=$!
+setsid nice -n 5 "$CLUSTER" build-tools cargo-deny >"$deny_log" 2>&1 &
+deny_pid=$!
 obs_pid= realnode_pid=
+# wait_build <pid> <log> <what>: the background build's outcome; its log's end when it failed.
+wait_build() {
+  if wait "$1"; then rm -f "$2"; else
+    echo "error: building $3 failed; its log:" >&2; tail -n 30 "$2" >&2; exit 1
+  fi
+}
 cleanup_background() {
   # Unfinished background builds go with us (redone next time).
   local p
-  for p in "$fuzz_pid" "$obs_pid" "$realnode_pid"; do
+  for p in "$fuzz_pid" "$cp_pid" "$deny_pid" "$obs_pid" "$realnode_pid"; do
     if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then kill -TERM -- "-$p" 2>/dev/null || true; fi
   done
 }
@@ -54,9 +70,11 @@ trap cleanup_background EXIT
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # cargo-deny, pinned in versions.env and cached like cyclonus
 # (~/.cache/xin/cargo-deny-<version>/bin). A cold cache (fresh CI machine) builds it first from
-# crates.io: about 6 minutes on 2 busy cores, once; its target directory is deleted afterwards.
+# crates.io (started above): about 6 minutes on 2 busy cores, once; its target directory is
+# deleted afterwards.
 say "checking dependencies: licences, bans, sources (cargo deny with deny.toml)"
-"$CLUSTER" build-tools cargo-deny
+wait_build "$deny_pid" "$deny_log" cargo-deny
+deny_pid=
 deny_version=$(. "$REPO/e2e/controlplane/versions.env" && echo "$CARGO_DENY_VERSION")
 if ! PATH=${XDG_CACHE_HOME:-$HOME/.cache}/xin/cargo-deny-$deny_version/bin:$PATH \
   cargo deny --locked check licenses bans sources; then
@@ -107,6 +125,9 @@ XIN_TEST_S3_ENDPOINT=$("$REPO/e2e/s3.sh" start)
 export XIN_TEST_S3_ENDPOINT
 say "an SMTP relay with STARTTLS for the e-mail tests (aiosmtpd, e2e/smtp.sh)"
 "$REPO/e2e/smtp.sh" start >/dev/null
+say "the control plane's binaries (built in the background since the start)"
+wait_build "$cp_pid" "$cp_log" "the control plane (cluster.sh build)"
+cp_pid=
 "$CLUSTER" up
 "$CLUSTER" build-tools cyclonus cargo-deny prometheus-operator-crds
 # Prometheus (with promtool) and Jaeger: with empty Go caches about 10 minutes of CPU, so they
@@ -144,17 +165,11 @@ failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
 rm -f "$log"
 # The background build has ended by now unless no suite waited for it (a filtered run): say
 # how it went either way.
-if wait "$obs_pid"; then rm -f "$obs_log"; else
-  echo "error: building Prometheus and Jaeger failed; its log:" >&2; tail -n 30 "$obs_log" >&2; exit 1
-fi
+wait_build "$obs_pid" "$obs_log" "Prometheus and Jaeger"
 obs_pid=
-if wait "$realnode_pid"; then rm -f "$realnode_log"; else
-  echo "error: building the real node's binaries failed; its log:" >&2; tail -n 30 "$realnode_log" >&2; exit 1
-fi
+wait_build "$realnode_pid" "$realnode_log" "the real node's binaries"
 realnode_pid=
-if wait "$fuzz_pid"; then rm -f "$fuzz_log"; else
-  echo "error: building the fuzz targets failed; its log:" >&2; tail -n 30 "$fuzz_log" >&2; exit 1
-fi
+wait_build "$fuzz_pid" "$fuzz_log" "the fuzz targets"
 fuzz_pid=
 say "fuzzing the gateway's parsers and session tokens (e2e/fuzz.sh)"
 XIN_FUZZ_SECONDS=${XIN_FUZZ_SECONDS:-15} "$REPO/e2e/fuzz.sh"

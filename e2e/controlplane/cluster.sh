@@ -366,13 +366,15 @@ EOF
 
 # The API server's client certificate for the kubelets (logs, exec, port-forward on a real
 # node: e2e/realnode.sh); made on its own so state directories from before it get one too.
+# No group: the API server itself would take it as a user with no rights; the kubelet lets any
+# client with a certificate from the cluster's CA in.
 gen_kubelet_client_cert() {
   local pki=$STATE/pki
-  [ -f "$pki/kubelet-client.crt" ] && return 0
+  [ -f "$pki/kubelet-client.crt" ] && ! grep -q system:masters <(openssl x509 -in "$pki/kubelet-client.crt" -noout -subject) && return 0
   (
     cd "$pki"
     openssl req -newkey rsa:2048 -nodes -keyout kubelet-client.key -out kubelet-client.csr \
-      -subj "/O=system:masters/CN=kube-apiserver-kubelet-client" 2>/dev/null
+      -subj "/CN=kube-apiserver-kubelet-client" 2>/dev/null
     printf 'extendedKeyUsage=clientAuth\n' >kubelet-client.ext
     openssl x509 -req -in kubelet-client.csr -CA ca.crt -CAkey ca.key -CAcreateserial \
       -out kubelet-client.crt -days 3650 -extfile kubelet-client.ext 2>/dev/null

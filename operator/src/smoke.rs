@@ -1,5 +1,5 @@
 //! `xin-operator smoke`: the post-deploy check the chart's `helm test` runs (a Job with the
-//! operator's image and ServiceAccount). It passes when the operator answers `/readyz` through
+//! operator's image and a ServiceAccount of its own that may only read Tenants). It passes when the operator answers `/readyz` through
 //! its Service and, for every Tenant, the Tenant is `Ready` and its gateway and orchestrator
 //! answer `/health` through their Services (on the metrics port, which each tenant namespace's
 //! NetworkPolicy opens to the operator's namespace). Checks are retried until all pass or the

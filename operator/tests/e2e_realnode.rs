@@ -75,6 +75,31 @@ impl Cluster {
         run(self.cmd("helm").args(args))
     }
 
+    /// `kubectl apply --server-side -f -` of a manifest given on stdin (never in arguments).
+    fn apply_stdin(&self, manifest: &str) {
+        use std::io::Write;
+        let mut child = self
+            .cmd("kubectl")
+            .args(["apply", "--server-side", "-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kubectl");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(manifest.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let mut a = args.to_vec();
         a.extend(["-o", "json"]);
@@ -299,15 +324,13 @@ fn the_chart_installs_the_platform_on_a_real_node_and_upgrades_only_what_changed
     let op = images_line(&target, "xin-operator");
     let (tag, commit_tag) = (op[1].clone(), op[2].clone());
     c.kubectl(&["create", "namespace", OPERATOR_NS]);
-    c.kubectl(&[
-        "create",
-        "secret",
-        "generic",
-        "xin-platform-db",
-        "-n",
-        OPERATOR_NS,
-        &format!("--from-literal=url={admin}"),
-    ]);
+    // The admin URL (with its password) goes on stdin, never into a command line.
+    c.apply_stdin(
+        &json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": "xin-platform-db", "namespace": OPERATOR_NS},
+            "stringData": {"url": admin}})
+        .to_string(),
+    );
     let chart = repo.join("charts/xin");
     let chart = chart.to_str().unwrap();
     let mut values = vec![
@@ -320,8 +343,15 @@ fn the_chart_installs_the_platform_on_a_real_node_and_upgrades_only_what_changed
             "telegram.apiBase={},telegram.registerDelaySeconds=0",
             telegram.url()
         ),
+        // Not enforced on this node (the bridge plugin has no NetworkPolicy engine), but as a
+        // platform team would set them: the pods reach PostgreSQL on the node's address.
         "--set".into(),
-        format!("networkPolicy.database.cidrs={{{NODE_ADDR}/32}}"),
+        format!(
+            "networkPolicy.database.cidrs={{{NODE_ADDR}/32}},networkPolicy.database.port={PG_PORT}"
+        ),
+        // A failing smoke test (below) gives up after this long.
+        "--set".into(),
+        "smokeTest.timeoutSeconds=30".into(),
     ];
     for w in ["gateway", "orchestrator", "ingest", "automation"] {
         values.push("--set".into());
@@ -373,7 +403,12 @@ fn the_chart_installs_the_platform_on_a_real_node_and_upgrades_only_what_changed
             Duration::from_secs(240),
             || (c.condition("tenant", t, "", "Ready").as_deref() == Some("True")).then_some(()),
         );
-        for w in ["xin-gateway", "xin-orchestrator"] {
+        let mut workloads = vec!["xin-gateway", "xin-orchestrator"];
+        if t == "acme" {
+            // acme has an AutomationRule: its automation worker runs too.
+            workloads.push("xin-automation");
+        }
+        for w in workloads {
             let d = c.rolled_out(ns, w);
             let pods = c.pods_of(ns, &d);
             assert!(!pods.is_empty(), "{ns}/{w} has pods");
@@ -388,6 +423,10 @@ fn the_chart_installs_the_platform_on_a_real_node_and_upgrades_only_what_changed
                     true
                 );
                 assert_eq!(
+                    p["spec"]["securityContext"]["runAsUser"], 65532,
+                    "{ns}/{name}"
+                );
+                assert_eq!(
                     cs["imageID"].as_str().map(|i| i.contains("sha256:")),
                     Some(true),
                     "{cs}"
@@ -395,21 +434,30 @@ fn the_chart_installs_the_platform_on_a_real_node_and_upgrades_only_what_changed
             }
         }
     }
-    // acme's knowledge, ingested by a real Job on the real node (it reads the ConfigMap
-    // through the API server, by the `kubernetes` Service).
-    c.wait(
-        "IngestionJob faq-2026-11 Succeeded",
-        Duration::from_secs(240),
-        || {
-            let j = c.try_json(&["get", "ingestionjob", "faq-2026-11", "-n", "xin-acme"])?;
-            let phase = j["status"]["phase"]
-                .as_str()
-                .unwrap_or_default()
-                .to_string();
-            assert_ne!(phase, "Failed", "{}", j["status"]);
-            (phase == "Succeeded").then_some(())
-        },
-    );
+    // Each tenant's knowledge, ingested by a real Job on the real node (it reads the
+    // ConfigMap through the API server, by the `kubernetes` Service).
+    for (_, ns) in TENANTS {
+        c.wait(
+            &format!("IngestionJob {ns}/faq-2026-11 Succeeded"),
+            Duration::from_secs(240),
+            || {
+                let j = c.try_json(&["get", "ingestionjob", "faq-2026-11", "-n", ns])?;
+                let phase = j["status"]["phase"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                assert_ne!(phase, "Failed", "{}", j["status"]);
+                (phase == "Succeeded").then_some(())
+            },
+        );
+        let pods = c.json(&["get", "pods", "-n", ns, "-l", "job-name"]);
+        let pods = pods["items"].as_array().cloned().unwrap_or_default();
+        assert!(!pods.is_empty(), "{ns}: the ingestion Job's pod");
+        for p in pods {
+            assert_eq!(p["spec"]["nodeName"], NODE);
+            assert_eq!(p["status"]["phase"], "Succeeded", "{}", p["status"]);
+        }
+    }
 
     // A Telegram webhook to acme's gateway, through a port-forward on loopback.
     let (forward, gw) = port_forward(&c, "xin-acme", "service/xin-gateway", 8080);
@@ -501,6 +549,42 @@ fn the_chart_installs_the_platform_on_a_real_node_and_upgrades_only_what_changed
     }
     assert!(logs.contains("smoke: 5 checks passed"), "{logs}");
 
+    // …and it fails when a Tenant is not Ready (here: its LLM key's Secret does not exist).
+    c.apply_stdin(
+        &json!({"apiVersion": "xin.dev/v1alpha1", "kind": "Tenant",
+            "metadata": {"name": "broken"},
+            "spec": {"displayName": "Broken", "deletionPolicy": "Delete",
+                "llm": {"endpoint": "https://llm.example.com", "model": "m",
+                    "apiKeySecretRef": {"name": "missing", "key": "apiKey"}}}})
+        .to_string(),
+    );
+    c.wait("tenant broken not Ready", Duration::from_secs(60), || {
+        (c.condition("tenant", "broken", "", "Ready").as_deref() == Some("False")).then_some(())
+    });
+    let failed = c
+        .cmd("helm")
+        .args(["test", RELEASE, "-n", OPERATOR_NS, "--timeout", "4m"])
+        .output()
+        .unwrap();
+    assert!(
+        !failed.status.success(),
+        "helm test passed with a Tenant not Ready"
+    );
+    let logs = c.kubectl(&["logs", "-n", OPERATOR_NS, "job/xin-operator-smoke"]);
+    assert!(
+        logs.lines()
+            .any(|l| l.starts_with("FAIL  tenant broken Ready: SecretNotFound")),
+        "{logs}"
+    );
+    assert!(logs.contains("ok    tenant acme gateway "), "{logs}");
+    c.kubectl(&[
+        "delete",
+        "tenant",
+        "broken",
+        "--wait=true",
+        "--timeout=120s",
+    ]);
+
     // An upgrade that changes one value: the gateways' tag.
     let generation = |ns: &str, name: &str| {
         c.json(&["get", "deployment", name, "-n", ns])["metadata"]["generation"]
@@ -590,6 +674,29 @@ fn the_chart_installs_the_platform_on_a_real_node_and_upgrades_only_what_changed
     }
     let smoke = c.helm(&["test", RELEASE, "-n", OPERATOR_NS, "--timeout", "4m"]);
     assert!(smoke.contains("Phase:          Succeeded"), "{smoke}");
+    // Neither the upgrade nor the rollback touched the other workloads, even late.
+    for (ns, name, gen_before) in &before {
+        if *name != "xin-gateway" && *name != "xin-operator" {
+            assert_eq!(
+                generation(ns, name),
+                *gen_before,
+                "{ns}/{name} still untouched"
+            );
+        }
+    }
+    // The smoke test's ServiceAccount and rights are gone once it ran.
+    for kind in ["serviceaccount", "clusterrole", "clusterrolebinding"] {
+        let out = c.kubectl(&[
+            "get",
+            kind,
+            "-A",
+            "-o",
+            "name",
+            "--field-selector",
+            "metadata.name=xin-operator-smoke",
+        ]);
+        assert!(out.trim().is_empty(), "{kind} left behind: {out}");
+    }
     if let Some(mut f) = teardown.forward.take() {
         let _ = f.kill();
         assert!(wait_child(&mut f, Duration::from_secs(10)).is_some());
