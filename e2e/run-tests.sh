@@ -13,9 +13,10 @@
 #      e2e/smtp.sh, the e-mail tests'): started here unless running; the test tools
 #      (cyclonus, the NetworkPolicy engine; the Prometheus Operator's CRDs): built unless
 #      cached; Prometheus, promtool and Jaeger built in the background (see below)
-#   3. cargo test --workspace: unit tests, the e2e suites against that cluster (among them the
-#      container images, assembled as `make images` does from the dev binaries cargo test
-#      built, run by runc; umoci and runc installed with apt-get when missing), and the
+#   3. cargo test --workspace (built in the background from the end of clippy on): unit
+#      tests, the e2e suites against that cluster (among them the container images, assembled
+#      as `make images` does from the dev binaries cargo test built, run by runc; umoci and
+#      runc installed with apt-get when missing), and the
 #      workload tests against that PostgreSQL; the real-node suite (e2e_realnode) starts a
 #      cluster of its own (XIN_CLUSTER=real) with a real node (e2e/realnode.sh: kubelet,
 #      kube-proxy, containerd, CoreDNS, built in the background from the start of this step),
@@ -30,9 +31,10 @@ CLUSTER=$REPO/e2e/controlplane/cluster.sh
 export XIN_CLUSTER=test
 cd "$REPO"
 
-say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
-command -v cargo >/dev/null || { echo "error: cargo is needed (https://rustup.rs)" >&2; exit 1; }
 t0=$(date +%s)
+# Each step with the time since the start, so a slow run says where the time went.
+say() { printf '\033[1m==> [%4ss] %s\033[0m\n' "$(($(date +%s) - t0))" "$*" >&2; }
+command -v cargo >/dev/null || { echo "error: cargo is needed (https://rustup.rs)" >&2; exit 1; }
 
 say "checking pinned versions, formatting and lints"
 "$CLUSTER" check-versions
@@ -44,15 +46,16 @@ fuzz_log=$(mktemp)
 setsid nice -n 19 "$REPO/e2e/fuzz.sh" build >"$fuzz_log" 2>&1 &
 fuzz_pid=$!
 # On a cold cache the control plane (Kubernetes, etcd, kwok and helm from Go modules: the
-# longest step of a first run) and cargo-deny (from crates.io) build in the background while
-# clippy runs, instead of one after the other: downloads and single-threaded links leave cores
-# idle. The dependency check and `cluster.sh up` below wait for them. Cached: done at once.
+# longest step of a first run), then cyclonus and the Prometheus Operator's CRDs, and cargo-deny
+# (from crates.io) build in the background while clippy runs, instead of one after the other:
+# downloads and single-threaded links leave cores idle. The dependency check and `cluster.sh
+# up` below wait for them. Cached: done at once.
 cp_log=$(mktemp) deny_log=$(mktemp)
-setsid nice -n 5 "$CLUSTER" build >"$cp_log" 2>&1 &
+setsid nice -n 5 bash -c '"$1" build && "$1" build-tools cyclonus prometheus-operator-crds' _ "$CLUSTER" >"$cp_log" 2>&1 &
 cp_pid=$!
 setsid nice -n 5 "$CLUSTER" build-tools cargo-deny >"$deny_log" 2>&1 &
 deny_pid=$!
-obs_pid= realnode_pid=
+obs_pid= realnode_pid= test_build_pid=
 # wait_build <pid> <log> <what>: the background build's outcome; its log's end when it failed.
 wait_build() {
   if wait "$1"; then rm -f "$2"; else
@@ -62,12 +65,17 @@ wait_build() {
 cleanup_background() {
   # Unfinished background builds go with us (redone next time).
   local p
-  for p in "$fuzz_pid" "$cp_pid" "$deny_pid" "$obs_pid" "$realnode_pid"; do
+  for p in "$fuzz_pid" "$cp_pid" "$deny_pid" "$obs_pid" "$realnode_pid" "$test_build_pid"; do
     if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then kill -TERM -- "-$p" 2>/dev/null || true; fi
   done
 }
 trap cleanup_background EXIT
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The suites' build (cold: most of a first run's compiling) starts now, while the checks below
+# run and the control plane finishes building; `cargo test` then starts running at once.
+test_build_log=$(mktemp)
+setsid cargo test --workspace --locked --no-run >"$test_build_log" 2>&1 &
+test_build_pid=$!
 # cargo-deny, pinned in versions.env and cached like cyclonus
 # (~/.cache/xin/cargo-deny-<version>/bin). A cold cache (fresh CI machine) builds it first from
 # crates.io (started above): about 6 minutes on 2 busy cores, once; its target directory is
@@ -125,8 +133,8 @@ XIN_TEST_S3_ENDPOINT=$("$REPO/e2e/s3.sh" start)
 export XIN_TEST_S3_ENDPOINT
 say "an SMTP relay with STARTTLS for the e-mail tests (aiosmtpd, e2e/smtp.sh)"
 "$REPO/e2e/smtp.sh" start >/dev/null
-say "the control plane's binaries (built in the background since the start)"
-wait_build "$cp_pid" "$cp_log" "the control plane (cluster.sh build)"
+say "the control plane's binaries, cyclonus (built in the background since the start)"
+wait_build "$cp_pid" "$cp_log" "the control plane and cyclonus (cluster.sh build, build-tools)"
 cp_pid=
 "$CLUSTER" up
 "$CLUSTER" build-tools cyclonus cargo-deny prometheus-operator-crds
@@ -158,6 +166,9 @@ say "umoci and runc for the images' OCI-runtime test, nftables and socat for the
 "$REPO/e2e/images.sh" deps
 "$REPO/e2e/realnode.sh" deps
 
+say "the suites' build (cargo test --no-run, started after clippy)"
+wait_build "$test_build_pid" "$test_build_log" "the suites (cargo test --workspace --no-run)"
+test_build_pid=
 log=$(mktemp)
 cargo test --workspace --locked 2>&1 | tee "$log"
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')

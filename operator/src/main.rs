@@ -18,8 +18,6 @@ use xin_operator::server::{ServerState, router};
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    // JSON logs; spans exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or
-    // OTEL_EXPORTER_ENDPOINT) is set, and trace ids in the reconcile log lines either way.
     if std::env::args().nth(1).as_deref() == Some("smoke") {
         // The chart's `helm test` Job: plain lines on stdout, no telemetry.
         let args = xin_operator::smoke::SmokeArgs::parse_from(std::env::args().skip(1));
@@ -31,6 +29,8 @@ async fn main() -> std::process::ExitCode {
             }
         };
     }
+    // JSON logs; spans exported over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT (or
+    // OTEL_EXPORTER_ENDPOINT) is set, and trace ids in the reconcile log lines either way.
     let _telemetry =
         xin_runtime::init_telemetry_with("xin-operator", "info,kube_lease_manager=warn", true);
     match run(Config::parse()).await {
