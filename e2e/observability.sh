@@ -47,6 +47,8 @@ jaeger_up() { curl -fsS -o /dev/null "http://127.0.0.1:$QUERY_PORT/api/services"
 prom_url() { echo "http://127.0.0.1:$PROM_PORT"; }
 prom_up() { curl -fsS -o /dev/null "$(prom_url)/-/ready" 2>/dev/null; }
 port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# Who listens on a port (for the error when it is taken): ss's process column, if it says.
+port_holder() { ss -Hltnp "sport = :$1" 2>/dev/null | grep -o 'users:.*' | head -1; }
 
 # stop <run dir> <what>: kill the recorded PID (SIGTERM, then SIGKILL after 10 s) and remove
 # the run dir. Only a PID whose command line is the binary this script started is killed.
@@ -84,7 +86,7 @@ cmd_start_jaeger() {
     say "Jaeger already running (query on 127.0.0.1:$QUERY_PORT)"; jaeger_line; return 0
   fi
   for p in "$OTLP_PORT" "$QUERY_PORT" "$GRPC_PORT"; do
-    port_busy "$p" && die "port 127.0.0.1:$p (for Jaeger) is in use by another process; set XIN_JAEGER_OTLP_PORT, XIN_JAEGER_QUERY_PORT or XIN_JAEGER_GRPC_PORT"
+    port_busy "$p" && die "port 127.0.0.1:$p (for Jaeger) is in use by another process ($(port_holder "$p")); set XIN_JAEGER_OTLP_PORT, XIN_JAEGER_QUERY_PORT or XIN_JAEGER_GRPC_PORT"
   done
   rm -rf "$JAEGER_RUN"
   mkdir -p "$JAEGER_RUN"
@@ -150,7 +152,7 @@ cmd_start_prometheus() {
     fi
     die "Prometheus already runs on $(prom_url) with $(cat "$PROM_RUN/config" 2>/dev/null); stop it first (observability.sh stop-prometheus)"
   fi
-  port_busy "$PROM_PORT" && die "port 127.0.0.1:$PROM_PORT (for Prometheus) is in use by another process; set XIN_PROMETHEUS_PORT"
+  port_busy "$PROM_PORT" && die "port 127.0.0.1:$PROM_PORT (for Prometheus) is in use by another process ($(port_holder "$PROM_PORT")); set XIN_PROMETHEUS_PORT"
   config=$(cd "$(dirname "$config")" && pwd)/$(basename "$config")
   rm -rf "$PROM_RUN"
   mkdir -p "$PROM_RUN/data"
