@@ -619,23 +619,25 @@ fn the_chart_installs_the_platform_on_a_real_node_and_upgrades_only_what_changed
         "--timeout",
         "4m",
     ]);
-    let new_gateway = format!("xin.local/xin-gateway:{commit_tag}");
-    for (_, ns) in TENANTS {
-        c.wait(
-            &format!("{ns}'s gateway on {new_gateway}"),
-            Duration::from_secs(240),
-            || {
-                let d = c.rolled_out(ns, "xin-gateway");
-                (d["spec"]["template"]["spec"]["containers"][0]["image"] == new_gateway.as_str())
-                    .then_some(())
-            },
-        );
-        let d = c.rolled_out(ns, "xin-gateway");
-        for p in c.pods_of(ns, &d) {
-            assert_eq!(p["spec"]["containers"][0]["image"], new_gateway.as_str());
-            assert_eq!(p["spec"]["nodeName"], NODE);
+    // Every tenant's gateway rolled out on `image`, its pods on the real node.
+    let gateways_on = |image: &str| {
+        for (_, ns) in TENANTS {
+            c.wait(
+                &format!("{ns}'s gateway on {image}"),
+                Duration::from_secs(240),
+                || {
+                    let d = c.rolled_out(ns, "xin-gateway");
+                    (d["spec"]["template"]["spec"]["containers"][0]["image"] == image).then_some(())
+                },
+            );
+            let d = c.rolled_out(ns, "xin-gateway");
+            for p in c.pods_of(ns, &d) {
+                assert_eq!(p["spec"]["containers"][0]["image"], image);
+                assert_eq!(p["spec"]["nodeName"], NODE);
+            }
         }
-    }
+    };
+    gateways_on(&format!("xin.local/xin-gateway:{commit_tag}"));
     for (ns, name, gen_before) in &before {
         let now = generation(ns, name);
         let rolled = *name == "xin-gateway" || *name == "xin-operator";
@@ -660,18 +662,7 @@ fn the_chart_installs_the_platform_on_a_real_node_and_upgrades_only_what_changed
         "--timeout",
         "4m",
     ]);
-    let old_gateway = format!("xin.local/xin-gateway:{tag}");
-    for (_, ns) in TENANTS {
-        c.wait(
-            &format!("{ns}'s gateway back on {old_gateway}"),
-            Duration::from_secs(240),
-            || {
-                let d = c.rolled_out(ns, "xin-gateway");
-                (d["spec"]["template"]["spec"]["containers"][0]["image"] == old_gateway.as_str())
-                    .then_some(())
-            },
-        );
-    }
+    gateways_on(&format!("xin.local/xin-gateway:{tag}"));
     let smoke = c.helm(&["test", RELEASE, "-n", OPERATOR_NS, "--timeout", "4m"]);
     assert!(smoke.contains("Phase:          Succeeded"), "{smoke}");
     // Neither the upgrade nor the rollback touched the other workloads, even late.
