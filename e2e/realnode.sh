@@ -58,12 +58,10 @@ deps() {
   fi
 }
 
-# The control plane's Go settings (cluster.sh's go_env): its module and build caches, so the
-# Kubernetes packages the control plane compiled are reused, not downloaded and built again.
-go_env() {
-  export GOMODCACHE=$CACHE_ROOT/go/mod GOCACHE=$CACHE_ROOT/go/build
-  export GOFLAGS=-trimpath GOWORK=off GOTOOLCHAIN=local
-}
+# The control plane's Go settings (`cluster.sh go-env`): its module and build caches, so the
+# Kubernetes packages the control plane compiled are reused, not downloaded and built again;
+# static (CGO off) like it, except containerd (build_containerd).
+go_env() { eval "$("$REPO/e2e/controlplane/cluster.sh" go-env)"; }
 
 # built <dir> <binary>...: whether all are there.
 built() { local d=$1 b; shift; for b in "$@"; do [ -x "$d/$b" ] || return 1; done; }
@@ -89,7 +87,7 @@ build_kube_node() {
   cp "$REPO/e2e/controlplane/gomod/kube/go.mod" "$REPO/e2e/controlplane/gomod/kube/go.sum" "$mod/"
   sed -i 's|^\tk8s.io/kubernetes/cmd/kubectl$|\tk8s.io/kubernetes/cmd/kubectl\n\tk8s.io/kubernetes/cmd/kubelet\n\tk8s.io/kubernetes/cmd/kube-proxy|' "$mod/go.mod"
   # Static, as the control plane is built (and so sharing its compiled packages).
-  (cd "$mod" && go mod tidy && CGO_ENABLED=0 go build -ldflags "$ld" -o "$OUT/" \
+  (cd "$mod" && go mod tidy && go build -ldflags "$ld" -o "$OUT/" \
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
   local rc=$?
   rm -rf "$mod"
@@ -121,21 +119,22 @@ func main() { coremain.Run() }
 EOF
   printf 'module xin.local/coredns\n\ngo 1.26\n' >"$mod/go.mod"
   (cd "$mod" && go get "github.com/coredns/coredns@$COREDNS_VERSION" && go mod tidy \
-    && CGO_ENABLED=0 go build -ldflags "-s -w" -o "$OUT/coredns" .)
+    && go build -ldflags "-s -w" -o "$OUT/coredns" .)
   local rc=$?
   rm -rf "$mod"
   return "$rc"
 }
 
 build_containerd() {
-  GOBIN=$OUT go install -ldflags "-s -w" -tags no_btrfs \
+  # With Go's own cgo default, as containerd is usually built.
+  GOBIN=$OUT env -u CGO_ENABLED go install -ldflags "-s -w" -tags no_btrfs \
     "github.com/containerd/containerd/v2/cmd/containerd@$CONTAINERD_VERSION" \
     "github.com/containerd/containerd/v2/cmd/containerd-shim-runc-v2@$CONTAINERD_VERSION" \
     "github.com/containerd/containerd/v2/cmd/ctr@$CONTAINERD_VERSION"
 }
 
 build_cni() {
-  GOBIN=$OUT CGO_ENABLED=0 go install -ldflags "-s -w" \
+  GOBIN=$OUT go install -ldflags "-s -w" \
     "github.com/containernetworking/plugins/plugins/main/bridge@$CNI_PLUGINS_VERSION" \
     "github.com/containernetworking/plugins/plugins/main/loopback@$CNI_PLUGINS_VERSION" \
     "github.com/containernetworking/plugins/plugins/ipam/host-local@$CNI_PLUGINS_VERSION"
@@ -188,7 +187,7 @@ func main() {
 	<-c
 }
 EOF
-  (go_env && cd "$d/src" && CGO_ENABLED=0 go build -o "$d/pause" .)
+  (go_env && cd "$d/src" && go build -o "$d/pause" .)
   umoci init --layout "$d/layout"
   umoci new --image "$d/layout:3.10.2"
   umoci unpack --rootless --image "$d/layout:3.10.2" "$d/bundle" >/dev/null

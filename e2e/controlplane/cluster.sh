@@ -10,6 +10,8 @@
 #   cluster.sh status          say what runs; exit 1 when the cluster is not up
 #   cluster.sh env             print `export` lines for KUBECONFIG and PATH
 #   cluster.sh dir             print the state directory
+#   cluster.sh go-env          print `export` lines for the Go settings the builds use (their
+#                              module and build caches; e2e/realnode.sh builds with them)
 #   cluster.sh check-versions  fail when gomod/*/go.mod disagree with versions.env
 #   cluster.sh build-tools [tool...]
 #                              build (or find in the cache) the test tools, all when none is
@@ -564,6 +566,7 @@ case "${1:-}" in
   status) cmd_status ;;
   env) cmd_env ;;
   dir) echo "$STATE" ;;
+  go-env) go_env; for v in GOMODCACHE GOCACHE GOFLAGS GOWORK GOTOOLCHAIN CGO_ENABLED; do printf 'export %s=%q\n' "$v" "${!v}"; done ;;
   check-versions) cmd_check_versions ;;
   build-tools) shift; cmd_build_tools "$@" ;;
   *) sed -n '2,29p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
