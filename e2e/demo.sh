@@ -50,8 +50,17 @@ cargo build -q -p xin-operator -p xin-gateway -p xin-orchestrator -p xin-ingest 
 
 say "installing the CRDs and the operator's namespace"
 kubectl apply --server-side --force-conflicts -f crds/ >/dev/null
-kubectl wait --for=condition=Established crd/tenants.xin.dev crd/channels.xin.dev \
-  crd/automationrules.xin.dev crd/ingestionjobs.xin.dev --timeout=60s >/dev/null
+# Polled rather than `kubectl wait --for=condition=Established`, which fails at once on a
+# just-created CRD whose status.conditions is still null (kubernetes/kubernetes#66439).
+for crd in tenants channels automationrules ingestionjobs; do
+  for _ in $(seq 120); do
+    [ "$(kubectl get crd "$crd.xin.dev" \
+      -o jsonpath='{.status.conditions[?(@.type=="Established")].status}')" = True ] && continue 2
+    sleep 0.5
+  done
+  echo "crd/$crd.xin.dev is not Established after 60 s" >&2
+  exit 1
+done
 kubectl create namespace xin-system --dry-run=client -o yaml | kubectl apply -f - >/dev/null
 
 pidfile=$STATE/pids/xin-operator.pid

@@ -187,6 +187,25 @@ pub fn wait_until<T>(
     }
 }
 
+/// Waits until each CustomResourceDefinition `crds` names (e.g. `tenants.xin.dev`) is
+/// Established. Polled here rather than with `kubectl wait --for=condition=Established`, which
+/// fails at once ("`.status.conditions accessor error: <nil> is of the type <nil>`") when it
+/// reads a just-created CRD whose `status.conditions` is still null
+/// (kubernetes/kubernetes#66439).
+pub fn wait_crds_established(crds: &[&str]) {
+    for crd in crds {
+        wait_until(
+            &format!("crd/{crd} Established"),
+            Duration::from_secs(60),
+            || match get_json(&["crd", crd]) {
+                Some(v) if condition_status(&v, "Established") == Some("True") => Ok(()),
+                Some(v) => Err(format!("conditions: {}", v["status"]["conditions"])),
+                None => Err("not found".into()),
+            },
+        );
+    }
+}
+
 /// A name unique to this test process and call, so suites can run in parallel and rerun
 /// against the same cluster without colliding.
 pub fn unique_name(prefix: &str) -> String {

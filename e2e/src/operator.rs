@@ -25,14 +25,12 @@ pub fn install_crds() {
         "-f",
         dir.to_str().unwrap(),
     ]);
-    for k in ["tenants", "channels", "automationrules", "ingestionjobs"] {
-        kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{k}.xin.dev"),
-            "--timeout=60s",
-        ]);
-    }
+    crate::wait_crds_established(&[
+        "tenants.xin.dev",
+        "channels.xin.dev",
+        "automationrules.xin.dev",
+        "ingestionjobs.xin.dev",
+    ]);
     if get_json(&["namespace", "xin-system"]).is_none() {
         let _ = crate::kubectl(&["create", "namespace", "xin-system"]);
     }

@@ -165,12 +165,7 @@ spec:
 "#
     );
     apply(&crd);
-    kubectl_ok(&[
-        "wait",
-        "--for=condition=Established",
-        &format!("crd/widgets.{group}"),
-        "--timeout=60s",
-    ]);
+    xin_e2e::wait_crds_established(&[&format!("widgets.{group}")]);
     let ns = TestNamespace::create("smoke-crd");
     let widget = |name: &str, min: u32, max: u32| {
         format!(

@@ -449,12 +449,7 @@ fn the_monitors_and_rules_fit_the_prometheus_operators_crds() {
     for kind in ["servicemonitors", "podmonitors", "prometheusrules"] {
         let file = format!("{crds}/monitoring.coreos.com_{kind}.yaml");
         kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", &file]);
-        kubectl_ok(&[
-            "wait",
-            "--for=condition=Established",
-            &format!("crd/{kind}.monitoring.coreos.com"),
-            "--timeout=60s",
-        ]);
+        xin_e2e::wait_crds_established(&[&format!("{kind}.monitoring.coreos.com")]);
     }
     let ns = TestNamespace::create("xin-monitors");
     let (ok, manifest) = helm(&[
