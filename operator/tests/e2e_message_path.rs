@@ -96,14 +96,18 @@ async fn workloads_run_with_the_configuration_the_operator_rendered() {
         }
     });
     let telegram = StandIn::start(|_| Answer::json(200, json!({"ok": true})));
-    let dir = std::env::temp_dir().join(format!("xin-wiring-{}", t.name));
+    // Holds the routes file; removed when the test ends (passed or failed).
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("xin-wiring-{}-", t.name))
+        .tempdir()
+        .unwrap();
     let o = Overrides {
         database_url: None,
         gateway_port: free_port(),
         gateway_metrics_port: free_port(),
         orchestrator_port: free_port(),
         orchestrator_metrics_port: free_port(),
-        routes_file: write_routes(&ns, &dir).unwrap(),
+        routes_file: write_routes(&ns, dir.path()).unwrap(),
         llm_endpoint: Some(llm.url()),
         embedding_endpoint: None,
         telegram_api_base: telegram.url(),

@@ -102,6 +102,8 @@ struct Harness {
     gw: Gateway,
     /// The test database's name.
     db: String,
+    /// Holds the routes file; removed when the test ends (passed or failed).
+    _dir: tempfile::TempDir,
 }
 
 async fn start(channels: Vec<ChannelRoute>) -> Harness {
@@ -133,9 +135,11 @@ async fn start_configured(
     let db = url.rsplit('/').next().unwrap().to_string();
     let pool = xin_store::connect(&url, 4).await.unwrap();
     xin_store::check_runtime_role(&pool).await.unwrap();
-    let dir = std::env::temp_dir().join(format!("xin-gw-{db}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    let routes_file = dir.join("routes.json");
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("xin-gw-{db}-"))
+        .tempdir()
+        .unwrap();
+    let routes_file = dir.path().join("routes.json");
     let r = Routes {
         tenant: "acme".into(),
         channels,
@@ -180,6 +184,7 @@ async fn start_configured(
         routes_file,
         metrics,
         db,
+        _dir: dir,
     }
 }
 

@@ -92,6 +92,8 @@ struct Stack {
     telegram: StandIn,
     meta: StandIn,
     otel: StandIn,
+    /// Holds the routes file; removed when the test ends (passed or failed).
+    _dir: tempfile::TempDir,
 }
 
 impl Stack {
@@ -106,9 +108,11 @@ impl Stack {
         .execute(&pool)
         .await
         .unwrap();
-        let dir = std::env::temp_dir().join(format!("xin-path-{}", free_port()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let routes_file = dir.join("routes.json");
+        let dir = tempfile::Builder::new()
+            .prefix("xin-path-")
+            .tempdir()
+            .unwrap();
+        let routes_file = dir.path().join("routes.json");
         let routes = Routes {
             tenant: "acme".into(),
             channels: vec![
@@ -129,6 +133,7 @@ impl Stack {
             telegram: ok_provider(),
             meta: ok_provider(),
             otel: StandIn::start(|_| Answer::json(200, json!({}))),
+            _dir: dir,
         }
     }
 

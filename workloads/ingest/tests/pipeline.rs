@@ -205,10 +205,13 @@ fn reasons(r: &Report) -> Vec<(String, String)> {
     v
 }
 
-fn headers_dir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("xin-ingest-headers-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("X-Api-Key"), "k-123\n").unwrap();
+/// A mounted-Secret stand-in with one header; removed when dropped (passed or failed).
+fn headers_dir() -> tempfile::TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("xin-ingest-headers-")
+        .tempdir()
+        .unwrap();
+    std::fs::write(dir.path().join("X-Api-Key"), "k-123\n").unwrap();
     dir
 }
 
@@ -249,7 +252,8 @@ async fn every_format_from_urls_bad_documents_reported_and_the_same_job_twice_ad
         "jsonl": {"textField": "body", "titleField": "q", "idField": "id", "metadataFields": ["meta.lang"]},
         "failureThreshold": {"maxFailedDocuments": 5},
     }));
-    let source = open(&e, &spec, Some(headers_dir()), false).await;
+    let headers = headers_dir();
+    let source = open(&e, &spec, Some(headers.path().to_path_buf()), false).await;
     let r = run(&e, &spec, &source, None).await;
     assert_eq!(r.state, WorkerState::Succeeded, "{r:?}");
     assert_eq!(
@@ -358,9 +362,17 @@ async fn past_the_failure_threshold_the_job_fails_with_its_reason_and_keeps_what
 
     // A source with nothing in it fails before writing anything (a Replace of nothing
     // would empty the knowledge).
-    let dir = std::env::temp_dir().join(format!("xin-ingest-empty-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let r = run(&e, &spec, &Source::dir(dir, 1 << 20), None).await;
+    let dir = tempfile::Builder::new()
+        .prefix("xin-ingest-empty-")
+        .tempdir()
+        .unwrap();
+    let r = run(
+        &e,
+        &spec,
+        &Source::dir(dir.path().to_path_buf(), 1 << 20),
+        None,
+    )
+    .await;
     assert_eq!(r.state, WorkerState::Failed);
     assert_eq!(r.reason.as_deref(), Some("NoDocuments"));
     assert_eq!(store(&e.pool).await.0, 1, "nothing removed");
@@ -602,8 +614,11 @@ async fn a_store_dropping_connections_mid_run_loses_and_duplicates_nothing() {
     let pool = xin_store::connect(&url, 4).await.unwrap();
     let http = HttpMetrics::default();
     let metrics = Metrics::new("acme", &http);
-    let dir = std::env::temp_dir().join(format!("xin-ingest-flaky-{}", rand::random::<u64>()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let tmp = tempfile::Builder::new()
+        .prefix("xin-ingest-flaky-")
+        .tempdir()
+        .unwrap();
+    let dir = tmp.path().to_path_buf();
     let n = 2000;
     for i in 0..n {
         std::fs::write(
@@ -678,5 +693,4 @@ async fn a_store_dropping_connections_mid_run_loses_and_duplicates_nothing() {
     assert_eq!(docs, n);
     assert_eq!(chunks, distinct, "no chunk twice");
     assert_eq!(chunks, report.chunks, "the status counts are the store's");
-    let _ = std::fs::remove_dir_all(&dir);
 }
