@@ -80,18 +80,13 @@ into() {
 }
 
 build_kube_node() {
-  local mod minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
-  mod=$(mktemp -d)
+  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   # The version the node reports, stamped as the control plane's binaries are.
   local ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
-  cp "$REPO/e2e/controlplane/gomod/kube/go.mod" "$REPO/e2e/controlplane/gomod/kube/go.sum" "$mod/"
-  sed -i 's|^\tk8s.io/kubernetes/cmd/kubectl$|\tk8s.io/kubernetes/cmd/kubectl\n\tk8s.io/kubernetes/cmd/kubelet\n\tk8s.io/kubernetes/cmd/kube-proxy|' "$mod/go.mod"
-  # Static, as the control plane is built (and so sharing its compiled packages).
-  (cd "$mod" && go mod tidy && go build -ldflags "$ld" -o "$OUT/" \
+  # From the control plane's own module (kubelet and kube-proxy are among its tools), static
+  # like the control plane, so all they share with it is already compiled.
+  (cd "$REPO/e2e/controlplane/gomod/kube" && go build -ldflags "$ld" -o "$OUT/" \
     k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kube-proxy)
-  local rc=$?
-  rm -rf "$mod"
-  return "$rc"
 }
 
 build_coredns() {
@@ -143,7 +138,7 @@ build_cni() {
 build() {
   go_env
   if built "$NODE_BIN" kubelet kube-proxy; then say "cached: kubelet, kube-proxy in $NODE_BIN"; else
-    say "building kubelet and kube-proxy $KUBE_VERSION (the control plane's module, their commands added)"
+    say "building kubelet and kube-proxy $KUBE_VERSION (from the control plane's module)"
     into "$NODE_BIN" build_kube_node
   fi
   if built "$COREDNS_BIN" coredns; then say "cached: coredns in $COREDNS_BIN"; else

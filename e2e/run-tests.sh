@@ -6,14 +6,17 @@
 #      RustSec database needs GitHub; docs/development.md); the web widget (e2e/widget.sh
 #      check: the committed widget/dist/embed.js is what widget/src builds to, its types and
 #      unit tests, the React wrapper package built and tested)
-#   2. Chromium and chromedriver from Debian's packages for the widget's browser tests
+#   2. (the S3 and SMTP stand-ins' Python packages installed in the background from the start)
+#      Chromium and chromedriver from Debian's packages for the widget's browser tests
 #      (apt-get, when missing); the test cluster (XIN_CLUSTER=test: state .cluster/test, its
 #      own ports; never the demo's), a throwaway PostgreSQL and an S3-compatible server (moto, e2e/s3.sh, the
 #      ingestion tests' stand-in for a bucket) and an SMTP relay with STARTTLS (aiosmtpd,
 #      e2e/smtp.sh, the e-mail tests'): started here unless running; the test tools
 #      (cyclonus, the NetworkPolicy engine; the Prometheus Operator's CRDs): built unless
 #      cached; Prometheus, promtool and Jaeger built in the background (see below)
-#   3. cargo test --workspace (built in the background from the end of clippy on): unit
+#   3. every test binary of cargo test --workspace (built in the background from the end of
+#      clippy on; run in cargo's order, except that the three suites that wait for a background
+#      build run last, e2e/list-suites.py), then its doc tests: unit
 #      tests, the e2e suites against that cluster (among them the container images, assembled
 #      as `make images` does from the dev binaries cargo test built, run by runc; umoci and
 #      runc installed with apt-get when missing), and the
@@ -55,7 +58,12 @@ setsid nice -n 5 bash -c '"$1" build && "$1" build-tools cyclonus prometheus-ope
 cp_pid=$!
 setsid nice -n 5 "$CLUSTER" build-tools cargo-deny >"$deny_log" 2>&1 &
 deny_pid=$!
-obs_pid= realnode_pid= test_build_pid=
+# The S3 and SMTP stand-ins' virtualenvs (pip; cold: a minute or two, mostly downloads), for
+# the same reason; their `start` below waits for nothing then.
+py_log=$(mktemp)
+setsid bash -c '"$1" install && "$2" install' _ "$REPO/e2e/s3.sh" "$REPO/e2e/smtp.sh" >"$py_log" 2>&1 &
+py_pid=$!
+obs_pid= realnode_pid= test_build_pid= test_build_json=
 # wait_build <pid> <log> <what>: the background build's outcome; its log's end when it failed.
 wait_build() {
   if wait "$1"; then rm -f "$2"; else
@@ -65,7 +73,7 @@ wait_build() {
 cleanup_background() {
   # Unfinished background builds go with us (redone next time).
   local p
-  for p in "$fuzz_pid" "$cp_pid" "$deny_pid" "$obs_pid" "$realnode_pid" "$test_build_pid"; do
+  for p in "$fuzz_pid" "$cp_pid" "$deny_pid" "$py_pid" "$obs_pid" "$realnode_pid" "$test_build_pid"; do
     if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then kill -TERM -- "-$p" 2>/dev/null || true; fi
   done
 }
@@ -73,8 +81,9 @@ trap cleanup_background EXIT
 cargo clippy --workspace --all-targets --locked -- -D warnings
 # The suites' build (cold: most of a first run's compiling) starts now, while the checks below
 # run and the control plane finishes building; `cargo test` then starts running at once.
-test_build_log=$(mktemp)
-setsid cargo test --workspace --locked --no-run >"$test_build_log" 2>&1 &
+test_build_log=$(mktemp) test_build_json=$(mktemp)
+setsid cargo test --workspace --locked --no-run --message-format=json-render-diagnostics \
+  >"$test_build_json" 2>"$test_build_log" &
 test_build_pid=$!
 # cargo-deny, pinned in versions.env and cached like cyclonus
 # (~/.cache/xin/cargo-deny-<version>/bin). A cold cache (fresh CI machine) builds it first from
@@ -117,6 +126,7 @@ if ! curl -fsS -o /dev/null "$("$REPO/e2e/s3.sh" url)/moto-api/" 2>/dev/null; th
 fi
 cleanup() {
   cleanup_background
+  rm -f "$test_build_json"
   if ((started)); then say "stopping the test cluster this run started"; "$CLUSTER" down; fi
   if ((pg_started)); then "$REPO/e2e/postgres.sh" stop; fi
   if ((s3_started)); then "$REPO/e2e/s3.sh" stop; fi
@@ -125,6 +135,8 @@ cleanup() {
 trap cleanup EXIT
 say "Chromium and chromedriver for the widget's browser tests (apt-get when missing)"
 "$REPO/e2e/widget.sh" browser
+wait_build "$py_pid" "$py_log" "the S3 and SMTP stand-ins' virtualenvs (e2e/s3.sh install, e2e/smtp.sh install)"
+py_pid=
 say "PostgreSQL for the workload tests"
 XIN_TEST_DATABASE_URL=$("$REPO/e2e/postgres.sh" start)
 export XIN_TEST_DATABASE_URL
@@ -169,11 +181,29 @@ say "umoci and runc for the images' OCI-runtime test, nftables and socat for the
 say "the suites' build (cargo test --no-run, started after clippy)"
 wait_build "$test_build_pid" "$test_build_log" "the suites (cargo test --workspace --no-run)"
 test_build_pid=
+# Every test binary that `cargo test --workspace` runs, run here from the build's list
+# (e2e/list-suites.py) in cargo's order, except that the suites which wait for a background
+# build go last: while the others run (much of it waiting on the API server), that build gets
+# the cores they leave idle, instead of a suite holding up all that follow it. Each runs from
+# its package's directory, as cargo runs it; a failing binary does not stop the others. Then
+# the doc tests, as `cargo test` ends with them.
 log=$(mktemp)
-cargo test --workspace --locked 2>&1 | tee "$log"
+suites=$(python3 "$REPO/e2e/list-suites.py" --last e2e_realnode,monitoring_rules,e2e_observability <"$test_build_json")
+failed_suites=()
+while IFS=$'\t' read -r suite dir exe; do
+  printf '     Running %s (%s)\n' "$suite" "${exe#"$REPO"/}" | tee -a "$log"
+  if ! (cd "$dir" && CARGO_MANIFEST_DIR=$dir "$exe" </dev/null) 2>&1 | tee -a "$log"; then
+    failed_suites+=("$suite")
+  fi
+done <<<"$suites"
+cargo test --workspace --locked --doc 2>&1 | tee -a "$log" || failed_suites+=("doc tests")
 passed=$(grep -Eo '[0-9]+ passed' "$log" | awk '{s += $1} END {print s + 0}')
 failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s += $1} END {print s + 0}')
 rm -f "$log"
+if ((${#failed_suites[@]})); then
+  echo "error: failing test binaries: ${failed_suites[*]} ($passed passed, $failed failed)" >&2
+  exit 1
+fi
 # The background build has ended by now unless no suite waited for it (a filtered run): say
 # how it went either way.
 wait_build "$obs_pid" "$obs_log" "Prometheus and Jaeger"

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway S3-compatible server for the ingestion tests (the stand-in for a cloud bucket):
 # moto's server from PyPI, in a virtualenv cached under ~/.cache/xin, on 127.0.0.1 only.
+#   s3.sh install install into the cache if missing (start does it too)
 #   s3.sh start   install if missing, start; prints the endpoint URL
 #   s3.sh stop    stop it
 #   s3.sh url     print the endpoint URL
@@ -15,16 +16,21 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 url() { echo "http://127.0.0.1:$PORT"; }
 up() { curl -fsS -o /dev/null "$(url)/moto-api/" 2>/dev/null; }
 
+install() {
+  # The stamp is written last: an interrupted install is redone, not half used.
+  if [ ! -f "$VENV/.installed" ]; then
+    say "installing moto[server] $MOTO_VERSION into $VENV (pip)"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
+    touch "$VENV/.installed"
+  fi
+}
+
 case "${1:-}" in
+  install) install ;;
   start)
-    # The stamp is written last: an interrupted install is redone, not half used.
-    if [ ! -f "$VENV/.installed" ]; then
-      say "installing moto[server] $MOTO_VERSION into $VENV (pip)"
-      rm -rf "$VENV"
-      python3 -m venv "$VENV"
-      "$VENV/bin/pip" install -q --disable-pip-version-check "moto[server]==$MOTO_VERSION" >&2
-      touch "$VENV/.installed"
-    fi
+    install
     if up; then say "S3 stand-in already running on $(url)"; url; exit 0; fi
     mkdir -p "$RUN"
     setsid "$VENV/bin/moto_server" -H 127.0.0.1 -p "$PORT" >"$RUN/moto.log" 2>&1 </dev/null &
@@ -39,5 +45,5 @@ case "${1:-}" in
     rm -rf "$RUN"
     ;;
   url) url ;;
-  *) sed -n '2,7p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # A throwaway SMTP relay for the e-mail tests (the stand-in for a mail provider's relay):
 # aiosmtpd from PyPI, in a virtualenv cached under ~/.cache/xin, on 127.0.0.1 only.
+#   smtp.sh install install into the cache if missing (start does it too)
 #   smtp.sh start   install if missing, start; prints the line below
 #   smtp.sh stop    stop it and remove its run dir (certificates, mail, log)
 #   smtp.sh url     print the line below (when running)
@@ -28,17 +29,22 @@ say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 up() { timeout 3 bash -c "exec 3<>/dev/tcp/127.0.0.1/$PORT && head -c3 <&3" 2>/dev/null | grep -q 220; }
 line() { cat "$RUN/line"; }
 
+install() {
+  # The stamp is written last: an interrupted install is redone, not half used.
+  if [ ! -f "$VENV/.installed" ]; then
+    say "installing aiosmtpd $AIOSMTPD_VERSION and trustme $TRUSTME_VERSION into $VENV (pip)"
+    rm -rf "$VENV"
+    python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q --disable-pip-version-check \
+      "aiosmtpd==$AIOSMTPD_VERSION" "trustme==$TRUSTME_VERSION" >&2
+    touch "$VENV/.installed"
+  fi
+}
+
 case "${1:-}" in
+  install) install ;;
   start)
-    # The stamp is written last: an interrupted install is redone, not half used.
-    if [ ! -f "$VENV/.installed" ]; then
-      say "installing aiosmtpd $AIOSMTPD_VERSION and trustme $TRUSTME_VERSION into $VENV (pip)"
-      rm -rf "$VENV"
-      python3 -m venv "$VENV"
-      "$VENV/bin/pip" install -q --disable-pip-version-check \
-        "aiosmtpd==$AIOSMTPD_VERSION" "trustme==$TRUSTME_VERSION" >&2
-      touch "$VENV/.installed"
-    fi
+    install
     if up && [ -f "$RUN/line" ]; then say "SMTP stand-in already running on 127.0.0.1:$PORT"; line; exit 0; fi
     rm -rf "$RUN"
     mkdir -p "$RUN/mail"
@@ -126,5 +132,5 @@ PY
     rm -rf "$RUN"
     ;;
   url) up && [ -f "$RUN/line" ] || { echo "error: the SMTP stand-in is not running on port $PORT" >&2; exit 1; }; line ;;
-  *) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+  *) sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 esac

@@ -130,9 +130,9 @@ cmd_check_versions() {
     echo "gomod/kube: the staging replaces above are not $KUBE_STAGING_VERSION" >&2; bad=1
   fi
   grep -q "^\s*go.etcd.io/etcd/server/v3 $ETCD_VERSION\b" "$HERE/gomod/etcd/go.mod" || { echo "gomod/etcd: etcd is not $ETCD_VERSION" >&2; bad=1; }
-  grep -q "^\s*sigs.k8s.io/kwok $KWOK_VERSION\b" "$HERE/gomod/kwok/go.mod" || { echo "gomod/kwok: kwok is not $KWOK_VERSION" >&2; bad=1; }
-  grep -q "^\s*helm.sh/helm/v3 $HELM_VERSION\b" "$HERE/gomod/helm/go.mod" || { echo "gomod/helm: helm is not $HELM_VERSION" >&2; bad=1; }
-  grep -q "^\s*github.com/mattfenwick/cyclonus $CYCLONUS_VERSION\b" "$HERE/gomod/cyclonus/go.mod" || { echo "gomod/cyclonus: cyclonus is not $CYCLONUS_VERSION" >&2; bad=1; }
+  grep -q "^\s*sigs.k8s.io/kwok $KWOK_VERSION\b" "$HERE/gomod/kube/go.mod" || { echo "gomod/kube: kwok is not $KWOK_VERSION" >&2; bad=1; }
+  grep -q "^\s*helm.sh/helm/v3 $HELM_VERSION\b" "$HERE/gomod/kube/go.mod" || { echo "gomod/kube: helm is not $HELM_VERSION" >&2; bad=1; }
+  grep -q "^\s*github.com/mattfenwick/cyclonus $CYCLONUS_VERSION\b" "$HERE/gomod/kube/go.mod" || { echo "gomod/kube: cyclonus is not $CYCLONUS_VERSION" >&2; bad=1; }
   grep -q "^\s*github.com/prometheus/prometheus $PROMETHEUS_VERSION\b" "$HERE/gomod/prometheus/go.mod" || { echo "gomod/prometheus: prometheus is not $PROMETHEUS_VERSION" >&2; bad=1; }
   grep -q "^\s*github.com/jaegertracing/jaeger $JAEGER_VERSION\b" "$HERE/gomod/jaeger/go.mod" || { echo "gomod/jaeger: jaeger is not $JAEGER_VERSION" >&2; bad=1; }
   grep -q "^\s*github.com/prometheus-operator/prometheus-operator $PROMETHEUS_OPERATOR_VERSION\b" "$HERE/gomod/prometheus-operator-crds/go.mod" || { echo "gomod/prometheus-operator-crds: prometheus-operator is not $PROMETHEUS_OPERATOR_VERSION" >&2; bad=1; }
@@ -173,9 +173,10 @@ cmd_build() {
   say "[2/4] etcd $ETCD_VERSION"
   go_build etcd "$ETCD_BIN" "-s -w" go.etcd.io/etcd/server/v3 etcd
   say "[3/4] kwok $KWOK_VERSION"
-  go_build kwok "$KWOK_BIN" "-s -w" sigs.k8s.io/kwok/cmd/kwok kwok
+  # kwok and helm from the Kubernetes module (gomod/kube): its client-go, already compiled.
+  go_build kube "$KWOK_BIN" "-s -w" sigs.k8s.io/kwok/cmd/kwok kwok
   say "[4/4] helm $HELM_VERSION"
-  go_build helm "$HELM_BIN" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm
+  go_build kube "$HELM_BIN" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm
   exec 9>&-
 }
 
@@ -194,8 +195,13 @@ cargo_install() {
   ( while sleep 60; do echo "    ... still building $crate: $(( ($(date +%s) - start) / 60 )) min" >&2; done ) &
   ticker=$!
   trap 'kill "$ticker" 2>/dev/null; rm -rf "$tmp"' EXIT INT TERM
-  # From the repository, so rust-toolchain.toml's pinned toolchain builds it.
-  (cd "$REPO" && CARGO_TARGET_DIR="$tmp/target" cargo install --quiet --locked --no-track \
+  # From the repository, so rust-toolchain.toml's pinned toolchain builds it. Test tooling, so
+  # built for a short compile rather than the fastest binary: cargo-deny's own release profile
+  # asks for fat LTO in one codegen unit, which on 2 cores is minutes of a cold run; opt-level 1
+  # without LTO is plenty for a check of this workspace's few hundred crates.
+  (cd "$REPO" && CARGO_TARGET_DIR="$tmp/target" CARGO_PROFILE_RELEASE_LTO=off \
+    CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    cargo install --quiet --locked --no-track \
     "$crate" --version "$version" --root "$tmp/root") || rc=$?
   kill "$ticker" 2>/dev/null; wait "$ticker" 2>/dev/null || true
   trap - EXIT INT TERM
@@ -227,14 +233,15 @@ fetch_prometheus_operator_crds() {
   say "copied $(find "$out" -name '*.yaml' | wc -l) CRD manifests into $out"
 }
 
-# Only the test suites need these (the demo does not): `make test` builds them. Cyclonus takes
-# about 4.5 minutes with empty Go caches on 2 busy cores, under a minute once its modules are
-# downloaded. cargo-deny needs only cargo, not Go: about 6 minutes on 2 busy cores (356 s
-# measured, a release build of its ~200 crates), plus downloading them with an empty cargo
-# registry cache; `make test` builds it in its static checks, before the cluster starts.
+# Only the test suites need these (the demo does not): `make test` builds them. Cyclonus comes
+# from the Kubernetes module after the control plane: with kwok and helm, 35 s on 2 cores (62 s
+# of CPU) once the control plane is built, where each from a module of its own took 100-120 s.
+# cargo-deny needs only cargo, not Go: a release build of its ~200 crates (at opt-level 1
+# without LTO, cargo_install), plus downloading them with an empty cargo registry cache;
+# `make test` builds it in its static checks, before the cluster starts.
 # The observability tools, each measured with empty Go caches on 2 cores that another build
-# kept busy (load 3-6), module downloads included: prometheus (prometheus and promtool) 542 s,
-# jaeger 294 s, prometheus-operator-crds 1 s (a 31 MB module zip, nothing built); each needs
+# kept busy (load 3-6), module downloads included: prometheus (prometheus and promtool) 542 s
+# (with Kubernetes discovery, since dropped), jaeger 294 s, prometheus-operator-crds 1 s (a 31 MB module zip, nothing built); each needs
 # about 1.1-1.2 GB of modules and 1.2-1.6 GB of build cache under the cache's go/. In the
 # cache: prometheus 125 MB, jaeger 82 MB, the CRDs 4.5 MB. `make test` builds prometheus and
 # jaeger in the background (nice 19) while its suites run; the suites that need them wait.
@@ -258,7 +265,7 @@ cmd_build_tools() {
         go_env
         cmd_check_versions >/dev/null
         say "cyclonus $CYCLONUS_VERSION (NetworkPolicy engine)"
-        go_build cyclonus "$CYCLONUS_BIN" "-s -w" github.com/mattfenwick/cyclonus/cmd/cyclonus cyclonus
+        go_build kube "$CYCLONUS_BIN" "-s -w" github.com/mattfenwick/cyclonus/cmd/cyclonus cyclonus
         ;;
       cargo-deny)
         say "cargo-deny $CARGO_DENY_VERSION (dependency licences, bans, sources)"
@@ -278,9 +285,10 @@ cmd_build_tools() {
         pv="${pv:0:1}.$((10#${pv:1:2})).${pv#*.}"
         # Without the builtinassets tag (the web UI is not in the module zip) the binary looks
         # for the UI on disk and the UI pages fail, but the HTTP API (/api/v1/...) and /-/ready
-        # work. remove_all_sd drops the optional service discoveries (cloud SDKs: AWS, Azure,
-        # GCE, ...), enable_kubernetes_sd keeps Kubernetes'; static, file and http SD stay.
-        GOFLAGS="$GOFLAGS -tags=remove_all_sd,enable_kubernetes_sd" go_build prometheus "$PROMETHEUS_BIN" \
+        # work. remove_all_sd drops the optional service discoveries (cloud SDKs, and
+        # Kubernetes' with client-go: minutes of a cold build); the tests and the demo scrape
+        # static targets, and static, file and http SD stay.
+        GOFLAGS="$GOFLAGS -tags=remove_all_sd" go_build prometheus "$PROMETHEUS_BIN" \
           "-s -w -X github.com/prometheus/common/version.Version=$pv" \
           github.com/prometheus/prometheus/cmd/prometheus prometheus \
           github.com/prometheus/prometheus/cmd/promtool promtool
