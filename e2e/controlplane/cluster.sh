@@ -161,6 +161,14 @@ cmd_build() {
   ensure_tools
   go_env
   cmd_check_versions >/dev/null
+  # All cached: nothing to build, so no waiting for the build lock either (make test's
+  # background builds of the test tools hold it for minutes, and `up` comes through here).
+  if [ -x "$KUBE_BIN/kube-apiserver" ] && [ -x "$KUBE_BIN/kube-controller-manager" ] &&
+    [ -x "$KUBE_BIN/kube-scheduler" ] && [ -x "$KUBE_BIN/kubectl" ] && [ -x "$ETCD_BIN/etcd" ] &&
+    [ -x "$KWOK_BIN/kwok" ] && [ -x "$HELM_BIN/helm" ]; then
+    say "cached: Kubernetes $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION"
+    return 0
+  fi
   build_lock
   local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   local kube_ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
