@@ -31,23 +31,19 @@ for line in sys.stdin:
         continue
     target = msg["target"]
     kind = target["kind"][0]
-    package_dir = os.path.dirname(msg["manifest_path"])
-    package = os.path.basename(package_dir)
-    name = target["name"] if kind == "test" else f"{target['name']} ({kind} unit tests)"
-    found[exe] = ((package_dir, KIND_ORDER.get(kind, 9), target["name"]), name, package_dir, kind, target["name"])
+    found[exe] = (os.path.dirname(msg["manifest_path"]), KIND_ORDER.get(kind, 9), target["name"], kind)
 
 if not found:
     sys.exit("list-suites.py: no test binaries in the build's messages")
-rows = sorted(found.items(), key=lambda kv: kv[1][0])
-late = {}
+# (package directory, kind, target name): cargo's order.
+rows = sorted(found.items(), key=lambda kv: kv[1][:3])
+is_late = lambda v, name: v[3] == "test" and v[2] == name
 for name in last:
-    match = [(exe, v) for exe, v in rows if v[3] == "test" and v[4] == name]
-    if not match:
+    if not any(is_late(v, name) for _, v in rows):
         sys.exit(f"list-suites.py: --last names '{name}', but the build has no such test target")
-    late[name] = match
-late_exes = {exe for m in late.values() for exe, _ in m}
-out = [(exe, v) for exe, v in rows if exe not in late_exes]
+out = [r for r in rows if not any(is_late(r[1], n) for n in last)]
 for name in last:
-    out.extend(late[name])
-for exe, (_, name, package_dir, _, _) in out:
-    print(f"{name}\t{package_dir}\t{exe}")
+    out.extend(r for r in rows if is_late(r[1], name))
+for exe, (package_dir, _, target, kind) in out:
+    label = target if kind == "test" else f"{target} ({kind} unit tests)"
+    print(f"{label}\t{package_dir}\t{exe}")

@@ -101,6 +101,15 @@ go_build() {
   local need=0
   for n in "${names[@]}"; do [ -x "$out/$n" ] || need=1; done
   if ((need == 0)); then say "cached: ${names[*]} in $out"; return 0; fi
+  # The build lock only when there is something to build (`up` comes through `build`, and
+  # make test's background builds hold the lock for minutes); then look again: whoever held
+  # it may have built these meanwhile.
+  if [ -z "$lock_held" ]; then
+    build_lock
+    need=0
+    for n in "${names[@]}"; do [ -x "$out/$n" ] || need=1; done
+    if ((need == 0)); then say "cached: ${names[*]} in $out"; return 0; fi
+  fi
   mkdir -p "$out"
   tmp=$(mktemp -d "$out/.build.XXXXXX")
   start=$(date +%s)
@@ -146,7 +155,9 @@ cmd_check_versions() {
 # build_lock [name]: one build at a time per lock. The Go builds share one (and the Go caches);
 # each cargo install has its own, so make test's background build of cargo-fuzz (at nice 19)
 # never holds up cargo-deny, nor Prometheus and Jaeger.
+lock_held=
 build_lock() {
+  lock_held=1
   mkdir -p "$CACHE_ROOT"
   if command -v flock >/dev/null; then
     exec 9>"$CACHE_ROOT/.${1:-build}.lock"
@@ -161,15 +172,6 @@ cmd_build() {
   ensure_tools
   go_env
   cmd_check_versions >/dev/null
-  # All cached: nothing to build, so no waiting for the build lock either (make test's
-  # background builds of the test tools hold it for minutes, and `up` comes through here).
-  if [ -x "$KUBE_BIN/kube-apiserver" ] && [ -x "$KUBE_BIN/kube-controller-manager" ] &&
-    [ -x "$KUBE_BIN/kube-scheduler" ] && [ -x "$KUBE_BIN/kubectl" ] && [ -x "$ETCD_BIN/etcd" ] &&
-    [ -x "$KWOK_BIN/kwok" ] && [ -x "$HELM_BIN/helm" ]; then
-    say "cached: Kubernetes $KUBE_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION, helm $HELM_VERSION"
-    return 0
-  fi
-  build_lock
   local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
   local kube_ld="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
   say "[1/4] Kubernetes $KUBE_VERSION"
@@ -185,7 +187,7 @@ cmd_build() {
   go_build kube "$KWOK_BIN" "-s -w" sigs.k8s.io/kwok/cmd/kwok kwok
   say "[4/4] helm $HELM_VERSION"
   go_build kube "$HELM_BIN" "-s -w -X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" helm.sh/helm/v3/cmd/helm helm
-  exec 9>&-
+  exec 9>&- && lock_held=
 }
 
 # cargo_install <crate> <version> <root>: `cargo install --locked` (the crate's own lockfile) of
@@ -321,7 +323,7 @@ cmd_build_tools() {
         ;;
     esac
   done
-  exec 9>&-
+  exec 9>&- && lock_held=
 }
 
 pid_of() { cat "$STATE/pids/$1.pid" 2>/dev/null || true; }
